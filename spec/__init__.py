@@ -1,0 +1,31 @@
+"""The dmm spec language: grammar (lark), parser, typed AST, type checker, printer; the DMM spec.
+
+Pipeline: text --parse--> SpecFile (surface AST) --check--> CheckedSpec (resolved, typed).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from .ast import SpecFile
+from .checker import CheckedSpec, check
+from .errors import Diagnostic, SpecError
+from .parser import parse, parse_file
+from .printer import show_spec
+
+BUNDLED_NAME = "dmm.dmm"
+
+
+def bundled_path() -> Path:
+    """The bundled DMM spec, the default of every command."""
+    return Path(str(resources.files(__package__).joinpath(BUNDLED_NAME)))
+
+
+def load(path: str | Path | None = None) -> CheckedSpec:
+    """Parse and type-check a spec file (default: the bundled DMM spec), or raise SpecError."""
+    return check(parse_file(path or bundled_path()))
+
+
+__all__ = ["CheckedSpec", "Diagnostic", "SpecError", "SpecFile", "bundled_path", "check", "load", "parse",
+           "parse_file", "show_spec"]

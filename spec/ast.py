@@ -1,0 +1,333 @@
+"""The typed AST of the dmm spec language.
+
+Nodes are frozen dataclasses: hashable, comparable, cheap to share. Source locations ride along
+but never take part in equality, so `parse(print(ast)) == ast` compares structure only.
+
+The parser produces *surface* nodes (`Name`, `App`); the checker (`checker.py`) resolves names and
+returns *resolved* nodes (`Var`, `Sym`, `EnumLit`, `Some`) in which every expression's type is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Loc:
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}" if self.line > 0 else self.file
+
+
+def _loc() -> Loc | None:
+    return field(default=None, compare=False, repr=False)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- types
+
+BOOL = "bool"
+INT = "int"
+
+
+@dataclass(frozen=True)
+class TypeRef:
+    """A type as written: a sort, an enum, `bool` or `int`; `optional` is the `?` of partial results."""
+
+    name: str
+    optional: bool = False
+    loc: Loc | None = _loc()
+
+    def __str__(self) -> str:
+        return self.name + ("?" if self.optional else "")
+
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Binder:
+    name: str
+    type: TypeRef
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Name:
+    """A bare identifier as written: a variable, a constant, an enum value or a 0-ary symbol."""
+
+    name: str
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class App:
+    """`f(a, b)` as written: a relation, function or definition applied to arguments."""
+
+    name: str
+    args: tuple[Expr, ...]
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class BoolLit:
+    value: bool
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class IntLit:
+    value: int
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class NoneLit:
+    """`none`; after checking, `type` names the optional type it belongs to."""
+
+    type: TypeRef | None = None
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Not:
+    arg: Expr
+    loc: Loc | None = _loc()
+
+
+# Binary operators, by their surface spelling.
+LOGIC_OPS = ("and", "or", "implies", "iff")
+CMP_OPS = ("=", "!=", "<", "<=", ">", ">=")
+ARITH_OPS = ("+", "-")
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: Expr
+    right: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Quant:
+    kind: str  # "forall" | "exists"
+    binders: tuple[Binder, ...]
+    body: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Count:
+    """`count { x: S, y: T | body }`: how many tuples satisfy body (an int)."""
+
+    binders: tuple[Binder, ...]
+    body: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Ite:
+    cond: Expr
+    then: Expr
+    else_: Expr
+    loc: Loc | None = _loc()
+
+
+# Resolved forms (only the checker makes these).
+
+
+@dataclass(frozen=True)
+class Var:
+    """A bound variable or an action parameter, with its type."""
+
+    name: str
+    type: TypeRef
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A state or immutable symbol (relation, function, constant) applied to arguments."""
+
+    name: str
+    args: tuple[Expr, ...]
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class EnumLit:
+    enum: str
+    value: str
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Some:
+    """The coercion of a value of type S into S? (inserted by the checker, never written)."""
+
+    arg: Expr
+    loc: Loc | None = _loc()
+
+
+Expr = Union[Name, App, BoolLit, IntLit, NoneLit, Not, BinOp, Quant, Count, Ite, Var, Sym, EnumLit, Some]
+
+
+# ---------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Requires:
+    cond: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Assign:
+    target: Expr  # Name or App as written; Sym once resolved
+    value: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Insert:
+    target: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Remove:
+    target: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class ForallUpdate:
+    binders: tuple[Binder, ...]
+    body: Update
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class IfUpdate:
+    cond: Expr
+    then: tuple[Update, ...]
+    else_: tuple[Update, ...]
+    loc: Loc | None = _loc()
+
+
+Update = Union[Assign, Insert, Remove, ForallUpdate, IfUpdate]
+Stmt = Union[Requires, Update]
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class SortDecl:
+    name: str
+    bound: int | None = None
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class EnumDecl:
+    name: str
+    values: tuple[str, ...]
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class RelationDecl:
+    name: str
+    arg_types: tuple[TypeRef, ...]
+    mutable: bool = True
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class FunctionDecl:
+    name: str
+    arg_types: tuple[TypeRef, ...]
+    result: TypeRef
+    mutable: bool = True
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class ConstDecl:
+    name: str
+    type: TypeRef
+    mutable: bool = True
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class DefineDecl:
+    name: str
+    params: tuple[Binder, ...]
+    result: TypeRef
+    body: Expr
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class AxiomDecl:
+    name: str
+    formula: Expr
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class InvariantDecl:
+    name: str
+    formula: Expr
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class InitDecl:
+    body: tuple[Update, ...]
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class ActionDecl:
+    name: str
+    params: tuple[Binder, ...]
+    body: tuple[Stmt, ...]
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
+Decl = Union[
+    SortDecl,
+    EnumDecl,
+    RelationDecl,
+    FunctionDecl,
+    ConstDecl,
+    DefineDecl,
+    AxiomDecl,
+    InvariantDecl,
+    InitDecl,
+    ActionDecl,
+]
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    decls: tuple[Decl, ...]
+    file: str = field(default="<spec>", compare=False)
+    source: str = field(default="", compare=False, repr=False)

@@ -1,0 +1,242 @@
+"""Text -> surface AST. Syntax errors become `SpecError` with file:line:col and what was expected."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+
+from . import ast as A
+from .errors import Diagnostic, SpecError
+
+# How terminals are named in "expected: ..." lines.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "CMPOP": "a comparison (=, !=, <, <=, >, >=)",
+    "ADDOP": "'+' or '-'",
+    "IMMUTABLE": "'immutable'",
+    "OPTIONAL": "'?'",
+    "$END": "end of file",
+}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _describe(terminals: set[str] | frozenset[str]) -> str:
+    parser = _parser()
+    by_name = {t.name: t for t in parser.terminals}
+    words = set()
+    for name in terminals:
+        if name in _TERMINAL_WORDS:
+            words.add(_TERMINAL_WORDS[name])
+        elif name in by_name and by_name[name].pattern.type == "str":
+            words.add(repr(by_name[name].pattern.value))
+        else:
+            words.add(name.lower())
+    return ", ".join(sorted(words))
+
+
+def _end_loc(file: str, text: str) -> A.Loc:
+    lines = text.splitlines() or [""]
+    return A.Loc(file, len(lines), len(lines[-1]) + 1)
+
+
+def parse(text: str, file: str = "<spec>") -> A.SpecFile:
+    """Parse spec text into a surface AST, or raise SpecError."""
+    try:
+        tree = _parser().parse(text)
+    except lark.UnexpectedToken as e:
+        tok = e.token
+        if tok.type == "$END" or tok.line is None:
+            loc = _end_loc(file, text)
+            what = "unexpected end of file"
+        else:
+            loc = A.Loc(file, tok.line, tok.column)
+            what = f"unexpected {_token_words(tok)}"
+        raise SpecError([Diagnostic(loc, what, _describe(e.expected))], text) from None
+    except lark.UnexpectedCharacters as e:
+        loc = A.Loc(file, e.line, e.column)
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        expected = _describe(e.allowed) if e.allowed else "a declaration"
+        raise SpecError([Diagnostic(loc, f"unexpected character {ch!r}", expected)], text) from None
+    except lark.UnexpectedEOF as e:
+        raise SpecError([Diagnostic(_end_loc(file, text), "unexpected end of file", _describe(set(e.expected)))], text) from None
+    decls = _ToAst(file).transform(tree)
+    lines = text.splitlines()
+    decls = tuple(_with_doc(d, lines) for d in decls.children)
+    return A.SpecFile(decls, file=file, source=text)
+
+
+def parse_file(path: str | Path) -> A.SpecFile:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError([Diagnostic(A.Loc(str(p), 0, 0), f"cannot read spec: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([Diagnostic(A.Loc(str(p), 0, 0), f"spec is not UTF-8 text ({e.reason})")]) from None
+    return parse(text, str(p))
+
+
+def _token_words(tok: Token) -> str:
+    if tok.type == "NAME":
+        return f"name {tok.value!r}"
+    return repr(tok.value)
+
+
+def _with_doc(decl: A.Decl, lines: list[str]) -> A.Decl:
+    """Attach the block of `#` comment lines directly above a declaration as its doc."""
+    assert decl.loc is not None
+    doc: list[str] = []
+    i = decl.loc.line - 2
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        doc.append(lines[i].lstrip()[1:].strip())
+        i -= 1
+    if not doc:
+        return decl
+    return type(decl)(**{**_fields(decl), "doc": tuple(reversed(doc))})
+
+
+def _fields(node: object) -> dict:
+    return {k: getattr(node, k) for k in node.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Lark tree -> AST nodes, each with its Loc."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _loc(self, meta: object) -> A.Loc:
+        return A.Loc(self.file, getattr(meta, "line", 0), getattr(meta, "column", 0))
+
+    def _tloc(self, tok: Token) -> A.Loc:
+        return A.Loc(self.file, tok.line or 0, tok.column or 0)
+
+    # ---- declarations
+    def sort_decl(self, meta, c):
+        return A.SortDecl(str(c[0]), int(c[1]) if len(c) > 1 else None, loc=self._loc(meta))
+
+    def enum_decl(self, meta, c):
+        return A.EnumDecl(str(c[0]), tuple(str(x) for x in c[1:]), loc=self._loc(meta))
+
+    def _split_mut(self, c):
+        if c and isinstance(c[0], Token) and c[0].type == "IMMUTABLE":
+            return False, c[1:]
+        return True, c
+
+    def relation_decl(self, meta, c):
+        mutable, c = self._split_mut(c)
+        return A.RelationDecl(str(c[0]), tuple(c[1:]), mutable, loc=self._loc(meta))
+
+    def function_decl(self, meta, c):
+        mutable, c = self._split_mut(c)
+        return A.FunctionDecl(str(c[0]), tuple(c[1:-1]), c[-1], mutable, loc=self._loc(meta))
+
+    def const_decl(self, meta, c):
+        mutable, c = self._split_mut(c)
+        return A.ConstDecl(str(c[0]), c[1], mutable, loc=self._loc(meta))
+
+    def define_decl(self, meta, c):
+        return A.DefineDecl(str(c[0]), tuple(c[1:-2]), c[-2], c[-1], loc=self._loc(meta))
+
+    def axiom_decl(self, meta, c):
+        return A.AxiomDecl(str(c[0]), c[1], loc=self._loc(meta))
+
+    def invariant_decl(self, meta, c):
+        return A.InvariantDecl(str(c[0]), c[1], loc=self._loc(meta))
+
+    def init_decl(self, meta, c):
+        return A.InitDecl(tuple(c), loc=self._loc(meta))
+
+    def action_decl(self, meta, c):
+        params = tuple(x for x in c[1:] if isinstance(x, A.Binder))
+        body = tuple(x for x in c[1:] if not isinstance(x, A.Binder))
+        return A.ActionDecl(str(c[0]), params, body, loc=self._loc(meta))
+
+    def type(self, meta, c):
+        return A.TypeRef(str(c[0]), len(c) > 1, loc=self._loc(meta))
+
+    def binder(self, meta, c):
+        return A.Binder(str(c[0]), c[1], loc=self._loc(meta))
+
+    # ---- statements
+    def requires(self, meta, c):
+        return A.Requires(c[0], loc=self._loc(meta))
+
+    def assign(self, meta, c):
+        return A.Assign(c[0], c[1], loc=self._loc(meta))
+
+    def insert(self, meta, c):
+        return A.Insert(c[0], loc=self._loc(meta))
+
+    def remove(self, meta, c):
+        return A.Remove(c[0], loc=self._loc(meta))
+
+    def forall_update(self, meta, c):
+        return A.ForallUpdate(tuple(c[:-1]), c[-1], loc=self._loc(meta))
+
+    def if_update(self, meta, c):
+        return A.IfUpdate(c[0], c[1], c[2] if len(c) > 2 else (), loc=self._loc(meta))
+
+    def block(self, meta, c):
+        return tuple(c)
+
+    # ---- expressions
+    def quant(self, meta, c):
+        return A.Quant(str(c[0]), tuple(c[1:-1]), c[-1], loc=self._loc(meta))
+
+    def iff_op(self, meta, c):
+        return A.BinOp("iff", c[0], c[1], loc=self._loc(meta))
+
+    def implies_op(self, meta, c):
+        return A.BinOp("implies", c[0], c[1], loc=self._loc(meta))
+
+    def or_op(self, meta, c):
+        return A.BinOp("or", c[0], c[1], loc=self._loc(meta))
+
+    def and_op(self, meta, c):
+        return A.BinOp("and", c[0], c[1], loc=self._loc(meta))
+
+    def not_op(self, meta, c):
+        return A.Not(c[0], loc=self._loc(meta))
+
+    def cmp_op(self, meta, c):
+        return A.BinOp(str(c[1]), c[0], c[2], loc=self._tloc(c[1]))
+
+    def add_op(self, meta, c):
+        return A.BinOp(str(c[1]), c[0], c[2], loc=self._tloc(c[1]))
+
+    def int_lit(self, meta, c):
+        return A.IntLit(int(c[0]), loc=self._loc(meta))
+
+    def true_lit(self, meta, c):
+        return A.BoolLit(True, loc=self._loc(meta))
+
+    def false_lit(self, meta, c):
+        return A.BoolLit(False, loc=self._loc(meta))
+
+    def none_lit(self, meta, c):
+        return A.NoneLit(loc=self._loc(meta))
+
+    def ite(self, meta, c):
+        return A.Ite(c[0], c[1], c[2], loc=self._loc(meta))
+
+    def count(self, meta, c):
+        return A.Count(tuple(c[:-1]), c[-1], loc=self._loc(meta))
+
+    def name(self, meta, c):
+        return A.Name(str(c[0]), loc=self._loc(meta))
+
+    def app(self, meta, c):
+        return A.App(str(c[0]), tuple(c[1:]), loc=self._loc(meta))
