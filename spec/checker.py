@@ -137,8 +137,10 @@ class _Checker:
                 self.decl(d)
             except _Fail:
                 pass
-        if not any(isinstance(d, A.InitDecl) for d in self.spec.decls):
-            self.error(A.Loc(self.spec.file, 1, 1), "the spec has no init block", "init { ... }")
+        if self.out.mutable_symbols and not any(isinstance(d, A.InitDecl) for d in self.spec.decls):
+            lines = self.spec.source.splitlines() or [""]
+            self.error(A.Loc(self.spec.file, len(lines), 1), "the spec has mutable state but no init block",
+                       "init { ... } assigning every mutable symbol")
         if self.diags:
             self.diags.sort(key=lambda d: (d.loc.line, d.loc.col))
             raise SpecError(self.diags, self.spec.source)
@@ -303,9 +305,9 @@ class _Checker:
         if want.optional and _same(t, A.TypeRef(want.name)):
             return A.Some(r, e.loc)
         if t.optional and _same(A.TypeRef(t.name), want):
-            raise self.error(e.loc, f"this {t} may be none where a {want} is needed",
-                             f"a {want}: compare it first, e.g. exists x: {want}. ... = x and ...")
-        raise self.error(e.loc, f"type mismatch: this is {_kind(t)}, but {_kind(want)} is needed", f"{want}")
+            raise self.error(e.loc, f"this {t} may be none, but {want} is needed",
+                             f"a value of type {want}: compare it first, e.g. exists x: {want}. ... = x and ...")
+        raise self.error(e.loc, f"type mismatch: this is {_kind(t)}", _kind(want))
 
     def infer(self, e: A.Expr, env: dict[str, A.Var]) -> tuple[A.Expr, A.TypeRef]:
         match e:
@@ -409,7 +411,7 @@ def _same(a: A.TypeRef, b: A.TypeRef) -> bool:
 
 
 def _kind(t: A.TypeRef) -> str:
-    return {"bool": "a formula (bool)", "int": "an int"}.get(str(t), f"a {t}")
+    return {"bool": "a formula (bool)", "int": "an int"}.get(str(t), f"a value of type {t}")
 
 
 def type_of(spec: CheckedSpec, e: A.Expr) -> A.TypeRef:

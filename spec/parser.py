@@ -16,7 +16,6 @@ from .errors import Diagnostic, SpecError
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "INT": "an integer",
-    "CMPOP": "a comparison (=, !=, <, <=, >, >=)",
     "ADDOP": "'+' or '-'",
     "IMMUTABLE": "'immutable'",
     "OPTIONAL": "'?'",
@@ -24,10 +23,23 @@ _TERMINAL_WORDS = {
 }
 
 
+# The spellings people bring from other languages, and what this one says instead.
+_CHAR_HINTS = {
+    "&": "'and' (the language spells its connectives as words)",
+    "!": "'not', or '!=' for inequality",
+    "~": "'not'",
+    "^": "'and'",
+    "\\": "'and', 'or' or a name",
+    ";": "a new line: statements need no separator",
+    "'": "a name (the language has no strings)",
+    '"': "a name (the language has no strings)",
+}
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
 
 
 def _describe(terminals: set[str] | frozenset[str]) -> str:
@@ -65,7 +77,7 @@ def parse(text: str, file: str = "<spec>") -> A.SpecFile:
     except lark.UnexpectedCharacters as e:
         loc = A.Loc(file, e.line, e.column)
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
-        expected = _describe(e.allowed) if e.allowed else "a declaration"
+        expected = _CHAR_HINTS.get(ch, "a name, a number, a keyword or one of ( ) { } [ ] , . : := = != < <= > >= + - ? |")
         raise SpecError([Diagnostic(loc, f"unexpected character {ch!r}", expected)], text) from None
     except lark.UnexpectedEOF as e:
         raise SpecError([Diagnostic(_end_loc(file, text), "unexpected end of file", _describe(set(e.expected)))], text) from None
@@ -89,6 +101,8 @@ def parse_file(path: str | Path) -> A.SpecFile:
 def _token_words(tok: Token) -> str:
     if tok.type == "NAME":
         return f"name {tok.value!r}"
+    if tok.value.isalpha():
+        return f"keyword {tok.value!r}"
     return repr(tok.value)
 
 
@@ -213,6 +227,9 @@ class _ToAst(Transformer):
 
     def cmp_op(self, meta, c):
         return A.BinOp(str(c[1]), c[0], c[2], loc=self._tloc(c[1]))
+
+    def cmpop(self, meta, c):
+        return c[0]
 
     def add_op(self, meta, c):
         return A.BinOp(str(c[1]), c[0], c[2], loc=self._tloc(c[1]))
