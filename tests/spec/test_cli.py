@@ -1,0 +1,42 @@
+"""`dmm parse` and `dmm check` as a CI script sees them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from dmmcheck.main import main
+from dmmcheck.spec import load
+
+
+def test_parse_json_lists_names(capsys):
+    assert main(["parse", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("sorts", "relations", "functions", "actions", "invariants"):
+        assert isinstance(out[key], list) and out[key], key
+    spec = load()
+    assert out["actions"] == list(spec.actions)
+    assert "rmap" in out["relations"] and "p2m" in out["functions"]
+
+
+def test_parse_summary_line(capsys):
+    assert main(["parse"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("invariants") and "dmm.dmm: ok:" in line and "\n" not in line
+
+
+def test_check_says_what_it_did(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "parsed and type-checked" in out
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "dmmcheck", "parse", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["invariants"]
+
+
+def test_usage_error_is_not_a_traceback():
+    r = subprocess.run([sys.executable, "-m", "dmmcheck", "frobnicate"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "invalid choice" in r.stderr
