@@ -1,0 +1,205 @@
+"""Checked spec -> Python functions over concrete states (the fast path of the interpreter).
+
+Each expression becomes Python source over the state tuple `s`; each action becomes three functions:
+`guard(s, *args)`, `apply(s, *args)` (a new state: updates write into copies of the modified
+entries, every right-hand side reads the old `s`, later writes win), and `enabled(s)`, a generator of
+the argument tuples whose guards hold. `enabled` nests one loop per parameter and tests each guard
+conjunct at the outermost loop where its parameters are bound; a conjunct `f(...) = p` binds p
+directly instead of looping over p's whole domain.
+
+The slow, obviously-correct evaluator in `evaluate.py` is the reference these are tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from dmmcheck.spec import ast as A
+from dmmcheck.spec.checker import Action, CheckedSpec, free_vars
+
+from .state import State, Universe
+
+
+def _py(name: str) -> str:
+    return f"v_{name}"
+
+
+class _Emitter:
+    def __init__(self, universe: Universe) -> None:
+        self.u = universe
+
+    def loops(self, vs: tuple[A.Var, ...]) -> str:
+        return " ".join(f"for {_py(v.name)} in {self.domain(v.type)}" for v in vs)
+
+    def domain(self, t: A.TypeRef) -> str:
+        return "(False, True)" if t.name == A.BOOL else f"range({self.u.domain_size(t)})"
+
+    def index(self, name: str, args: tuple[A.Expr, ...]) -> str:
+        lay = self.u.layout[name]
+        parts = []
+        for a, st in zip(args, lay.strides):
+            code = self.expr(a)
+            parts.append(code if st == 1 else f"{code}*{st}")
+        return " + ".join(parts) or "0"
+
+    def expr(self, e: A.Expr) -> str:
+        match e:
+            case A.Var(name):
+                return _py(name)
+            case A.Sym(name, args):
+                return f"s[{self.u.layout[name].index}][{self.index(name, args)}]"
+            case A.EnumLit(enum, value):
+                return str(self.u.spec.enums[enum].index(value))
+            case A.Some(arg):
+                return self.expr(arg)
+            case A.NoneLit():
+                return "None"
+            case A.BoolLit(v):
+                return "True" if v else "False"
+            case A.IntLit(v):
+                return str(v)
+            case A.Not(arg):
+                return f"(not {self.expr(arg)})"
+            case A.BinOp("and", l, r):
+                return f"({self.expr(l)} and {self.expr(r)})"
+            case A.BinOp("or", l, r):
+                return f"({self.expr(l)} or {self.expr(r)})"
+            case A.BinOp("implies", l, r):
+                return f"((not {self.expr(l)}) or {self.expr(r)})"
+            case A.BinOp("iff", l, r):
+                return f"(bool({self.expr(l)}) == bool({self.expr(r)}))"
+            case A.BinOp("=", l, r):
+                return f"({self.expr(l)} == {self.expr(r)})"
+            case A.BinOp(op, l, r):
+                return f"({self.expr(l)} {op} {self.expr(r)})"
+            case A.Quant("forall", vs, body):
+                return f"all({self.expr(body)} {self.loops(vs)})"
+            case A.Quant("exists", vs, body):
+                return f"any({self.expr(body)} {self.loops(vs)})"
+            case A.Count(vs, body):
+                return f"sum(1 {self.loops(vs)} if {self.expr(body)})"
+            case A.Ite(c, t, f):
+                return f"({self.expr(t)} if {self.expr(c)} else {self.expr(f)})"
+        raise TypeError(f"cannot compile {e!r}")
+
+    def update(self, u: A.Update, indent: str, out: list[str]) -> None:
+        match u:
+            case A.Assign(target, value):
+                out.append(f"{indent}n{self.u.layout[target.name].index}[{self.index(target.name, target.args)}] = "
+                           f"{self.expr(value)}")
+            case A.Insert(target) | A.Remove(target):
+                val = "True" if isinstance(u, A.Insert) else "False"
+                out.append(f"{indent}n{self.u.layout[target.name].index}[{self.index(target.name, target.args)}] = {val}")
+            case A.ForallUpdate(vs, body):
+                for v in vs:
+                    out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
+                    indent += "    "
+                self.update(body, indent, out)
+            case A.IfUpdate(cond, then, else_):
+                out.append(f"{indent}if {self.expr(cond)}:")
+                for x in then:
+                    self.update(x, indent + "    ", out)
+                if not then:
+                    out.append(f"{indent}    pass")
+                if else_:
+                    out.append(f"{indent}else:")
+                    for x in else_:
+                        self.update(x, indent + "    ", out)
+
+
+def conjuncts(e: A.Expr) -> list[A.Expr]:
+    if isinstance(e, A.BinOp) and e.op == "and":
+        return conjuncts(e.left) + conjuncts(e.right)
+    return [e]
+
+
+def _binding(c: A.Expr, p: str, bound: set[str]) -> A.Expr | None:
+    """If conjunct c reads `term = p` with term over bound params only, the term that fixes p."""
+    if not (isinstance(c, A.BinOp) and c.op == "="):
+        return None
+    for this, other in ((c.left, c.right), (c.right, c.left)):
+        inner = this.arg if isinstance(this, A.Some) else this
+        if isinstance(inner, A.Var) and inner.name == p and free_vars(other) <= bound:
+            return other
+    return None
+
+
+@dataclass
+class CompiledAction:
+    action: Action
+    guard: Callable[..., bool]
+    apply: Callable[..., State]
+    enabled: Callable[[State], Iterator[tuple[Any, ...]]]
+    source: str
+
+
+def compile_action(u: Universe, action: Action) -> CompiledAction:
+    em = _Emitter(u)
+    params = [_py(p.name) for p in action.params]
+    sig = ", ".join(["s", *params])
+    lines = [f"def guard({sig}):"]
+    lines.append(f"    return {' and '.join(em.expr(g) for g in action.guards) or 'True'}")
+
+    # apply: copy each modified entry once, write, rebuild the state tuple
+    modified = sorted(u.layout[n].index for n in action.modifies)
+    lines.append(f"def apply({sig}):")
+    for k in modified:
+        lines.append(f"    n{k} = list(s[{k}])")
+    body: list[str] = []
+    for upd in action.updates:
+        em.update(upd, "    ", body)
+    lines += body
+    entries = ", ".join(f"tuple(n{k})" if k in modified else f"s[{k}]" for k in range(len(u.layout)))
+    lines.append(f"    return ({entries},)")
+
+    # enabled: nested loops with early guard checks and direct bindings
+    parts = [c for g in action.guards for c in conjuncts(g)]
+    placed: set[int] = set()
+    lines.append("def enabled(s):")
+    indent = "    "
+    bound: set[str] = set()
+
+    def emit_ready() -> None:
+        for i, c in enumerate(parts):
+            if i not in placed and free_vars(c) <= bound:
+                lines.append(f"{indent}if not {em.expr(c)}: {'continue' if bound else 'return'}")
+                placed.add(i)
+
+    emit_ready()
+    for p in action.params:
+        binder = next(((i, t) for i, c in enumerate(parts) if i not in placed
+                       and (t := _binding(c, p.name, bound)) is not None), None)
+        if binder is not None:
+            i, term = binder
+            lines.append(f"{indent}for {_py(p.name)} in ({em.expr(term)},):")
+            indent += "    "
+            lines.append(f"{indent}if {_py(p.name)} is None: continue")
+            placed.add(i)
+        else:
+            lines.append(f"{indent}for {_py(p.name)} in {em.domain(p.type)}:")
+            indent += "    "
+        bound.add(p.name)
+        emit_ready()
+    lines.append(f"{indent}yield ({''.join(x + ', ' for x in params)})")
+
+    source = "\n".join(lines) + "\n"
+    ns: dict[str, Any] = {}
+    exec(compile(source, f"<action {action.name}>", "exec"), ns)
+    return CompiledAction(action, ns["guard"], ns["apply"], ns["enabled"], source)
+
+
+def compile_formula(u: Universe, e: A.Expr, params: tuple[str, ...] = (), name: str = "formula") -> Callable[..., Any]:
+    """A closed formula (or one over the given free variables) as a function of (s, *params)."""
+    em = _Emitter(u)
+    sig = ", ".join(["s", *(_py(p) for p in params)])
+    source = f"def f({sig}):\n    return {em.expr(e)}\n"
+    ns: dict[str, Any] = {}
+    exec(compile(source, f"<{name}>", "exec"), ns)
+    return ns["f"]
+
+
+def compile_init(u: Universe, spec: CheckedSpec) -> Callable[[State], State]:
+    """init as an action over a blank state (every entry None; immutables filled in by the caller)."""
+    assert spec.init is not None
+    return compile_action(u, spec.init).apply

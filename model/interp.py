@@ -1,0 +1,192 @@
+"""The interpreter: the spec as an executable oracle over finite concrete states.
+
+What the harness asks of it, each answered from the same checked AST the prover uses:
+initial states; which actions are enabled with which arguments; the successor of a step; whether
+each invariant holds (and if not, where: `Blame`); and whether a candidate next state read from an
+implementation is a legal step of an action (and if not, which update or frame condition it breaks,
+at which point).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from dmmcheck.spec import ast as A
+from dmmcheck.spec.checker import CheckedSpec, Invariant
+from dmmcheck.spec.printer import show_expr
+
+from .compile import CompiledAction, compile_action, compile_formula
+from .evaluate import Blame, apply_updates, blame, evaluate
+from .state import State, Universe
+
+
+class InterpError(ValueError):
+    """A request the spec cannot answer as asked (unknown action, wrong arguments)."""
+
+
+@dataclass
+class Violation:
+    invariant: str
+    blame: Blame
+
+    def __str__(self) -> str:
+        return f"{self.invariant} fails: {self.blame}"
+
+
+@dataclass
+class StepVerdict:
+    """Is (before, action(args), after) a legal step? If not, every reason, most telling first."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Interpreter:
+    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None) -> None:
+        self.spec = spec
+        self.u = Universe(spec, sizes)
+        self.actions: dict[str, CompiledAction] = {n: compile_action(self.u, a) for n, a in spec.actions.items()}
+        assert spec.init is not None
+        self._init = compile_action(self.u, spec.init)
+        self.invariants: list[Invariant] = list(spec.invariants)
+        self._inv = {i.name: compile_formula(self.u, i.formula, name=f"invariant {i.name}") for i in self.invariants}
+        self._axioms = [compile_formula(self.u, a.formula, name=f"axiom {a.name}") for a in spec.axioms]
+
+    # ---------------------------------------------------------------- states
+    def initial_states(self) -> list[State]:
+        """One initial state per assignment of the immutable symbols that satisfies the axioms."""
+        immutables = [lay for lay in self.u.layout.values() if not lay.symbol.mutable]
+        for lay in immutables:
+            if lay.symbol.result.name == A.INT:
+                raise InterpError(f"immutable int symbol {lay.symbol.name!r} has no finite domain to enumerate")
+        blank = [tuple([None] * lay.size) for lay in self.u.layout.values()]
+        choices = [itertools.product(self.u.domain(lay.symbol.result), repeat=lay.size) for lay in immutables]
+        out = []
+        for values in itertools.product(*choices):
+            s = list(blank)
+            for lay, v in zip(immutables, values):
+                s[lay.index] = tuple(v)
+            st = tuple(s)
+            if all(ax(st) for ax in self._axioms):
+                out.append(self._init.apply(st))
+        return out
+
+    def initial_state(self) -> State:
+        states = self.initial_states()
+        if len(states) != 1:
+            raise InterpError(f"the spec has {len(states)} initial states; pick one with initial_states()")
+        return states[0]
+
+    # ---------------------------------------------------------------- actions
+    def action(self, name: str) -> CompiledAction:
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise InterpError(f"unknown action {name!r}") from None
+
+    def parse_args(self, name: str, args: dict[str, Any] | tuple | list) -> tuple[Any, ...]:
+        """Arguments by name ({"v": "vm0"}) or by position, shown form or internal form."""
+        act = self.action(name).action
+        if isinstance(args, dict):
+            missing = [p.name for p in act.params if p.name not in args]
+            extra = [k for k in args if k not in {p.name for p in act.params}]
+            if missing or extra:
+                raise InterpError(f"{name} takes ({', '.join(p.name for p in act.params)}); "
+                                  f"missing {missing}, unknown {extra}")
+            raw = [args[p.name] for p in act.params]
+        else:
+            raw = list(args)
+            if len(raw) != len(act.params):
+                raise InterpError(f"{name} takes {len(act.params)} argument(s), got {len(raw)}")
+        out = []
+        for p, v in zip(act.params, raw):
+            if isinstance(v, str) or v is None:
+                out.append(self.u.parse_value(p.type, v))
+            elif p.type.name == A.BOOL:
+                out.append(bool(v))
+            elif isinstance(v, int) and 0 <= v < self.u.domain_size(p.type):
+                out.append(v)
+            else:
+                raise InterpError(f"{v!r} is not a value of {p.type} for parameter {p.name} of {name}")
+        return tuple(out)
+
+    def show_args(self, name: str, args: tuple[Any, ...]) -> str:
+        act = self.action(name).action
+        return ", ".join(f"{p.name}={self.u.show_value(p.type, a)}" for p, a in zip(act.params, args))
+
+    def enabled(self, s: State, name: str | None = None) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        names = [name] if name else list(self.actions)
+        for n in names:
+            for args in self.action(n).enabled(s):
+                yield n, args
+
+    def is_enabled(self, s: State, name: str, args: tuple[Any, ...]) -> bool:
+        return bool(self.action(name).guard(s, *args))
+
+    def apply(self, s: State, name: str, args: tuple[Any, ...]) -> State:
+        """The successor; the caller checks the guard (apply does not)."""
+        return self.action(name).apply(s, *args)
+
+    def successors(self, s: State) -> Iterator[tuple[str, tuple[Any, ...], State]]:
+        for n, ca in self.actions.items():
+            for args in ca.enabled(s):
+                yield n, args, ca.apply(s, *args)
+
+    # ---------------------------------------------------------------- invariants
+    def holds(self, s: State, name: str) -> bool:
+        return bool(self._inv[name](s))
+
+    def check(self, s: State, names: list[str] | None = None) -> list[Violation]:
+        """Every invariant (or the named ones) on s; each violation with its blame."""
+        out = []
+        for inv in self.invariants:
+            if names is not None and inv.name not in names:
+                continue
+            if not self._inv[inv.name](s):
+                out.append(Violation(inv.name, blame(self.u, s, inv.formula)))
+        return out
+
+    def all_hold(self, s: State) -> bool:
+        return all(f(s) for f in self._inv.values())
+
+    # ---------------------------------------------------------------- step checking
+    def step_check(self, before: State, name: str, args: tuple[Any, ...], after: State) -> StepVerdict:
+        """Is `after` what action name(args) makes of `before`, with its guards holding?"""
+        ca = self.action(name)
+        act = ca.action
+        env = {p.name: a for p, a in zip(act.params, args)}
+        problems = []
+        for g in act.guards:
+            if not evaluate(self.u, before, g, env):
+                problems.append(f"guard of {name}({self.show_args(name, args)}) is false: {blame(self.u, before, g, env)}")
+        expected = ca.apply(before, *args)
+        if expected != after:
+            writes: dict[tuple[str, int], A.Update] = {}
+            apply_updates(self.u, before, act.updates, env, writes)
+            for sym, point, want, got in self.u.diff(expected, after):
+                lay = self.u.layout[sym]
+                res = lay.symbol.result
+                where = self.u.show_point(sym, point)
+                vals = f"spec expects {self.u.show_value(res, want)}, got {self.u.show_value(res, got)}"
+                writer = writes.get((sym, self.u.index(sym, point)))
+                if sym not in act.modifies:
+                    problems.append(f"frame: {name} does not modify {sym}, but {where} changed ({vals})")
+                elif writer is not None:
+                    problems.append(f"update `{_show_update(writer)}` at {where}: {vals}")
+                else:
+                    problems.append(f"frame: no update of {name} writes {where} ({vals})")
+        return StepVerdict(not problems, problems)
+
+
+def _show_update(u: A.Update) -> str:
+    from dmmcheck.spec.printer import _stmt
+
+    return " ".join(line.strip() for line in _stmt(u, ""))[:160]
+
+
+__all__ = ["Interpreter", "InterpError", "StepVerdict", "Violation", "show_expr"]

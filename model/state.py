@@ -1,0 +1,215 @@
+"""Finite universes and concrete states.
+
+A state is a tuple with one entry per symbol of the spec (immutable ones too, in declaration order);
+each entry is a flat tuple over the symbol's argument space, row-major. Values: a sort element or an
+enum value is an int index, a bool is a bool, an int is an int, `none` is None. States are therefore
+immutable, hashable, and cheap to copy (an action rebuilds only the entries it modifies).
+
+Elements print as `vm0`, `mfn1`, ...; enum values by their names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from dmmcheck.spec import ast as A
+from dmmcheck.spec.checker import CheckedSpec, Symbol
+
+State = tuple  # tuple[tuple[Any, ...], ...]
+
+DEFAULT_SIZE = 2
+
+
+class UniverseError(ValueError):
+    """A bound that makes no sense (unknown sort, size < 1)."""
+
+
+@dataclass(frozen=True)
+class SymbolLayout:
+    index: int
+    symbol: Symbol
+    domains: tuple[int, ...]  # size of each argument's domain
+    strides: tuple[int, ...]
+    size: int
+
+
+class Universe:
+    """Sizes for every sort, and where each symbol lives in a state tuple."""
+
+    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None) -> None:
+        sizes = dict(sizes or {})
+        for name in sizes:
+            if name not in spec.sorts:
+                raise UniverseError(f"unknown sort {name!r} in bound (sorts: {', '.join(spec.sorts)})")
+            if sizes[name] < 1:
+                raise UniverseError(f"sort {name} needs at least one element, got {sizes[name]}")
+        self.spec = spec
+        self.sizes: dict[str, int] = {s: sizes.get(s) or b or DEFAULT_SIZE for s, b in spec.sorts.items()}
+        self.layout: dict[str, SymbolLayout] = {}
+        for i, sym in enumerate(spec.symbols.values()):
+            domains = tuple(self.domain_size(t) for t in sym.args)
+            strides = tuple(_strides(domains))
+            size = 1
+            for d in domains:
+                size *= d
+            self.layout[sym.name] = SymbolLayout(i, sym, domains, strides, size)
+
+    # ---- domains
+    def domain_size(self, t: A.TypeRef) -> int:
+        if t.name == A.BOOL:
+            return 2
+        if t.name in self.sizes:
+            return self.sizes[t.name]
+        if t.name in self.spec.enums:
+            return len(self.spec.enums[t.name])
+        raise UniverseError(f"type {t} has no finite domain")
+
+    def domain(self, t: A.TypeRef) -> tuple[Any, ...]:
+        if t.name == A.BOOL:
+            return (False, True)
+        return tuple(range(self.domain_size(t)))
+
+    def points(self, name: str) -> Iterator[tuple[Any, ...]]:
+        """Every argument tuple of a symbol, in layout order."""
+        sym = self.layout[name].symbol
+        return itertools.product(*(self.domain(t) for t in sym.args))
+
+    # ---- naming
+    def show_value(self, t: A.TypeRef, v: Any) -> str:
+        if v is None:
+            return "none"
+        if t.name == A.BOOL:
+            return "true" if v else "false"
+        if t.name == A.INT:
+            return str(v)
+        if t.name in self.spec.enums:
+            return self.spec.enums[t.name][v]
+        return f"{t.name}{v}"
+
+    def parse_value(self, t: A.TypeRef, text: str | int | bool | None) -> Any:
+        """The inverse of show_value; also accepts JSON-ish values (true, 3, null)."""
+        if text is None or text == "none":
+            if not t.optional:
+                raise ValueError(f"none is not a value of {t}")
+            return None
+        if t.name == A.BOOL:
+            if isinstance(text, bool):
+                return text
+            if text in ("true", "false"):
+                return text == "true"
+        elif t.name == A.INT:
+            return int(text)
+        elif t.name in self.spec.enums and isinstance(text, str) and text in self.spec.enums[t.name]:
+            return self.spec.enums[t.name].index(text)
+        elif isinstance(text, str) and text.startswith(t.name) and text[len(t.name):].isdigit():
+            n = int(text[len(t.name):])
+            if n < self.sizes[t.name]:
+                return n
+        raise ValueError(f"{text!r} is not a value of {t} (universe: {self.describe()})")
+
+    def show_point(self, name: str, args: tuple[Any, ...]) -> str:
+        sym = self.layout[name].symbol
+        if sym.kind == "const":
+            return name
+        return f"{name}({', '.join(self.show_value(t, a) for t, a in zip(sym.args, args))})"
+
+    def describe(self) -> str:
+        return ", ".join(f"{s}={n}" for s, n in self.sizes.items())
+
+    # ---- states
+    def index(self, name: str, args: tuple[Any, ...]) -> int:
+        lay = self.layout[name]
+        return sum(int(a) * st for a, st in zip(args, lay.strides))
+
+    def get(self, s: State, name: str, *args: Any) -> Any:
+        lay = self.layout[name]
+        return s[lay.index][self.index(name, args)]
+
+    def to_dict(self, s: State) -> dict[str, dict[str, Any]]:
+        """The state as plain named values: {symbol: {"f(vm0, gfn1)": "mfn2", ...}} (JSON-ready)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, lay in self.layout.items():
+            res = lay.symbol.result
+            out[name] = {self.show_point(name, p): _jsonable(res, v, self)
+                         for p, v in zip(self.points(name), s[lay.index])}
+        return out
+
+    def from_dict(self, d: dict[str, dict[str, Any]], default: State | None = None) -> State:
+        """Build a state from to_dict's form; points not given keep `default`'s values (or must all be given)."""
+        entries = []
+        for name, lay in self.layout.items():
+            if default is not None:
+                vals = list(default[lay.index])
+            else:
+                vals = [None] * lay.size
+            given = d.get(name, {})
+            keys = {self.show_point(name, p): i for i, p in enumerate(self.points(name))}
+            for k, v in given.items():
+                if k not in keys:
+                    raise ValueError(f"{k!r} is not a point of {name}")
+                vals[keys[k]] = self.parse_value(lay.symbol.result, v)
+            if default is None and len(given) != lay.size:
+                missing = [k for k in keys if k not in given][:3]
+                raise ValueError(f"{name} is missing points, e.g. {', '.join(missing)}")
+            entries.append(tuple(vals))
+        return tuple(entries)
+
+    def diff(self, a: State, b: State) -> list[tuple[str, tuple[Any, ...], Any, Any]]:
+        """Every point where two states differ: (symbol, args, value in a, value in b)."""
+        out = []
+        for name, lay in self.layout.items():
+            x, y = a[lay.index], b[lay.index]
+            if x == y:
+                continue
+            for p, u, w in zip(self.points(name), x, y):
+                if u != w:
+                    out.append((name, p, u, w))
+        return out
+
+    def show_diff(self, a: State, b: State, left: str = "spec", right: str = "impl") -> str:
+        """A unified-diff-like listing of the points where a and b differ."""
+        lines = [f"--- {left}", f"+++ {right}"]
+        for name, p, u, w in self.diff(a, b):
+            res = self.layout[name].symbol.result
+            pt = self.show_point(name, p)
+            lines.append(f"-{pt} = {self.show_value(res, u)}")
+            lines.append(f"+{pt} = {self.show_value(res, w)}")
+        return "\n".join(lines)
+
+    def show_state(self, s: State, *, only_set: bool = True) -> str:
+        """Readable listing, one symbol a line; false and none points are left out by default."""
+        lines = []
+        for name, lay in self.layout.items():
+            res = lay.symbol.result
+            items = [(p, v) for p, v in zip(self.points(name), s[lay.index])]
+            if only_set:
+                items = [(p, v) for p, v in items if v not in (None, False)]
+            if lay.symbol.kind == "const":
+                lines.append(f"{name} = {self.show_value(res, s[lay.index][0])}")
+                continue
+            if res.name == A.BOOL:
+                body = ", ".join("(" + ", ".join(self.show_value(t, a) for t, a in zip(lay.symbol.args, p)) + ")"
+                                 for p, _ in items)
+                lines.append(f"{name} = {{{body}}}")
+            else:
+                body = ", ".join(f"{self.show_point(name, p)[len(name):]} -> {self.show_value(res, v)}" for p, v in items)
+                lines.append(f"{name}: {body}" if body else f"{name}: -")
+        return "\n".join(lines)
+
+
+def _strides(domains: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(domains):
+        out.append(acc)
+        acc *= d
+    return list(reversed(out))
+
+
+def _jsonable(t: A.TypeRef, v: Any, u: Universe) -> Any:
+    if v is None:
+        return None
+    if t.name in (A.BOOL, A.INT):
+        return v
+    return u.show_value(t, v)

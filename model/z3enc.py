@@ -1,0 +1,263 @@
+"""The symbolic semantics: checked spec -> Z3 formulas.
+
+Sorts become Z3 uninterpreted sorts (unbounded mode) or enumerations of N named elements (finite
+mode: `vm0`, `vm1`, ...); enums become Z3 enumerations; `S?` becomes a datatype with `none` and
+`some(S)`. Each mutable symbol gets one Z3 function per state copy (`p2m@0`, `p2m@1`, ...); immutable
+symbols are shared by all copies.
+
+An action becomes a transition formula whose frame comes from its updates: for every mutable symbol
+f, `forall xs. f'(xs) = new_f(xs)`, where new_f folds the action's updates of f in order over the old
+value (`If(update fires at xs, its value, earlier value)`, the last update winning) and is the old
+value itself for symbols the action does not update. Because the checker makes every quantified
+update's variables appear as direct arguments of its target, "the update fires at xs" needs no
+quantifier: each variable is read off the matching coordinate of xs.
+
+`count` is expanded over the elements in finite mode. In unbounded mode it has no first-order
+encoding of its own; callers that prove counting invariants unbounded supply one (see prove.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import z3
+
+from dmmcheck.spec import ast as A
+from dmmcheck.spec.checker import Action, CheckedSpec, type_of
+
+Env = dict[str, z3.ExprRef]
+
+
+# Z3 enumeration sorts live in one global context, where a sort name may be declared once: an
+# encoding reuses the sort of an earlier one with the same elements, and renames a sort whose size
+# differs (a finite sort's name carries its size, `vm[2]`; two specs' enums named alike get `e`, `e_1`).
+_ENUMS: dict[tuple[str, tuple[str, ...]], tuple[z3.SortRef, list[z3.ExprRef]]] = {}
+_ENUM_NAMES: dict[str, int] = {}
+
+
+def _enum_sort(name: str, elements: list[str]) -> tuple[z3.SortRef, list[z3.ExprRef]]:
+    key = (name, tuple(elements))
+    if key not in _ENUMS:
+        n = _ENUM_NAMES.get(name, 0)
+        _ENUM_NAMES[name] = n + 1
+        srt, consts = z3.EnumSort(name if n == 0 else f"{name}_{n}", elements)
+        _ENUMS[key] = (srt, list(consts))
+    return _ENUMS[key]
+
+
+class EncodingError(ValueError):
+    """A construct this encoding cannot express in the chosen mode."""
+
+
+@dataclass
+class Vocab:
+    """The Z3 symbols of one state copy."""
+
+    tag: str
+    funcs: dict[str, z3.FuncDeclRef]
+
+    def app(self, name: str, args: list[z3.ExprRef]) -> z3.ExprRef:
+        return self.funcs[name](*args)
+
+
+class Encoding:
+    def __init__(self, spec: CheckedSpec, finite: dict[str, int] | None = None,
+                 count_hook: Callable[["Encoding", A.Count, Vocab, Env], z3.ExprRef] | None = None) -> None:
+        self.spec = spec
+        self.finite = finite
+        self.count_hook = count_hook
+        self.sorts: dict[str, z3.SortRef] = {}
+        self.elements: dict[str, list[z3.ExprRef]] = {}
+        for name in spec.sorts:
+            if finite is not None:
+                n = finite[name]
+                self.sorts[name], self.elements[name] = _enum_sort(f"{name}[{n}]", [f"{name}{i}" for i in range(n)])
+            else:
+                self.sorts[name] = z3.DeclareSort(name)
+        for name, values in spec.enums.items():
+            self.sorts[name], self.elements[name] = _enum_sort(name, list(values))
+        self.options: dict[str, z3.DatatypeSortRef] = {}
+        self.immutable = Vocab("", {s.name: self._decl(s.name, s.args, s.result) for s in spec.symbols.values()
+                                    if not s.mutable})
+        self._fresh = itertools.count()
+
+    # ---------------------------------------------------------------- sorts and vocabularies
+    def sort(self, t: A.TypeRef) -> z3.SortRef:
+        if t.optional:
+            return self.option(t.name)
+        if t.name == A.BOOL:
+            return z3.BoolSort()
+        if t.name == A.INT:
+            return z3.IntSort()
+        return self.sorts[t.name]
+
+    def option(self, base: str) -> z3.DatatypeSortRef:
+        if base not in self.options:
+            dt = z3.Datatype(f"{self.sort(A.TypeRef(base))}?")
+            dt.declare(f"none_{base}")
+            dt.declare(f"some_{base}", (f"val_{base}", self.sort(A.TypeRef(base))))
+            self.options[base] = dt.create()
+        return self.options[base]
+
+    def _decl(self, name: str, args: tuple[A.TypeRef, ...], result: A.TypeRef, tag: str = "") -> z3.FuncDeclRef:
+        full = f"{name}@{tag}" if tag else name
+        return z3.Function(full, *[self.sort(t) for t in args], self.sort(result))
+
+    def vocab(self, tag: str) -> Vocab:
+        funcs = dict(self.immutable.funcs)
+        for s in self.spec.mutable_symbols:
+            funcs[s.name] = self._decl(s.name, s.args, s.result, tag)
+        return Vocab(tag, funcs)
+
+    def fresh(self, name: str, t: A.TypeRef) -> z3.ExprRef:
+        return z3.Const(f"{name}!{next(self._fresh)}", self.sort(t))
+
+    def param_consts(self, action: Action, tag: str = "") -> Env:
+        return {p.name: z3.Const(f"{action.name}.{p.name}{tag}", self.sort(p.type)) for p in action.params}
+
+    # ---------------------------------------------------------------- expressions
+    def expr(self, e: A.Expr, st: Vocab, env: Env) -> z3.ExprRef:
+        match e:
+            case A.Var(name):
+                return env[name]
+            case A.Sym(name, args):
+                return st.app(name, [self.expr(a, st, env) for a in args])
+            case A.EnumLit(enum, value):
+                return self.elements[enum][self.spec.enums[enum].index(value)]
+            case A.Some(arg):
+                base = type_of(self.spec, arg).name
+                return self.option(base).constructor(1)(self.expr(arg, st, env))
+            case A.NoneLit(t):
+                assert t is not None
+                return self.option(t.name).constructor(0)()
+            case A.BoolLit(v):
+                return z3.BoolVal(v)
+            case A.IntLit(v):
+                return z3.IntVal(v)
+            case A.Not(arg):
+                return z3.Not(self.expr(arg, st, env))
+            case A.BinOp(op, l, r):
+                a, b = self.expr(l, st, env), self.expr(r, st, env)
+                return _BINOPS[op](a, b)
+            case A.Quant(kind, vs, body):
+                consts = [self.fresh(v.name, v.type) for v in vs]
+                inner = {**env, **{v.name: c for v, c in zip(vs, consts)}}
+                q = z3.ForAll if kind == "forall" else z3.Exists
+                return q(consts, self.expr(body, st, inner))
+            case A.Count(vs, body):
+                if self.finite is None:
+                    if self.count_hook is None:
+                        raise EncodingError("count needs a finite universe or a count encoding")
+                    return self.count_hook(self, e, st, env)
+                total = []
+                for combo in itertools.product(*(self.domain(v.type) for v in vs)):
+                    inner = {**env, **{v.name: c for v, c in zip(vs, combo)}}
+                    total.append(z3.If(self.expr(body, st, inner), z3.IntVal(1), z3.IntVal(0)))
+                return z3.Sum(total) if total else z3.IntVal(0)
+            case A.Ite(c, t, f):
+                return z3.If(self.expr(c, st, env), self.expr(t, st, env), self.expr(f, st, env))
+        raise EncodingError(f"cannot encode {e!r}")
+
+    def domain(self, t: A.TypeRef) -> list[z3.ExprRef]:
+        if t.name == A.BOOL:
+            return [z3.BoolVal(False), z3.BoolVal(True)]
+        if t.name in self.elements:
+            return self.elements[t.name]
+        raise EncodingError(f"{t} has no finite domain in this encoding")
+
+    # ---------------------------------------------------------------- init, actions, invariants
+    def guards(self, action: Action, st: Vocab, env: Env) -> z3.BoolRef:
+        return z3.And([self.expr(g, st, env) for g in action.guards])
+
+    def updates_formula(self, action: Action, pre: Vocab, post: Vocab, env: Env,
+                        symbols: list[str] | None = None) -> z3.BoolRef:
+        """post = pre with the action's updates applied (its frame included: unmodified symbols equal)."""
+        parts = []
+        for sym in self.spec.mutable_symbols:
+            if symbols is not None and sym.name not in symbols:
+                continue
+            xs = [self.fresh(f"x{i}", t) for i, t in enumerate(sym.args)]
+            old = pre.app(sym.name, xs)
+            new = self.new_value(action, sym.name, xs, pre, env, old)
+            eq = post.app(sym.name, xs) == new
+            parts.append(z3.ForAll(xs, eq) if xs else eq)
+        return z3.And(parts)
+
+    def transition(self, action: Action, pre: Vocab, post: Vocab, env: Env) -> z3.BoolRef:
+        return z3.And(self.guards(action, pre, env), self.updates_formula(action, pre, post, env))
+
+    def new_value(self, action: Action, name: str, xs: list[z3.ExprRef], pre: Vocab, env: Env,
+                  old: z3.ExprRef) -> z3.ExprRef:
+        value = old
+        for leaf, conds, bound in _leaves(action.updates):
+            if leaf.target.name != name:  # type: ignore[union-attr]
+                continue
+            args = leaf.target.args  # type: ignore[union-attr]
+            local = dict(env)
+            pinned: set[int] = set()
+            for v in bound:  # read each bound variable off its coordinate of xs
+                i = next(i for i, a in enumerate(args) if isinstance(a, A.Var) and a.name == v.name)
+                local[v.name] = xs[i]
+                pinned.add(i)
+            fire = [self.expr(c, pre, local) if pos else z3.Not(self.expr(c, pre, local)) for c, pos in conds]
+            fire += [xs[i] == self.expr(a, pre, local) for i, a in enumerate(args) if i not in pinned]
+            if isinstance(leaf, A.Assign):
+                rhs = self.expr(leaf.value, pre, local)
+            else:
+                rhs = z3.BoolVal(isinstance(leaf, A.Insert))
+            value = z3.If(z3.And(fire), rhs, value)
+        return value
+
+    def init(self, st: Vocab) -> z3.BoolRef:
+        assert self.spec.init is not None
+        # init reads no state, so "pre" is irrelevant: encode it over st itself.
+        return self.updates_formula(self.spec.init, st, st, {})
+
+    def invariant(self, name: str, st: Vocab) -> z3.BoolRef:
+        inv = next(i for i in self.spec.invariants if i.name == name)
+        return self.expr(inv.formula, st, {})
+
+    def axioms(self) -> z3.BoolRef:
+        return z3.And([self.expr(a.formula, self.immutable, {}) for a in self.spec.axioms])
+
+    # ---------------------------------------------------------------- concrete values (finite mode)
+    def value(self, t: A.TypeRef, v: Any) -> z3.ExprRef:
+        if t.optional:
+            opt = self.option(t.name)
+            return opt.constructor(0)() if v is None else opt.constructor(1)(self.value(A.TypeRef(t.name), v))
+        if t.name == A.BOOL:
+            return z3.BoolVal(bool(v))
+        if t.name == A.INT:
+            return z3.IntVal(v)
+        return self.elements[t.name][v]
+
+
+def _leaves(updates: tuple[A.Update, ...], conds: tuple = (), bound: tuple = ()):
+    """(leaf update, [(condition, polarity)], bound variables) in program order."""
+    for u in updates:
+        match u:
+            case A.ForallUpdate(vs, body):
+                yield from _leaves((body,), conds, bound + tuple(vs))
+            case A.IfUpdate(c, then, else_):
+                yield from _leaves(then, conds + ((c, True),), bound)
+                yield from _leaves(else_, conds + ((c, False),), bound)
+            case _:
+                yield u, conds, bound
+
+
+_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "and": lambda a, b: z3.And(a, b),
+    "or": lambda a, b: z3.Or(a, b),
+    "implies": lambda a, b: z3.Implies(a, b),
+    "iff": lambda a, b: a == b,
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+}
