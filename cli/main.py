@@ -53,6 +53,75 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_VIOLATION = 1
+
+
+def _parse_bound(text: str | None) -> dict[str, int]:
+    bound: dict[str, int] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, num = part.partition("=")
+        if not sep or not num.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"bad bound {part!r}: expected SORT=N, e.g. vm=2,mfn=3")
+        bound[name.strip()] = int(num)
+    return bound
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    """Every reachable state within the bound; exit 0 with no violation, 1 with one, 2 on a spec error."""
+    from dmmcheck.model.explore import DEFAULT_BOUND, explore
+    from dmmcheck.model.interp import Interpreter
+    from dmmcheck.model.state import UniverseError
+
+    spec = _load_or_report(args.spec)
+    if spec is None:
+        return EXIT_SPEC_ERROR
+    try:
+        bound = _parse_bound(args.bound)
+        if not bound:
+            bound = {s: n for s, n in DEFAULT_BOUND.items() if s in spec.sorts} if args.spec is None else {}
+        it = Interpreter(spec, bound)
+    except (argparse.ArgumentTypeError, UniverseError) as e:
+        print(f"dmm explore: {e}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        def progress(states: int, frontier: int) -> None:
+            print(f"\r  {states} states, {frontier} queued", end="", file=sys.stderr, flush=True)
+    r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress)
+    if progress:
+        print(file=sys.stderr)
+    violations = [{"invariant": v.invariant, "blame": str(v.blame),
+                   "trace": [{"action": st.action, "args": st.args} for st in trace]}
+                  for v, trace in r.violations]
+    if args.json:
+        print(json.dumps({"bound": r.bound, "states": r.states, "transitions": r.transitions,
+                          "seconds": round(r.seconds, 3), "states_per_second": round(r.states_per_second),
+                          "complete": r.complete, "stopped_by": r.stopped_by or None,
+                          "never_enabled": [a for a, n in r.action_counts.items() if n == 0],
+                          "violations": violations}))
+    else:
+        print(f"dmm explore: bound {it.u.describe()}")
+        print(f"  {r.states} states, {r.transitions} transitions in {r.seconds:.1f} s "
+              f"({r.states_per_second:.0f} states/s, symmetry reduced)")
+        if not r.complete:
+            print(f"  INCOMPLETE: stopped by {r.stopped_by}; states beyond it were not explored")
+        dead = [a for a, n in r.action_counts.items() if n == 0]
+        if dead:
+            print(f"  never enabled at this bound: {', '.join(dead)}")
+        for v, trace in r.violations:
+            print(f"  VIOLATED {v}")
+            for i, st in enumerate(trace):
+                print(f"    {i:3d}. {st.action}({st.args})")
+            print("    state at the violation:")
+            for line in it.u.show_state(trace[-1].state).splitlines():
+                print(f"      {line}")
+        if not r.violations:
+            print("  no invariant violated" + ("" if r.complete else " in the explored part"))
+    if r.violations:
+        return EXIT_VIOLATION
+    return 0 if r.complete else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
 
@@ -68,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("parse", cmd_parse, "parse and type-check a spec, print a summary")
     sp.add_argument("--json", action="store_true", help="print the declared names as JSON")
+    sp = add("explore", cmd_explore, "enumerate every reachable state within a bound and check every invariant")
+    sp.add_argument("--bound", metavar="SORT=N,...", help="sort sizes (default for the bundled spec: see docs)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--max-states", type=int, default=None, help="stop after this many states (result: incomplete)")
+    sp.add_argument("--max-seconds", type=float, default=None, help="stop after this long (result: incomplete)")
     add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     return p
 

@@ -11,6 +11,7 @@ Actions that modify nothing are self-loops and are counted but not applied.
 from __future__ import annotations
 
 import itertools
+import operator
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class Symmetry:
         u = it.u
         sorts = [s for s in (sorts if sorts is not None else u.sizes) if u.sizes[s] > 1]
         per_sort = [list(itertools.permutations(range(u.sizes[s]))) for s in sorts]
-        self.maps: list[list[tuple[int, tuple[int, ...], tuple[Any, ...] | None]]] = []
+        self.maps: list[list[tuple[int, Callable[[tuple], tuple], dict | None]]] = []
         for combo in itertools.product(*per_sort):
             if all(p == tuple(range(len(p))) for p in combo):
                 continue  # identity
@@ -71,20 +72,17 @@ class Symmetry:
                 for i, point in enumerate(u.points(name)):
                     moved = tuple(p[a] if p is not None else a for p, a in zip(arg_perms, point))
                     src[u.index(name, moved)] = i
-                values = None if res_perm is None else tuple(res_perm)
-                entry.append((lay.index, tuple(src), values))
+                pick = operator.itemgetter(*src) if len(src) > 1 else (lambda t, i=src[0]: (t[i],))
+                remap = None if res_perm is None else {None: None, **{v: res_perm[v] for v in range(len(res_perm))}}
+                entry.append((lay.index, pick, remap))
             self.maps.append(entry)
 
     def canonical(self, s: State) -> State:
         best, best_h = s, hash(s)
         for entry in self.maps:
             t = list(s)
-            for k, src, values in entry:
-                old = s[k]
-                if values is None:
-                    t[k] = tuple(old[i] for i in src)
-                else:
-                    t[k] = tuple(None if old[i] is None else values[old[i]] for i in src)
+            for k, pick, remap in entry:
+                t[k] = pick(s[k]) if remap is None else tuple(map(remap.__getitem__, pick(s[k])))
             c = tuple(t)
             h = hash(c)
             if h < best_h:
@@ -105,7 +103,12 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
     noop = {n for n, ca in it.actions.items() if not ca.action.modifies}
     changing = [(n, ca.enabled, ca.apply) for n, ca in it.actions.items() if n not in noop]
 
+    raw_seen: set[State] = set()  # successors already canonicalised: most transitions revisit one
+
     def visit(s: State, via: tuple[State | None, str, tuple[Any, ...]]) -> None:
+        if s in raw_seen:
+            return
+        raw_seen.add(s)
         c = canon(s)
         if c in parent:
             return

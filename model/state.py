@@ -185,7 +185,7 @@ class Universe:
             res = lay.symbol.result
             items = [(p, v) for p, v in zip(self.points(name), s[lay.index])]
             if only_set:
-                items = [(p, v) for p, v in items if v not in (None, False)]
+                items = [(p, v) for p, v in items if v is not None and v is not False]
             if lay.symbol.kind == "const":
                 lines.append(f"{name} = {self.show_value(res, s[lay.index][0])}")
                 continue

@@ -125,3 +125,11 @@ def test_random_walks_keep_invariants():
             a, args = rng.choice(list(it.enabled(s)))
             s = it.apply(s, a, args)
             assert it.check(s) == [], (a, it.show_args(a, args))
+
+
+def test_show_state_shows_element_zero():
+    # Element 0 and enum value 0 are falsy in Python; the listing must still show them.
+    s = IT.apply(IT.initial_state(), "vm_create", (0,))
+    s = IT.apply(s, "demand_page", (0, 0, 0))
+    text = IT.u.show_state(s)
+    assert "p2m: (vm0, gfn0) -> mfn0" in text

@@ -1,0 +1,183 @@
+"""Incremental invariant checking: after a step, re-check only the instances an update could affect.
+
+Each invariant is split into clauses `forall xs. body` (a top-level conjunction, and a conjunction
+under a forall, split into one clause per conjunct). When a step changes a point f(a1..ak) from old
+to new, an occurrence `f(t1..tk)` in a clause's body can change the body's truth only for instances
+where every ti that is a clause variable equals ai, and, when the occurrence sits in an equality
+`f(...) = y` with y a clause variable, only where y is old or new. Those instances are re-evaluated;
+an occurrence that pins no clause variable makes its clause be checked in full.
+
+Sound when the state before the step satisfied every invariant (the harness stops at the first
+violation, so it always does). Verdicts equal a full check: tests/model/test_incremental.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dmmcheck.spec import ast as A
+
+from .compile import compile_formula
+from .interp import Interpreter, Violation
+from .evaluate import blame
+from .state import State
+
+_CHUNK = 64
+# Re-check a clause in full once the affected instances reach this share of all instances.
+_FULL_SHARE = 0.5
+
+
+@dataclass
+class _Occurrence:
+    symbol: str
+    arg_pins: tuple[tuple[int, int], ...]  # (argument position, clause-variable position)
+    value_pin: int | None  # clause-variable position equated with the occurrence's value
+
+
+@dataclass
+class _Clause:
+    invariant: str
+    vars: tuple[A.Var, ...]
+    body: A.Expr
+    body_fn: Callable[..., Any]
+    full_fn: Callable[[State], Any]
+    occurrences: dict[str, list[_Occurrence]]
+    domains: list[tuple[Any, ...]]
+    total: int
+
+
+def _clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
+    if isinstance(e, A.BinOp) and e.op == "and":
+        return _clauses(e.left, vs) + _clauses(e.right, vs)
+    if isinstance(e, A.Quant) and e.kind == "forall":
+        return _clauses(e.body, vs + tuple(e.binders))  # type: ignore[arg-type]
+    return [(vs, e)]
+
+
+def _occurrences(e: A.Expr, vars_: dict[str, int], out: dict[str, list[_Occurrence]]) -> None:
+    def visit(x: A.Expr, value_pin: int | None = None) -> None:
+        match x:
+            case A.Sym(name, args):
+                pins = tuple((i, vars_[a.name]) for i, a in enumerate(args)
+                             if isinstance(a, A.Var) and a.name in vars_)
+                out.setdefault(name, []).append(_Occurrence(name, pins, value_pin))
+                for a in args:
+                    visit(a)
+            case A.BinOp("=" | "!=", l, r):
+                for this, other in ((l, r), (r, l)):
+                    inner = other.arg if isinstance(other, A.Some) else other
+                    if isinstance(this, A.Sym) and isinstance(inner, A.Var) and inner.name in vars_:
+                        visit(this, vars_[inner.name])
+                    else:
+                        visit(this)
+            case _:
+                for c in _children(x):
+                    visit(c)
+
+    visit(e)
+
+
+def _children(e: A.Expr) -> tuple[A.Expr, ...]:
+    match e:
+        case A.Not(a) | A.Some(a):
+            return (a,)
+        case A.BinOp(_, l, r):
+            return (l, r)
+        case A.Ite(c, t, f):
+            return (c, t, f)
+        case A.Quant(_, _, b) | A.Count(_, b):
+            return (b,)
+        case A.Sym(_, args):
+            return args
+    return ()
+
+
+class IncrementalChecker:
+    def __init__(self, it: Interpreter) -> None:
+        self.it = it
+        u = it.u
+        self.clauses: list[_Clause] = []
+        for inv in it.invariants:
+            for n, (vs, body) in enumerate(_clauses(inv.formula)):
+                names = tuple(v.name for v in vs)
+                occ: dict[str, list[_Occurrence]] = {}
+                _occurrences(body, {v: i for i, v in enumerate(names)}, occ)
+                domains = [u.domain(v.type) for v in vs]
+                total = 1
+                for d in domains:
+                    total *= len(d)
+                whole = A.Quant("forall", vs, body) if vs else body
+                self.clauses.append(_Clause(
+                    inv.name, vs, body,
+                    compile_formula(u, body, names, name=f"{inv.name} clause {n}"),
+                    compile_formula(u, whole, name=f"{inv.name} clause {n} (full)"),
+                    occ, domains, total))
+
+    def changed_points(self, before: State, after: State) -> list[tuple[str, int, Any, Any]]:
+        """(symbol, flat index, old, new) for every point that differs; compares in C-speed chunks."""
+        out = []
+        for name, lay in self.it.u.layout.items():
+            x, y = before[lay.index], after[lay.index]
+            if x is y or x == y:
+                continue
+            for lo in range(0, lay.size, _CHUNK):
+                if x[lo:lo + _CHUNK] != y[lo:lo + _CHUNK]:
+                    for i in range(lo, min(lo + _CHUNK, lay.size)):
+                        if x[i] != y[i]:
+                            out.append((name, i, x[i], y[i]))
+        return out
+
+    def failing(self, before: State, after: State) -> list[str]:
+        """Invariants false in `after`, given that every invariant held in `before`."""
+        changes = self.changed_points(before, after)
+        if not changes:
+            return []
+        by_symbol: dict[str, list[tuple[int, Any, Any]]] = {}
+        for name, i, old, new in changes:
+            by_symbol.setdefault(name, []).append((i, old, new))
+        bad: list[str] = []
+        for cl in self.clauses:
+            if cl.invariant in bad:
+                continue
+            if not self._clause_holds(cl, after, by_symbol):
+                bad.append(cl.invariant)
+        return bad
+
+    def check(self, before: State, after: State) -> list[Violation]:
+        """Like Interpreter.check(after), but incremental; violations carry blame."""
+        names = self.failing(before, after)
+        return [Violation(n, blame(self.it.u, after, next(i.formula for i in self.it.invariants if i.name == n)))
+                for n in names]
+
+    def _clause_holds(self, cl: _Clause, s: State, by_symbol: dict[str, list[tuple[int, Any, Any]]]) -> bool:
+        instances: set[tuple[Any, ...]] = set()
+        for name, points in by_symbol.items():
+            for occ in cl.occurrences.get(name, ()):
+                if not occ.arg_pins and occ.value_pin is None:
+                    return bool(cl.full_fn(s))
+                lay = self.it.u.layout[name]
+                for i, old, new in points:
+                    args = _unflatten(i, lay.strides, lay.domains)
+                    pinned: dict[int, list[Any]] = {}
+                    for pos, var in occ.arg_pins:
+                        pinned[var] = [args[pos]]
+                    if occ.value_pin is not None:
+                        vals = [v for v in {old, new} if v is not None]
+                        prev = pinned.get(occ.value_pin)
+                        pinned[occ.value_pin] = vals if prev is None else [v for v in prev if v in vals]
+                    choices = [pinned.get(k, d) for k, d in enumerate(cl.domains)]
+                    instances.update(itertools.product(*choices))
+                    if len(instances) >= cl.total * _FULL_SHARE:
+                        return bool(cl.full_fn(s))
+        f = cl.body_fn
+        return all(f(s, *inst) for inst in instances)
+
+
+def _unflatten(i: int, strides: tuple[int, ...], domains: tuple[int, ...]) -> tuple[Any, ...]:
+    out = []
+    for st in strides:
+        q, i = divmod(i, st)
+        out.append(q)
+    return tuple(out)
