@@ -87,7 +87,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if not args.json and sys.stderr.isatty():
         def progress(states: int, frontier: int) -> None:
             print(f"\r  {states} states, {frontier} queued", end="", file=sys.stderr, flush=True)
-    r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress)
+    r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress,
+                keep_going=args.keep_going)
     if progress:
         print(file=sys.stderr)
     violations = [{"invariant": v.invariant, "blame": str(v.blame),
@@ -103,7 +104,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(f"dmm explore: bound {it.u.describe()}")
         print(f"  {r.states} states, {r.transitions} transitions in {r.seconds:.1f} s "
               f"({r.states_per_second:.0f} states/s, symmetry reduced)")
-        if not r.complete:
+        if not r.complete and not r.violations:
             print(f"  INCOMPLETE: stopped by {r.stopped_by}; states beyond it were not explored")
         dead = [a for a, n in r.action_counts.items() if n == 0]
         if dead:
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--max-states", type=int, default=None, help="stop after this many states (result: incomplete)")
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this long (result: incomplete)")
+    sp.add_argument("--keep-going", action="store_true",
+                    help="after a violation, go on to find the shortest violation of every invariant")
     add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     return p
 

@@ -1,0 +1,117 @@
+"""dmm explore: the bundled spec at the default bound, and violations with shortest traces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dmmcheck.main import main
+from dmmcheck.model.explore import DEFAULT_BOUND, Symmetry, explore
+from dmmcheck.model.interp import Interpreter
+from dmmcheck.spec import bundled_path, check, load, parse
+
+TINY = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 1, "slot": 1}
+
+
+def test_bundled_spec_explores_clean_at_default_bound(capsys):
+    assert main(["explore", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bound"] == DEFAULT_BOUND
+    assert out["complete"] and out["violations"] == []
+    assert out["states"] > 10000 and out["transitions"] > out["states"]
+    assert set(out["never_enabled"]) == {"share_merge", "share_rehome", "cow_break"}
+
+
+def _broken(old: str, new: str = "") -> str:
+    text = bundled_path().read_text()
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def test_violation_has_shortest_trace_and_exit_1(tmp_path, capsys):
+    # A VMM that forgets to drop the rmap entry when it zaps an spte.
+    p = tmp_path / "broken.dmm"
+    zap = "  insert flush_pending(v)\n}\n\n# ---------------------------------------------------------------- TLB"
+    p.write_text(_broken("  forall m: mfn. remove rmap(m, v, r, x)\n" + zap, zap))
+    assert main(["explore", str(p), "--bound", ",".join(f"{k}={v}" for k, v in TINY.items()), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    (v,) = out["violations"]
+    assert v["invariant"] == "rmap_consistent"
+    actions = [st["action"] for st in v["trace"]]
+    # create, map, allocate, fill, zap: nothing shorter reaches a zapped spte.
+    assert actions == ["init", "vm_create", "guest_map", "demand_page", "shadow_fill", "zap_spte"]
+
+
+def test_trace_states_are_real_successors():
+    spec = check(parse(_broken("  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free",
+                                "  if refcount(m) = 1 {\n    status(m) := free"), "b.dmm"))
+    it = Interpreter(spec, {**TINY, "mfn": 2})
+    r = explore(it)
+    assert r.violations
+    _, trace = r.violations[0]
+    s = trace[0].state
+    assert s in it.initial_states()
+    for step in trace[1:]:
+        args = it.parse_args(step.action, dict(a.split("=") for a in step.args.split(", ")) if step.args else {})
+        assert it.is_enabled(s, step.action, args)
+        s = it.apply(s, step.action, args)
+        assert s == step.state
+
+
+def test_symmetry_reduces_and_agrees():
+    it = Interpreter(check(parse(TOY, "toy.dmm")), {"vm": 3, "mfn": 3})
+    with_sym = explore(it, symmetry=True)
+    without = explore(it, symmetry=False)
+    assert with_sym.complete and without.complete and with_sym.violations == without.violations == []
+    # Orbits: 3 VMs x 3 pages, each VM maps at most one page: counted by hand, 4 orbits of
+    # "how many VMs map a page, all distinct pages" (0, 1, 2, 3 VMs) vs 34 raw states.
+    assert (with_sym.states, without.states) == (4, 34)
+
+
+TOY = """
+sort vm
+sort mfn
+function owner(mfn): vm?
+function has(vm): mfn?
+init {
+  forall m: mfn. owner(m) := none
+  forall v: vm. has(v) := none
+}
+action grab(v: vm, m: mfn) {
+  requires has(v) = none and owner(m) = none
+  owner(m) := v
+  has(v) := m
+}
+invariant exclusive: forall v: vm, m: mfn. has(v) = m iff owner(m) = v
+"""
+
+
+def test_canonical_is_orbit_invariant():
+    import random
+
+    it = Interpreter(load(), {"vm": 2, "root": 1, "gva": 2, "gfn": 2, "mfn": 3, "slot": 1})
+    sym = Symmetry(it)
+    rng = random.Random(0)
+    s = it.initial_state()
+    for _ in range(40):
+        a, args = rng.choice(list(it.enabled(s)))
+        s = it.apply(s, a, args)
+    c = sym.canonical(s)
+    for entry in sym.maps[:10]:
+        t = list(s)
+        for k, pick, remap in entry:
+            t[k] = pick(s[k]) if remap is None else tuple(map(remap.__getitem__, pick(s[k])))
+        assert sym.canonical(tuple(t)) == c
+
+
+def test_incomplete_is_not_a_pass(capsys):
+    assert main(["explore", "--max-states", "100", "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert not out["complete"] and "state limit" in out["stopped_by"]
+
+
+@pytest.mark.parametrize("bound", ["vmm=2", "vm=0", "vm"])
+def test_bad_bound_exit_2(bound, capsys):
+    assert main(["explore", "--bound", bound]) == 2
+    assert "Traceback" not in capsys.readouterr().err
