@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from dmmcheck.spec import SpecError, load
@@ -123,6 +125,40 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 0 if r.complete else 3
 
 
+EXIT_PROVE_SPEC_ERROR = 4
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    """Exit 0 all proved; 1 a reachable violation; 2 a counterexample to induction (or a vacuity or
+    init failure) and no reachable violation; 3 some unknown; 4 a spec error."""
+    import hashlib
+
+    from rich.console import Console
+
+    from dmmcheck.model import report
+    from dmmcheck.model.runner import ProveOptions, exit_status, run, write_trace
+
+    spec = _load_or_report(args.spec)
+    if spec is None:
+        return EXIT_PROVE_SPEC_ERROR
+    opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
+                        use_cache=not args.no_cache, jobs=args.jobs)
+    console = Console(stderr=True)
+    results, seconds = report.run_with_progress(opts, console, quiet=args.json)
+    spec_text = Path(spec.file).read_text()
+    traces = []
+    for r in results:
+        if r.kind == "bmc" and r.status == "violated":
+            path = Path(args.trace_dir) / f"bmc-{r.invariant}.jsonl"
+            write_trace(path, spec.file, hashlib.sha256(spec_text.encode()).hexdigest(), r)
+            traces.append(str(path))
+    if args.json:
+        print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
+    else:
+        report.show(Console(), spec, results, seconds, traces)
+    return exit_status(results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
 
@@ -145,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-seconds", type=float, default=None, help="stop after this long (result: incomplete)")
     sp.add_argument("--keep-going", action="store_true",
                     help="after a violation, go on to find the shortest violation of every invariant")
+    sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON")
+    sp.add_argument("--bmc", type=int, default=0, metavar="K", help="also bounded model checking to depth K")
+    sp.add_argument("--k-induction", type=int, default=0, metavar="K", help="also k-induction with depth K")
+    sp.add_argument("--finite", type=int, default=None, metavar="N", help="finite universes of N per sort instead of unbounded")
+    sp.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per obligation (default 10)")
+    sp.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
+    sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
+    sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")
+    sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where BMC traces are written")
     add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     return p
 

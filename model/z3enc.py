@@ -62,6 +62,25 @@ class Vocab:
         return self.funcs[name](*args)
 
 
+class Updated(Vocab):
+    """The state after an action, as terms over the state before: f'(xs) is new_f(xs) itself, so a
+    post-state formula needs no function symbols and no frame axioms of its own."""
+
+    def __init__(self, enc: "Encoding", pre: Vocab, action: Action, env: Env) -> None:
+        super().__init__(pre.tag + "'", pre.funcs)
+        self.enc, self.pre, self.action, self.env = enc, pre, action, env
+        self._memo: dict[tuple[str, tuple[int, ...]], z3.ExprRef] = {}
+
+    def app(self, name: str, args: list[z3.ExprRef]) -> z3.ExprRef:
+        if name not in self.action.modifies:
+            return self.pre.app(name, args)
+        key = (name, tuple(a.get_id() for a in args))
+        if key not in self._memo:
+            old = self.pre.app(name, args)
+            self._memo[key] = self.enc.new_value(self.action, name, args, self.pre, self.env, old)
+        return self._memo[key]
+
+
 class Encoding:
     def __init__(self, spec: CheckedSpec, finite: dict[str, int] | None = None,
                  count_hook: Callable[["Encoding", A.Count, Vocab, Env], z3.ExprRef] | None = None) -> None:
@@ -113,6 +132,11 @@ class Encoding:
 
     def fresh(self, name: str, t: A.TypeRef) -> z3.ExprRef:
         return z3.Const(f"{name}!{next(self._fresh)}", self.sort(t))
+
+    def reset_fresh(self, base: int) -> None:
+        """Bound-variable names from `base` on: encodings built after a reset are named the same
+        whatever was encoded before them (cache keys hash the solver's text)."""
+        self._fresh = itertools.count(base)
 
     def param_consts(self, action: Action, tag: str = "") -> Env:
         return {p.name: z3.Const(f"{action.name}.{p.name}{tag}", self.sort(p.type)) for p in action.params}

@@ -39,7 +39,9 @@ _CHAR_HINTS = {
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+    # cache=True keeps the compiled LALR tables in the temp directory, keyed by the grammar's hash.
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False,
+                cache=True)
 
 
 def _describe(terminals: set[str] | frozenset[str]) -> str:

@@ -1,0 +1,601 @@
+"""Proof obligations, checked one by one with Z3, every one reported.
+
+Kinds:
+  init        init implies the invariant
+  inductive   all invariants and one action imply the invariant afterwards (unbounded: sorts are
+              uninterpreted, so a proof covers every universe size; counts use counting.py)
+  bmc         no violation reachable from init within K steps (finite universe, sizes reported)
+  kinduction  the invariant holds after K steps whenever all invariants held at the K before
+  vacuity     init is satisfiable, the invariants together are, each action is enabled in some
+              state satisfying them (finite universe: a witness is a concrete state)
+
+Each ends proved, violated or unknown (with the reason). Proved obligations carry the invariants
+their proof used (the unsat core). A violated inductive obligation is a counterexample to induction,
+shown as the smallest finite pre- and post-state found, with blame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import z3
+
+from dmmcheck.spec.checker import CheckedSpec
+
+from .counting import Counts, Unsupported
+from .evaluate import blame
+from .state import Universe
+from .z3enc import Encoding, Updated, Vocab
+
+SEED = 0
+MAX_CTI_SIZE = 4
+# Bump when the encoding changes in a way that could change a result: it invalidates the cache.
+ENCODING_VERSION = "dmm-encoding/1"
+# The first attempt at an inductive goal, without the count axioms, gets this long (ms).
+QUICK_MS = 300
+
+
+@dataclass(frozen=True)
+class Obligation:
+    kind: str
+    action: str | None = None
+    invariant: str | None = None
+    depth: int = 0
+
+    @property
+    def name(self) -> str:
+        parts = [self.kind] + ([str(self.depth)] if self.depth else []) + [x for x in (self.action, self.invariant) if x]
+        return "/".join(parts)
+
+
+@dataclass
+class Result:
+    name: str
+    kind: str
+    action: str | None
+    invariant: str | None
+    status: str  # proved | violated | unknown
+    seconds: float
+    core: list[str] = field(default_factory=list)
+    counterexample: dict[str, Any] | None = None
+    reason: str = ""
+    bound: dict[str, int] | None = None  # finite universe the result is about; None = unbounded
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+class Prover:
+    def __init__(self, spec: CheckedSpec, *, finite: int | None = None, timeout: float = 10.0,
+                 seed: int = SEED) -> None:
+        self.spec = spec
+        self.timeout_ms = int(timeout * 1000)
+        self.seed = seed
+        self.finite_n = finite
+        # Finite universe for bmc and vacuity (and for everything with --finite N).
+        self.bound = {s: (finite or b or 2) for s, b in spec.sorts.items()}
+        self.counts = Counts()
+        self.unbounded = Encoding(spec, None, count_hook=self.counts.hook) if finite is None else None
+        if self.unbounded is not None:
+            # Register every count term up front, so each obligation's count axioms (and its cache
+            # key) do not depend on which obligations ran before it in this process.
+            enc = self.unbounded
+            probe = enc.vocab("probe")
+            for inv in spec.invariants:
+                enc.invariant(inv.name, probe)
+            # What every inductive obligation shares, encoded once, in a fixed order.
+            enc.reset_fresh(0)
+            self.pre = enc.vocab("0")
+            self.pre_invariants = {i.name: enc.invariant(i.name, self.pre) for i in spec.invariants}
+            self.pre_count_axioms = self.counts.axioms(enc, self.pre)
+            self.axiom_formula = enc.axioms()
+            self.action_parts: dict[str, tuple[dict, z3.BoolRef]] = {}
+            for n, act in spec.actions.items():
+                env = enc.param_consts(act)
+                self.action_parts[n] = (env, enc.guards(act, self.pre, env))
+
+    # ---------------------------------------------------------------- obligations
+    def obligations(self, bmc: int = 0, kinduction: int = 0) -> list[Obligation]:
+        return self.list_obligations(self.spec, bmc, kinduction)
+
+    @staticmethod
+    def list_obligations(spec: CheckedSpec, bmc: int = 0, kinduction: int = 0) -> list[Obligation]:
+        obs = [Obligation("vacuity", invariant="init"), Obligation("vacuity", invariant="invariants")]
+        obs += [Obligation("vacuity", action=a) for a in spec.actions]
+        obs += [Obligation("init", invariant=i.name) for i in spec.invariants]
+        obs += [Obligation("inductive", action=a, invariant=i.name)
+                for a in spec.actions for i in spec.invariants]
+        if bmc:
+            obs += [Obligation("bmc", invariant=i.name, depth=bmc) for i in spec.invariants]
+        if kinduction:
+            obs += [Obligation("kinduction", invariant=i.name, depth=kinduction) for i in spec.invariants]
+        return obs
+
+    def solver(self) -> z3.Solver:
+        sv = z3.Solver()
+        sv.set(timeout=self.timeout_ms, random_seed=self.seed, unsat_core=True)
+        return sv
+
+    def check(self, ob: Obligation, cache: "Cache | None" = None) -> Result:
+        start = time.perf_counter()
+        key = None
+        if cache:
+            key = cache.key(self.fingerprint(ob))
+            if (hit := cache.get(key)) is not None:
+                hit.cached = True
+                hit.seconds = time.perf_counter() - start
+                return hit
+        try:
+            built = getattr(self, f"_build_{ob.kind}")(ob)
+        except Exception as e:  # an encoding limit is an unknown, never a crash of the whole run
+            return Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", time.perf_counter() - start,
+                          reason=f"could not encode: {e}")
+        sv, tracked, interpret, bound = built
+        quick = ob.kind == "inductive" and self.finite_n is None and bound is None
+        if quick:  # first without count axioms, briefly: most goals need none (see below)
+            sv.set(timeout=min(self.timeout_ms, QUICK_MS))
+        r = sv.check()
+        if r != z3.unsat and quick:
+            # Count axioms were left out (they are true facts, so leaving them out is sound for a
+            # proof, and they slow down goals that do not need them); now the goal needs them.
+            sv, tracked, interpret, bound = self._build_inductive(ob, with_counts=True)
+            r = sv.check()
+            if r == z3.unknown:
+                r = self._check_by_clause(ob, sv)
+        res = interpret(sv, r, tracked)
+        res.seconds = time.perf_counter() - start
+        res.bound = bound
+        if cache and key and res.status != "unknown":
+            cache.put(key, res)
+        return res
+
+    def fingerprint(self, ob: Obligation) -> str:
+        return self.fingerprint_of(self.spec, ob, self.finite_n, self.timeout_ms / 1000, self.seed)
+
+    @staticmethod
+    def fingerprint_of(spec: CheckedSpec, ob: Obligation, finite: int | None, timeout: float, seed: int = SEED) -> str:
+        """Everything an obligation's result depends on, as text: the resolved declarations, init,
+        axioms and invariants, its own action (not the others), the encoding and solver settings."""
+        base, per_action, all_actions = _spec_digests(spec)
+        bound = sorted((s, finite or b or 2) for s, b in spec.sorts.items())
+        parts = [ENCODING_VERSION, z3.get_version_string(), ob.name, str(ob.depth),
+                 f"timeout={int(timeout * 1000)} seed={seed} finite={finite} bound={bound}", base]
+        if ob.action:
+            parts.append(per_action[ob.action])
+        elif ob.kind in ("bmc", "kinduction", "vacuity"):
+            parts.append(all_actions)
+        return "\n".join(parts)
+
+    # ---------------------------------------------------------------- builders
+    def _result(self, ob: Obligation, status: str, **kw: Any) -> Result:
+        return Result(ob.name, ob.kind, ob.action, ob.invariant, status, 0.0, **kw)
+
+    def _track(self, sv: z3.Solver, enc: Encoding, st: Vocab, skip: str | None = None) -> dict[str, str]:
+        """Assert every invariant on st under a tracking literal; returns literal -> invariant."""
+        tracked = {}
+        for inv in self.spec.invariants:
+            lit = z3.Bool(f"assume:{inv.name}")
+            sv.assert_and_track(enc.invariant(inv.name, st), lit)
+            tracked[str(lit)] = inv.name
+        return tracked
+
+    def _unsat_is_proof(self, ob: Obligation, finite_note: str = ""):
+        def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
+            if r == z3.unsat:
+                core = sorted({tracked[str(c)] for c in sv.unsat_core() if str(c) in tracked})
+                return self._result(ob, "proved", core=core, reason=finite_note)
+            if r == z3.sat:
+                return self._result(ob, "violated", counterexample=self._cti(ob, sv.model()), reason=finite_note)
+            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+        return interpret
+
+    def _encoding(self, finite: dict[str, int] | None) -> Encoding:
+        if finite is None:
+            assert self.unbounded is not None
+            return self.unbounded
+        return Encoding(self.spec, finite)
+
+    def _mode(self) -> dict[str, int] | None:
+        return None if self.finite_n is None else self.bound
+
+    def _build_init(self, ob: Obligation):
+        enc = self._encoding(self._mode())
+        st = enc.vocab("0")
+        sv = self.solver()
+        goal = z3.Not(enc.invariant(ob.invariant, st))  # type: ignore[arg-type]
+        sv.add(enc.axioms(), enc.init(st), goal)
+        self._add_count_axioms(sv, enc, [st])
+        return sv, {}, self._unsat_is_proof(ob), self._mode()
+
+    def _build_inductive(self, ob: Obligation, with_counts: bool = False):
+        mode = self._mode()
+        if mode is not None:
+            return self._build_inductive_finite(ob)
+        enc = self._encoding(None)
+        act = self.spec.actions[ob.action]  # type: ignore[index]
+        env, guards = self.action_parts[act.name]
+        post = Updated(enc, self.pre, act, env)
+        enc.reset_fresh(1_000_000)
+        try:
+            goal = z3.Not(enc.invariant(ob.invariant, post))  # type: ignore[arg-type]
+        except Unsupported as e:
+            return self._finite_fallback(ob, [str(e)])
+        sv = self.solver()
+        sv.add(self.axiom_formula, guards, goal)
+        if with_counts:
+            sv.add(*self.pre_count_axioms)
+        tracked = {}
+        for name, f in self.pre_invariants.items():
+            lit = z3.Bool(f"assume:{name}")
+            sv.assert_and_track(f, lit)
+            tracked[str(lit)] = name
+        return sv, tracked, self._unsat_is_proof(ob), None
+
+    def _build_inductive_finite(self, ob: Obligation):
+        enc = self._encoding(self.bound)
+        pre = enc.vocab("0")
+        act = self.spec.actions[ob.action]  # type: ignore[index]
+        env = enc.param_consts(act)
+        post = Updated(enc, pre, act, env)
+        sv = self.solver()
+        sv.add(enc.axioms(), enc.guards(act, pre, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
+        tracked = self._track(sv, enc, pre)
+        return sv, tracked, self._unsat_is_proof(ob), self.bound
+
+    def _finite_fallback(self, ob: Obligation, why: list[str]):
+        """Prove the obligation in every finite universe up to the bound instead."""
+        n = max(self.bound.values())
+        sizes = {s: n for s in self.bound}
+        sub = Prover(self.spec, finite=n, timeout=self.timeout_ms / 1000, seed=self.seed)
+        sv, tracked, interpret, _ = sub._build_inductive(ob)
+
+        def interpret2(sv2: z3.Solver, r: z3.CheckSatResult, tr: dict[str, str]) -> Result:
+            res = interpret(sv2, r, tr)
+            res.reason = f"finite proof up to {n} per sort: no exact unbounded count delta for {', '.join(why)}"
+            return res
+        # Universe sizes 1..n all at once: every sort's elements beyond its size are unused; a finite
+        # enumeration of size n contains a copy of each smaller universe only for monotone formulas,
+        # so the sizes are checked one by one.
+        return _SizesSolver(self, ob, n), tracked, interpret2, sizes
+
+    def _add_count_axioms(self, sv: z3.Solver, enc: Encoding, states: list[Vocab]) -> None:
+        if enc.finite is None:
+            for st in states:
+                sv.add(*self.counts.axioms(enc, st))
+
+    def _build_vacuity(self, ob: Obligation):
+        enc = self._encoding(self.bound)
+        st = enc.vocab("0")
+        sv = self.solver()
+        sv.add(enc.axioms())
+        if ob.invariant == "init":
+            sv.add(enc.init(st))
+            what = "init is unsatisfiable: the spec has no initial state"
+        elif ob.invariant == "invariants":
+            sv.add(*[enc.invariant(i.name, st) for i in self.spec.invariants])
+            what = "the invariants together are unsatisfiable"
+        else:
+            act = self.spec.actions[ob.action]  # type: ignore[index]
+            sv.add(*[enc.invariant(i.name, st) for i in self.spec.invariants])
+            sv.add(enc.guards(act, st, enc.param_consts(act)))
+            what = f"dead action: {ob.action} is enabled in no state satisfying the invariants"
+
+        def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
+            if r == z3.sat:
+                return self._result(ob, "proved", reason="witness found")
+            if r == z3.unsat:
+                return self._result(ob, "violated", reason=what + f" (universe {_sizes(self.bound)})")
+            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+        return sv, {}, interpret, self.bound
+
+    def _build_bmc(self, ob: Obligation):
+        enc = self._encoding(self.bound)
+        k = ob.depth
+        states = [enc.vocab(str(i)) for i in range(k + 1)]
+        sv = self.solver()
+        sv.add(enc.axioms(), enc.init(states[0]))
+        names = list(self.spec.actions)
+        sels = []
+        for i in range(k):
+            sel = z3.Int(f"step{i}")
+            sels.append(sel)
+            sv.add(sel >= 0, sel < len(names))
+            for j, n in enumerate(names):
+                act = self.spec.actions[n]
+                env = enc.param_consts(act, tag=f"@{i}")
+                sv.add(z3.Implies(sel == j, enc.transition(act, states[i], states[i + 1], env)))
+        sv.add(z3.Or([z3.Not(enc.invariant(ob.invariant, st)) for st in states]))  # type: ignore[arg-type]
+
+        def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
+            if r == z3.unsat:
+                return self._result(ob, "proved", reason=f"no violation within {k} steps")
+            if r == z3.sat:
+                return self._result(ob, "violated", counterexample=self._bmc_trace(ob, sv.model(), enc, states, sels))
+            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+        return sv, {}, interpret, self.bound
+
+    def _build_kinduction(self, ob: Obligation):
+        mode = self._mode()
+        enc = self._encoding(mode)
+        k = ob.depth
+        states = [enc.vocab(str(i)) for i in range(k + 1)]
+        sv = self.solver()
+        sv.add(enc.axioms())
+        tracked = {}
+        for i in range(k):
+            tracked.update(self._track(sv, enc, states[i]) if i == 0 else {})
+            if i > 0:
+                sv.add(*[enc.invariant(inv.name, states[i]) for inv in self.spec.invariants])
+            ors = []
+            for n, act in self.spec.actions.items():
+                env = enc.param_consts(act, tag=f"@{i}")
+                parts = [enc.transition(act, states[i], states[i + 1], env)]
+                if mode is None:
+                    steps, unsupported = self.counts.step(enc, act, states[i], states[i + 1], env)
+                    if unsupported:
+                        return self._finite_fallback(Obligation("inductive", n, ob.invariant), unsupported)
+                    parts += steps
+                ors.append(z3.And(parts))
+            sv.add(z3.Or(ors))
+        self._add_count_axioms(sv, enc, states)
+        sv.add(z3.Not(enc.invariant(ob.invariant, states[k])))  # type: ignore[arg-type]
+        return sv, tracked, self._unsat_is_proof(ob), mode
+
+    def check_action(self, obs: list[Obligation], cache: "Cache | None" = None) -> list[Result]:
+        """The inductive obligations of one action, on one incremental solver: the action's guards and
+        the pre-state invariants are asserted once, each goal is pushed, checked briefly and popped.
+        Goals that are not quickly unsat take the full path of check()."""
+        if self.finite_n is not None or not obs:
+            return [self.check(ob, cache) for ob in obs]
+        act = self.spec.actions[obs[0].action]  # type: ignore[index]
+        enc = self._encoding(None)
+        env, guards = self.action_parts[act.name]
+        sv = self.solver()
+        sv.set(timeout=min(self.timeout_ms, QUICK_MS))
+        sv.add(self.axiom_formula, guards)
+        tracked = {}
+        for name, f in self.pre_invariants.items():
+            lit = z3.Bool(f"assume:{name}")
+            sv.assert_and_track(f, lit)
+            tracked[str(lit)] = name
+        out = []
+        for ob in obs:
+            start = time.perf_counter()
+            key = cache.key(self.fingerprint(ob)) if cache else None
+            if cache and key and (hit := cache.get(key)) is not None:
+                hit.cached = True
+                out.append(hit)
+                continue
+            try:
+                enc.reset_fresh(1_000_000)
+                goal = z3.Not(enc.invariant(ob.invariant, Updated(enc, self.pre, act, env)))  # type: ignore[arg-type]
+            except Unsupported:
+                out.append(self.check(ob, cache))
+                continue
+            sv.push()
+            sv.add(goal)
+            r = sv.check()
+            core = sorted({tracked[str(c)] for c in sv.unsat_core() if str(c) in tracked}) if r == z3.unsat else []
+            sv.pop()
+            if r != z3.unsat:
+                out.append(self.check(ob, cache))
+                continue
+            res = self._result(ob, "proved", core=core)
+            res.seconds = time.perf_counter() - start
+            if cache and key:
+                cache.put(key, res)
+            out.append(res)
+        return out
+
+    def _check_by_clause(self, ob: Obligation, sv: z3.Solver) -> z3.CheckSatResult:
+        """An unknown whole goal, retried one conjunct (under its quantifiers) at a time: smaller
+        queries, and unsat for each clause is unsat for the whole. The solver keeps the union of the
+        clauses' cores for the report."""
+        from dmmcheck.spec import ast as A
+
+        from .incremental import _clauses
+
+        enc = self._encoding(None)
+        act = self.spec.actions[ob.action]  # type: ignore[index]
+        env, guards = self.action_parts[act.name]
+        inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
+        cores: list[z3.ExprRef] = []
+        for n, (vs, body) in enumerate(_clauses(inv.formula)):
+            enc.reset_fresh(2_000_000 + 1000 * n)
+            post = Updated(enc, self.pre, act, env)
+            clause = A.Quant("forall", vs, body) if vs else body
+            goal = z3.Not(enc.expr(clause, post, {}))
+            for with_counts in (False, True):
+                sub = self.solver()
+                sub.add(self.axiom_formula, guards, goal, *(self.pre_count_axioms if with_counts else ()))
+                for name, f in self.pre_invariants.items():
+                    sub.assert_and_track(f, z3.Bool(f"assume:{name}"))
+                r = sub.check()
+                if r == z3.unsat:
+                    break
+            if r != z3.unsat:
+                return r
+            cores += list(sub.unsat_core())
+        sv.unsat_core = lambda: cores  # type: ignore[method-assign]
+        return z3.unsat
+
+    # ---------------------------------------------------------------- counterexamples
+    def _cti(self, ob: Obligation, model: z3.ModelRef) -> dict[str, Any]:
+        """The smallest finite counterexample to induction: re-solve in universes of size 1, 2, ..."""
+        if ob.kind != "inductive":
+            return {"model": str(model)[:2000]}
+        for n in range(1, MAX_CTI_SIZE + 1):
+            sizes = {s: n for s in self.spec.sorts}
+            enc = Encoding(self.spec, sizes)
+            pre, post = enc.vocab("0"), enc.vocab("1")
+            act = self.spec.actions[ob.action]  # type: ignore[index]
+            env = enc.param_consts(act)
+            sv = self.solver()
+            sv.add(enc.axioms(), enc.transition(act, pre, post, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
+            sv.add(*[enc.invariant(i.name, pre) for i in self.spec.invariants])
+            if sv.check() == z3.sat:
+                return self._show_cti(ob, sv.model(), enc, sizes, pre, post, env)
+        return {"note": f"no counterexample in universes up to size {MAX_CTI_SIZE}", "model": str(model)[:2000]}
+
+    def _show_cti(self, ob, model, enc, sizes, pre, post, env) -> dict[str, Any]:
+        u = Universe(self.spec, sizes)
+        before, after = _read_state(u, enc, model, pre), _read_state(u, enc, model, post)
+        act = self.spec.actions[ob.action]
+        args = {p.name: u.show_value(p.type, _read_value(enc, p.type, model.eval(env[p.name], True)))
+                for p in act.params}
+        inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
+        b = blame(u, after, inv.formula)
+        return {"universe": sizes, "action": ob.action, "args": args,
+                "blame": str(b), "before": u.to_dict(before), "after": u.to_dict(after),
+                "before_text": u.show_state(before), "after_text": u.show_state(after)}
+
+    def _bmc_trace(self, ob, model, enc, states, sels) -> dict[str, Any]:
+        u = Universe(self.spec, self.bound)
+        names = list(self.spec.actions)
+        steps = []
+        trace_states = [_read_state(u, enc, model, st) for st in states]
+        first_bad = next((i for i, s in enumerate(trace_states)
+                          if not _holds(u, s, self.spec, ob.invariant)), len(trace_states) - 1)
+        for i in range(first_bad):
+            n = names[model.eval(sels[i], True).as_long()]
+            act = self.spec.actions[n]
+            env = enc.param_consts(act, tag=f"@{i}")
+            args = {p.name: u.show_value(p.type, _read_value(enc, p.type, model.eval(env[p.name], True)))
+                    for p in act.params}
+            steps.append({"action": n, "args": args})
+        inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
+        return {"universe": self.bound, "steps": steps,
+                "blame": str(blame(u, trace_states[first_bad], inv.formula)),
+                "state_text": u.show_state(trace_states[first_bad])}
+
+
+_DIGESTS: dict[int, tuple[CheckedSpec, str, dict[str, str], str]] = {}
+
+
+def _spec_digests(spec: CheckedSpec) -> tuple[str, dict[str, str], str]:
+    """Hashes of the spec's parts, computed once per checked spec."""
+    hit = _DIGESTS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        def h(x: object) -> str:
+            return hashlib.sha256(repr(x).encode()).hexdigest()
+
+        base = h((sorted(spec.sorts.items()), sorted(spec.enums.items()),
+                  [(s.name, s.kind, s.args, s.result, s.mutable) for s in spec.symbols.values()],
+                  [(i.name, i.formula) for i in spec.invariants], [(a.name, a.formula) for a in spec.axioms],
+                  spec.init.updates if spec.init else None))
+        per_action = {n: h((a.params, a.guards, a.updates)) for n, a in spec.actions.items()}
+        hit = (spec, base, per_action, h(sorted(per_action.items())))
+        _DIGESTS[id(spec)] = hit
+    return hit[1], hit[2], hit[3]
+
+
+def _holds(u: Universe, s, spec: CheckedSpec, name: str | None) -> bool:
+    from .evaluate import evaluate
+
+    inv = next(i for i in spec.invariants if i.name == name)
+    return bool(evaluate(u, s, inv.formula, {}))
+
+
+class _SizesSolver:
+    """Checks a finite obligation in every universe size 1..n; sat at any size is a violation."""
+
+    def __init__(self, prover: Prover, ob: Obligation, n: int) -> None:
+        self.prover, self.ob, self.n = prover, ob, n
+        self._core: list[z3.ExprRef] = []
+        self._model: z3.ModelRef | None = None
+        self._reason = ""
+
+    def sexpr(self) -> str:
+        return f"sizes-solver {self.ob.name} up to {self.n}"
+
+    def check(self) -> z3.CheckSatResult:
+        cores = []
+        for k in range(1, self.n + 1):
+            sub = Prover(self.prover.spec, finite=k, timeout=self.prover.timeout_ms / 1000, seed=self.prover.seed)
+            sv, tracked, _, _ = sub._build_inductive(self.ob)
+            r = sv.check()
+            if r == z3.sat:
+                self._model = sv.model()
+                return r
+            if r != z3.unsat:
+                self._reason = f"size {k}: {sv.reason_unknown()}"
+                return r
+            cores += list(sv.unsat_core())
+        self._core = cores
+        return z3.unsat
+
+    def unsat_core(self) -> list[z3.ExprRef]:
+        return self._core
+
+    def model(self) -> z3.ModelRef:
+        assert self._model is not None
+        return self._model
+
+    def reason_unknown(self) -> str:
+        return self._reason
+
+
+def _read_value(enc: Encoding, t, v: z3.ExprRef) -> Any:
+    from dmmcheck.spec import ast as A
+
+    if t.optional:
+        opt = enc.option(t.name)
+        if z3.is_app_of(v, opt.constructor(0)):
+            return None
+        return _read_value(enc, A.TypeRef(t.name), v.arg(0))
+    if t.name == A.BOOL:
+        return z3.is_true(v)
+    if t.name == A.INT:
+        return v.as_long()
+    elems = enc.elements[t.name]
+    return next(i for i, e in enumerate(elems) if z3.eq(e, v))
+
+
+def _read_state(u: Universe, enc: Encoding, model: z3.ModelRef, st: Vocab) -> tuple:
+    entries = []
+    for name, lay in u.layout.items():
+        sym = lay.symbol
+        vals = []
+        for point in u.points(name):
+            args = [enc.value(t, a) for t, a in zip(sym.args, point)]
+            vals.append(_read_value(enc, sym.result, model.eval(st.app(name, args), True)))
+        entries.append(tuple(vals))
+    return tuple(entries)
+
+
+def _sizes(bound: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in bound.items())
+
+
+class Cache:
+    """Results by a hash of the obligation's solver input, the Z3 version and the solver settings."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root or os.environ.get("DMM_CACHE_DIR") or ".dmm-cache") / "prove"
+
+    def key(self, fingerprint: str) -> str:
+        return hashlib.sha256(fingerprint.encode()).hexdigest()
+
+    def get(self, key: str) -> Result | None:
+        p = self.root / f"{key}.json"
+        try:
+            return Result(**json.loads(p.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def put(self, key: str, res: Result) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".{key}.{os.getpid()}"
+            tmp.write_text(json.dumps(res.to_json()))
+            tmp.replace(self.root / f"{key}.json")
+        except OSError:
+            pass  # a read-only cache only costs speed

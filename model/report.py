@@ -1,0 +1,112 @@
+"""How prover results are shown: a progress bar while running; then a PASS/FAIL matrix of actions
+against invariants (as Ivy reports guarantees per action), the other obligations, every failure with
+its counterexample, and the invariants no proof used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dmmcheck.spec.checker import CheckedSpec
+
+from .prove import Prover, Result
+from .runner import ProveOptions, run, select, unused_invariants
+
+_MARK = {"proved": "[green]✓[/]", "violated": "[red]✗[/]", "unknown": "[yellow]?[/]"}
+
+
+def run_with_progress(opts: ProveOptions, console: Console, quiet: bool = False) -> tuple[list[Result], float]:
+    from dmmcheck.spec import load
+
+    total = len(select(Prover.list_obligations(load(opts.spec_path), opts.bmc, opts.kinduction), opts.only))
+    if quiet or not console.is_terminal:
+        return run(opts)
+    with Progress(TextColumn("proving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=console, transient=True) as bar:
+        task = bar.add_task("prove", total=total, last="")
+        return run(opts, lambda r: bar.update(task, advance=1, last=r.name))
+
+
+def summary(results: list[Result]) -> dict[str, int]:
+    return {s: sum(r.status == s for r in results) for s in ("proved", "violated", "unknown")}
+
+
+def as_json(spec_file: str, results: list[Result], seconds: float, traces: list[str]) -> dict[str, Any]:
+    return {"spec": spec_file, "seconds": round(seconds, 3), "summary": summary(results),
+            "unused_invariants": unused_invariants(results, sorted({r.invariant for r in results
+                                                                    if r.kind == "inductive" and r.invariant})),
+            "traces": traces,
+            "obligations": [{**r.to_json(), "seconds": round(r.seconds, 4)} for r in results]}
+
+
+def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: float, traces: list[str]) -> None:
+    by_name = {r.name: r for r in results}
+    invs = [i.name for i in spec.invariants]
+    inductive = [r for r in results if r.kind == "inductive"]
+    if inductive:
+        t = Table(title="inductive: action × invariant", show_lines=False, pad_edge=False)
+        t.add_column("action")
+        for k, _ in enumerate(invs):
+            t.add_column(str(k + 1), justify="center")
+        for a in spec.actions:
+            row = [by_name.get(f"inductive/{a}/{i}") for i in invs]
+            if any(row):
+                t.add_row(a, *[_MARK[r.status] if r else "·" for r in row])
+        console.print(t)
+        console.print("  " + "  ".join(f"{k + 1}={n}" for k, n in enumerate(invs)))
+    others = [r for r in results if r.kind != "inductive"]
+    if others:
+        t = Table(title="init, vacuity, bmc, k-induction")
+        for col in ("obligation", "status", "seconds", "note"):
+            t.add_column(col)
+        for r in others:
+            if r.status != "proved" or r.kind in ("init", "bmc", "kinduction"):
+                t.add_row(r.name, _MARK[r.status] + " " + r.status, f"{r.seconds:.2f}", r.reason)
+        hidden = sum(1 for r in others if r.status == "proved" and r.kind == "vacuity")
+        if hidden:
+            t.add_row(f"vacuity ({hidden} checks)", _MARK["proved"] + " proved", "", "init, invariants and every action satisfiable")
+        console.print(t)
+    for r in results:
+        if r.status == "violated" and r.counterexample:
+            _show_counterexample(console, r)
+        elif r.status == "unknown":
+            console.print(f"[yellow]unknown[/] {r.name}: {r.reason}")
+    s = summary(results)
+    fallbacks = [r for r in results if r.bound and r.kind == "inductive" and r.status == "proved"]
+    console.print(f"dmm prove: {s['proved']} proved, {s['violated']} violated, {s['unknown']} unknown "
+                  f"in {seconds:.2f} s ({sum(r.cached for r in results)} from cache)")
+    if fallbacks:
+        console.print(f"  {len(fallbacks)} inductive obligations proved only in finite universes: "
+                      + "; ".join(sorted({r.reason for r in fallbacks})))
+    unused = unused_invariants(results, invs) if inductive else []
+    if unused:
+        console.print(f"  invariants no proof used: {', '.join(unused)}")
+    for tr in traces:
+        console.print(f"  trace written: {tr} (replay with `dmm replay {tr}`)")
+
+
+def _show_counterexample(console: Console, r: Result) -> None:
+    cx = r.counterexample or {}
+    console.print(f"\n[red]✗ {r.name}[/]")
+    if "steps" in cx:
+        console.print(f"  reachable violation in {len(cx['steps'])} steps (universe {cx.get('universe')}):")
+        for i, st in enumerate(cx["steps"]):
+            console.print(f"    {i + 1}. {st['action']}({', '.join(f'{k}={v}' for k, v in st['args'].items())})")
+        console.print(f"  {r.invariant} fails: {cx.get('blame')}")
+        return
+    if "after_text" in cx:
+        args = ", ".join(f"{k}={v}" for k, v in cx["args"].items())
+        console.print(f"  counterexample to induction in universe {cx['universe']}: {cx['action']}({args})")
+        console.print(f"  {r.invariant} fails afterwards: {cx['blame']}")
+        t = Table(show_header=True)
+        t.add_column("before")
+        t.add_column("after")
+        before, after = cx["before_text"].splitlines(), cx["after_text"].splitlines()
+        for b, a in zip(before, after):
+            t.add_row(b, a if a == b else f"[bold]{a}[/]")
+        console.print(t)
+    else:
+        console.print(f"  {cx.get('note', '')}")

@@ -1,0 +1,152 @@
+"""Running a set of obligations: in parallel worker processes, through the result cache.
+
+Workers are forked before any Z3 state exists in the parent; each builds its own Prover once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dmmcheck.spec import load
+
+from .prove import Cache, Obligation, Prover, Result
+
+_WORKER: dict[str, object] = {}
+
+
+@dataclass
+class ProveOptions:
+    spec_path: str | None = None
+    finite: int | None = None
+    timeout: float = 10.0
+    bmc: int = 0
+    kinduction: int = 0
+    only: str | None = None
+    cache_dir: str | None = None
+    use_cache: bool = True
+    jobs: int = 1
+
+
+def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
+    """`--only`: a glob over obligation names (inductive/swap_out/rmap_consistent), or a substring."""
+    if not pattern:
+        return obs
+    globby = any(c in pattern for c in "*?[")
+    return [o for o in obs if (fnmatch.fnmatch(o.name, pattern) if globby else pattern in o.name)]
+
+
+def _init_worker(opts: ProveOptions) -> None:
+    spec = _WORKER.get("spec") or load(opts.spec_path)
+    _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout)  # type: ignore[arg-type]
+    _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None
+
+
+def _run(group: list[Obligation]) -> list[Result]:
+    prover: Prover = _WORKER["prover"]  # type: ignore[assignment]
+    cache = _WORKER["cache"]
+    if group[0].kind == "inductive":
+        return prover.check_action(group, cache)  # type: ignore[arg-type]
+    return [prover.check(ob, cache) for ob in group]  # type: ignore[arg-type]
+
+
+def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
+    """Inductive obligations by action (one incremental solver each); the rest one by one."""
+    by_action: dict[str, list[Obligation]] = {}
+    singles = []
+    for ob in obs:
+        if ob.kind == "inductive":
+            by_action.setdefault(ob.action, []).append(ob)  # type: ignore[arg-type]
+        else:
+            singles.append([ob])
+    # Large groups first, so that the last task to finish is a small one.
+    return sorted(by_action.values(), key=len, reverse=True) + singles
+
+
+def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -> tuple[list[Result], float]:
+    start = time.perf_counter()
+    spec = load(opts.spec_path)
+    obligations = select(Prover.list_obligations(spec, opts.bmc, opts.kinduction), opts.only)
+    results: list[Result] = []
+
+    def done(r: Result) -> None:
+        results.append(r)
+        if on_result:
+            on_result(r)
+
+    # Cache hits are answered here, before any solver process starts.
+    todo = obligations
+    if opts.use_cache:
+        cache = Cache(opts.cache_dir)
+        todo = []
+        for ob in obligations:
+            hit = cache.get(cache.key(fingerprint(spec, ob, opts)))
+            if hit is None:
+                todo.append(ob)
+            else:
+                hit.cached = True
+                hit.seconds = 0.0
+                done(hit)
+    groups = _groups(todo)
+    _WORKER["spec"] = spec
+    if opts.jobs <= 1 or len(groups) < 2:
+        if groups:
+            _init_worker(opts)
+        for g in groups:
+            for r in _run(g):
+                done(r)
+    else:
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(min(opts.jobs, len(groups)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(opts,)) as pool:
+            futures = {pool.submit(_run, g): g for g in groups}
+            for fut in as_completed(futures):
+                try:
+                    rs = fut.result()
+                except Exception as e:  # a dead worker is an unknown, never a lost obligation
+                    rs = [Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", 0.0,
+                                 reason=f"worker failed: {e}") for ob in futures[fut]]
+                for r in rs:
+                    done(r)
+    order = {ob.name: i for i, ob in enumerate(obligations)}
+    results.sort(key=lambda r: order[r.name])
+    return results, time.perf_counter() - start
+
+
+def fingerprint(spec, ob: Obligation, opts: ProveOptions) -> str:
+    return Prover.fingerprint_of(spec, ob, opts.finite, opts.timeout)
+
+
+def exit_status(results: list[Result]) -> int:
+    """0 all proved; 1 a reachable violation (bmc); 2 another violation; 3 some unknown."""
+    if any(r.status == "violated" and r.kind == "bmc" for r in results):
+        return 1
+    if any(r.status == "violated" for r in results):
+        return 2
+    if any(r.status == "unknown" for r in results):
+        return 3
+    return 0
+
+
+def unused_invariants(results: list[Result], invariants: list[str]) -> list[str]:
+    used = {c for r in results if r.status == "proved" for c in r.core}
+    return [i for i in invariants if i not in used]
+
+
+def write_trace(path: Path, spec_path: str, spec_hash: str, r: Result) -> None:
+    """A BMC counterexample in the conformance harness's trace format (docs/trace-format.md)."""
+    import json
+
+    cx = r.counterexample or {}
+    header = {"format": "dmm-trace/1", "source": "dmm prove --bmc", "spec": spec_path, "spec_hash": spec_hash,
+              "universe": cx.get("universe"), "violates": r.invariant, "blame": cx.get("blame")}
+    lines = [json.dumps(header)]
+    for i, st in enumerate(cx.get("steps", [])):
+        lines.append(json.dumps({"step": i, "action": st["action"], "args": st["args"]}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
