@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a message
+        print(f"dmm: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("dmm: this is a bug in dmm; please report it with the command that caused it", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

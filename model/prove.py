@@ -125,6 +125,15 @@ class Prover:
         return sv
 
     def check(self, ob: Obligation, cache: "Cache | None" = None) -> Result:
+        """One obligation, never raising: an internal failure is reported as unknown, with why."""
+        start = time.perf_counter()
+        try:
+            return self._check(ob, cache)
+        except Exception as e:  # noqa: BLE001 - reported, not swallowed
+            return Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", time.perf_counter() - start,
+                          reason=f"internal error: {type(e).__name__}: {e}")
+
+    def _check(self, ob: Obligation, cache: "Cache | None" = None) -> Result:
         start = time.perf_counter()
         key = None
         if cache:
@@ -144,8 +153,17 @@ class Prover:
             sv.set(timeout=min(self.timeout_ms, QUICK_MS))
         r = sv.check()
         if r != z3.unsat and quick:
-            # Count axioms were left out (they are true facts, so leaving them out is sound for a
-            # proof, and they slow down goals that do not need them); now the goal needs them.
+            # Z3 rarely builds a model for these quantified formulas, but a finite universe is a real
+            # model: a counterexample found there is a genuine counterexample to induction.
+            cx = self._finite_cti(ob, max_size=2)
+            if cx is not None:
+                res = self._result(ob, "violated", counterexample=cx)
+                res.seconds = time.perf_counter() - start
+                if cache and key:
+                    cache.put(key, res)
+                return res
+            # None in small universes: now with the count axioms (true facts, so leaving them out was
+            # sound for a proof; they slow down goals that do not need them), then clause by clause.
             sv, tracked, interpret, bound = self._build_inductive(ob, with_counts=True)
             r = sv.check()
             if r == z3.unknown:
@@ -316,7 +334,7 @@ class Prover:
 
         def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
             if r == z3.unsat:
-                return self._result(ob, "proved", reason=f"no violation within {k} steps")
+                return self._result(ob, "proved", reason=f"no violation within {k} steps (universe {_sizes(self.bound)})")
             if r == z3.sat:
                 return self._result(ob, "violated", counterexample=self._bmc_trace(ob, sv.model(), enc, states, sels))
             return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
@@ -432,7 +450,11 @@ class Prover:
         """The smallest finite counterexample to induction: re-solve in universes of size 1, 2, ..."""
         if ob.kind != "inductive":
             return {"model": str(model)[:2000]}
-        for n in range(1, MAX_CTI_SIZE + 1):
+        return self._finite_cti(ob) or {"note": f"no counterexample in universes up to size {MAX_CTI_SIZE}",
+                                        "model": str(model)[:2000]}
+
+    def _finite_cti(self, ob: Obligation, max_size: int = MAX_CTI_SIZE) -> dict[str, Any] | None:
+        for n in range(1, max_size + 1):
             sizes = {s: n for s in self.spec.sorts}
             enc = Encoding(self.spec, sizes)
             pre, post = enc.vocab("0"), enc.vocab("1")
@@ -443,7 +465,7 @@ class Prover:
             sv.add(*[enc.invariant(i.name, pre) for i in self.spec.invariants])
             if sv.check() == z3.sat:
                 return self._show_cti(ob, sv.model(), enc, sizes, pre, post, env)
-        return {"note": f"no counterexample in universes up to size {MAX_CTI_SIZE}", "model": str(model)[:2000]}
+        return None
 
     def _show_cti(self, ob, model, enc, sizes, pre, post, env) -> dict[str, Any]:
         u = Universe(self.spec, sizes)
@@ -548,7 +570,7 @@ def _read_value(enc: Encoding, t, v: z3.ExprRef) -> Any:
 
     if t.optional:
         opt = enc.option(t.name)
-        if z3.is_app_of(v, opt.constructor(0)):
+        if v.decl().eq(opt.constructor(0)):
             return None
         return _read_value(enc, A.TypeRef(t.name), v.arg(0))
     if t.name == A.BOOL:

@@ -35,9 +35,12 @@ def summary(results: list[Result]) -> dict[str, int]:
 
 
 def as_json(spec_file: str, results: list[Result], seconds: float, traces: list[str]) -> dict[str, Any]:
+    inductive = [r for r in results if r.kind == "inductive"]
+    invs = sorted({r.invariant for r in inductive if r.invariant})
+    acts = {r.action for r in inductive}
+    full = bool(inductive) and len(inductive) == len(invs) * len(acts)
     return {"spec": spec_file, "seconds": round(seconds, 3), "summary": summary(results),
-            "unused_invariants": unused_invariants(results, sorted({r.invariant for r in results
-                                                                    if r.kind == "inductive" and r.invariant})),
+            "unused_invariants": unused_invariants(results, invs) if full else None,
             "traces": traces,
             "obligations": [{**r.to_json(), "seconds": round(r.seconds, 4)} for r in results]}
 
@@ -81,7 +84,8 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
     if fallbacks:
         console.print(f"  {len(fallbacks)} inductive obligations proved only in finite universes: "
                       + "; ".join(sorted({r.reason for r in fallbacks})))
-    unused = unused_invariants(results, invs) if inductive else []
+    full = len(inductive) == len(invs) * len(spec.actions)
+    unused = unused_invariants(results, invs) if full else []
     if unused:
         console.print(f"  invariants no proof used: {', '.join(unused)}")
     for tr in traces:
