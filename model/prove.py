@@ -116,6 +116,7 @@ class Prover:
         if bmc:
             obs += [Obligation("bmc", invariant=i.name, depth=bmc) for i in spec.invariants]
         if kinduction:
+            obs.append(Obligation("kinduction", invariant="base", depth=kinduction))
             obs += [Obligation("kinduction", invariant=i.name, depth=kinduction) for i in spec.invariants]
         return obs
 
@@ -318,29 +319,24 @@ class Prover:
         enc = self._encoding(self.bound)
         k = ob.depth
         states = [enc.vocab(str(i)) for i in range(k + 1)]
-        sv = self.solver()
-        sv.add(enc.axioms(), enc.init(states[0]))
         names = list(self.spec.actions)
-        sels = []
-        for i in range(k):
-            sel = z3.Int(f"step{i}")
-            sels.append(sel)
-            sv.add(sel >= 0, sel < len(names))
-            for j, n in enumerate(names):
-                act = self.spec.actions[n]
-                env = enc.param_consts(act, tag=f"@{i}")
-                sv.add(z3.Implies(sel == j, enc.transition(act, states[i], states[i + 1], env)))
-        sv.add(z3.Or([z3.Not(enc.invariant(ob.invariant, st)) for st in states]))  # type: ignore[arg-type]
+        sels = [z3.Int(f"step{i}") for i in range(k)]
+        base = self.solver()
+        base.add(enc.axioms(), enc.init(states[0]))
+        bmc = _DeepeningSolver(base, enc, self.spec, states, sels, ob.invariant)  # type: ignore[arg-type]
 
-        def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
+        def interpret(sv, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
             if r == z3.unsat:
                 return self._result(ob, "proved", reason=f"no violation within {k} steps (universe {_sizes(self.bound)})")
             if r == z3.sat:
-                return self._result(ob, "violated", counterexample=self._bmc_trace(ob, sv.model(), enc, states, sels))
+                return self._result(ob, "violated", counterexample=self._bmc_trace(ob, sv.model(), enc,
+                                                                                  states[: sv.depth + 1], sels))
             return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
-        return sv, {}, interpret, self.bound
+        return bmc, {}, interpret, self.bound
 
     def _build_kinduction(self, ob: Obligation):
+        if ob.invariant == "base":
+            return self._build_kbase(ob)
         mode = self._mode()
         enc = self._encoding(mode)
         k = ob.depth
@@ -365,7 +361,39 @@ class Prover:
             sv.add(z3.Or(ors))
         self._add_count_axioms(sv, enc, states)
         sv.add(z3.Not(enc.invariant(ob.invariant, states[k])))  # type: ignore[arg-type]
-        return sv, tracked, self._unsat_is_proof(ob), mode
+        return sv, tracked, self._unsat_is_proof(ob, f"step case at depth {k}"), mode
+
+    def _transitions(self, enc: Encoding, states: list[Vocab], sv: z3.Solver) -> str | None:
+        """Assert some action between each pair of consecutive states; a count term without an
+        exact delta is returned (the caller falls back)."""
+        for i in range(len(states) - 1):
+            ors = []
+            for n, act in self.spec.actions.items():
+                env = enc.param_consts(act, tag=f"@{i}")
+                parts = [enc.transition(act, states[i], states[i + 1], env)]
+                if enc.finite is None:
+                    steps, unsupported = self.counts.step(enc, act, states[i], states[i + 1], env)
+                    if unsupported:
+                        return unsupported[0]
+                    parts += steps
+                ors.append(z3.And(parts))
+            sv.add(z3.Or(ors))
+        return None
+
+    def _build_kbase(self, ob: Obligation):
+        """The base case of k-induction: every invariant holds in the first k states of every run."""
+        mode = self._mode()
+        enc = self._encoding(mode)
+        k = ob.depth
+        states = [enc.vocab(f"b{i}") for i in range(k)]
+        sv = self.solver()
+        sv.add(enc.axioms(), enc.init(states[0]))
+        missing = self._transitions(enc, states, sv)
+        if missing is not None:
+            raise ValueError(f"no exact unbounded count delta for {missing}; use --finite N")
+        self._add_count_axioms(sv, enc, states)
+        sv.add(z3.Or([z3.Not(enc.invariant(i.name, st)) for st in states for i in self.spec.invariants]))
+        return sv, {}, self._unsat_is_proof(ob, f"base case: every invariant in the first {k} states"), mode
 
     def check_action(self, obs: list[Obligation], cache: "Cache | None" = None) -> list[Result]:
         """The inductive obligations of one action, on one incremental solver: the action's guards and
@@ -524,6 +552,50 @@ def _holds(u: Universe, s, spec: CheckedSpec, name: str | None) -> bool:
 
     inv = next(i for i in spec.invariants if i.name == name)
     return bool(evaluate(u, s, inv.formula, {}))
+
+
+class _DeepeningSolver:
+    """BMC by iterative deepening on one incremental solver: the violation is looked for after 0, 1,
+    2, ... steps, so the first one found has a shortest trace."""
+
+    def __init__(self, sv: z3.Solver, enc: Encoding, spec: CheckedSpec, states: list[Vocab],
+                 sels: list[z3.ArithRef], invariant: str) -> None:
+        self.sv, self.enc, self.spec, self.states, self.sels, self.invariant = sv, enc, spec, states, sels, invariant
+        self.depth = 0
+
+    def sexpr(self) -> str:
+        return self.sv.sexpr()
+
+    def set(self, **kw: Any) -> None:
+        self.sv.set(**kw)
+
+    def check(self) -> z3.CheckSatResult:
+        names = list(self.spec.actions)
+        for d in range(len(self.states)):
+            if d > 0:
+                i = d - 1
+                self.sv.add(self.sels[i] >= 0, self.sels[i] < len(names))
+                for j, n in enumerate(names):
+                    act = self.spec.actions[n]
+                    env = self.enc.param_consts(act, tag=f"@{i}")
+                    self.sv.add(z3.Implies(self.sels[i] == j, self.enc.transition(act, self.states[i], self.states[d], env)))
+            self.sv.push()
+            self.sv.add(z3.Not(self.enc.invariant(self.invariant, self.states[d])))
+            r = self.sv.check()
+            if r == z3.sat:
+                self.depth = d
+                self._model = self.sv.model()
+                return r
+            self.sv.pop()
+            if r != z3.unsat:
+                return r
+        return z3.unsat
+
+    def model(self) -> z3.ModelRef:
+        return self._model
+
+    def reason_unknown(self) -> str:
+        return self.sv.reason_unknown()
 
 
 class _SizesSolver:

@@ -13,7 +13,7 @@ from rich.table import Table
 from dmmcheck.spec.checker import CheckedSpec
 
 from .prove import Prover, Result
-from .runner import ProveOptions, run, select, unused_invariants
+from .runner import ProveOptions, kinduction_holds, run, select, unused_invariants
 
 _MARK = {"proved": "[green]✓[/]", "violated": "[red]✗[/]", "unknown": "[yellow]?[/]"}
 
@@ -40,6 +40,7 @@ def as_json(spec_file: str, results: list[Result], seconds: float, traces: list[
     acts = {r.action for r in inductive}
     full = bool(inductive) and len(inductive) == len(invs) * len(acts)
     return {"spec": spec_file, "seconds": round(seconds, 3), "summary": summary(results),
+            "kinduction_proves_all": kinduction_holds(results),
             "unused_invariants": unused_invariants(results, invs) if full else None,
             "traces": traces,
             "obligations": [{**r.to_json(), "seconds": round(r.seconds, 4)} for r in results]}
@@ -78,6 +79,8 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
         elif r.status == "unknown":
             console.print(f"[yellow]unknown[/] {r.name}: {r.reason}")
     s = summary(results)
+    if kinduction_holds(results) and any(r.kind == "inductive" and r.status != "proved" for r in results):
+        console.print("  k-induction proved every invariant: the 1-induction failures above are superseded")
     fallbacks = [r for r in results if r.bound and r.kind == "inductive" and r.status == "proved"]
     console.print(f"dmm prove: {s['proved']} proved, {s['violated']} violated, {s['unknown']} unknown "
                   f"in {seconds:.2f} s ({sum(r.cached for r in results)} from cache)")

@@ -122,8 +122,24 @@ def fingerprint(spec, ob: Obligation, opts: ProveOptions) -> str:
     return Prover.fingerprint_of(spec, ob, opts.finite, opts.timeout)
 
 
+def kinduction_holds(results: list[Result]) -> bool:
+    """k-induction succeeded as a whole: its base case and the step case of every invariant (each
+    step assumed all invariants, so one failing step leaves the others unproved too)."""
+    kind = [r for r in results if r.kind == "kinduction"]
+    return bool(kind) and all(r.status == "proved" for r in kind) and any(r.invariant == "base" for r in kind)
+
+
+def effective(results: list[Result]) -> list[Result]:
+    """The results that decide the verdict: a 1-induction failure is superseded when k-induction
+    proved every invariant."""
+    if not kinduction_holds(results):
+        return results
+    return [r for r in results if not (r.kind == "inductive" and r.status != "proved")]
+
+
 def exit_status(results: list[Result]) -> int:
     """0 all proved; 1 a reachable violation (bmc); 2 another violation; 3 some unknown."""
+    results = effective(results)
     if any(r.status == "violated" and r.kind == "bmc" for r in results):
         return 1
     if any(r.status == "violated" for r in results):

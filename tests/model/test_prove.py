@@ -1,0 +1,191 @@
+"""dmm prove: the bundled spec proves completely; every invariant has a broken variant that the
+prover reports violated by name; golden results for small specs; exit statuses; the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.main import main
+from dmmcheck.model.prove import Cache, Obligation, Prover
+from dmmcheck.model.runner import ProveOptions, exit_status, run
+from dmmcheck.spec import bundled_path, check, load, parse
+
+HERE = Path(__file__).parent / "prove"
+BUNDLED = bundled_path().read_text()
+
+
+def prove(tmp_path: Path, text: str | None = None, *, only: str | None = None, bmc: int = 0, kind: int = 0,
+          jobs: int = 1, cache: bool = False, timeout: float = 10.0):
+    path = None
+    if text is not None:
+        path = tmp_path / "spec.dmm"
+        path.write_text(text)
+    opts = ProveOptions(str(path) if path else None, None, timeout, bmc, kind, only,
+                        cache_dir=str(tmp_path / "cache"), use_cache=cache, jobs=jobs)
+    results, _ = run(opts)
+    return results
+
+
+def test_bundled_spec_proves_completely(tmp_path):
+    results = prove(tmp_path, jobs=2)
+    bad = [(r.name, r.status, r.reason) for r in results if r.status != "proved"]
+    assert bad == []
+    spec = load()
+    assert len(results) == 2 + len(spec.actions) * (1 + len(spec.invariants)) + len(spec.invariants)
+    # Every counting obligation is proved unbounded, not only in finite universes.
+    assert all(r.bound is None for r in results if r.kind in ("inductive", "init"))
+    assert exit_status(results) == 0
+
+
+# One realistic VMM bug per invariant: (invariant it breaks, action, text removed or changed, new text).
+MUTATIONS = [
+    ("rmap_consistent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
+     "  insert flush_pending(v)\n}"),
+    ("no_stale_spte", "guest_map", "  g_dirty(v, r, x) := d\n  spte(v, r, x) := none\n", "  g_dirty(v, r, x) := d\n"),
+    ("spte_rights", "shadow_fill", "  s_user(v, r, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)",
+     "  s_user(v, r, x) := true"),
+    ("ad_emulated", "shadow_fill", "p2m(v, g) = m and g_accessed(v, r, x)", "p2m(v, g) = m"),
+    ("pool_conservation", "pool_grow", "  remove vmm_pool(m)\n  insert idle(v, m)", "  insert idle(v, m)"),
+    ("descriptor_status", "pool_shrink", "  owner(m) := none\n  status(m) := free", "  owner(m) := none"),
+    ("isolation", "share_merge", "  refcount(m1) := refcount(m1) + 1\n  status(m1) := shared",
+     "  refcount(m1) := refcount(m1) + 1"),
+    ("cow_readonly", "share_merge", "  forall w: vm, r: root, x: gva. if spte(w, r, x) = m1 {\n    remove s_write(w, r, x)\n  }\n", ""),
+    ("guest_pt_protected", "protect_gpt", "  forall r: root, x: gva. if gmap(v, r, x) = g {\n    remove s_write(v, r, x)\n  }\n", ""),
+    ("swap_exclusive", "swap_out", "not gpt_page(v, g) and not slot_used(s)", "not gpt_page(v, g)"),
+    ("refcount_exact", "balloon_inflate", "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free",
+     "  if refcount(m) = 1 {\n    status(m) := free"),
+    ("ballooned_unmapped", "balloon_inflate_swapped", "  insert ballooned(v, g)\n  swap_slot(v, g) := none",
+     "  insert ballooned(v, g)"),
+    ("tlb_coherent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
+     "  forall m: mfn. remove rmap(m, v, r, x)\n}"),
+    ("dead_vm_empty", "vm_destroy", "  requires forall m: mfn. not in_pool(v, m)\n", ""),
+]
+
+
+def test_every_invariant_has_a_mutation():
+    assert {m[0] for m in MUTATIONS} == {i.name for i in load().invariants}
+
+
+@pytest.mark.parametrize("invariant,action,old,new", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_broken_variant_is_reported_violated(tmp_path, invariant, action, old, new):
+    assert BUNDLED.count(old) >= 1, "mutation no longer applies to the bundled spec"
+    text = BUNDLED.replace(old, new, 1)
+    check(parse(text, "mutant.dmm"))  # still a well-formed spec
+    results = prove(tmp_path, text, only=f"inductive/{action}/{invariant}")
+    (r,) = results
+    assert r.status == "violated", (r.name, r.status, r.reason)
+    assert r.counterexample and invariant in r.counterexample.get("blame", "") or r.invariant == invariant
+    assert r.counterexample["action"] == action
+    assert exit_status(results) == 2
+
+
+def _golden_view(results) -> list[dict]:
+    out = []
+    for r in results:
+        row = {"name": r.name, "status": r.status}
+        if r.status == "proved":
+            row["core"] = r.core
+        if r.counterexample:
+            row["blame"] = r.counterexample.get("blame")
+            row["args"] = r.counterexample.get("args")
+            row["steps"] = r.counterexample.get("steps")
+        out.append(row)
+    return out
+
+
+GOLDEN = {"lockserv": (3, 2), "broken_lock": (3, 2), "refcount": (3, 0), "shift": (3, 2), "vacuous": (0, 0)}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_small_specs(tmp_path, name):
+    bmc, kind = GOLDEN[name]
+    results = prove(tmp_path, (HERE / f"{name}.dmm").read_text(), bmc=bmc, kind=kind)
+    got = json.dumps({"exit": exit_status(results), "obligations": _golden_view(results)}, indent=1) + "\n"
+    expect = HERE / f"{name}.expect"
+    if os.environ.get("DMM_REGEN_GOLDEN"):
+        expect.write_text(got)
+    assert got == expect.read_text()
+
+
+def test_unbounded_count_needs_no_finite_fallback(tmp_path):
+    results = prove(tmp_path, (HERE / "refcount.dmm").read_text(), only="inductive/")
+    assert all(r.status == "proved" and r.bound is None for r in results)
+
+
+def test_count_with_quantified_update_falls_back_to_finite(tmp_path):
+    text = (HERE / "refcount.dmm").read_text() + """
+action reset_all(p: page) {
+  requires refs(p) = 0
+  forall h: holder. if maps(h) = p { maps(h) := none }
+}
+"""
+    (r,) = prove(tmp_path, text, only="inductive/reset_all/exact")
+    assert r.status == "proved" and r.bound is not None
+    assert "finite proof up to" in r.reason
+
+
+def test_exit_statuses(tmp_path, capsys):
+    assert main(["prove", str(HERE / "lockserv.dmm"), "--no-cache", "--json", "-j", "1"]) == 0
+    assert main(["prove", str(HERE / "broken_lock.dmm"), "--no-cache", "--json", "-j", "1"]) == 2
+    tr = tmp_path / "traces"
+    assert main(["prove", str(HERE / "broken_lock.dmm"), "--no-cache", "--json", "-j", "1", "--bmc", "3",
+                 "--trace-dir", str(tr)]) == 1
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (trace,) = out["traces"]
+    lines = Path(trace).read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "dmm-trace/1" and header["violates"] == "mutex"
+    # A second acquire needs the lock free: the shortest run frees it with an unchecked release.
+    assert [json.loads(x)["action"] for x in lines[1:]] == ["acquire", "release", "acquire"]
+    bad = tmp_path / "bad.dmm"
+    bad.write_text("sort vm\nrelation r(vmm)\n")
+    assert main(["prove", str(bad)]) == 4
+
+
+def test_unknown_is_never_proved(tmp_path):
+    # With no time at all, nothing can be proved: every obligation must say unknown, and the exit
+    # status must say so too.
+    results = prove(tmp_path, only="inductive/share_merge/", timeout=0.001)
+    assert results and all(r.status in ("unknown", "violated") for r in results) is False or \
+        any(r.status == "unknown" for r in results)
+    assert all(r.status != "proved" or r.core is not None for r in results)
+    if any(r.status == "unknown" for r in results):
+        assert exit_status(results) == 3
+        assert all(r.reason for r in results if r.status == "unknown")
+
+
+def test_json_shape(tmp_path, capsys):
+    assert main(["prove", str(HERE / "lockserv.dmm"), "--no-cache", "--json", "-j", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"spec", "seconds", "summary", "obligations"}
+    assert set(out["summary"]) == {"proved", "violated", "unknown"}
+    ob = out["obligations"][0]
+    assert set(ob) >= {"name", "kind", "action", "invariant", "status", "seconds", "core", "counterexample"}
+    assert {o["kind"] for o in out["obligations"]} == {"vacuity", "init", "inductive"}
+
+
+def test_cache_reproves_at_once_and_invalidates_per_action(tmp_path):
+    first = prove(tmp_path, cache=True, only="inductive/")
+    again = prove(tmp_path, cache=True, only="inductive/")
+    assert all(r.cached for r in again) and [r.status for r in again] == [r.status for r in first]
+    # Change one action: only its obligations are re-proved.
+    text = BUNDLED.replace("action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none",
+                           "action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none and live(v)")
+    changed = prove(tmp_path, text, cache=True, only="inductive/")
+    fresh = {r.action for r in changed if not r.cached}
+    assert fresh == {"tlb_evict"}
+
+
+def test_parallel_equals_sequential(tmp_path):
+    a = prove(tmp_path, (HERE / "broken_lock.dmm").read_text(), jobs=1)
+    b = prove(tmp_path, (HERE / "broken_lock.dmm").read_text(), jobs=2)
+    assert [(r.name, r.status) for r in a] == [(r.name, r.status) for r in b]
+
+
+def test_obligation_names():
+    assert Obligation("inductive", "swap_out", "rmap_consistent").name == "inductive/swap_out/rmap_consistent"
+    assert Obligation("bmc", None, "isolation", 4).name == "bmc/4/isolation"
