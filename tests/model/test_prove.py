@@ -173,7 +173,10 @@ def test_json_shape(tmp_path, capsys):
 def test_cache_reproves_at_once_and_invalidates_per_action(tmp_path):
     first = prove(tmp_path, cache=True, only="inductive/")
     again = prove(tmp_path, cache=True, only="inductive/")
-    assert all(r.cached for r in again) and [r.status for r in again] == [r.status for r in first]
+    # Unknown results are never cached (a loaded CI machine may time one out); all others are.
+    assert all(r.cached for r, f in zip(again, first) if f.status != "unknown")
+    assert [r.status for r, f in zip(again, first) if f.status != "unknown"] == \
+        [f.status for f in first if f.status != "unknown"]
     # Change one action: only its obligations are re-proved.
     text = BUNDLED.replace("action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none",
                            "action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none and live(v)")
