@@ -290,20 +290,27 @@ class Prover:
             for st in states:
                 sv.add(*self.counts.axioms(enc, st))
 
+    def _finite_shared(self) -> tuple[Encoding, Vocab, list[z3.BoolRef]]:
+        """One finite encoding per process for the vacuity checks, with the invariants encoded once."""
+        if not hasattr(self, "_finite_cache"):
+            enc = Encoding(self.spec, self.bound)
+            st = enc.vocab("0")
+            self._finite_cache = (enc, st, [enc.invariant(i.name, st) for i in self.spec.invariants])
+        return self._finite_cache
+
     def _build_vacuity(self, ob: Obligation):
-        enc = self._encoding(self.bound)
-        st = enc.vocab("0")
+        enc, st, invariants = self._finite_shared()
         sv = self.solver()
         sv.add(enc.axioms())
         if ob.invariant == "init":
             sv.add(enc.init(st))
             what = "init is unsatisfiable: the spec has no initial state"
         elif ob.invariant == "invariants":
-            sv.add(*[enc.invariant(i.name, st) for i in self.spec.invariants])
+            sv.add(*invariants)
             what = "the invariants together are unsatisfiable"
         else:
             act = self.spec.actions[ob.action]  # type: ignore[index]
-            sv.add(*[enc.invariant(i.name, st) for i in self.spec.invariants])
+            sv.add(*invariants)
             sv.add(enc.guards(act, st, enc.param_consts(act)))
             what = f"dead action: {ob.action} is enabled in no state satisfying the invariants"
 
@@ -396,50 +403,64 @@ class Prover:
         return sv, {}, self._unsat_is_proof(ob, f"base case: every invariant in the first {k} states"), mode
 
     def check_action(self, obs: list[Obligation], cache: "Cache | None" = None) -> list[Result]:
-        """The inductive obligations of one action, on one incremental solver: the action's guards and
-        the pre-state invariants are asserted once, each goal is pushed, checked briefly and popped.
-        Goals that are not quickly unsat take the full path of check()."""
+        """The inductive obligations of one action, on incremental solvers: the action's guards and
+        the pre-state invariants are asserted once, each goal is pushed, checked and popped. A first
+        pass leaves out the count axioms (true facts, so leaving them out is sound for a proof; they
+        slow down goals that do not need them), a second pass has them; what neither proves takes
+        the full path of check() (finite counterexample search, clause by clause)."""
         if self.finite_n is not None or not obs:
             return [self.check(ob, cache) for ob in obs]
         act = self.spec.actions[obs[0].action]  # type: ignore[index]
         enc = self._encoding(None)
         env, guards = self.action_parts[act.name]
-        sv = self.solver()
-        sv.set(timeout=min(self.timeout_ms, QUICK_MS))
-        sv.add(self.axiom_formula, guards)
-        tracked = {}
-        for name, f in self.pre_invariants.items():
-            lit = z3.Bool(f"assume:{name}")
-            sv.assert_and_track(f, lit)
-            tracked[str(lit)] = name
-        out = []
+        results: dict[str, Result] = {}
+        keys: dict[str, str] = {}
+        pending = []
         for ob in obs:
-            start = time.perf_counter()
-            key = cache.key(self.fingerprint(ob)) if cache else None
-            if cache and key and (hit := cache.get(key)) is not None:
-                hit.cached = True
-                out.append(hit)
-                continue
-            try:
-                enc.reset_fresh(1_000_000)
-                goal = z3.Not(enc.invariant(ob.invariant, Updated(enc, self.pre, act, env)))  # type: ignore[arg-type]
-            except Unsupported:
-                out.append(self.check(ob, cache))
-                continue
-            sv.push()
-            sv.add(goal)
-            r = sv.check()
-            core = sorted({tracked[str(c)] for c in sv.unsat_core() if str(c) in tracked}) if r == z3.unsat else []
-            sv.pop()
-            if r != z3.unsat:
-                out.append(self.check(ob, cache))
-                continue
-            res = self._result(ob, "proved", core=core)
-            res.seconds = time.perf_counter() - start
-            if cache and key:
-                cache.put(key, res)
-            out.append(res)
-        return out
+            if cache:
+                keys[ob.name] = cache.key(self.fingerprint(ob))
+                if (hit := cache.get(keys[ob.name])) is not None:
+                    hit.cached = True
+                    results[ob.name] = hit
+                    continue
+            pending.append(ob)
+        for with_counts in (False, True):
+            if not pending:
+                break
+            sv = self.solver()
+            sv.set(timeout=self.timeout_ms if with_counts else min(self.timeout_ms, QUICK_MS))
+            sv.add(self.axiom_formula, guards, *(self.pre_count_axioms if with_counts else ()))
+            tracked = {}
+            for name, f in self.pre_invariants.items():
+                lit = z3.Bool(f"assume:{name}")
+                sv.assert_and_track(f, lit)
+                tracked[str(lit)] = name
+            left = []
+            for ob in pending:
+                start = time.perf_counter()
+                try:
+                    enc.reset_fresh(1_000_000)
+                    goal = z3.Not(enc.invariant(ob.invariant, Updated(enc, self.pre, act, env)))  # type: ignore[arg-type]
+                except Unsupported:
+                    left.append(ob)
+                    continue
+                sv.push()
+                sv.add(goal)
+                r = sv.check()
+                core = sorted({tracked[str(c)] for c in sv.unsat_core() if str(c) in tracked}) if r == z3.unsat else []
+                sv.pop()
+                if r != z3.unsat:
+                    left.append(ob)
+                    continue
+                res = self._result(ob, "proved", core=core)
+                res.seconds = time.perf_counter() - start
+                if cache:
+                    cache.put(keys[ob.name], res)
+                results[ob.name] = res
+            pending = left
+        for ob in pending:
+            results[ob.name] = self.check(ob, cache)
+        return [results[ob.name] for ob in obs]
 
     def _check_by_clause(self, ob: Obligation, sv: z3.Solver) -> z3.CheckSatResult:
         """An unknown whole goal, retried one conjunct (under its quantifiers) at a time: smaller

@@ -56,14 +56,19 @@ def _run(group: list[Obligation]) -> list[Result]:
 
 
 def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
-    """Inductive obligations by action (one incremental solver each); the rest one by one."""
+    """Inductive obligations by action (one incremental solver each); vacuity checks together (one
+    shared finite encoding); the rest one by one."""
     by_action: dict[str, list[Obligation]] = {}
     singles = []
+    vacuity = [ob for ob in obs if ob.kind == "vacuity"]
     for ob in obs:
         if ob.kind == "inductive":
             by_action.setdefault(ob.action, []).append(ob)  # type: ignore[arg-type]
-        else:
+        elif ob.kind != "vacuity":
             singles.append([ob])
+    if vacuity:
+        half = (len(vacuity) + 1) // 2
+        singles += [g for g in (vacuity[:half], vacuity[half:]) if g]
     # Large groups first, so that the last task to finish is a small one.
     return sorted(by_action.values(), key=len, reverse=True) + singles
 
