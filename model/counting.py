@@ -120,31 +120,16 @@ def _free_var_nodes(e: A.Expr) -> dict[str, A.Var]:
     def walk(x: A.Expr) -> None:
         if isinstance(x, A.Var) and x.name in names:
             found[x.name] = x
-        for c in _kids(x):
+        for c in A.children(x):
             walk(c)
 
     walk(e)
     return found
 
 
-def _kids(e: A.Expr) -> tuple[A.Expr, ...]:
-    match e:
-        case A.Sym(_, args):
-            return args
-        case A.Not(a) | A.Some(a):
-            return (a,)
-        case A.BinOp(_, l, r):
-            return (l, r)
-        case A.Ite(c, t, f):
-            return (c, t, f)
-        case A.Quant(_, _, b) | A.Count(_, b):
-            return (b,)
-    return ()
-
-
 def _occurrences(e: A.Expr, name: str) -> list[A.Sym]:
     out = [e] if isinstance(e, A.Sym) and e.name == name else []
-    for c in _kids(e):
+    for c in A.children(e):
         out += _occurrences(c, name)
     return out
 
@@ -198,6 +183,6 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
 
 def _all_syms(e: A.Expr) -> list[A.Sym]:
     out = [e] if isinstance(e, A.Sym) else []
-    for c in _kids(e):
+    for c in A.children(e):
         out += _all_syms(c)
     return out

@@ -73,25 +73,10 @@ def _occurrences(e: A.Expr, vars_: dict[str, int], out: dict[str, list[_Occurren
                     else:
                         visit(this)
             case _:
-                for c in _children(x):
+                for c in A.children(x):
                     visit(c)
 
     visit(e)
-
-
-def _children(e: A.Expr) -> tuple[A.Expr, ...]:
-    match e:
-        case A.Not(a) | A.Some(a):
-            return (a,)
-        case A.BinOp(_, l, r):
-            return (l, r)
-        case A.Ite(c, t, f):
-            return (c, t, f)
-        case A.Quant(_, _, b) | A.Count(_, b):
-            return (b,)
-        case A.Sym(_, args):
-            return args
-    return ()
 
 
 class IncrementalChecker:

@@ -176,6 +176,22 @@ class Some:
 Expr = Union[Name, App, BoolLit, IntLit, NoneLit, Not, BinOp, Quant, Count, Ite, Var, Sym, EnumLit, Some]
 
 
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The direct subexpressions of e (the one traversal every analysis builds on)."""
+    match e:
+        case Sym(_, args) | App(_, args):
+            return args
+        case Not(a) | Some(a):
+            return (a,)
+        case BinOp(_, l, r):
+            return (l, r)
+        case Ite(c, t, f):
+            return (c, t, f)
+        case Quant(_, _, body) | Count(_, body):
+            return (body,)
+    return ()
+
+
 # ---------------------------------------------------------------- statements
 
 

@@ -443,22 +443,7 @@ def free_vars(e: A.Expr) -> set[str]:
             return {name}
         case A.Quant(_, vs, body) | A.Count(vs, body):
             return free_vars(body) - {v.name for v in vs}  # type: ignore[union-attr]
-    return set().union(*(free_vars(c) for c in _children(e))) if _children(e) else set()
-
-
-def _children(e: A.Expr) -> tuple[A.Expr, ...]:
-    match e:
-        case A.Sym(_, args) | A.App(_, args):
-            return args
-        case A.Not(a) | A.Some(a):
-            return (a,)
-        case A.BinOp(_, l, r):
-            return (l, r)
-        case A.Ite(c, t, f):
-            return (c, t, f)
-        case A.Quant(_, _, body) | A.Count(_, body):
-            return (body,)
-    return ()
+    return set().union(*(free_vars(c) for c in A.children(e))) if A.children(e) else set()
 
 
 def substitute(e: A.Expr, sub: dict[str, A.Expr]) -> A.Expr:
@@ -502,7 +487,7 @@ def _fresh(base: str, taken: set[str]) -> str:
 
 def _symbols_in(e: A.Expr) -> set[str]:
     own = {e.name} if isinstance(e, A.Sym) else set()
-    return own.union(*(_symbols_in(c) for c in _children(e)))
+    return own.union(*(_symbols_in(c) for c in A.children(e)))
 
 
 def _leaves(u: A.Update) -> list[A.Update]:
