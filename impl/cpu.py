@@ -175,6 +175,10 @@ class Cpu:
         self._mode = mode
         self._context = uc.context_save()
 
+    def flush_tlb(self) -> None:
+        """Drop every cached translation (what a CR3 reload does for non-global entries)."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
     # ---------------------------------------------------------------- one access
     def access(self, gva: int, access: Access, value: int = 0) -> Outcome:
         """Perform one access at gva in the mode of the last set_mode, on the real MMU."""
