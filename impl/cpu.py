@@ -180,10 +180,15 @@ class Cpu:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # ---------------------------------------------------------------- one access
-    def access(self, gva: int, access: Access, value: int = 0) -> Outcome:
-        """Perform one access at gva in the mode of the last set_mode, on the real MMU."""
+    def access(self, gva: int, access: Access, value: int = 0, user: bool | None = None,
+               ac: bool | None = None) -> Outcome:
+        """Perform one access at gva on the real MMU, with the control registers of the last
+        set_mode; user and ac (CPL 3, EFLAGS.AC) may be given per access."""
         assert self._mode is not None, "set_mode first"
         mode = self._mode
+        if user is not None or ac is not None:
+            mode = Mode(user=mode.user if user is None else user, wp=mode.wp, nxe=mode.nxe, smep=mode.smep,
+                        smap=mode.smap, ac=mode.ac if ac is None else ac)
         self.uc.context_restore(self._context)
         off, code = _CODE[access]
         self.uc.reg_write(UC_X86_REG_RBX, gva)

@@ -1,0 +1,234 @@
+"""The shadow MMU, in the manner of KVM's mmu.c: shadow pages (sp) that shadow guest page tables.
+
+An sp is one page of a real x86-64 table in machine memory (a VMM-private frame). It is keyed by
+(vm, gfn, role): the guest table it shadows and the role it plays — its level, the guest rights
+accumulated on the path above it (`access`: an sp's leaf sptes carry the path's rights, so one guest
+table reached with different rights gets different sps), CR0.WP, and `direct` for the sps that
+split a guest huge page into 4 KiB sptes (keyed by the huge page's first gfn). Upper shadow entries
+are fully permissive; each leaf spte carries the effective rights.
+
+Invariants, stated where they are enforced:
+- rmap: a leaf spte is present and maps mfn m iff it is in rmap[m]      (install_leaf, zap)
+- a guest table gfn that some sp shadows is writable in no spte        (shadow_table -> write_protect)
+- an spte is writable only if the guest's entry is dirty                (leaf_rights)
+- a shared page is writable in no spte                                  (leaf_rights)
+- after an spte is weakened or dropped, the VM owes a TLB flush         (zap, write_protect)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import x86
+from .walker import Walk
+
+if TYPE_CHECKING:
+    from .vmm import Vm, Vmm
+
+ACC_W, ACC_U, ACC_X = 1, 2, 4  # role.access bits: write, user, execute (x86 NX inverted)
+ACC_ALL = ACC_W | ACC_U | ACC_X
+UPPER = x86.P | x86.RW | x86.US | x86.A  # upper shadow entries grant everything; leaves decide
+
+
+@dataclass(frozen=True)
+class Role:
+    level: int
+    access: int
+    wp: bool
+    direct: bool = False
+
+
+@dataclass(eq=False)
+class Sp:
+    mfn: int
+    vm: int
+    gfn: int
+    role: Role
+    parents: set[tuple[int, int]] = field(default_factory=set)  # (parent sp mfn, index)
+    root_of: int | None = None  # the guest root gfn, for root sps
+
+    @property
+    def paddr(self) -> int:
+        return self.mfn << x86.PAGE_SHIFT
+
+
+def entry_access(entry: int) -> int:
+    return ((ACC_W if entry & x86.RW else 0) | (ACC_U if entry & x86.US else 0)
+            | (0 if entry & x86.XD else ACC_X))
+
+
+class Mmu:
+    def __init__(self, vmm: "Vmm") -> None:
+        self.vmm = vmm
+        self.cpu = vmm.cpu
+        self.sps: dict[tuple[int, int, Role], Sp] = {}
+        self.by_mfn: dict[int, Sp] = {}
+        self.shadowed: dict[tuple[int, int], set[Sp]] = {}  # (vm, guest table gfn) -> its sps
+        self.rmap: dict[int, set[tuple[int, int]]] = {}  # DMM mfn -> leaf sptes (sp mfn, index)
+        self.roots: dict[tuple[int, int, bool], Sp] = {}  # (vm, guest root gfn, wp) -> cached root
+        self.flush_pending: set[int] = set()
+
+    # ---------------------------------------------------------------- shadow pages
+    def root(self, vm: "Vm") -> Sp:
+        """The cached shadow root of the VM's current guest root (created on first use)."""
+        assert vm.cr3_gfn is not None
+        key = (vm.id, vm.cr3_gfn, vm.wp)
+        sp = self.roots.get(key)
+        if sp is None:
+            sp = self.shadow_table(vm, vm.cr3_gfn, Role(4, ACC_ALL, vm.wp))
+            sp.root_of = vm.cr3_gfn
+            self.cpu.install_hole(sp.paddr)
+            self.roots[key] = sp
+        return sp
+
+    def shadow_table(self, vm: "Vm", gfn: int, role: Role) -> Sp:
+        key = (vm.id, gfn, role)
+        sp = self.sps.get(key)
+        if sp is not None:
+            return sp
+        mfn = self.vmm.private.alloc()
+        self.cpu.write(mfn << x86.PAGE_SHIFT, bytes(x86.PAGE_SIZE))
+        sp = Sp(mfn, vm.id, gfn, role)
+        self.sps[key] = sp
+        self.by_mfn[mfn] = sp
+        if not role.direct:
+            # The guest table is now shadowed: it must be writable in no spte of this VM.
+            first = (vm.id, gfn) not in self.shadowed
+            self.shadowed.setdefault((vm.id, gfn), set()).add(sp)
+            if first:
+                self.write_protect(vm, gfn)
+        return sp
+
+    def write_protected(self, vm: "Vm", gfn: int) -> bool:
+        return (vm.id, gfn) in self.shadowed
+
+    def write_protect(self, vm: "Vm", gfn: int) -> None:
+        mfn = vm.p2m.get(gfn)
+        if mfn is None:
+            return
+        for sp_mfn, idx in list(self.rmap.get(mfn, ())):
+            sp = self.by_mfn[sp_mfn]
+            if sp.vm != vm.id:
+                continue
+            addr = sp.paddr + 8 * idx
+            e = self.cpu.read64(addr)
+            if e & x86.RW:
+                self.cpu.write64(addr, e & ~x86.RW)
+                self.flush_pending.add(vm.id)
+
+    def link(self, parent: Sp, idx: int, child: Sp) -> None:
+        addr = parent.paddr + 8 * idx
+        old = self.cpu.read64(addr)
+        new = child.paddr | UPPER
+        if old & x86.ADDR_MASK == child.paddr and old & x86.P:
+            return
+        if old & x86.P:
+            self.zap(parent, idx)
+        self.cpu.write64(addr, new)
+        child.parents.add((parent.mfn, idx))
+
+    # ---------------------------------------------------------------- leaves
+    def leaf_rights(self, vm: "Vm", w: Walk, access: int, gfn: int, mfn: int, write: bool, user: bool) -> int:
+        """The rights of a leaf spte: the guest's effective rights, minus what DMM must withhold."""
+        _, _, leaf = w.leaf
+        writable = bool(access & ACC_W) and (bool(leaf & x86.D) or write)  # the walk just set D
+        us = bool(access & ACC_U)
+        if not access & ACC_W and write and not user and not vm.wp:
+            writable, us = True, False  # CR0.WP=0: supervisor writes to read-only pages
+        if self.write_protected(vm, gfn) or self.vmm.machine.desc[mfn].status == "shared":
+            writable = False
+        return (x86.RW if writable else 0) | (x86.US if us else 0) | (0 if access & ACC_X or not vm.nxe else x86.XD)
+
+    def install_leaf(self, sp: Sp, idx: int, mfn: int, rights: int) -> None:
+        addr = sp.paddr + 8 * idx
+        old = self.cpu.read64(addr)
+        if old & x86.P:
+            old_mfn = (old & x86.ADDR_MASK) >> x86.PAGE_SHIFT
+            if old_mfn != mfn or (old & x86.RW and not rights & x86.RW):
+                self.zap(sp, idx)
+        self.cpu.write64(addr, (mfn << x86.PAGE_SHIFT) | x86.P | x86.A | rights)
+        self.rmap.setdefault(mfn, set()).add((sp.mfn, idx))  # rmap: present leaf <-> in rmap
+
+    # ---------------------------------------------------------------- zapping
+    def zap(self, sp: Sp, idx: int) -> None:
+        """Drop one shadow entry; a child sp left without parents is freed. Owes a TLB flush."""
+        addr = sp.paddr + 8 * idx
+        e = self.cpu.read64(addr)
+        if not e & x86.P:
+            return
+        self.cpu.write64(addr, 0)
+        self.flush_pending.add(sp.vm)
+        target = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
+        if sp.role.level > 1:
+            child = self.by_mfn[target]
+            child.parents.discard((sp.mfn, idx))
+            if not child.parents and child.root_of is None:
+                self.free(child)
+        else:
+            refs = self.rmap.get(target)
+            if refs is not None:
+                refs.discard((sp.mfn, idx))  # rmap: a dropped spte leaves its rmap
+                if not refs:
+                    del self.rmap[target]
+
+    def free(self, sp: Sp) -> None:
+        for idx in range(x86.ENTRIES):
+            if sp.role.level == 4 and idx == 511:
+                continue  # the CPU's hole
+            if self.cpu.read64(sp.paddr + 8 * idx) & x86.P:
+                self.zap(sp, idx)
+        for parent_mfn, idx in list(sp.parents):
+            parent = self.by_mfn.get(parent_mfn)
+            if parent is not None:
+                self.cpu.write64(parent.paddr + 8 * idx, 0)
+        del self.sps[(sp.vm, sp.gfn, sp.role)]
+        del self.by_mfn[sp.mfn]
+        if not sp.role.direct:
+            group = self.shadowed[(sp.vm, sp.gfn)]
+            group.discard(sp)
+            if not group:
+                del self.shadowed[(sp.vm, sp.gfn)]
+        if sp.root_of is not None:
+            self.roots.pop((sp.vm, sp.root_of, sp.role.wp), None)
+        self.vmm.private.release(sp.mfn)
+        self.flush_pending.add(sp.vm)
+
+    def zap_vm(self, vm_id: int) -> None:
+        """Every shadow page of a VM (CR0.WP change, VM teardown)."""
+        for sp in [s for s in self.sps.values() if s.vm == vm_id and s.root_of is not None]:
+            if sp in self.by_mfn.values():
+                sp.root_of = None
+                self.free(sp)
+        for sp in [s for s in self.sps.values() if s.vm == vm_id]:
+            self.free(sp)
+        self.roots = {k: v for k, v in self.roots.items() if k[0] != vm_id}
+
+    def zap_mfn(self, vm_id: int, mfn: int) -> None:
+        """Every leaf spte of a VM that maps mfn, through the rmap (DMM's propagation)."""
+        for sp_mfn, idx in list(self.rmap.get(mfn, ())):
+            sp = self.by_mfn[sp_mfn]
+            if sp.vm == vm_id:
+                self.zap(sp, idx)
+
+    def protect_mfn(self, mfn: int) -> None:
+        """Every spte of any VM that maps mfn loses its write right (sharing's protect)."""
+        for sp_mfn, idx in list(self.rmap.get(mfn, ())):
+            sp = self.by_mfn[sp_mfn]
+            addr = sp.paddr + 8 * idx
+            e = self.cpu.read64(addr)
+            if e & x86.RW:
+                self.cpu.write64(addr, e & ~x86.RW)
+                self.flush_pending.add(sp.vm)
+
+    # ---------------------------------------------------------------- emulated guest table writes
+    def guest_table_written(self, vm: "Vm", gpa: int, size: int) -> None:
+        """The guest wrote its own page table (emulated): zap what shadows the entries written."""
+        gfn = gpa >> x86.PAGE_SHIFT
+        first, last = (gpa & 0xFFF) >> 3, ((gpa & 0xFFF) + size - 1) >> 3
+        for sp in list(self.shadowed.get((vm.id, gfn), ())):
+            for idx in range(first, min(last, x86.ENTRIES - 1) + 1):
+                if sp.role.level == 4 and idx == 511:
+                    continue
+                if sp.mfn in self.by_mfn:
+                    self.zap(sp, idx)
