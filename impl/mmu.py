@@ -134,11 +134,18 @@ class Mmu:
         _, _, leaf = w.leaf
         writable = bool(access & ACC_W) and (bool(leaf & x86.D) or write)  # the walk just set D
         us = bool(access & ACC_U)
+        nx = not access & ACC_X and vm.nxe
         if not access & ACC_W and write and not user and not vm.wp:
-            writable, us = True, False  # CR0.WP=0: supervisor writes to read-only pages
+            # CR0.WP=0 (the CPU itself runs with WP=1): a writable, supervisor-only spte. A user page
+            # made supervisor-only would escape SMAP and SMEP: with SMAP the store is emulated
+            # instead; with SMEP the spte is not executable (KVM's smep_andnot_wp).
+            if not vm.smap:
+                writable = True
+                nx = nx or (vm.smep and us)
+                us = False
         if self.write_protected(vm, gfn) or self.vmm.machine.desc[mfn].status == "shared":
             writable = False
-        return (x86.RW if writable else 0) | (x86.US if us else 0) | (0 if access & ACC_X or not vm.nxe else x86.XD)
+        return (x86.RW if writable else 0) | (x86.US if us else 0) | (x86.XD if nx and vm.nxe else 0)
 
     def install_leaf(self, sp: Sp, idx: int, mfn: int, rights: int) -> None:
         addr = sp.paddr + 8 * idx

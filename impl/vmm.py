@@ -42,7 +42,14 @@ class Vm:
     smap: bool = False
 
     def mode(self, user: bool = False, ac: bool = False) -> Mode:
+        """The guest's paging mode: what the software walk applies."""
         return Mode(user=user, wp=self.wp, nxe=self.nxe, smep=self.smep, smap=self.smap, ac=ac)
+
+    def cpu_mode(self) -> Mode:
+        """The mode the real CPU runs the guest in. CR0.WP is always 1: write protection of guest
+        tables lives in read-only sptes, which WP=0 would let supervisor writes ignore; the guest's
+        WP=0 is implemented in the sptes instead (mmu.leaf_rights)."""
+        return Mode(wp=True, nxe=self.nxe, smep=self.smep, smap=self.smap)
 
 
 @dataclass
@@ -173,7 +180,7 @@ class Vmm:
     def _enter(self, vm: Vm) -> None:
         """Load the VM's shadow root and controls; pay any TLB flush owed before the guest runs."""
         root = self.mmu.root(vm)
-        mode = vm.mode()
+        mode = vm.cpu_mode()
         key = (vm.id, root.mfn, mode)
         if self._loaded != key:
             self.cpu.set_mode(root.paddr, mode)  # also flushes
@@ -206,10 +213,11 @@ class Vmm:
         self.mmu.install_leaf(sp, x86.index(gva, 1), mfn, rights)
         self.stats["hidden_faults"] += 1
         if acc is Access.WRITE and not rights & x86.RW:
-            if self.mmu.write_protected(vm, gfn):
-                return self._emulate_write(vm, w.paddr, value)
-            if self.machine.desc[mfn].status == SHARED:
+            if self.machine.desc[mfn].status == SHARED and not self.mmu.write_protected(vm, gfn):
                 raise NotImplementedError("copy-on-write break belongs to the sharing policy")
+            # The guest may write but the shadow may not grant it (a guest table, or CR0.WP=0 with
+            # SMAP): the VMM performs the store.
+            return self._emulate_write(vm, w.paddr, value)
         return None
 
     def _guest_ad_write(self, vm: Vm, gpa: int, value: int) -> None:

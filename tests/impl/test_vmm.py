@@ -1,0 +1,125 @@
+"""The shadow-paging VMM on the real MMU is transparent: every guest access gives what the ideal
+machine gives (fault or not, error code, value read), guest A/D bits included; and no guest value
+in a page table lets a shadow entry reach a page outside the VM's pool."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.impl import x86
+from dmmcheck.impl.vmm import Vmm
+from dmmcheck.impl.x86 import Access
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ideal import Ideal  # noqa: E402
+
+NR_GFNS = 24
+UP = x86.P | x86.RW | x86.US
+PML4, PDPT, PD, PT0, PT1, ROOT2 = 1, 2, 3, 4, 5, 6
+GVAS = [0x400000 + i * 0x1000 for i in range(8)] + [0x600000 + i * 0x1000 for i in range(4)]
+PT_WINDOW = 0x500000  # gva of a mapping of PT0 itself: guest stores there are page-table writes
+
+
+def setup(vmm: Vmm, ideal: Ideal):
+    vm = vmm.create_vm(NR_GFNS)
+
+    def store(gpa: int, v: int) -> None:  # the guest's own writes, before it runs
+        vmm.gpa_write(vm, gpa, v.to_bytes(8, "little"))
+        ideal.write64(gpa, v)
+
+    for root in (PML4, ROOT2):  # two roots sharing the lower tables
+        store(root << 12, (PDPT << 12) | UP)
+    store(PDPT << 12, (PD << 12) | UP)
+    store((PD << 12) + 8 * 2, (PT0 << 12) | UP)  # 0x400000
+    store((PD << 12) + 8 * 3, (PT1 << 12) | UP)  # 0x600000
+    store((PD << 12) + 8 * 4, (10 << 12) | UP | x86.PS if False else (PT0 << 12) | UP)
+    for i in range(8):
+        store((PT0 << 12) + 8 * i, ((10 + i) << 12) | UP)
+    store((PT1 << 12) + 8 * 0, (PT0 << 12) | UP)  # 0x600000 maps PT0: the guest's window on it
+    for i in range(1, 4):
+        store((PT1 << 12) + 8 * i, ((18 + i) << 12) | UP)
+    vmm.load_cr3(vm, PML4)
+    ideal.cr3_gfn = PML4
+    return vm, store
+
+
+def random_pte(rng: random.Random) -> int:
+    if rng.random() < 0.1:
+        return rng.getrandbits(64)  # garbage: reserved bits, huge frame numbers, anything
+    flags = sum(f for f in (x86.P, x86.RW, x86.US, x86.A, x86.D, x86.XD) if rng.random() < 0.6)
+    return (rng.randrange(NR_GFNS + 4) << 12) | flags  # a few gfns beyond the VM's memory
+
+
+@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("DMM_VMM_SEEDS", "8"))))
+def test_vmm_is_transparent(seed):
+    rng = random.Random(seed)
+    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vm, store = setup(vmm, ideal)
+    for step in range(250):
+        op = rng.random()
+        if op < 0.6:
+            gva = rng.choice(GVAS) + 8 * rng.randrange(4)
+            acc = rng.choice([Access.READ, Access.WRITE])
+            user = rng.random() < 0.5
+            value = rng.getrandbits(64)
+            got = vmm.access(vm, gva, acc, user=user, value=value)
+            want = ideal.access(gva, acc, user, value)
+            assert (got.fault, got.error_code if got.fault else 0, got.value) == want, \
+                f"seed {seed} step {step}: {acc.value} {gva:#x} user={user}"
+        elif op < 0.8:
+            # The guest edits a PTE with an ordinary store through its window on PT0.
+            idx = rng.randrange(8)
+            value = random_pte(rng)
+            got = vmm.access(vm, 0x600000 + 8 * idx, Access.WRITE, value=value)
+            want = ideal.access(0x600000 + 8 * idx, Access.WRITE, False, value)
+            assert (got.fault, got.error_code if got.fault else 0) == want[:2]
+        elif op < 0.87:
+            root = rng.choice([PML4, ROOT2])
+            vmm.load_cr3(vm, root)
+            ideal.cr3_gfn = root
+        elif op < 0.95:
+            which = rng.choice(["wp", "smep", "smap", "nxe"])
+            val = rng.random() < 0.5
+            vmm.set_controls(vm, **{which: val})
+            setattr(ideal, which, val)
+        else:
+            vmm.invlpg(vm, rng.choice(GVAS))
+        # Guest-visible memory, A/D bits of its tables included, is the ideal machine's.
+        for gfn in (PT0, PT1):
+            assert vmm.gpa_read(vm, gfn << 12, 64) == bytes(ideal.mem[gfn << 12:(gfn << 12) + 64]), step
+        assert_isolated(vmm, vm.id)
+
+
+def assert_isolated(vmm: Vmm, vm_id: int) -> None:
+    """Every spte of the VM maps a page of its own active pool (no sharing in these tests)."""
+    st = vmm.abstract_state()
+    for (vid, _root, gva), (mfn, *_rights) in st["spte"].items():
+        assert st["pool"].get(mfn) == f"active:{vid}", (hex(gva), mfn, st["pool"].get(mfn))
+
+
+def test_two_vms_are_isolated():
+    vmm = Vmm(64, 128)
+    a_ideal, b_ideal = Ideal(NR_GFNS), Ideal(NR_GFNS)
+    a, _ = setup(vmm, a_ideal)
+    b, _ = setup(vmm, b_ideal)
+    vmm.access(a, 0x400000, Access.WRITE, value=0xAAAA)
+    vmm.access(b, 0x400000, Access.WRITE, value=0xBBBB)
+    assert vmm.access(a, 0x400000, Access.READ).value == 0xAAAA
+    assert vmm.access(b, 0x400000, Access.READ).value == 0xBBBB
+    assert_isolated(vmm, a.id)
+    assert_isolated(vmm, b.id)
+
+
+def test_dmm_unmap_propagates_through_rmap():
+    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x400000, Access.WRITE, value=7)
+    mfn = vm.p2m[10]
+    assert vmm.mmu.rmap.get(mfn)
+    vmm.unmap_gfn(vm, 10)
+    assert not vmm.mmu.rmap.get(mfn) and vm.id in vmm.mmu.flush_pending
+    assert not any(m == mfn for m, *_ in vmm.abstract_state()["spte"].values())
