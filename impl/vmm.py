@@ -137,14 +137,14 @@ class Vmm:
 
     def set_controls(self, vm: Vm, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
                      smap: bool | None = None) -> None:
-        if wp is not None and wp != vm.wp:
-            self.mmu.zap_vm(vm.id)  # sptes depend on CR0.WP (it is in the role)
-        vm.wp = vm.wp if wp is None else wp
-        vm.nxe = vm.nxe if nxe is None else nxe
-        if nxe is not None:
-            self.mmu.zap_vm(vm.id)  # NX rights of every spte depend on it
-        vm.smep = vm.smep if smep is None else smep
-        vm.smap = vm.smap if smap is None else smap
+        """CR0.WP, EFER.NXE, CR4.SMEP/SMAP. Sptes are computed from all four (the WP=0 sptes are
+        supervisor-only, which SMEP and SMAP would otherwise see differently than the guest's
+        entries say), so a change drops the VM's shadow, as KVM resets its MMU context."""
+        new = (vm.wp if wp is None else wp, vm.nxe if nxe is None else nxe,
+               vm.smep if smep is None else smep, vm.smap if smap is None else smap)
+        if new != (vm.wp, vm.nxe, vm.smep, vm.smap):
+            self.mmu.zap_vm(vm.id)
+        vm.wp, vm.nxe, vm.smep, vm.smap = new
         self.mmu.flush_pending.add(vm.id)
 
     def invlpg(self, vm: Vm, gva: int) -> None:
