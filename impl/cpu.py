@@ -94,6 +94,7 @@ class Cpu:
         self._base_context = self.uc.context_save()
         self._ec_offset: int | None = None
         self._mode: Mode | None = None
+        self._clean = False
         self._calibrating = True
         self._fault_blob: bytes | None = None
         self._calibrate()
@@ -174,6 +175,7 @@ class Cpu:
         uc.ctl_flush_tb()
         self._mode = mode
         self._context = uc.context_save()
+        self._clean = False
 
     def flush_tlb(self) -> None:
         """Drop every cached translation (what a CR3 reload does for non-global entries)."""
@@ -186,26 +188,29 @@ class Cpu:
         set_mode; user and ac (CPL 3, EFLAGS.AC) may be given per access."""
         assert self._mode is not None, "set_mode first"
         mode = self._mode
-        if user is not None or ac is not None:
+        if (user is not None and user != mode.user) or (ac is not None and ac != mode.ac):
             mode = Mode(user=mode.user if user is None else user, wp=mode.wp, nxe=mode.nxe, smep=mode.smep,
                         smap=mode.smap, ac=mode.ac if ac is None else ac)
-        self.uc.context_restore(self._context)
+        # After a clean supervisor access the CPU is as the saved context left it but for RIP, RAX,
+        # RBX, RSP and RFLAGS, which are set below; anything else (a fault, CPL 3) restores it.
+        if not self._clean:
+            self.uc.context_restore(self._context)
+        self._clean = False
         off, code = _CODE[access]
-        self.uc.reg_write(UC_X86_REG_RBX, gva)
-        self.uc.reg_write(UC_X86_REG_RAX, value)
         flags = 0x2 | (RFLAGS_AC if mode.ac else 0)
         self._fault = None
+        regs = [(UC_X86_REG_RBX, gva), (UC_X86_REG_RAX, value)]
         if mode.user:
             entry = self.va(_UCODE) + off
             rsp = self.va(_STACK) + x86.PAGE_SIZE - 5 * 8
             frame = [entry, USER_CS, flags, self.va(_STACK) + 0x800, USER_DS]
             self.write(self.page(_STACK) + x86.PAGE_SIZE - 5 * 8, b"".join(struct.pack("<Q", q) for q in frame))
-            self.uc.reg_write(UC_X86_REG_RSP, rsp)
+            regs.append((UC_X86_REG_RSP, rsp))
             start = self.va(_KCODE) + _IRETQ
         else:
-            self.uc.reg_write(UC_X86_REG_EFLAGS, flags)
-            self.uc.reg_write(UC_X86_REG_RSP, self.va(_STACK) + x86.PAGE_SIZE - 64)
+            regs += [(UC_X86_REG_EFLAGS, flags), (UC_X86_REG_RSP, self.va(_STACK) + x86.PAGE_SIZE - 64)]
             start = self.va(_KCODE) + off
+        self.uc.reg_write_batch(regs)  # one call: the per-register Python path costs more than the access
         until = (gva + 1) if access is Access.FETCH else ((self.va(_UCODE) if mode.user else self.va(_KCODE)) + off + len(code))
         try:
             self.uc.emu_start(start, until, count=4 if access is Access.FETCH else 3)
@@ -214,6 +219,7 @@ class Cpu:
         if self._fault is not None:
             return self._fault
         value_out = self.uc.reg_read(UC_X86_REG_RAX) if access is Access.READ else None
+        self._clean = not mode.user and access is not Access.FETCH
         return Outcome(False, value=value_out)
 
     def _on_interrupt(self, uc: Uc, intno: int, _data: object) -> None:

@@ -49,7 +49,10 @@ class Vm:
         """The mode the real CPU runs the guest in. CR0.WP is always 1: write protection of guest
         tables lives in read-only sptes, which WP=0 would let supervisor writes ignore; the guest's
         WP=0 is implemented in the sptes instead (mmu.leaf_rights)."""
-        return Mode(wp=True, nxe=self.nxe, smep=self.smep, smap=self.smap)
+        key = (self.nxe, self.smep, self.smap)
+        if getattr(self, "_cpu_mode_key", None) != key:
+            self._cpu_mode_key, self._cpu_mode = key, Mode(wp=True, nxe=self.nxe, smep=self.smep, smap=self.smap)
+        return self._cpu_mode
 
 
 @dataclass
