@@ -123,3 +123,52 @@ def test_dmm_unmap_propagates_through_rmap():
     vmm.unmap_gfn(vm, 10)
     assert not vmm.mmu.rmap.get(mfn) and vm.id in vmm.mmu.flush_pending
     assert not any(m == mfn for m, *_ in vmm.abstract_state()["spte"].values())
+
+
+def test_huge_guest_pages_are_split_and_transparent():
+    """2 MiB and 1 GiB guest pages, shadowed as 4 KiB sptes through direct sps."""
+    nr = 1024
+    vmm, ideal = Vmm(160, 128), Ideal(nr)
+    vm = vmm.create_vm(nr)
+
+    def store(gpa: int, v: int) -> None:
+        vmm.gpa_write(vm, gpa, v.to_bytes(8, "little"))
+        ideal.write64(gpa, v)
+
+    store(PML4 << 12, (PDPT << 12) | UP)
+    store(PDPT << 12, (PD << 12) | UP)
+    store((PD << 12) + 8 * 4, (512 << 12) | UP | x86.PS)  # gva 0x800000: 2 MiB at gfn 512
+    store((PDPT << 12) + 8 * 1, (0 << 12) | x86.P | x86.US | x86.PS)  # gva 0x40000000: 1 GiB, read-only, at gfn 0
+    vmm.load_cr3(vm, PML4)
+    ideal.cr3_gfn = PML4
+    rng = random.Random(7)
+    gvas = [0x800000 + rng.randrange(512) * 0x1000 for _ in range(12)] + \
+           [0x40000000 + rng.randrange(1100) * 0x1000 for _ in range(12)]  # some beyond the VM's memory
+    for step in range(300):
+        gva = rng.choice(gvas)
+        acc = rng.choice([Access.READ, Access.WRITE])
+        user = rng.random() < 0.5
+        value = rng.getrandbits(64)
+        got = vmm.access(vm, gva, acc, user=user, value=value)
+        want = ideal.access(gva, acc, user, value)
+        assert (got.fault, got.error_code if got.fault else 0, got.value) == want, (step, hex(gva), acc.value)
+    assert any(sp.role.direct and sp.role.level == 2 for sp in vmm.mmu.sps.values())  # the 1 GiB split
+    assert any(sp.role.direct and sp.role.level == 1 for sp in vmm.mmu.sps.values())
+    # The guest's A/D bits on the huge leaves are the ideal machine's.
+    assert vmm.read64(vm, (PD << 12) + 8 * 4) == ideal.read64((PD << 12) + 8 * 4)
+    assert vmm.read64(vm, (PDPT << 12) + 8) == ideal.read64((PDPT << 12) + 8)
+
+
+def test_fetch_runs_guest_code_and_honours_nx_and_smep():
+    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vm, store = setup(vmm, ideal)
+    vmm.gpa_write(vm, 12 << 12, b"\x90" * 16)  # gva 0x402000 -> gfn 12: a nop to execute
+    assert not vmm.access(vm, 0x402000, Access.FETCH).fault
+    store((PT0 << 12) + 8 * 2, (12 << 12) | UP | x86.XD)
+    got = vmm.access(vm, 0x402000, Access.FETCH)
+    assert got.fault and got.error_code == x86.PF_P | x86.PF_I
+    store((PT0 << 12) + 8 * 2, (12 << 12) | UP)
+    vmm.set_controls(vm, smep=True)
+    got = vmm.access(vm, 0x402000, Access.FETCH)  # a user page, fetched by the supervisor
+    assert got.fault and got.error_code == x86.PF_P | x86.PF_I
+    assert not vmm.access(vm, 0x402000, Access.FETCH, user=True).fault
