@@ -301,6 +301,29 @@ class Vmm:
                 out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
         for mfn, refs in self.mmu.rmap.items():
             out["rmap"][mfn] = sorted(refs)
+        out["gmap"] = self._guest_mappings(gvas or [])
+        return out
+
+    def _guest_mappings(self, gvas: list[int]) -> dict[tuple[int, int, int], tuple]:
+        """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
+        the guest's own tables (no A/D written) for every cached or current root."""
+        out = {}
+        probe = Mode(user=False, wp=False, nxe=True)  # a supervisor read: any present translation
+        for vm in self.vms.values():
+            roots = {g for (vid, g, _wp) in self.mmu.roots if vid == vm.id} | \
+                ({vm.cr3_gfn} if vm.cr3_gfn is not None else set())
+            for root in roots:
+                for gva in gvas:
+                    try:
+                        w = walk(lambda a: self.read64(vm, a), None, root << x86.PAGE_SHIFT, gva, Access.READ,
+                                 probe, set_ad=False)
+                    except (IndexError, OutOfMemory):
+                        continue
+                    if w.fault:
+                        continue
+                    _, _, leaf = w.leaf
+                    out[(vm.id, root, gva)] = (w.paddr >> x86.PAGE_SHIFT, w.writable, w.user,
+                                               w.nx and vm.nxe, bool(leaf & x86.A), bool(leaf & x86.D))
         return out
 
     def _shadow_leaves(self, table: int, level: int, base: int) -> dict[int, tuple[int, int]]:

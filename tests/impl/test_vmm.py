@@ -172,3 +172,22 @@ def test_fetch_runs_guest_code_and_honours_nx_and_smep():
     got = vmm.access(vm, 0x402000, Access.FETCH)  # a user page, fetched by the supervisor
     assert got.fault and got.error_code == x86.PF_P | x86.PF_I
     assert not vmm.access(vm, 0x402000, Access.FETCH, user=True).fault
+
+
+def test_abstract_state_reads_the_real_structures():
+    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x400000, Access.WRITE, value=1)
+    st = vmm.abstract_state(gvas=[0x400000, 0x401000, 0x600000])
+    mfn = vm.p2m[10]
+    # The spte for 0x400000 maps the page p2m gives gfn 10, writable (the guest entry is dirty now).
+    assert st["spte"][(vm.id, PML4, 0x400000)] == (mfn, True, True, False)
+    assert st["rmap"][mfn] and st["pool"][mfn] == f"active:{vm.id}"
+    assert st["descriptor"][mfn] == ("mapped", 1, vm.id)
+    assert st["gmap"][(vm.id, PML4, 0x400000)] == (10, True, True, False, True, True)
+    assert st["gmap"][(vm.id, PML4, 0x401000)][4:] == (False, False)  # never accessed
+    assert (vm.id, PT0) in st["write_protected"]
+    # Corrupt the real shadow table behind the VMM's back: the abstraction must show it.
+    sp_mfn, idx = next(iter(st["rmap"][mfn]))
+    vmm.cpu.write64((sp_mfn << 12) + 8 * idx, 0)
+    assert (vm.id, PML4, 0x400000) not in vmm.abstract_state()["spte"]
