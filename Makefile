@@ -23,3 +23,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select F,E9,B --ignore B008,B905,B023 spec model impl cli conformance tests bench

@@ -169,7 +169,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from dmmcheck.model import report
-    from dmmcheck.model.runner import ProveOptions, exit_status, run, write_trace
+    from dmmcheck.model.runner import ProveOptions, exit_status, write_trace
 
     spec = _load_or_report(args.spec)
     if spec is None:

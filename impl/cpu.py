@@ -33,7 +33,6 @@ from unicorn.x86_const import (
     UC_X86_REG_RCX,
     UC_X86_REG_RDI,
     UC_X86_REG_RDX,
-    UC_X86_REG_RIP,
     UC_X86_REG_RSI,
     UC_X86_REG_RSP,
 )
@@ -214,7 +213,7 @@ class Cpu:
         until = (gva + 1) if access is Access.FETCH else ((self.va(_UCODE) if mode.user else self.va(_KCODE)) + off + len(code))
         try:
             self.uc.emu_start(start, until, count=4 if access is Access.FETCH else 3)
-        except UcError as e:
+        except UcError:
             return Outcome(True, None, None, None, None) if self._fault is None else self._fault
         if self._fault is not None:
             return self._fault

@@ -202,14 +202,15 @@ class Mmu:
         self.flush_pending.add(sp.vm)
 
     def zap_vm(self, vm_id: int) -> None:
-        """Every shadow page of a VM (CR0.WP change, VM teardown)."""
-        for sp in [s for s in self.sps.values() if s.vm == vm_id and s.root_of is not None]:
-            if sp in self.by_mfn.values():
-                sp.root_of = None
+        """Every shadow page of a VM (CR0.WP, NXE, SMEP or SMAP change; VM teardown)."""
+        mine = [sp for sp in self.sps.values() if sp.vm == vm_id]
+        for sp in mine:
+            sp.root_of = None  # roots too: nothing of this VM survives
+        for sp in mine:
+            if self.by_mfn.get(sp.mfn) is sp:  # not already freed as an orphaned child
                 self.free(sp)
-        for sp in [s for s in self.sps.values() if s.vm == vm_id]:
-            self.free(sp)
         self.roots = {k: v for k, v in self.roots.items() if k[0] != vm_id}
+        self.flush_pending.add(vm_id)
 
     def zap_mfn(self, vm_id: int, mfn: int) -> None:
         """Every leaf spte of a VM that maps mfn, through the rmap (DMM's propagation)."""

@@ -296,7 +296,7 @@ class Vmm:
             "spte": {}, "rmap": {},
         }
         for (vid, root_gfn, _wp), sp in self.mmu.roots.items():
-            for gva, (spte_addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
+            for gva, (_addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
                 mfn = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
                 out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
         for mfn, refs in self.mmu.rmap.items():

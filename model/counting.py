@@ -163,7 +163,7 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
             names = [a.name if isinstance(a, A.Var) else None for a in occ.args]
             if None in names or sorted(names) != sorted(count_vars):  # type: ignore[type-var]
                 return None  # this occurrence does not pin the counted tuple
-        for leaf, conds, bound in _leaves(action.updates):
+        for leaf, _conds, bound in _leaves(action.updates):
             if leaf.target.name != name:  # type: ignore[union-attr]
                 continue
             if bound:

@@ -65,7 +65,7 @@ class CrossCheck:
         act = it.spec.actions[action]
         env = self.params(action, args)
         out = []
-        for i, g in enumerate(act.guards):
+        for g in act.guards:
             mine = bool(evaluate(it.u, s, g, dict(zip((p.name for p in act.params), args))))
             theirs = self.z3_holds(s, enc.expr(g, self.pre, env))
             if mine != theirs:

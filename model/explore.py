@@ -169,7 +169,7 @@ def _trace(it: Interpreter, parent: dict, s: State, canon: Callable[[State], Sta
     first = path[0][0]
     state = next(s0 for s0 in it.initial_states() if canon(s0) == first)
     steps = [TraceStep("init", "", state)]
-    for cur, prev, name, args in path[1:]:
+    for cur, _prev, name, _args in path[1:]:
         for a2 in it.action(name).enabled(state):
             nxt = it.apply(state, name, a2)
             if canon(nxt) == cur:

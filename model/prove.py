@@ -329,7 +329,7 @@ class Prover:
         enc = self._encoding(self.bound)
         k = ob.depth
         states = [enc.vocab(str(i)) for i in range(k + 1)]
-        names = list(self.spec.actions)
+        list(self.spec.actions)
         sels = [z3.Int(f"step{i}") for i in range(k)]
         base = self.solver()
         base.add(enc.axioms(), enc.init(states[0]))
@@ -354,21 +354,12 @@ class Prover:
         sv = self.solver()
         sv.add(enc.axioms())
         tracked = {}
-        for i in range(k):
-            tracked.update(self._track(sv, enc, states[i]) if i == 0 else {})
-            if i > 0:
-                sv.add(*[enc.invariant(inv.name, states[i]) for inv in self.spec.invariants])
-            ors = []
-            for n, act in self.spec.actions.items():
-                env = enc.param_consts(act, tag=f"@{i}")
-                parts = [enc.transition(act, states[i], states[i + 1], env)]
-                if mode is None:
-                    steps, unsupported = self.counts.step(enc, act, states[i], states[i + 1], env)
-                    if unsupported:
-                        return self._finite_fallback(Obligation("inductive", n, ob.invariant), unsupported)
-                    parts += steps
-                ors.append(z3.And(parts))
-            sv.add(z3.Or(ors))
+        tracked = self._track(sv, enc, states[0])
+        for st in states[1:k]:
+            sv.add(*[enc.invariant(inv.name, st) for inv in self.spec.invariants])
+        missing = self._transitions(enc, states, sv)
+        if missing is not None:
+            return self._finite_fallback(Obligation("inductive", None, ob.invariant), [missing])
         self._add_count_axioms(sv, enc, states)
         sv.add(z3.Not(enc.invariant(ob.invariant, states[k])))  # type: ignore[arg-type]
         return sv, tracked, self._unsat_is_proof(ob, f"step case at depth {k}"), mode
@@ -378,7 +369,7 @@ class Prover:
         exact delta is returned (the caller falls back)."""
         for i in range(len(states) - 1):
             ors = []
-            for n, act in self.spec.actions.items():
+            for act in self.spec.actions.values():
                 env = enc.param_consts(act, tag=f"@{i}")
                 parts = [enc.transition(act, states[i], states[i + 1], env)]
                 if enc.finite is None:

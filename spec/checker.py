@@ -430,7 +430,7 @@ def type_of(spec: CheckedSpec, e: A.Expr) -> A.TypeRef:
             return t
         case A.IntLit() | A.Count():
             return INT
-        case A.BinOp(op, l, _) if op in A.ARITH_OPS:
+        case A.BinOp(op, _, _) if op in A.ARITH_OPS:
             return INT
         case A.Ite(_, t, f):
             return type_of(spec, f) if isinstance(t, A.NoneLit) and t.type is None else type_of(spec, t)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dmmcheck.main import main
-from dmmcheck.model.prove import Cache, Obligation, Prover
+from dmmcheck.model.prove import Obligation
 from dmmcheck.model.runner import ProveOptions, exit_status, run
 from dmmcheck.spec import bundled_path, check, load, parse
 
