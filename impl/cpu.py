@@ -40,6 +40,11 @@ from unicorn.x86_const import (
 from . import x86
 from .x86 import Access, Mode
 
+try:  # Unicorn's C library, as its Python binding loaded it (see Cpu._write_regs)
+    from unicorn.unicorn_py3.unicorn import uclib as _UCLIB
+except ImportError:  # pragma: no cover - another binding layout
+    _UCLIB = None
+
 MSR_EFER = 0xC0000080
 EFER_NXE = 1 << 11
 CR0_PE, CR0_WP, CR0_PG = 1 << 0, 1 << 16, 1 << 31
@@ -94,6 +99,7 @@ class Cpu:
         self._ec_offset: int | None = None
         self._mode: Mode | None = None
         self._clean = False
+        self._regbuf = ctypes.c_uint64(0)
         self._calibrating = True
         self._fault_blob: bytes | None = None
         self._calibrate()
@@ -176,6 +182,23 @@ class Cpu:
         self._context = uc.context_save()
         self._clean = False
 
+    def _write_regs(self, regs: list[tuple[int, int]]) -> None:
+        """Register writes straight through Unicorn's C API: the binding's per-register dispatch
+        costs more than the guest access itself. Falls back to the binding if its internals differ."""
+        if _UCLIB is None:
+            self.uc.reg_write_batch(regs)
+            return
+        buf, uch = self._regbuf, self.uc._uch
+        for reg, val in regs:
+            buf.value = val & 0xFFFFFFFFFFFFFFFF
+            _UCLIB.uc_reg_write(uch, reg, ctypes.byref(buf))
+
+    def _read_rax(self) -> int:
+        if _UCLIB is None:
+            return self.uc.reg_read(UC_X86_REG_RAX)
+        _UCLIB.uc_reg_read(self.uc._uch, UC_X86_REG_RAX, ctypes.byref(self._regbuf))
+        return self._regbuf.value
+
     def flush_tlb(self) -> None:
         """Drop every cached translation (what a CR3 reload does for non-global entries)."""
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
@@ -209,7 +232,7 @@ class Cpu:
         else:
             regs += [(UC_X86_REG_EFLAGS, flags), (UC_X86_REG_RSP, self.va(_STACK) + x86.PAGE_SIZE - 64)]
             start = self.va(_KCODE) + off
-        self.uc.reg_write_batch(regs)  # one call: the per-register Python path costs more than the access
+        self._write_regs(regs)
         until = (gva + 1) if access is Access.FETCH else ((self.va(_UCODE) if mode.user else self.va(_KCODE)) + off + len(code))
         try:
             self.uc.emu_start(start, until, count=4 if access is Access.FETCH else 3)
@@ -217,7 +240,7 @@ class Cpu:
             return Outcome(True, None, None, None, None) if self._fault is None else self._fault
         if self._fault is not None:
             return self._fault
-        value_out = self.uc.reg_read(UC_X86_REG_RAX) if access is Access.READ else None
+        value_out = self._read_rax() if access is Access.READ else None
         self._clean = not mode.user and access is not Access.FETCH
         return Outcome(False, value=value_out)
 
