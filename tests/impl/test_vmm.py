@@ -191,3 +191,25 @@ def test_abstract_state_reads_the_real_structures():
     sp_mfn, idx = next(iter(st["rmap"][mfn]))
     vmm.cpu.write64((sp_mfn << 12) + 8 * idx, 0)
     assert (vm.id, PML4, 0x400000) not in vmm.abstract_state()["spte"]
+
+
+def test_dmm_remap_and_protect_propagate():
+    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x400000, Access.WRITE, value=0x1111)  # gfn 10, now writable in the shadow
+    old = vm.p2m[10]
+    # remap: gfn 10 onto another page holding other bytes; the old mapping must not survive anywhere.
+    new = vmm.machine.allocate(vm.id)
+    vmm.cpu.write(new << 12, (0x2222).to_bytes(8, "little"))
+    assert vmm.remap_gfn(vm, 10, new) == old
+    assert not vmm.mmu.rmap.get(old)
+    assert vmm.access(vm, 0x400000, Access.READ).value == 0x2222
+    # protect: every spte mapping the page loses its write right; the next write exits to the VMM
+    # (here: an emulated store, the shadow granting no write), and the guest still sees its write.
+    vmm.access(vm, 0x400000, Access.WRITE, value=0x3333)
+    (sp_mfn, idx), = vmm.mmu.rmap[new]
+    assert vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW
+    vmm.protect_gfn(vm, 10)
+    assert not vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW and vm.id in vmm.mmu.flush_pending
+    assert not vmm.access(vm, 0x400000, Access.READ).fault
+    assert vmm.access(vm, 0x400000, Access.READ).value == 0x3333
