@@ -280,7 +280,7 @@ class Vmm:
             self.mmu.protect_mfn(mfn)
 
     # ---------------------------------------------------------------- abstraction
-    def abstract_state(self, gvas: list[int] | None = None) -> dict[str, Any]:
+    def abstract_state(self, gvas: list[int] | None = None, roots: list[int] | None = None) -> dict[str, Any]:
         """The DMM state read from the real structures: pools from the linked lists, p2m from the
         VMs, sptes and rmap by walking the shadow tables in machine memory, write protection from
         the shadow pages, pending flushes. Guest mappings are read by walking the guest's tables."""
@@ -293,25 +293,28 @@ class Vmm:
             "p2m": {(v.id, g): mfn for v in self.vms.values() for g, mfn in v.p2m.items()},
             "write_protected": sorted(self.mmu.shadowed),
             "flush_pending": sorted(self.mmu.flush_pending),
-            "spte": {}, "rmap": {},
+            "spte": {}, "rmap": {}, "spte_at": {},
         }
         for (vid, root_gfn, _wp), sp in self.mmu.roots.items():
-            for gva, (_addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
+            for gva, (addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
+                # Which leaf entry serves (vm, root, gva): the rmap is judged against these.
+                at = (addr >> x86.PAGE_SHIFT, (addr & 0xFFF) >> 3)
+                out["spte_at"].setdefault(at, []).append((vid, root_gfn, gva))
                 mfn = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
                 out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
         for mfn, refs in self.mmu.rmap.items():
             out["rmap"][mfn] = sorted(refs)
-        out["gmap"] = self._guest_mappings(gvas or [])
+        out["gmap"] = self._guest_mappings(gvas or [], roots)
         return out
 
-    def _guest_mappings(self, gvas: list[int]) -> dict[tuple[int, int, int], tuple]:
+    def _guest_mappings(self, gvas: list[int], extra_roots: list[int] | None = None) -> dict[tuple[int, int, int], tuple]:
         """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
         the guest's own tables (no A/D written) for every cached or current root."""
         out = {}
         probe = Mode(user=False, wp=False, nxe=True)  # a supervisor read: any present translation
         for vm in self.vms.values():
             roots = {g for (vid, g, _wp) in self.mmu.roots if vid == vm.id} | \
-                ({vm.cr3_gfn} if vm.cr3_gfn is not None else set())
+                ({vm.cr3_gfn} if vm.cr3_gfn is not None else set()) | set(extra_roots or ())
             for root in roots:
                 for gva in gvas:
                     try:

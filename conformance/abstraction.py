@@ -1,0 +1,104 @@
+"""From an implementation's abstract_state() to a state of the spec, in the spec's own terms.
+
+The harness never restates an invariant: it builds the spec state this module returns and lets the
+interpreter evaluate the spec's formulas on it. The mapping is explicit about its universe:
+
+- vm: the implementation's VM ids, in order; gfn: 0..nr_gfns-1 of each VM (one size for all);
+  mfn: the DMM-managed machine frames, in order; root: the guest root gfns named in the config;
+  gva: a window of guest-virtual pages named in the config; slot: the swap device's slots.
+- What the implementation cannot show (the hardware TLB) is empty here: the TLB becomes ghost state
+  the harness tracks from the spec's own actions (issue 7); `flush_pending` is the VMM's own record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dmmcheck.model.interp import Interpreter
+from dmmcheck.model.state import State
+
+
+@dataclass(frozen=True)
+class Universe:
+    """Which implementation values stand for the spec's sort elements."""
+
+    vms: tuple[int, ...]
+    nr_gfns: int
+    first_mfn: int
+    nr_mfns: int
+    roots: tuple[int, ...]  # guest root gfns
+    gvas: tuple[int, ...]  # guest-virtual page addresses
+    slots: int = 1
+
+    def sizes(self) -> dict[str, int]:
+        return {"vm": len(self.vms), "gfn": self.nr_gfns, "mfn": self.nr_mfns, "root": len(self.roots),
+                "gva": len(self.gvas), "slot": self.slots}
+
+
+def interpreter_for(spec: Any, u: Universe) -> Interpreter:
+    return Interpreter(spec, u.sizes())
+
+
+def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]]) -> State:
+    """The spec state the implementation is in. `vm_flags[vm]`: live, cr3_gfn, wp."""
+    U = it.u
+    vm_ix = {v: i for i, v in enumerate(u.vms)}
+    root_ix = {r: i for i, r in enumerate(u.roots)}
+    gva_ix = {x: i for i, x in enumerate(u.gvas)}
+    status_ix = {n: i for i, n in enumerate(it.spec.enums["pstatus"])}
+    values: dict[str, dict[tuple, Any]] = {name: {} for name in U.layout}
+
+    def mfn_ix(mfn: int) -> int | None:
+        i = mfn - u.first_mfn
+        return i if 0 <= i < u.nr_mfns else None
+
+    for v, flags in vm_flags.items():
+        i = vm_ix[v]
+        values["live"][(i,)] = flags["live"]
+        values["cr0_wp"][(i,)] = flags["wp"]
+        values["cur_root"][(i,)] = root_ix.get(flags["cr3_gfn"])
+        values["flush_pending"][(i,)] = v in st["flush_pending"]
+    for m in range(u.nr_mfns):
+        pool = st["pool"].get(u.first_mfn + m, "vmm")
+        status, refcount, owner = st["descriptor"].get(u.first_mfn + m, ("free", 0, None))
+        values["vmm_pool"][(m,)] = pool == "vmm"
+        values["status"][(m,)] = status_ix[status]
+        values["refcount"][(m,)] = refcount
+        values["owner"][(m,)] = vm_ix.get(owner) if owner is not None else None
+        for v, i in vm_ix.items():
+            values["active"][(i, m)] = pool == f"active:{v}"
+            values["idle"][(i, m)] = pool == f"idle:{v}"
+    for (v, g), mfn in st["p2m"].items():
+        if g < u.nr_gfns:
+            values["p2m"][(vm_ix[v], g)] = mfn_ix(mfn)
+    for v, g in st["write_protected"]:
+        if g < u.nr_gfns:
+            values["gpt_page"][(vm_ix[v], g)] = True
+            values["write_protected"][(vm_ix[v], g)] = True
+    for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
+        if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
+            key = (vm_ix[v], root_ix[r], gva_ix[x])
+            values["gmap"][key] = gfn
+            for name, val in (("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a), ("g_dirty", d)):
+                values[name][key] = val
+    leaf_of: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
+        if r in root_ix and x in gva_ix:
+            key = (vm_ix[v], root_ix[r], gva_ix[x])
+            values["spte"][key] = mfn_ix(mfn)
+            values["s_write"][key], values["s_user"][key], values["s_nx"][key] = w, us, nx
+    for mfn, refs in st["rmap"].items():
+        m = mfn_ix(mfn)
+        for ref in refs:
+            for key in st.get("spte_at", {}).get(tuple(ref), ()):
+                v, r, x = key
+                if m is not None and r in root_ix and x in gva_ix:
+                    values["rmap"][(m, vm_ix[v], root_ix[r], gva_ix[x])] = True
+    entries = []
+    for name, lay in U.layout.items():
+        res = lay.symbol.result
+        default = None if res.optional else (False if res.name == "bool" else 0)
+        given = values[name]
+        entries.append(tuple(given.get(p, default) for p in U.points(name)))
+    return tuple(entries)
