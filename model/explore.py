@@ -139,14 +139,18 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
             break
         s = queue.popleft()
         for n in noop:
-            for _ in it.actions[n].enabled(s):
-                counts[n] += 1
-                result.transitions += 1
+            k = sum(1 for _ in it.actions[n].enabled(s))
+            counts[n] += k
+            result.transitions += k
         for n, enabled, apply in changing:
+            k = 0
             for args in enabled(s):
-                counts[n] += 1
-                result.transitions += 1
-                visit(apply(s, *args), (s, n, args))
+                k += 1
+                s2 = apply(s, *args)
+                if s2 not in raw_seen:  # most transitions revisit a known successor: skip the call
+                    visit(s2, (s, n, args))
+            counts[n] += k
+            result.transitions += k
         if progress and len(parent) % 20000 < 50:
             progress(len(parent), len(queue))
     result.states = len(parent)
