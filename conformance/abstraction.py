@@ -82,7 +82,6 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             values["gmap"][key] = gfn
             for name, val in (("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a), ("g_dirty", d)):
                 values[name][key] = val
-    leaf_of: dict[tuple[int, int], tuple[int, int, int]] = {}
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
             key = (vm_ix[v], root_ix[r], gva_ix[x])

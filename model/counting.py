@@ -29,7 +29,7 @@ from dmmcheck.spec import ast as A
 from dmmcheck.spec.checker import Action, free_vars
 from dmmcheck.spec.printer import show_expr
 
-from .z3enc import Encoding, Env, Updated, Vocab, _leaves
+from .z3enc import Encoding, Env, Updated, Vocab
 
 
 class Unsupported(Exception):
@@ -127,13 +127,6 @@ def _free_var_nodes(e: A.Expr) -> dict[str, A.Var]:
     return found
 
 
-def _occurrences(e: A.Expr, name: str) -> list[A.Sym]:
-    out = [e] if isinstance(e, A.Sym) and e.name == name else []
-    for c in A.children(e):
-        out += _occurrences(c, name)
-    return out
-
-
 def delta(enc: Encoding, counts: Counts, term: CountTerm, action: Action, pre: Vocab, post: Vocab,
           env: Env) -> z3.BoolRef | None:
     """forall ys. C_post(ys) = C_pre(ys) + change, between two explicit state copies."""
@@ -150,7 +143,7 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
                 ys: list[z3.ExprRef]) -> z3.ArithRef | None:
     """The change of the count at ys made by the action, or None when it is not exactly computable."""
     node = term.node
-    read = {s.name for s in _all_syms(node.body)}
+    read = {s.name for s in A.syms(node.body)}
     touched = read & action.modifies
     if not touched:
         return z3.IntVal(0)
@@ -158,12 +151,12 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
     count_vars = [v.name for v in node.binders]  # type: ignore[union-attr]
     affected: list[list[z3.ExprRef]] = []
     for name in sorted(touched):
-        occs = _occurrences(node.body, name)
+        occs = [s for s in A.syms(node.body) if s.name == name]
         for occ in occs:
             names = [a.name if isinstance(a, A.Var) else None for a in occ.args]
             if None in names or sorted(names) != sorted(count_vars):  # type: ignore[type-var]
                 return None  # this occurrence does not pin the counted tuple
-        for leaf, _conds, bound in _leaves(action.updates):
+        for leaf, _conds, bound in A.update_leaves(action.updates):
             if leaf.target.name != name:  # type: ignore[union-attr]
                 continue
             if bound:
@@ -179,10 +172,3 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
         fresh = z3.And([z3.Not(z3.And([a == b for a, b in zip(xs, prev)])) for prev in affected[:i]])
         terms.append(z3.If(fresh, change, 0))
     return z3.Sum(terms) if len(terms) > 1 else terms[0]
-
-
-def _all_syms(e: A.Expr) -> list[A.Sym]:
-    out = [e] if isinstance(e, A.Sym) else []
-    for c in A.children(e):
-        out += _all_syms(c)
-    return out

@@ -48,11 +48,12 @@ class _Clause:
     total: int
 
 
-def _clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
+def clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
+    """A formula as `forall vs. body` clauses: top-level conjunctions split, also under foralls."""
     if isinstance(e, A.BinOp) and e.op == "and":
-        return _clauses(e.left, vs) + _clauses(e.right, vs)
+        return clauses(e.left, vs) + clauses(e.right, vs)
     if isinstance(e, A.Quant) and e.kind == "forall":
-        return _clauses(e.body, vs + tuple(e.binders))  # type: ignore[arg-type]
+        return clauses(e.body, vs + tuple(e.binders))  # type: ignore[arg-type]
     return [(vs, e)]
 
 
@@ -85,7 +86,7 @@ class IncrementalChecker:
         u = it.u
         self.clauses: list[_Clause] = []
         for inv in it.invariants:
-            for n, (vs, body) in enumerate(_clauses(inv.formula)):
+            for n, (vs, body) in enumerate(clauses(inv.formula)):
                 names = tuple(v.name for v in vs)
                 occ: dict[str, list[_Occurrence]] = {}
                 _occurrences(body, {v: i for i, v in enumerate(names)}, occ)

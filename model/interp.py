@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from dmmcheck.spec import ast as A
 from dmmcheck.spec.checker import CheckedSpec, Invariant
-from dmmcheck.spec.printer import show_expr
+from dmmcheck.spec.printer import show_expr, show_update
 
 from .compile import CompiledAction, compile_action, compile_formula
 from .evaluate import Blame, apply_updates, blame, evaluate
@@ -177,16 +177,10 @@ class Interpreter:
                 if sym not in act.modifies:
                     problems.append(f"frame: {name} does not modify {sym}, but {where} changed ({vals})")
                 elif writer is not None:
-                    problems.append(f"update `{_show_update(writer)}` at {where}: {vals}")
+                    problems.append(f"update `{show_update(writer)[:160]}` at {where}: {vals}")
                 else:
                     problems.append(f"frame: no update of {name} writes {where} ({vals})")
         return StepVerdict(not problems, problems)
-
-
-def _show_update(u: A.Update) -> str:
-    from dmmcheck.spec.printer import _stmt
-
-    return " ".join(line.strip() for line in _stmt(u, ""))[:160]
 
 
 __all__ = ["Interpreter", "InterpError", "StepVerdict", "Violation", "show_expr"]

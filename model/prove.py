@@ -462,14 +462,14 @@ class Prover:
         clauses' cores for the report."""
         from dmmcheck.spec import ast as A
 
-        from .incremental import _clauses
+        from .incremental import clauses
 
         enc = self._encoding(None)
         act = self.spec.actions[ob.action]  # type: ignore[index]
         env, guards = self.action_parts[act.name]
         inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
         cores: list[z3.ExprRef] = []
-        for n, (vs, body) in enumerate(_clauses(inv.formula)):
+        for n, (vs, body) in enumerate(clauses(inv.formula)):
             enc.reset_fresh(2_000_000 + 1000 * n)
             post = Updated(enc, self.pre, act, env)
             clause = A.Quant("forall", vs, body) if vs else body

@@ -215,7 +215,7 @@ class Encoding:
     def new_value(self, action: Action, name: str, xs: list[z3.ExprRef], pre: Vocab, env: Env,
                   old: z3.ExprRef) -> z3.ExprRef:
         value = old
-        for leaf, conds, bound in _leaves(action.updates):
+        for leaf, conds, bound in A.update_leaves(action.updates):
             if leaf.target.name != name:  # type: ignore[union-attr]
                 continue
             args = leaf.target.args  # type: ignore[union-attr]
@@ -256,19 +256,6 @@ class Encoding:
         if t.name == A.INT:
             return z3.IntVal(v)
         return self.elements[t.name][v]
-
-
-def _leaves(updates: tuple[A.Update, ...], conds: tuple = (), bound: tuple = ()):
-    """(leaf update, [(condition, polarity)], bound variables) in program order."""
-    for u in updates:
-        match u:
-            case A.ForallUpdate(vs, body):
-                yield from _leaves((body,), conds, bound + tuple(vs))
-            case A.IfUpdate(c, then, else_):
-                yield from _leaves(then, conds + ((c, True),), bound)
-                yield from _leaves(else_, conds + ((c, False),), bound)
-            case _:
-                yield u, conds, bound
 
 
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {

@@ -10,7 +10,7 @@ returns *resolved* nodes (`Var`, `Sym`, `EnumLit`, `Some`) in which every expres
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterator, Union
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,29 @@ class IfUpdate:
 
 Update = Union[Assign, Insert, Remove, ForallUpdate, IfUpdate]
 Stmt = Union[Requires, Update]
+
+
+def syms(e: Expr) -> Iterator[Sym]:
+    """Every resolved symbol application in e, outermost first."""
+    if isinstance(e, Sym):
+        yield e
+    for c in children(e):
+        yield from syms(c)
+
+
+def update_leaves(updates: tuple[Update, ...], conds: tuple = (), bound: tuple = ()) \
+        -> Iterator[tuple[Update, tuple[tuple[Expr, bool], ...], tuple]]:
+    """Each assignment, insert or remove in program order, with the if-conditions around it (each
+    with its polarity) and the variables of the quantified updates around it."""
+    for u in updates:
+        match u:
+            case ForallUpdate(vs, body):
+                yield from update_leaves((body,), conds, bound + tuple(vs))
+            case IfUpdate(c, then, else_):
+                yield from update_leaves(then, conds + ((c, True),), bound)
+                yield from update_leaves(else_, conds + ((c, False),), bound)
+            case _:
+                yield u, conds, bound
 
 
 # ---------------------------------------------------------------- declarations

@@ -486,17 +486,11 @@ def _fresh(base: str, taken: set[str]) -> str:
 
 
 def _symbols_in(e: A.Expr) -> set[str]:
-    own = {e.name} if isinstance(e, A.Sym) else set()
-    return own.union(*(_symbols_in(c) for c in A.children(e)))
+    return {s.name for s in A.syms(e)}
 
 
 def _leaves(u: A.Update) -> list[A.Update]:
-    match u:
-        case A.ForallUpdate(_, body):
-            return _leaves(body)
-        case A.IfUpdate(_, then, else_):
-            return [x for y in (*then, *else_) for x in _leaves(y)]
-    return [u]
+    return [leaf for leaf, _, _ in A.update_leaves((u,))]
 
 
 def _targets(u: A.Update) -> set[str]:

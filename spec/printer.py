@@ -90,6 +90,11 @@ def _stmt(s: A.Stmt, indent: str) -> list[str]:
     raise TypeError(f"not a statement: {s!r}")
 
 
+def show_update(u: A.Update) -> str:
+    """One update on one line (nested blocks joined), for messages."""
+    return " ".join(line.strip() for line in _stmt(u, ""))
+
+
 def _mut(mutable: bool) -> str:
     return "" if mutable else "immutable "
 

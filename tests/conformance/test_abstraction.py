@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
-from dmmcheck.impl import x86
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.impl.x86 import Access
 from dmmcheck.spec import load
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "impl"))
 from ideal import Ideal  # noqa: E402
-from test_vmm import GVAS, NR_GFNS, PML4, PT0, ROOT2, random_pte, setup  # noqa: E402
+from test_vmm import GVAS, NR_GFNS, PML4, ROOT2, random_pte, setup  # noqa: E402
 
 SPEC = load()
 
