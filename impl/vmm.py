@@ -15,19 +15,25 @@ is the CPU's (an access there is a not-present #PF for the guest).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from . import x86
 from .cpu import HOLE_PAGES, Cpu
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
 from .mmu import Mmu, Role, entry_access
-from .walker import walk
+from .walker import access_error_code, walk
 from .x86 import Access, Mode
 
 MAX_RETRIES = 8
 # A guest entry naming a gfn beyond the VM's memory: the access faults for the guest, with RSVD
 # set (the entry names memory that does not exist; the ideal machine applies the same rule).
 BAD_GFN_CODE = x86.PF_P | x86.PF_RSVD
+
+
+@lru_cache(maxsize=None)
+def _cpu_mode(nxe: bool, smep: bool, smap: bool) -> Mode:
+    return Mode(wp=True, nxe=nxe, smep=smep, smap=smap)  # one object per control setting: no churn per access
 
 
 @dataclass
@@ -49,10 +55,7 @@ class Vm:
         """The mode the real CPU runs the guest in. CR0.WP is always 1: write protection of guest
         tables lives in read-only sptes, which WP=0 would let supervisor writes ignore; the guest's
         WP=0 is implemented in the sptes instead (mmu.leaf_rights)."""
-        key = (self.nxe, self.smep, self.smap)
-        if getattr(self, "_cpu_mode_key", None) != key:
-            self._cpu_mode_key, self._cpu_mode = key, Mode(wp=True, nxe=self.nxe, smep=self.smep, smap=self.smap)
-        return self._cpu_mode
+        return _cpu_mode(self.nxe, self.smep, self.smap)
 
 
 @dataclass
@@ -161,8 +164,8 @@ class Vmm:
             raise RuntimeError(f"VM {vm.id} has no CR3")
         if not x86.canonical(gva):
             return Result(True, gp=True)
-        if x86.index(gva, 4) == 511:
-            return Result(True, (x86.PF_W if acc is Access.WRITE else 0) | (x86.PF_U if user else 0), gva)
+        if x86.index(gva, 4) == 511:  # the CPU's slot: not present, as far as the guest can tell
+            return Result(True, access_error_code(acc, vm.mode(user, ac)), gva)
         res = Result(False)
         for _ in range(MAX_RETRIES):
             self._enter(vm)
@@ -200,13 +203,13 @@ class Vmm:
         try:
             w = walk(lambda a: self.read64(vm, a), lambda a, v: self._guest_ad_write(vm, a, v), cr3, gva, acc, mode)
         except (IndexError, OutOfMemory):
-            return Result(True, BAD_GFN_CODE | _code_bits(acc, user, vm), gva)
+            return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
         if w.fault:
             self.stats["guest_faults"] += 1
             return Result(True, w.error_code, gva, gp=w.gp)
         gfn = w.paddr >> x86.PAGE_SHIFT
         if gfn >= vm.nr_gfns:
-            return Result(True, BAD_GFN_CODE | _code_bits(acc, user, vm), gva)
+            return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
         try:
             mfn = self.gfn_mfn(vm, gfn)
         except OutOfMemory:
@@ -343,11 +346,6 @@ class Vmm:
             else:
                 leaves.update(self._shadow_leaves(e & x86.ADDR_MASK, level - 1, va))
         return leaves
-
-
-def _code_bits(acc: Access, user: bool, vm: Vm) -> int:
-    return ((x86.PF_W if acc is Access.WRITE else 0) | (x86.PF_U if user else 0)
-            | (x86.PF_I if acc is Access.FETCH and (vm.nxe or vm.smep) else 0))
 
 
 __all__ = ["FREE", "MAPPED", "Result", "Vm", "Vmm"]

@@ -51,9 +51,7 @@ def walk(read64: Read64, write64: Write64 | None, cr3: int, gva: int, access: Ac
     if not x86.canonical(gva):
         w.fault, w.gp = True, True
         return w
-    base_code = (x86.PF_W if access is Access.WRITE else 0) | (x86.PF_U if mode.user else 0)
-    if access is Access.FETCH and (mode.nxe or mode.smep):
-        base_code |= x86.PF_I
+    base_code = access_error_code(access, mode)
     table = cr3 & x86.ADDR_MASK
     rw = us = True
     nx = False
@@ -85,6 +83,14 @@ def walk(read64: Read64, write64: Write64 | None, cr3: int, gva: int, access: Ac
             if new != entry:
                 write64(addr, new)
     return w
+
+
+def access_error_code(access: Access, mode: Mode) -> int:
+    """The #PF error-code bits that describe the access itself (W/R, U/S, I/D), whatever the cause."""
+    code = (x86.PF_W if access is Access.WRITE else 0) | (x86.PF_U if mode.user else 0)
+    if access is Access.FETCH and (mode.nxe or mode.smep):
+        code |= x86.PF_I
+    return code
 
 
 def allowed(access: Access, mode: Mode, rw: bool, us: bool, nx: bool) -> bool:

@@ -4,8 +4,8 @@ VMM, no TLB (the conformance layer will own the full one). What the DMM must be 
 from __future__ import annotations
 
 from dmmcheck.impl import x86
-from dmmcheck.impl.vmm import BAD_GFN_CODE, _code_bits
-from dmmcheck.impl.walker import walk
+from dmmcheck.impl.vmm import BAD_GFN_CODE
+from dmmcheck.impl.walker import access_error_code, walk
 from dmmcheck.impl.x86 import Access
 
 
@@ -28,17 +28,16 @@ class Ideal:
         from dmmcheck.impl.x86 import Mode
 
         mode = Mode(user=user, wp=self.wp, nxe=self.nxe, smep=self.smep, smap=self.smap)
-        vm_like = type("V", (), {"nxe": self.nxe, "smep": self.smep})
         if x86.index(gva, 4) == 511:
-            return (True, (x86.PF_W if acc is Access.WRITE else 0) | (x86.PF_U if user else 0), None)
+            return (True, access_error_code(acc, mode), None)
         try:
             w = walk(self.read64, self.write64, self.cr3_gfn << 12, gva, acc, mode)
         except IndexError:
-            return (True, BAD_GFN_CODE | _code_bits(acc, user, vm_like), None)
+            return (True, BAD_GFN_CODE | access_error_code(acc, mode), None)
         if w.fault:
             return (True, w.error_code, None)
         if w.paddr >> 12 >= self.nr:
-            return (True, BAD_GFN_CODE | _code_bits(acc, user, vm_like), None)
+            return (True, BAD_GFN_CODE | access_error_code(acc, mode), None)
         if acc is Access.WRITE:
             self.write64(w.paddr, value)
             return (False, 0, None)
