@@ -10,22 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.impl.x86 import Access
 from dmmcheck.spec import load
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "impl"))
 from ideal import Ideal  # noqa: E402
+from speccheck import universe, violations  # noqa: E402
 from test_vmm import GVAS, NR_GFNS, PML4, ROOT2, random_pte, setup  # noqa: E402
 
 SPEC = load()
-
-
-def check(vmm: Vmm, u: Universe, it):
-    st = vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots))
-    flags = {v.id: {"live": True, "cr3_gfn": v.cr3_gfn, "wp": v.wp} for v in vmm.vms.values()}
-    return it.check(to_spec_state(it, u, st, flags))
 
 
 @pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("DMM_ABS_SEEDS", "3"))))
@@ -33,9 +27,7 @@ def test_spec_invariants_hold_on_the_vmm(seed):
     rng = random.Random(seed)
     vmm, ideal = Vmm(48, 128), Ideal(NR_GFNS)
     vm, _ = setup(vmm, ideal)
-    u = Universe((vm.id,), NR_GFNS, vmm.machine.first_mfn, vmm.machine.count, (PML4, ROOT2),
-                 tuple(GVAS) + (0x600000,))
-    it = interpreter_for(SPEC, u)
+    u = universe(vmm, NR_GFNS, (PML4, ROOT2), tuple(GVAS) + (0x600000,))
     for step in range(120):
         op = rng.random()
         if op < 0.65:
@@ -48,15 +40,14 @@ def test_spec_invariants_hold_on_the_vmm(seed):
             vmm.load_cr3(vm, rng.choice([PML4, ROOT2]))
         else:
             vmm.set_controls(vm, **{rng.choice(["wp", "smep", "smap", "nxe"]): rng.random() < 0.5})
-        assert [str(v) for v in check(vmm, u, it)] == [], f"seed {seed} step {step}"
+        assert [str(v) for v in violations(vmm, u)] == [], f"seed {seed} step {step}"
 
 
 def test_a_vmm_bug_breaks_the_named_invariant(monkeypatch):
     # A VMM that forgets the rmap when it installs a leaf: rmap_consistent must say so, by name.
     vmm, ideal = Vmm(48, 128), Ideal(NR_GFNS)
     vm, _ = setup(vmm, ideal)
-    u = Universe((vm.id,), NR_GFNS, vmm.machine.first_mfn, vmm.machine.count, (PML4, ROOT2), tuple(GVAS))
-    it = interpreter_for(SPEC, u)
+    u = universe(vmm, NR_GFNS, (PML4, ROOT2), tuple(GVAS))
     real = vmm.mmu.install_leaf
 
     def forgetful(sp, idx, mfn, rights):
@@ -65,5 +56,5 @@ def test_a_vmm_bug_breaks_the_named_invariant(monkeypatch):
 
     monkeypatch.setattr(vmm.mmu, "install_leaf", forgetful)
     vmm.access(vm, 0x400000, Access.READ)
-    names = {v.invariant for v in check(vmm, u, it)}
+    names = {v.invariant for v in violations(vmm, u)}
     assert "rmap_consistent" in names

@@ -1,0 +1,27 @@
+"""The spec's own invariants on the bundled VMM: its abstract_state() mapped to a spec state and
+judged by the interpreter. Tests use this instead of restating an invariant in Python."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
+from dmmcheck.impl.vmm import Vmm
+from dmmcheck.model.interp import Interpreter, Violation
+from dmmcheck.spec import load
+
+
+@lru_cache(maxsize=None)
+def _interpreter(u: Universe) -> Interpreter:
+    return interpreter_for(load(), u)
+
+
+def universe(vmm: Vmm, nr_gfns: int, roots: tuple[int, ...], gvas: tuple[int, ...]) -> Universe:
+    return Universe(tuple(sorted(vmm.vms)), nr_gfns, vmm.machine.first_mfn, vmm.machine.count, roots, gvas)
+
+
+def violations(vmm: Vmm, u: Universe) -> list[Violation]:
+    it = _interpreter(u)
+    st = vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots))
+    flags = {v.id: {"live": True, "cr3_gfn": v.cr3_gfn, "wp": v.wp} for v in vmm.vms.values()}
+    return it.check(to_spec_state(it, u, st, flags))
