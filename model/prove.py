@@ -200,14 +200,9 @@ class Prover:
     def _result(self, ob: Obligation, status: str, **kw: Any) -> Result:
         return Result(ob.name, ob.kind, ob.action, ob.invariant, status, 0.0, **kw)
 
-    def _track(self, sv: z3.Solver, enc: Encoding, st: Vocab, skip: str | None = None) -> dict[str, str]:
+    def _track(self, sv: z3.Solver, enc: Encoding, st: Vocab) -> dict[str, str]:
         """Assert every invariant on st under a tracking literal; returns literal -> invariant."""
-        tracked = {}
-        for inv in self.spec.invariants:
-            lit = z3.Bool(f"assume:{inv.name}")
-            sv.assert_and_track(enc.invariant(inv.name, st), lit)
-            tracked[str(lit)] = inv.name
-        return tracked
+        return _assume(sv, {inv.name: enc.invariant(inv.name, st) for inv in self.spec.invariants})
 
     def _unsat_is_proof(self, ob: Obligation, finite_note: str = ""):
         def interpret(sv: z3.Solver, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
@@ -254,11 +249,7 @@ class Prover:
         sv.add(self.axiom_formula, guards, goal)
         if with_counts:
             sv.add(*self.pre_count_axioms)
-        tracked = {}
-        for name, f in self.pre_invariants.items():
-            lit = z3.Bool(f"assume:{name}")
-            sv.assert_and_track(f, lit)
-            tracked[str(lit)] = name
+        tracked = _assume(sv, self.pre_invariants)
         return sv, tracked, self._unsat_is_proof(ob), None
 
     def _build_inductive_finite(self, ob: Obligation):
@@ -424,11 +415,7 @@ class Prover:
             sv = self.solver()
             sv.set(timeout=min(self.timeout_ms, COUNTS_MS if with_counts else QUICK_MS))
             sv.add(self.axiom_formula, guards, *(self.pre_count_axioms if with_counts else ()))
-            tracked = {}
-            for name, f in self.pre_invariants.items():
-                lit = z3.Bool(f"assume:{name}")
-                sv.assert_and_track(f, lit)
-                tracked[str(lit)] = name
+            tracked = _assume(sv, self.pre_invariants)
             left = []
             for ob in pending:
                 start = time.perf_counter()
@@ -477,8 +464,7 @@ class Prover:
             for with_counts in (False, True):
                 sub = self.solver()
                 sub.add(self.axiom_formula, guards, goal, *(self.pre_count_axioms if with_counts else ()))
-                for name, f in self.pre_invariants.items():
-                    sub.assert_and_track(f, z3.Bool(f"assume:{name}"))
+                _assume(sub, self.pre_invariants)
                 r = sub.check()
                 if r == z3.unsat:
                     break
@@ -540,6 +526,17 @@ class Prover:
         return {"universe": self.bound, "steps": steps,
                 "blame": str(blame(u, trace_states[first_bad], inv.formula)),
                 "state_text": u.show_state(trace_states[first_bad])}
+
+
+def _assume(sv: z3.Solver, invariants: dict[str, z3.BoolRef]) -> dict[str, str]:
+    """Assert each invariant under its own tracking literal, so an unsat core names the ones a
+    proof used; returns literal -> invariant name."""
+    tracked = {}
+    for name, f in invariants.items():
+        lit = z3.Bool(f"assume:{name}")
+        sv.assert_and_track(f, lit)
+        tracked[str(lit)] = name
+    return tracked
 
 
 _DIGESTS: dict[int, tuple[CheckedSpec, str, dict[str, str], str]] = {}
