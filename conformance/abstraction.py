@@ -72,6 +72,13 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     for (v, g), mfn in st["p2m"].items():
         if g < u.nr_gfns:
             values["p2m"][(vm_ix[v], g)] = mfn_ix(mfn)
+    for (v, g), slot in st.get("swap", {}).items():
+        if g < u.nr_gfns and slot < u.slots:
+            values["swap_slot"][(vm_ix[v], g)] = slot
+            values["slot_used"][(slot,)] = True
+    for v, g in st.get("ballooned", ()):
+        if g < u.nr_gfns:
+            values["ballooned"][(vm_ix[v], g)] = True
     for v, g in st["write_protected"]:
         if g < u.nr_gfns:
             values["gpt_page"][(vm_ix[v], g)] = True

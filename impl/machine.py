@@ -202,6 +202,25 @@ class Machine:
             self.idle[vm].push(mfn)
             d.status = RESERVED
 
+    def hold(self, mfn: int) -> None:
+        """One more (vm, gfn) holder: the page is shared from now on (merged by content)."""
+        d = self.desc[mfn]
+        d.refcount += 1
+        d.status = SHARED
+
+    def drop(self, mfn: int) -> int:
+        """One holder fewer; the holders left."""
+        d = self.desc[mfn]
+        if d.refcount <= 0:
+            raise PoolError(f"mfn {mfn:#x} dropped with refcount {d.refcount}")
+        d.refcount -= 1
+        return d.refcount
+
+    def held(self, vm: int | None = None) -> int:
+        """Pages in VM pools (one VM's, or all): what the global budget limits."""
+        vms = [vm] if vm is not None else list(self.active)
+        return sum(len(self.active[v]) + len(self.idle[v]) for v in vms)
+
     def rehome(self, mfn: int, vm: int) -> None:
         """A shared page moves to another holder's active list."""
         d = self.desc[mfn]

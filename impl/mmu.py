@@ -12,13 +12,19 @@ Invariants, stated where they are enforced:
 - a guest table gfn that some sp shadows is writable in no spte        (shadow_table -> write_protect)
 - an spte is writable only if the guest's entry is dirty                (leaf_rights)
 - a shared page is writable in no spte                                  (leaf_rights)
-- after an spte is weakened or dropped, the VM owes a TLB flush         (zap, write_protect)
+- after an spte is weakened or dropped, the VM owes a TLB flush         (owe_flush)
+- an spte is never weakened in place: it is zapped, then refilled       (install_leaf)
+
+With the VMM's event log on (`Vmm.events`), every change of a leaf spte is reported as the spec
+action it is — shadow_fill, zap_spte, protect_gpt, unshadow_gpt, unprotect_gpt, flush_request — per
+(vm, guest root, gva) that reaches it; with the log off, reporting costs one attribute test.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from . import x86
 from .walker import Walk
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 ACC_W, ACC_U, ACC_X = 1, 2, 4  # role.access bits: write, user, execute (x86 NX inverted)
 ACC_ALL = ACC_W | ACC_U | ACC_X
 UPPER = x86.P | x86.RW | x86.US | x86.A  # upper shadow entries grant everything; leaves decide
+LEAF_KEY = x86.ADDR_MASK | x86.P | x86.RW | x86.US | x86.XD  # what a leaf spte says (A, D are the MMU's)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Mmu:
             self.shadowed.setdefault((vm.id, gfn), set()).add(sp)
             if first:
                 self.write_protect(vm, gfn)
+                self.vmm.emit("protect_gpt", v=vm.id, g=gfn)
         return sp
 
     def write_protected(self, vm: "Vm", gfn: int) -> bool:
@@ -115,7 +123,7 @@ class Mmu:
             e = self.cpu.read64(addr)
             if e & x86.RW:
                 self.cpu.write64(addr, e & ~x86.RW)
-                self.flush_pending.add(vm.id)
+                self.owe_flush(vm.id)
 
     def link(self, parent: Sp, idx: int, child: Sp) -> None:
         addr = parent.paddr + 8 * idx
@@ -147,15 +155,76 @@ class Mmu:
             writable = False
         return (x86.RW if writable else 0) | (x86.US if us else 0) | (x86.XD if nx and vm.nxe else 0)
 
-    def install_leaf(self, sp: Sp, idx: int, mfn: int, rights: int) -> None:
+    def install_leaf(self, sp: Sp, idx: int, gfn: int, mfn: int, rights: int, guest_write: bool) -> None:
+        """Fill (or upgrade) one leaf spte. Only a read-only -> writable upgrade of the same page for
+        a guest-writable entry is done in place; any other change zaps first, so no TLB entry can
+        keep a right the spte lost without a flush owed."""
         addr = sp.paddr + 8 * idx
         old = self.cpu.read64(addr)
+        new = (mfn << x86.PAGE_SHIFT) | x86.P | x86.A | rights
         if old & x86.P:
-            old_mfn = (old & x86.ADDR_MASK) >> x86.PAGE_SHIFT
-            if old_mfn != mfn or (old & x86.RW and not rights & x86.RW):
+            if old & LEAF_KEY == new & LEAF_KEY:
+                return  # nothing changes: no event, no write
+            upgrade = (old ^ new) & LEAF_KEY == x86.RW and new & x86.RW and guest_write
+            if not upgrade:
                 self.zap(sp, idx)
-        self.cpu.write64(addr, (mfn << x86.PAGE_SHIFT) | x86.P | x86.A | rights)
+        self.cpu.write64(addr, new)
         self.rmap.setdefault(mfn, set()).add((sp.mfn, idx))  # rmap: present leaf <-> in rmap
+        if self.vmm.events is not None:
+            for root, base in self.paths(sp):
+                self.vmm.emit("shadow_fill", v=sp.vm, r=root, x=base | idx << x86.PAGE_SHIFT, g=gfn, m=mfn,
+                              w=bool(rights & x86.RW), nx=bool(rights & x86.XD))
+
+    def test_and_clear_young(self, mfn: int) -> bool:
+        """Was the page used through any spte since the last call? (The MMU sets A in the leaf.)
+        Clearing A changes no right, so no flush is owed — as KVM's clear_young."""
+        young = False
+        for sp_mfn, idx in self.rmap.get(mfn, ()):
+            addr = (sp_mfn << x86.PAGE_SHIFT) + 8 * idx
+            e = self.cpu.read64(addr)
+            if e & x86.A:
+                young = True
+                self.cpu.write64(addr, e & ~x86.A)
+        return young
+
+    # ---------------------------------------------------------------- where an sp is reached
+    def paths(self, sp: Sp) -> list[tuple[int, int]]:
+        """(guest root gfn, gva prefix) for every way a cached shadow root reaches sp."""
+        if sp.root_of is not None:
+            return [(sp.root_of, 0)]
+        out = []
+        for parent_mfn, idx in sp.parents:
+            parent = self.by_mfn.get(parent_mfn)
+            if parent is not None:
+                shift = x86.LEVEL_SHIFT[parent.role.level]
+                out += [(root, base | idx << shift) for root, base in self.paths(parent)]
+        return out
+
+    def leaves(self, sp: Sp, base: int = 0) -> Iterator[int]:
+        """The gva of every present leaf spte under sp (sp reached at gva prefix base)."""
+        shift = x86.LEVEL_SHIFT[sp.role.level]
+        for idx, e in enumerate(array("Q", self.cpu.read(sp.paddr, x86.PAGE_SIZE))):
+            if not e & x86.P or (sp.role.level == 4 and idx == 511):
+                continue
+            va = base | idx << shift
+            if sp.role.level == 1:
+                yield va
+            else:
+                yield from self.leaves(self.by_mfn[(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
+
+    def _report_zap(self, sp: Sp, idx: int, entry: int) -> None:
+        shift = x86.LEVEL_SHIFT[sp.role.level]
+        for root, base in self.paths(sp):
+            va = base | idx << shift
+            gvas = [va] if sp.role.level == 1 else \
+                self.leaves(self.by_mfn[(entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
+            for x in gvas:
+                self.vmm.emit("zap_spte", v=sp.vm, r=root, x=x)
+
+    def owe_flush(self, vm_id: int) -> None:
+        """The VM may not run again before its TLB is flushed (an spte was weakened or dropped)."""
+        self.flush_pending.add(vm_id)
+        self.vmm.emit("flush_request", v=vm_id)
 
     # ---------------------------------------------------------------- zapping
     def zap(self, sp: Sp, idx: int) -> None:
@@ -164,8 +233,10 @@ class Mmu:
         e = self.cpu.read64(addr)
         if not e & x86.P:
             return
+        if self.vmm.events is not None:
+            self._report_zap(sp, idx, e)
         self.cpu.write64(addr, 0)
-        self.flush_pending.add(sp.vm)
+        self.owe_flush(sp.vm)
         target = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
         if sp.role.level > 1:
             child = self.by_mfn[target]
@@ -196,21 +267,27 @@ class Mmu:
             group.discard(sp)
             if not group:
                 del self.shadowed[(sp.vm, sp.gfn)]
+                self.vmm.emit("unshadow_gpt", v=sp.vm, g=sp.gfn)
+                self.vmm.emit("unprotect_gpt", v=sp.vm, g=sp.gfn)
         if sp.root_of is not None:
             self.roots.pop((sp.vm, sp.root_of, sp.role.wp), None)
         self.vmm.private.release(sp.mfn)
-        self.flush_pending.add(sp.vm)
+        self.owe_flush(sp.vm)
 
     def zap_vm(self, vm_id: int) -> None:
         """Every shadow page of a VM (CR0.WP, NXE, SMEP or SMAP change; VM teardown)."""
         mine = [sp for sp in self.sps.values() if sp.vm == vm_id]
+        if self.vmm.events is not None:
+            for sp in mine:
+                if sp.root_of is not None:
+                    for x in self.leaves(sp):
+                        self.vmm.emit("zap_spte", v=vm_id, r=sp.root_of, x=x)
         for sp in mine:
-            sp.root_of = None  # roots too: nothing of this VM survives
+            sp.root_of = None  # roots too: nothing of this VM survives (and no path is reported twice)
         for sp in mine:
             if self.by_mfn.get(sp.mfn) is sp:  # not already freed as an orphaned child
                 self.free(sp)
         self.roots = {k: v for k, v in self.roots.items() if k[0] != vm_id}
-        self.flush_pending.add(vm_id)
 
     def zap_mfn(self, vm_id: int, mfn: int) -> None:
         """Every leaf spte of a VM that maps mfn, through the rmap (DMM's propagation)."""
@@ -227,7 +304,7 @@ class Mmu:
             e = self.cpu.read64(addr)
             if e & x86.RW:
                 self.cpu.write64(addr, e & ~x86.RW)
-                self.flush_pending.add(sp.vm)
+                self.owe_flush(sp.vm)
 
     # ---------------------------------------------------------------- emulated guest table writes
     def guest_table_written(self, vm: "Vm", gpa: int, size: int) -> None:

@@ -14,6 +14,7 @@ is the CPU's (an access there is a not-present #PF for the guest).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,8 @@ from . import x86
 from .cpu import HOLE_PAGES, Cpu
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
 from .mmu import Mmu, Role, entry_access
+from .policies import OutOfMemory, Policies
+from .swap import SwapDevice
 from .walker import access_error_code, walk
 from .x86 import Access, Mode
 
@@ -40,7 +43,9 @@ def _cpu_mode(nxe: bool, smep: bool, smap: bool) -> Mode:
 class Vm:
     id: int
     nr_gfns: int
-    p2m: dict[int, int] = field(default_factory=dict)
+    p2m: dict[int, int] = field(default_factory=dict)  # resident gfns
+    swapped: dict[int, int] = field(default_factory=dict)  # gfn -> swap slot
+    ballooned: set[int] = field(default_factory=set)  # gfns the balloon driver gave back
     cr3_gfn: int | None = None
     wp: bool = True
     nxe: bool = True
@@ -72,20 +77,29 @@ class Result:
     emulated: bool = False
 
 
-class OutOfMemory(Exception):
-    pass
-
-
 class Vmm:
-    def __init__(self, machine_frames: int = 256, private_frames: int = 256) -> None:
+    def __init__(self, machine_frames: int = 256, private_frames: int = 256, *, swap_slots: int = 0,
+                 swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
+                 reclaim: bool = True) -> None:
         total = 1 + machine_frames + private_frames + HOLE_PAGES + 4
         self.cpu = Cpu(total * x86.PAGE_SIZE)
         self.machine = Machine(1, machine_frames)
         self.private = PrivateAllocator(1 + machine_frames, private_frames)
         self.mmu = Mmu(self)
         self.vms: dict[int, Vm] = {}
+        self.holders: dict[int, set[tuple[int, int]]] = {}  # mfn -> its (vm, gfn) holders: p2m reversed
+        swap = SwapDevice(swap_slots, swap_path, sync=swap_sync) if swap_slots else None
+        self.policy = Policies(self, swap, budget=budget, reclaim=reclaim)
+        # The event log: None (off) or the spec actions this VMM performed, in order, each as
+        # (name, {parameter: implementation value}). What a conformance adapter reports.
+        self.events: list[tuple[str, dict[str, Any]]] | None = None
         self._loaded: tuple[int, int, Mode] | None = None  # (vm, root mfn, mode) in the CPU
+        self._tlb_stale = False  # an invlpg asked for a flush the CPU has not done yet
         self.stats = {"hits": 0, "hidden_faults": 0, "emulated": 0, "guest_faults": 0}
+
+    def emit(self, name: str, **args: Any) -> None:
+        if self.events is not None:
+            self.events.append((name, args))
 
     # ---------------------------------------------------------------- VMs
     def create_vm(self, nr_gfns: int, vm_id: int | None = None) -> Vm:
@@ -95,23 +109,43 @@ class Vmm:
         vm = Vm(vid, nr_gfns)
         self.vms[vid] = vm
         self.machine.add_vm(vid)
+        self.emit("vm_create", v=vid)
         return vm
 
+    def destroy_vm(self, vm: Vm) -> None:
+        """Tear a VM down: its shadow, then its memory (through the policies), then the VM."""
+        self.mmu.zap_vm(vm.id)
+        self.policy.release_all(vm)
+        self.mmu.flush_pending.discard(vm.id)
+        self.machine.remove_vm(vm.id)
+        del self.vms[vm.id]
+        if self._loaded is not None and self._loaded[0] == vm.id:
+            self._loaded = None
+        self.emit("vm_destroy", v=vm.id)
+
     # ---------------------------------------------------------------- guest-physical memory
-    def gfn_mfn(self, vm: Vm, gfn: int, populate: bool = True) -> int:
-        """The machine page behind a gfn; demand paging allocates one (zeroed) on first touch."""
-        if not 0 <= gfn < vm.nr_gfns:
-            raise IndexError(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
+    def gfn_mfn(self, vm: Vm, gfn: int) -> int:
+        """The machine page behind a gfn; without one, DMM's access violation: the policies demand-
+        page it, swap it in or take it back from the balloon (OutOfMemory when they cannot)."""
         mfn = vm.p2m.get(gfn)
         if mfn is None:
-            if not populate:
-                raise KeyError(gfn)
-            mfn = self.machine.allocate(vm.id)
-            if mfn is None:
-                raise OutOfMemory(f"no machine page for VM {vm.id} gfn {gfn:#x}")
-            self.cpu.write(mfn << x86.PAGE_SHIFT, bytes(x86.PAGE_SIZE))
-            vm.p2m[gfn] = mfn
+            if not 0 <= gfn < vm.nr_gfns:
+                raise IndexError(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
+            mfn = self.policy.fault_in(vm, gfn)
         return mfn
+
+    def peek(self, vm: Vm, gpa: int, n: int) -> bytes:
+        """Guest-physical bytes as the guest would read them, changing nothing (no demand paging,
+        no swap-in): what the abstraction and the harness read."""
+        gfn, off = gpa >> x86.PAGE_SHIFT, gpa & 0xFFF
+        if not 0 <= gfn < vm.nr_gfns or off + n > x86.PAGE_SIZE:
+            raise IndexError(f"gpa {gpa:#x}+{n} is outside one page of VM {vm.id}'s memory")
+        mfn = vm.p2m.get(gfn)
+        if mfn is not None:
+            return self.cpu.read((mfn << x86.PAGE_SHIFT) | off, n)
+        if gfn in vm.swapped:
+            return self.policy.swap.read(vm.swapped[gfn])[off:off + n]  # type: ignore[union-attr]
+        return bytes(n)
 
     def gpa_read(self, vm: Vm, gpa: int, n: int) -> bytes:
         out = b""
@@ -122,15 +156,23 @@ class Vmm:
             gpa, n = gpa + chunk, n - chunk
         return out
 
-    def gpa_write(self, vm: Vm, gpa: int, data: bytes) -> None:
-        """A write by the VMM on the guest's behalf (emulation, setup): guest tables it hits are
-        propagated to the shadow."""
+    def gpa_write(self, vm: Vm, gpa: int, data: bytes, *, walker: bool = False) -> None:
+        """A write by the VMM on the guest's behalf (an emulated store, the walker's A/D bits): guest
+        tables it hits are propagated to the shadow. Reported as guest_write (the guest's memory
+        changed), except for the walker's A/D bits, which guest_walk reports."""
+        start = gpa
         while data:
             chunk = min(len(data), x86.PAGE_SIZE - (gpa & 0xFFF))
             mfn = self.gfn_mfn(vm, gpa >> x86.PAGE_SHIFT)
+            if mfn in self.holders and self.machine.desc[mfn].status == SHARED:
+                mfn = self.policy.cow_break(vm, gpa >> x86.PAGE_SHIFT)  # the VMM writes a shared page too
+                if mfn is None:
+                    raise OutOfMemory(f"no page to break copy-on-write of VM {vm.id} gpa {gpa:#x}")
             self.cpu.write((mfn << x86.PAGE_SHIFT) | (gpa & 0xFFF), data[:chunk])
             self.mmu.guest_table_written(vm, gpa, chunk)
             gpa, data = gpa + chunk, data[chunk:]
+        if not walker:
+            self.emit("guest_write", v=vm.id, gpa=start)
 
     def read64(self, vm: Vm, gpa: int) -> int:
         return int.from_bytes(self.gpa_read(vm, gpa, 8), "little")
@@ -139,7 +181,11 @@ class Vmm:
     def load_cr3(self, vm: Vm, root_gfn: int) -> None:
         vm.cr3_gfn = root_gfn
         self.mmu.root(vm)
-        self.mmu.flush_pending.add(vm.id)  # a CR3 load flushes the TLB
+        # A CR3 load flushes the TLB: the CPU is reloaded (and flushed) before the guest runs again,
+        # which pays whatever flush the VM owed.
+        self._loaded = None
+        self.mmu.flush_pending.discard(vm.id)
+        self.emit("cr3_load", v=vm.id, r=root_gfn)
 
     def set_controls(self, vm: Vm, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
                      smap: bool | None = None) -> None:
@@ -149,13 +195,16 @@ class Vmm:
         new = (vm.wp if wp is None else wp, vm.nxe if nxe is None else nxe,
                vm.smep if smep is None else smep, vm.smap if smap is None else smap)
         if new != (vm.wp, vm.nxe, vm.smep, vm.smap):
-            self.mmu.zap_vm(vm.id)
+            self.mmu.zap_vm(vm.id)  # which owes the flush if any spte went
+        wp_changed = new[0] != vm.wp
         vm.wp, vm.nxe, vm.smep, vm.smap = new
-        self.mmu.flush_pending.add(vm.id)
+        if wp_changed:
+            self.emit("set_cr0_wp", v=vm.id, b=vm.wp)
 
     def invlpg(self, vm: Vm, gva: int) -> None:
         # Unicorn flushes the whole TLB or nothing; flushing more than asked is always allowed.
-        self.mmu.flush_pending.add(vm.id)
+        self._tlb_stale = True
+        self.emit("invlpg", v=vm.id, x=gva & ~0xFFF)
 
     # ---------------------------------------------------------------- guest accesses
     def access(self, vm: Vm, gva: int, acc: Access, *, user: bool = False, value: int = 0, ac: bool = False) -> Result:
@@ -173,6 +222,7 @@ class Vmm:
             if not out.fault:
                 self.stats["hits"] += 1
                 res.value = out.value
+                self.emit("hit", v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
                 return res
             if out.vector != 14:
                 return Result(True, gp=out.vector == 13)
@@ -191,44 +241,57 @@ class Vmm:
         if self._loaded != key:
             self.cpu.set_mode(root.paddr, mode)  # also flushes
             self._loaded = key
-            self.mmu.flush_pending.discard(vm.id)
-        elif vm.id in self.mmu.flush_pending:
+        elif vm.id in self.mmu.flush_pending or self._tlb_stale:
             self.cpu.flush_tlb()
-            self.mmu.flush_pending.discard(vm.id)
+        else:
+            return
+        self._tlb_stale = False
+        self.mmu.flush_pending.discard(vm.id)
+        self.emit("tlb_flush", v=vm.id)
 
     def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int) -> Result | None:
         """The VMM's #PF handler. None: the shadow was filled, retry. A Result: the access is over."""
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
+        ev = dict(v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
         try:
             w = walk(lambda a: self.read64(vm, a), lambda a, v: self._guest_ad_write(vm, a, v), cr3, gva, acc, mode)
-        except (IndexError, OutOfMemory):
+            bad_gfn = not w.fault and w.paddr >> x86.PAGE_SHIFT >= vm.nr_gfns
+        except IndexError:
+            bad_gfn = True
+        except OutOfMemory:  # a guest table could not be paged in
+            return Result(True, 0, gva, oom=True)
+        if bad_gfn:
+            self.emit("guest_fault", **ev)
             return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
         if w.fault:
             self.stats["guest_faults"] += 1
+            self.emit("guest_fault", **ev)
             return Result(True, w.error_code, gva, gp=w.gp)
+        self.emit("guest_walk", **ev)
         gfn = w.paddr >> x86.PAGE_SHIFT
-        if gfn >= vm.nr_gfns:
-            return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
         try:
             mfn = self.gfn_mfn(vm, gfn)
         except OutOfMemory:
             return Result(True, 0, gva, oom=True)
+        if (acc is Access.WRITE and self.machine.desc[mfn].status == SHARED and w.writable
+                and not self.mmu.write_protected(vm, gfn)):
+            mfn = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
+            if mfn is None:
+                return Result(True, 0, gva, oom=True)
         sp, access = self._shadow_path(vm, gva, w)
         rights = self.mmu.leaf_rights(vm, w, access, gfn, mfn, acc is Access.WRITE, user)
-        self.mmu.install_leaf(sp, x86.index(gva, 1), mfn, rights)
+        self.mmu.install_leaf(sp, x86.index(gva, 1), gfn, mfn, rights, bool(access & 1))
         self.stats["hidden_faults"] += 1
         if acc is Access.WRITE and not rights & x86.RW:
-            if self.machine.desc[mfn].status == SHARED and not self.mmu.write_protected(vm, gfn):
-                raise NotImplementedError("copy-on-write break belongs to the sharing policy")
-            # The guest may write but the shadow may not grant it (a guest table, or CR0.WP=0 with
-            # SMAP): the VMM performs the store.
+            # The guest may write but the shadow may not grant it (a guest table, a shared page
+            # under CR0.WP=0, or CR0.WP=0 with SMAP): the VMM performs the store.
             return self._emulate_write(vm, w.paddr, value)
         return None
 
     def _guest_ad_write(self, vm: Vm, gpa: int, value: int) -> None:
         # The walker sets the guest's A/D bits: a write into a guest table, propagated like any.
-        self.gpa_write(vm, gpa, value.to_bytes(8, "little"))
+        self.gpa_write(vm, gpa, value.to_bytes(8, "little"), walker=True)
 
     def _shadow_path(self, vm: Vm, gva: int, w: Any) -> tuple[Any, int]:
         """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva."""
@@ -258,11 +321,16 @@ class Vmm:
         return Result(False, emulated=True)
 
     # ---------------------------------------------------------------- the DMM mapping interface
+    # What the policies use; nothing else of the shadow is theirs.
     def unmap_gfn(self, vm: Vm, gfn: int) -> int | None:
         """Drop p2m(vm, gfn): every spte mapping it zapped through the rmap. Returns the mfn."""
         mfn = vm.p2m.pop(gfn, None)
         if mfn is not None:
             self.mmu.zap_mfn(vm.id, mfn)
+            refs = self.holders[mfn]
+            refs.discard((vm.id, gfn))
+            if not refs:
+                del self.holders[mfn]
         return mfn
 
     def map_gfn(self, vm: Vm, gfn: int, mfn: int) -> None:
@@ -270,17 +338,43 @@ class Vmm:
         if vm.p2m.get(gfn) is not None:
             self.unmap_gfn(vm, gfn)
         vm.p2m[gfn] = mfn
+        self.holders.setdefault(mfn, set()).add((vm.id, gfn))
 
     def remap_gfn(self, vm: Vm, gfn: int, mfn: int) -> int | None:
         old = self.unmap_gfn(vm, gfn)
-        vm.p2m[gfn] = mfn
+        self.map_gfn(vm, gfn, mfn)
         return old
+
+    def zap_gfn(self, vm: Vm, gfn: int) -> None:
+        """Every spte of the VM mapping the gfn's page zapped through the rmap; p2m stays."""
+        mfn = vm.p2m.get(gfn)
+        if mfn is not None:
+            self.mmu.zap_mfn(vm.id, mfn)
 
     def protect_gfn(self, vm: Vm, gfn: int) -> None:
         """Every spte mapping the gfn's page becomes read-only (any VM holding it)."""
         mfn = vm.p2m.get(gfn)
         if mfn is not None:
             self.mmu.protect_mfn(mfn)
+
+    def protect_mfn(self, mfn: int) -> None:
+        self.mmu.protect_mfn(mfn)
+
+    def young(self, mfn: int) -> bool:
+        """Was the page accessed through the shadow since the last ask? (clears the A bits)"""
+        return self.mmu.test_and_clear_young(mfn)
+
+    def is_page_table(self, vm: Vm, gfn: int) -> bool:
+        """The gfn holds a guest table some shadow page shadows (it may not be swapped or shared)."""
+        return self.mmu.write_protected(vm, gfn)
+
+    def read_frame(self, mfn: int) -> bytes:
+        return self.cpu.read(mfn << x86.PAGE_SHIFT, x86.PAGE_SIZE)
+
+    def write_frame(self, mfn: int, data: bytes) -> None:
+        if not self.machine.managed(mfn):
+            raise ValueError(f"mfn {mfn:#x} is not a DMM page")  # shadow tables are the MMU's alone
+        self.cpu.write(mfn << x86.PAGE_SHIFT, data)
 
     # ---------------------------------------------------------------- abstraction
     def abstract_state(self, gvas: list[int] | None = None, roots: list[int] | None = None) -> dict[str, Any]:
@@ -294,6 +388,8 @@ class Vmm:
             "pool": {mfn: m.pool_of(mfn) for mfn in touched},
             "descriptor": {mfn: (m.desc[mfn].status, m.desc[mfn].refcount, m.desc[mfn].owner) for mfn in touched},
             "p2m": {(v.id, g): mfn for v in self.vms.values() for g, mfn in v.p2m.items()},
+            "swap": {(v.id, g): s for v in self.vms.values() for g, s in v.swapped.items()},
+            "ballooned": sorted((v.id, g) for v in self.vms.values() for g in v.ballooned),
             "write_protected": sorted(self.mmu.shadowed),
             "flush_pending": sorted(self.mmu.flush_pending),
             "spte": {}, "rmap": {}, "spte_at": {},
@@ -321,9 +417,9 @@ class Vmm:
             for root in roots:
                 for gva in gvas:
                     try:
-                        w = walk(lambda a: self.read64(vm, a), None, root << x86.PAGE_SHIFT, gva, Access.READ,
-                                 probe, set_ad=False)
-                    except (IndexError, OutOfMemory):
+                        w = walk(lambda a: int.from_bytes(self.peek(vm, a, 8), "little"), None,
+                                 root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
+                    except IndexError:
                         continue
                     if w.fault:
                         continue
@@ -334,11 +430,8 @@ class Vmm:
 
     def _shadow_leaves(self, table: int, level: int, base: int) -> dict[int, tuple[int, int]]:
         leaves = {}
-        for idx in range(x86.ENTRIES):
-            if level == 4 and idx == 511:
-                continue
-            e = self.cpu.read64(table + 8 * idx)
-            if not e & x86.P:
+        for idx, e in enumerate(array("Q", self.cpu.read(table, x86.PAGE_SIZE))):
+            if not e & x86.P or (level == 4 and idx == 511):
                 continue
             va = base | (idx << x86.LEVEL_SHIFT[level])
             if level == 1:
@@ -348,4 +441,4 @@ class Vmm:
         return leaves
 
 
-__all__ = ["FREE", "MAPPED", "Result", "Vm", "Vmm"]
+__all__ = ["FREE", "MAPPED", "OutOfMemory", "Result", "Vm", "Vmm"]

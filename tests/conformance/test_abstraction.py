@@ -50,8 +50,8 @@ def test_a_vmm_bug_breaks_the_named_invariant(monkeypatch):
     u = universe(vmm, NR_GFNS, (PML4, ROOT2), tuple(GVAS))
     real = vmm.mmu.install_leaf
 
-    def forgetful(sp, idx, mfn, rights):
-        real(sp, idx, mfn, rights)
+    def forgetful(sp, idx, gfn, mfn, rights, guest_write):
+        real(sp, idx, gfn, mfn, rights, guest_write)
         vmm.mmu.rmap[mfn].discard((sp.mfn, idx))
 
     monkeypatch.setattr(vmm.mmu, "install_leaf", forgetful)
