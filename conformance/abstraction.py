@@ -47,7 +47,14 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     root_ix = {r: i for i, r in enumerate(u.roots)}
     gva_ix = {x: i for i, x in enumerate(u.gvas)}
     status_ix = {n: i for i, n in enumerate(it.spec.enums["pstatus"])}
-    values: dict[str, dict[tuple, Any]] = {name: {} for name in U.layout}
+    values: dict[str, list[Any]] = {}
+    for name, lay in U.layout.items():
+        res = lay.symbol.result
+        values[name] = [None if res.optional else (False if res.name == "bool" else 0)] * lay.size
+    strides = {name: lay.strides for name, lay in U.layout.items()}
+
+    def put(name: str, args: tuple[int, ...], value: Any) -> None:
+        values[name][sum(a * s for a, s in zip(args, strides[name]))] = value
 
     def mfn_ix(mfn: int) -> int | None:
         i = mfn - u.first_mfn
@@ -55,56 +62,53 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
 
     for v, flags in vm_flags.items():
         i = vm_ix[v]
-        values["live"][(i,)] = flags["live"]
-        values["cr0_wp"][(i,)] = flags["wp"]
-        values["cur_root"][(i,)] = root_ix.get(flags["cr3_gfn"])
-        values["flush_pending"][(i,)] = v in st["flush_pending"]
+        put("live", (i,), flags["live"])
+        put("cr0_wp", (i,), flags["wp"])
+        put("cur_root", (i,), root_ix.get(flags["cr3_gfn"]))
+        put("flush_pending", (i,), v in st["flush_pending"])
+    pools, descs = st["pool"], st["descriptor"]
     for m in range(u.nr_mfns):
-        pool = st["pool"].get(u.first_mfn + m, "vmm")
-        status, refcount, owner = st["descriptor"].get(u.first_mfn + m, ("free", 0, None))
-        values["vmm_pool"][(m,)] = pool == "vmm"
-        values["status"][(m,)] = status_ix[status]
-        values["refcount"][(m,)] = refcount
-        values["owner"][(m,)] = vm_ix.get(owner) if owner is not None else None
-        for v, i in vm_ix.items():
-            values["active"][(i, m)] = pool == f"active:{v}"
-            values["idle"][(i, m)] = pool == f"idle:{v}"
+        pool = pools.get(u.first_mfn + m, "vmm")
+        status, refcount, owner = descs.get(u.first_mfn + m, ("free", 0, None))
+        put("vmm_pool", (m,), pool == "vmm")
+        put("status", (m,), status_ix[status])
+        put("refcount", (m,), refcount)
+        put("owner", (m,), vm_ix.get(owner) if owner is not None else None)
+        kind, _, owner_id = pool.partition(":")
+        if kind in ("active", "idle") and int(owner_id) in vm_ix:
+            put(kind, (vm_ix[int(owner_id)], m), True)
     for (v, g), mfn in st["p2m"].items():
         if g < u.nr_gfns:
-            values["p2m"][(vm_ix[v], g)] = mfn_ix(mfn)
+            put("p2m", (vm_ix[v], g), mfn_ix(mfn))
     for (v, g), slot in st.get("swap", {}).items():
         if g < u.nr_gfns and slot < u.slots:
-            values["swap_slot"][(vm_ix[v], g)] = slot
-            values["slot_used"][(slot,)] = True
+            put("swap_slot", (vm_ix[v], g), slot)
+            put("slot_used", (slot,), True)
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:
-            values["ballooned"][(vm_ix[v], g)] = True
+            put("ballooned", (vm_ix[v], g), True)
     for v, g in st["write_protected"]:
         if g < u.nr_gfns:
-            values["gpt_page"][(vm_ix[v], g)] = True
-            values["write_protected"][(vm_ix[v], g)] = True
+            put("gpt_page", (vm_ix[v], g), True)
+            put("write_protected", (vm_ix[v], g), True)
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
             key = (vm_ix[v], root_ix[r], gva_ix[x])
-            values["gmap"][key] = gfn
+            put("gmap", key, gfn)
             for name, val in (("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a), ("g_dirty", d)):
-                values[name][key] = val
+                put(name, key, val)
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
             key = (vm_ix[v], root_ix[r], gva_ix[x])
-            values["spte"][key] = mfn_ix(mfn)
-            values["s_write"][key], values["s_user"][key], values["s_nx"][key] = w, us, nx
+            put("spte", key, mfn_ix(mfn))
+            put("s_write", key, w)
+            put("s_user", key, us)
+            put("s_nx", key, nx)
+    spte_at = st.get("spte_at", {})
     for mfn, refs in st["rmap"].items():
         m = mfn_ix(mfn)
         for ref in refs:
-            for key in st.get("spte_at", {}).get(tuple(ref), ()):
-                v, r, x = key
+            for v, r, x in spte_at.get(tuple(ref), ()):
                 if m is not None and r in root_ix and x in gva_ix:
-                    values["rmap"][(m, vm_ix[v], root_ix[r], gva_ix[x])] = True
-    entries = []
-    for name, lay in U.layout.items():
-        res = lay.symbol.result
-        default = None if res.optional else (False if res.name == "bool" else 0)
-        given = values[name]
-        entries.append(tuple(given.get(p, default) for p in U.points(name)))
-    return tuple(entries)
+                    put("rmap", (m, vm_ix[v], root_ix[r], gva_ix[x]), True)
+    return tuple(tuple(values[name]) for name in U.layout)

@@ -18,7 +18,7 @@ import ctypes
 import struct
 from dataclasses import dataclass
 
-from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.x86_const import (
     UC_CPU_X86_BROADWELL,
@@ -94,6 +94,10 @@ class Cpu:
         self.hole_base = phys_bytes - HOLE_PAGES * x86.PAGE_SIZE
         self._fault: Outcome | None = None
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        # A fetch must only fetch: the instruction at the guest address is translated (so the MMU
+        # checks execute rights) and then not run — whatever bytes the guest keeps there. The CPU's
+        # own code lives in the hole, above this range, so the hook costs nothing for loads and stores.
+        self.uc.hook_add(UC_HOOK_CODE, lambda uc, _a, _s, _d: uc.emu_stop(), begin=0, end=(1 << 47) - 1)
         self._build_hole()
         self._base_context = self.uc.context_save()
         self._ec_offset: int | None = None

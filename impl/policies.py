@@ -42,6 +42,7 @@ class Policies:
         self.budget = budget  # pages all VM pools may hold together; None: every DMM page
         self.reclaim_enabled = reclaim and swap is not None
         self._hand = 0  # the clock hand, an index into the DMM frames
+        self.fail_next_allocation = False  # injected: the next allocation finds no page at all
         self.stats = {"swap_outs": 0, "swap_ins": 0, "merges": 0, "cow_breaks": 0, "reclaims": 0, "ooms": 0}
 
     # ---------------------------------------------------------------- demand paging
@@ -70,6 +71,9 @@ class Policies:
     def _allocate(self, vm: "Vm") -> int | None:
         """A page for the VM: its idle pool first, then the VMM pool within the budget; when
         neither has one, reclaim once and retry."""
+        if self.fail_next_allocation:
+            self.fail_next_allocation = False
+            return None
         for _ in range(2):
             if len(self.machine.idle[vm.id]) or self._within_budget():
                 mfn = self.machine.allocate(vm.id)

@@ -254,8 +254,9 @@ class Vmm:
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
         ev = dict(v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
+        ad: list[tuple[int, int]] = []  # the walk's A/D writes, made once the walk is decided
         try:
-            w = walk(lambda a: self.read64(vm, a), lambda a, v: self._guest_ad_write(vm, a, v), cr3, gva, acc, mode)
+            w = walk(lambda a: self.read64(vm, a), lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
             bad_gfn = not w.fault and w.paddr >> x86.PAGE_SHIFT >= vm.nr_gfns
         except IndexError:
             bad_gfn = True
@@ -271,6 +272,8 @@ class Vmm:
         self.emit("guest_walk", **ev)
         gfn = w.paddr >> x86.PAGE_SHIFT
         try:
+            for addr, entry in ad:  # a write into a guest table, propagated like any
+                self.gpa_write(vm, addr, entry.to_bytes(8, "little"), walker=True)
             mfn = self.gfn_mfn(vm, gfn)
         except OutOfMemory:
             return Result(True, 0, gva, oom=True)
@@ -288,10 +291,6 @@ class Vmm:
             # under CR0.WP=0, or CR0.WP=0 with SMAP): the VMM performs the store.
             return self._emulate_write(vm, w.paddr, value)
         return None
-
-    def _guest_ad_write(self, vm: Vm, gpa: int, value: int) -> None:
-        # The walker sets the guest's A/D bits: a write into a guest table, propagated like any.
-        self.gpa_write(vm, gpa, value.to_bytes(8, "little"), walker=True)
 
     def _shadow_path(self, vm: Vm, gva: int, w: Any) -> tuple[Any, int]:
         """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva."""

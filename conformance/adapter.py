@@ -1,0 +1,126 @@
+"""The adapter API: how the harness drives a VMM implementation and reads it back.
+
+An adapter wraps one VMM. The harness calls `reset(config)` once per test case, then `step(op)`
+for each operation, and `abstract_state()` after every step. Everything crosses this boundary in
+implementation terms (VM ids, guest root gfns, gva addresses, gfns, mfns, slot numbers); the
+harness owns the mapping to spec elements (conformance/abstraction.py). docs/writing-an-adapter.md
+is the guide for a third party.
+
+- An Operation is named as the spec action it stands for (`swap_out`, `guest_map`, `shadow_hit`,
+  ...) with that action's *input* parameters; what the implementation chooses (the mfn it
+  allocated, the slot it used) it reports back in the Observation's events.
+- Events are the spec actions the implementation performed, in order, with implementation values:
+  ("demand_page", {"v": 0, "g": 5, "m": 17}). Two names are not spec actions: "hit" (an access the
+  hardware served without the VMM; the spec calls it shadow_hit or tlb_hit) and "guest_write" (the
+  guest's memory changed through the VMM: an emulated store).
+- An Observation also carries what the guest saw of an access (`AccessResult`) — judged against
+  the ideal machine — and, for reads of guest memory, `data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one test case runs on. Sizes are the spec's sort sizes; the adapter lays the guest out
+    so that these elements exist (vms 0..vms-1, gfns 0..gfns-1, `gvas` and `roots` as given)."""
+
+    vms: int = 2
+    gfns: int = 16
+    mfns: int = 24
+    slots: int = 4
+    roots: tuple[int, ...] = (0, 4)  # guest root gfns
+    gvas: tuple[int, ...] = tuple(0x400000 + 0x1000 * i for i in range(8))
+    budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
+    mutant: str | None = None  # a seeded bug to switch on (issue 8); None: the real VMM
+
+    def sizes(self) -> dict[str, int]:
+        return {"vm": self.vms, "gfn": self.gfns, "mfn": self.mfns, "root": len(self.roots),
+                "gva": len(self.gvas), "slot": self.slots}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
+                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "mutant": self.mutant}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> "Config":
+        return Config(vms=d["vms"], gfns=d["gfns"], mfns=d["mfns"], slots=d["slots"], roots=tuple(d["roots"]),
+                      gvas=tuple(d["gvas"]), budget=d.get("budget"), mutant=d.get("mutant"))
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One step asked of the implementation: a spec action's name and its input arguments, in
+    implementation values (`access`: "read" | "write" | "fetch"; plus `value` for stores)."""
+
+    action: str
+    args: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "args": self.args}
+
+
+@dataclass
+class AccessResult:
+    """What the guest saw of one access."""
+
+    fault: bool
+    error_code: int = 0
+    cr2: int | None = None
+    value: int | None = None  # the value a read returned
+    oom: bool = False  # the VMM could not serve it: no machine page
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fault": self.fault, "error_code": self.error_code, "cr2": self.cr2, "value": self.value,
+                "oom": self.oom}
+
+
+@dataclass
+class Observation:
+    events: list[Event] = field(default_factory=list)
+    access: AccessResult | None = None
+    # What the guest itself wrote to its memory for this operation (page-table edits, a store the
+    # operation made), as (vm, gpa, bytes): the ideal machine makes the same writes.
+    guest_writes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    note: str = ""  # free text for the trace (e.g. "refused: over budget")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the adapter can do. `operations`: the spec actions it accepts as operations (plus any
+    extra, non-spec operations such as raw page-table edits). `events`: it reports the spec actions
+    it performs (required for refinement checking). `guest_memory`: it can read guest-physical
+    memory without side effects (required for the observation oracle's A/D and data checks)."""
+
+    operations: frozenset[str]
+    events: bool = True
+    guest_memory: bool = True
+    mutants: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def reset(self, config: Config) -> None: ...
+
+    def step(self, op: Operation) -> Observation: ...
+
+    def abstract_state(self) -> dict[str, Any]:
+        """The DMM state in implementation terms (docs/writing-an-adapter.md lists the keys)."""
+        ...
+
+    def read_guest(self, vm: int, gpa: int, n: int) -> bytes:
+        """Guest-physical bytes as the guest would read them, changing nothing."""
+        ...
+
+
+class AdapterError(Exception):
+    """The adapter did something the harness cannot accept (wrong shape, unknown event)."""

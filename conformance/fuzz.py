@@ -1,0 +1,229 @@
+"""Differential fuzzing: a Hypothesis state machine whose rules are the spec's actions.
+
+Each test case resets the implementation, picks a swarm (a random subset of the operations, so
+that rare interactions are not drowned by common ones — Groce et al., "Swarm testing"), then draws
+operations: an action of the swarm, its inputs, kept only when the spec says the operation is
+legal in the current spec state (operations.Catalogue). Every step is judged by both oracles
+(runner.py); a Failure is shrunk by Hypothesis and the shrunk run's steps are the trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from .adapter import Adapter, Config, Operation
+from .operations import ACCESS_ACTIONS, EXTRA, Catalogue
+from .oracle import Failure
+from .runner import Runner, StepRecord
+
+# Store values: small, repeated (so pages become identical and get merged) and PTE-shaped (so a
+# store into a page table makes a mapping).
+VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
+GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
+# The operations every swarm keeps: without them nothing else happens.
+CORE = ("vm_create", "cr3_load", "guest_map") + ACCESS_ACTIONS
+WEIGHT = {"guest_walk": 6, "guest_map": 4, "guest_unmap": 1}
+
+
+@dataclass
+class CaseResult:
+    records: list[StepRecord]
+    failure: Failure | None = None
+
+
+@dataclass
+class FuzzResult:
+    impl: str
+    seed: int
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    coverage: Counter[str] = field(default_factory=Counter)
+    generated: Counter[str] = field(default_factory=Counter)  # operations asked, by name
+    guards: dict[str, Counter[str]] = field(default_factory=dict)  # action -> {"true": n, "false": n}
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds_in_impl: float = 0.0
+    seconds_in_oracle: float = 0.0
+    shrunk: list[StepRecord] = field(default_factory=list)
+    failure: Failure | None = None
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+class Choices:
+    """Decodes one drawn integer into choices. One Hypothesis draw per step keeps generation cheap
+    (a draw costs more than a whole spec step); shrinking the integer toward 0 shrinks every choice
+    toward the first one, and Hypothesis still shrinks the number of steps."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def take(self, k: int) -> int:
+        v, self.n = self.n % k, self.n // k
+        return v
+
+    def pick(self, seq: Any) -> Any:
+        return seq[self.take(len(seq))]
+
+
+class Drawer:
+    """One operation: its name from the swarm, its inputs in implementation values; kept only when
+    the spec says it is legal."""
+
+    def __init__(self, cat: Catalogue, config: Config, ops: list[str]) -> None:
+        self.cat, self.config = cat, config
+        self.access = list(cat.it.spec.enums["access"])
+        self.live_ix = cat.it.u.layout["live"].index
+        self.root_ix = cat.it.u.layout["cur_root"].index
+        self.ops = ops
+
+    def draw(self, c: Choices, swarm: list[str], s: Any, result: "FuzzResult") -> Operation | None:
+        live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
+        running = [v for v in live if s[self.root_ix][v] is not None]
+        for _ in range(4):  # a few tries before the step is skipped
+            name = c.pick(swarm)
+            vms = {"vm_create": [v for v in range(self.config.vms) if v not in live]}.get(
+                name, running if name in ACCESS_ACTIONS else live)
+            if not vms and (name != "share_scan" or not live):
+                continue
+            op = self._extra(c, name, vms) if name in EXTRA else self._spec_op(c, name, vms, s, result)
+            if op is not None:
+                return op
+        return None
+
+    def _value(self, c: Choices, t: str, vms: list[int]) -> tuple[Any, Any]:
+        """(implementation value, spec value) of one input."""
+        cfg = self.config
+        if t == "vm":
+            v = c.pick(vms)
+            return v, v
+        if t == "root":
+            i = c.take(len(cfg.roots))
+            return cfg.roots[i], i
+        if t == "gva":
+            i = c.take(len(cfg.gvas))
+            return cfg.gvas[i], i
+        if t == "gfn":
+            g = c.take(cfg.gfns)
+            return g, g
+        if t == "access":
+            i = c.take(len(self.access))
+            return self.access[i], i
+        b = bool(c.take(2))
+        return b, b
+
+    def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: "FuzzResult") -> Operation | None:
+        args, xs = {}, []
+        for p in self.cat.ops[name].inputs:
+            args[p.name], x = self._value(c, p.type.name, vms)
+            xs.append(x)
+        ok = self.cat.legal(s, name, tuple(xs))
+        result.guards.setdefault(name, Counter())["true" if ok else "false"] += 1
+        if not ok:
+            return None
+        if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
+            args["value"] = c.pick(VALUES)
+        return Operation(name, args)
+
+    def _extra(self, c: Choices, name: str, vms: list[int]) -> Operation:
+        cfg = self.config
+        if name == "share_scan":
+            return Operation(name, {})
+        args: dict[str, Any] = {"v": c.pick(vms)}
+        if name == "gpte_write":
+            args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4), bits=c.pick(GPTE_BITS),
+                        g=c.take(cfg.gfns))
+        else:
+            args.update(nxe=bool(c.take(2)), smep=bool(c.take(2)), smap=bool(c.take(2)))
+        return Operation(name, args)
+
+
+def make_machine(runner: Runner, cat: Catalogue, result: FuzzResult, steps: int,
+                 last: list[CaseResult]) -> type[RuleBasedStateMachine]:
+    ops = sorted(n for n in list(cat.ops) + list(EXTRA) if n in runner.adapter.capabilities().operations)
+    drawer = Drawer(cat, runner.config, ops)
+
+    class DmmMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            runner.reset()
+            last[:] = [CaseResult(runner.records)]
+            result.examples += 1
+            self.swarm: list[str] = []
+
+        @initialize(mask=st.integers(0, 2 ** len(ops) - 1))
+        def pick_swarm(self, mask: int) -> None:
+            chosen = [n for i, n in enumerate(ops) if n in CORE or mask >> i & 1]
+            self.swarm = [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
+
+        @rule(choice=st.integers(0, 2 ** 63 - 1))
+        def step(self, choice: int) -> None:
+            op = drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
+            if op is None:
+                return
+            result.generated[op.action] += 1
+            try:
+                runner.step(op)
+                result.steps += 1
+            except Failure as f:
+                last[0].failure = f
+                raise
+
+    return DmmMachine
+
+
+def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
+         examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
+         batch: int = 10, progress: Callable[[FuzzResult], None] | None = None) -> FuzzResult:
+    """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk)."""
+    adapter = adapter_factory()
+    runner = Runner(adapter, spec, config, step_timeout)
+    result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
+    if seconds is None and examples is None:
+        examples = 100
+    start = time.perf_counter()
+    cat = Catalogue(runner.judge.it, adapter.capabilities().operations)  # type: ignore[union-attr]
+    last: list[CaseResult] = []
+    n = 0
+    while True:
+        if seconds is not None and time.perf_counter() - start >= seconds:
+            break
+        if examples is not None and result.examples >= examples:
+            break
+        todo = batch if examples is None else min(batch, examples - result.examples)
+        machine = make_machine(runner, cat, result, steps_per_case, last)
+        seed(seed_ * 1_000_003 + n)(machine)
+        n += 1
+        try:
+            run_state_machine_as_test(machine, settings=settings(
+                max_examples=todo, stateful_step_count=steps_per_case, deadline=None, database=None,
+                suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False,
+                print_blob=False))
+        except Failure as f:
+            result.failure = f
+            result.shrunk = list(last[0].records) if last else []
+            break
+        except Flaky as e:  # the implementation answered the same steps differently: itself a finding
+            result.failure = Failure("crash", f"the implementation is not deterministic: {e}")
+            result.shrunk = list(last[0].records) if last else []
+            break
+        finally:
+            result.seconds = time.perf_counter() - start
+            result.seconds_in_impl, result.seconds_in_oracle = runner.timing.impl, runner.timing.oracle
+            result.coverage = runner.judge.coverage  # type: ignore[union-attr]
+            if progress:
+                progress(result)
+    result.seconds = time.perf_counter() - start
+    if hasattr(adapter, "close"):
+        adapter.close()  # type: ignore[attr-defined]
+    return result

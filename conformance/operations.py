@@ -1,0 +1,128 @@
+"""Operations derived from the spec: which parameters of each action the harness chooses (inputs)
+and which the implementation chooses (outputs: the mfn it allocates, the slot it uses), and when an
+operation is legal — some choice of outputs makes the spec action's guard true.
+
+Outputs are read off the guard where it pins them (`p2m(v, g) = m` makes m = p2m(v, g) for the
+chosen v, g); an output no guard pins is searched over its whole sort. Accesses leave the root to
+the guest (its current CR3). A few operations are not spec actions: raw page-table edits
+(`gpte_write`), CR4 changes (`set_cr4`) and one pass of the sharing scanner (`share_scan`); each
+is legal whenever its VM lives, and the harness judges what the implementation did in response.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmmcheck.model.interp import Interpreter
+from dmmcheck.model.state import State
+from dmmcheck.spec import ast as A
+
+ACCESS_ACTIONS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
+# What the implementation chooses, by action (everything else is the harness's to choose).
+OUTPUTS = {"demand_page": ("m",), "swap_in": ("s", "m"), "swap_out": ("m", "s"), "share_merge": ("m1", "m2"),
+           "cow_break": ("m", "n"), "balloon_inflate": ("m",), "balloon_inflate_swapped": ("s",),
+           "pool_grow": ("m",), "pool_shrink": ("m",), "share_rehome": ("m", "w", "g")}
+# One operation the implementation may answer with any of these actions (e.g. a balloon inflate
+# of a resident, swapped or absent gfn).
+ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped", "balloon_inflate_unmapped"),
+                "balloon_inflate_swapped": ("balloon_inflate_swapped",),
+                "balloon_inflate_unmapped": ("balloon_inflate_unmapped",),
+                "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom")}
+EXTRA = {"gpte_write": ("v", "r", "x"), "set_cr4": ("v",), "share_scan": ()}
+# Composite operations: legal when the VM lives; the implementation performs the steps that make
+# the spec action enabled first (vm_destroy: give every page back, then destroy).
+WHEN_LIVE = {"vm_destroy"} | set(EXTRA) | set(ACCESS_ACTIONS)
+# Only the VMM itself does these; they are judged when reported, never asked for.
+INTERNAL = {"shadow_fill", "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect_gpt", "tlb_flush",
+            "tlb_evict", "flush_request", "share_rehome"}
+
+
+@dataclass
+class OpSpec:
+    name: str
+    inputs: tuple[A.Binder, ...]  # the parameters the harness draws
+    # per alternative action: for each parameter, either ("in", i) an input, ("sym", name, [input
+    # positions]) the value of a state symbol, or ("any", domain size) a search
+    plans: list[tuple[str, list[tuple]]] = field(default_factory=list)
+
+
+class Catalogue:
+    def __init__(self, it: Interpreter, operations: frozenset[str]) -> None:
+        self.it = it
+        self.ops: dict[str, OpSpec] = {}
+        for name, act in it.spec.actions.items():
+            if name in INTERNAL or name not in operations:
+                continue
+            outs = set(OUTPUTS.get(name, ())) | ({"r"} if name in ACCESS_ACTIONS else set())
+            inputs = tuple(p for p in act.params if p.name not in outs)
+            spec = OpSpec(name, inputs)
+            for alt in ALTERNATIVES.get(name, (name,)):
+                if alt in it.spec.actions:
+                    spec.plans.append((alt, self._plan(alt, [p.name for p in inputs])))
+            self.ops[name] = spec
+        self._live = it.u.layout["live"].index
+        self._cur_root = it.u.layout["cur_root"].index
+
+    def _plan(self, action: str, inputs: list[str]) -> list[tuple]:
+        act = self.it.spec.actions[action]
+        pinned = _pins(act.guards)
+        plan = []
+        for p in act.params:
+            if p.name in inputs:
+                plan.append(("in", inputs.index(p.name)))
+            elif p.name in pinned and all(isinstance(a, A.Var) and a.name in inputs for a in pinned[p.name].args):
+                sym = pinned[p.name]
+                plan.append(("sym", sym.name, [inputs.index(a.name) for a in sym.args]))  # type: ignore[union-attr]
+            else:
+                plan.append(("any", self.it.u.domain_size(p.type)))
+        return plan
+
+    def legal(self, s: State, name: str, xs: tuple[Any, ...]) -> bool:
+        """Is the operation with these (spec-valued) inputs legal in s?"""
+        if name in WHEN_LIVE:
+            live = bool(xs) and s[self._live][xs[0]]
+            if name in ACCESS_ACTIONS:
+                return live and s[self._cur_root][xs[0]] is not None
+            return live if xs else any(s[self._live])
+        return any(self._witness(s, alt, plan, xs) is not None for alt, plan in self.ops[name].plans)
+
+    def _witness(self, s: State, action: str, plan: list[tuple], xs: tuple[Any, ...]) -> tuple | None:
+        fixed, search = [], []
+        for i, step in enumerate(plan):
+            if step[0] == "in":
+                fixed.append(xs[step[1]])
+            elif step[0] == "sym":
+                v = self.it.u.get(s, step[1], *(xs[j] for j in step[2]))
+                if v is None:
+                    return None
+                fixed.append(v)
+            else:
+                fixed.append(None)
+                search.append((i, range(step[1])))
+        for combo in itertools.product(*(r for _, r in search)):
+            args = list(fixed)
+            for (i, _), v in zip(search, combo):
+                args[i] = v
+            if self.it.is_enabled(s, action, tuple(args)):
+                return tuple(args)
+        return None
+
+
+def _pins(guards: list[A.Expr]) -> dict[str, A.Sym]:
+    """Parameters a guard conjunct equates with a symbol application: {"m": p2m(v, g)}."""
+    out: dict[str, A.Sym] = {}
+
+    def visit(e: A.Expr) -> None:
+        if isinstance(e, A.BinOp) and e.op == "and":
+            visit(e.left)
+            visit(e.right)
+        elif isinstance(e, A.BinOp) and e.op == "=":
+            for a, b in ((e.left, e.right), (e.right, e.left)):
+                b = b.arg if isinstance(b, A.Some) else b
+                if isinstance(a, A.Sym) and isinstance(b, A.Var):
+                    out.setdefault(b.name, a)
+    for g in guards:
+        visit(g)
+    return out

@@ -1,0 +1,311 @@
+"""The two oracles, judged at every step (DESIGN.md "Two oracles per step").
+
+Refinement. The implementation reports the spec actions it performed (its events). Starting from
+the spec state before the step, each event must be enabled (its guard holds) and is applied; the
+result must equal the implementation's abstracted state after the step, point for point. The
+implementation's own choices — the mfn it allocated, whether it zapped or upgraded an spte — are
+accepted exactly when the spec allows them. Two things are not the implementation's events:
+- the guest's own page-table edits (a guest store that changed its tables) are read from the
+  abstraction: each (vm, root, gva) whose guest mapping changed is a guest_map / guest_unmap step,
+  placed right after the last event that wrote guest memory (so fills that follow see the new
+  mapping, fills that precede the old);
+- the TLB is ghost state: the hardware's cannot be read, so the spec's own TLB stands in for it,
+  and a "hit" the hardware served is a shadow_hit if the spte allows it, else a tlb_hit.
+Then every invariant of the spec is evaluated on the abstracted state (incrementally), with blame.
+
+Observation. The ideal machine (ideal.py) makes every guest-visible change the operation makes, and
+every access must give one of the outcomes it allows: the value, fault or not, error code, CR2, the
+guest's A/D bits on the walk; guest memory is compared in full after every operation that could
+change it other than by a load.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from dmmcheck.model.incremental import IncrementalChecker
+from dmmcheck.model.interp import Interpreter
+from dmmcheck.model.state import State
+
+from .abstraction import Universe, to_spec_state
+from .adapter import AccessResult, Config, Observation, Operation
+from .ideal import PAGE, Ideal, Outcome
+
+GHOST = ("tlb", "tlb_write")
+MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
+                  "balloon_inflate_swapped", "balloon_inflate_unmapped"}
+GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
+NOT_SPEC = {"hit", "guest_write"}
+
+
+class Failure(Exception):
+    """A verdict against the implementation: kind is refinement | invariant | observation | crash
+    | timeout."""
+
+    def __init__(self, kind: str, message: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message, self.detail = kind, message, detail
+
+
+@dataclass
+class SpecStep:
+    action: str
+    args: tuple[Any, ...]
+    inferred: bool = False  # a guest edit read from the abstraction, not an event
+
+
+class Judge:
+    """What the oracles compile from the spec for one universe: built once, shared by every test case."""
+
+    def __init__(self, spec: Any, config: Config) -> None:
+        self.spec, self.config = spec, config
+        self.it = Interpreter(spec, config.sizes())
+        self.inc = IncrementalChecker(self.it)
+        self.coverage: Counter[str] = Counter()
+
+
+class Oracle:
+    def __init__(self, judge: Judge, first_mfn: int = 1) -> None:
+        config, spec = judge.config, judge.spec
+        self.config = config
+        self.it, self.inc = judge.it, judge.inc
+        self.u = self.it.u
+        self.au = Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots,
+                           config.gvas, config.slots)
+        self._init: State = self.it.initial_state()
+        self.state = self._init
+        self.ideal = Ideal(config.gfns)
+        self.coverage = judge.coverage
+        self._root_ix = {r: i for i, r in enumerate(config.roots)}
+        self._gva_ix = {x: i for i, x in enumerate(config.gvas)}
+        self._access = {n: i for i, n in enumerate(spec.enums["access"])}
+        self._lay = {n: self.u.layout[n] for n in self.u.layout}
+        self._flags: dict[int, dict[str, Any]] = {}
+
+    # ---------------------------------------------------------------- the abstraction
+    def abstract(self, st: dict[str, Any]) -> State:
+        first, count = st.get("mfns", (self.au.first_mfn, self.au.nr_mfns))
+        if (first, count) != (self.au.first_mfn, self.au.nr_mfns):
+            self.au = Universe(self.au.vms, self.au.nr_gfns, first, count, self.au.roots, self.au.gvas, self.au.slots)
+        return to_spec_state(self.it, self.au, st, st["vms"])
+
+    def start(self, st: dict[str, Any]) -> None:
+        self.state = self._init
+        impl = self.with_ghost(self.abstract(st), self.state)
+        if impl != self.state:
+            raise Failure("refinement", "the implementation's initial state is not the spec's initial state",
+                          self.u.show_diff(self.state, impl))
+        bad = self.it.check(impl)
+        if bad:
+            raise Failure("invariant", "; ".join(str(v) for v in bad))
+
+    def with_ghost(self, impl: State, spec: State) -> State:
+        s = list(impl)
+        for name in GHOST:
+            s[self._lay[name].index] = spec[self._lay[name].index]
+        return tuple(s)
+
+    # ---------------------------------------------------------------- refinement
+    def spec_args(self, name: str, args: dict[str, Any]) -> tuple[Any, ...] | None:
+        """An event's arguments as spec elements; None when it lies outside the universe (a gva
+        beyond the window, a root not in the configuration): not this harness's to judge."""
+        act = self.it.action(name).action
+        out = []
+        for p in act.params:
+            if p.name not in args:
+                raise Failure("refinement", f"event {name} lacks argument {p.name!r}: {args}")
+            v, t = args[p.name], p.type.name
+            if t == "vm":
+                x = v if 0 <= v < self.config.vms else None
+            elif t == "root":
+                x = self._root_ix.get(v)
+            elif t == "gva":
+                x = self._gva_ix.get(v)
+            elif t == "gfn":
+                x = v if 0 <= v < self.config.gfns else None
+            elif t == "mfn":
+                x = v - self.au.first_mfn
+                if not 0 <= x < self.au.nr_mfns:
+                    raise Failure("refinement", f"event {name}: {p.name}={v:#x} is not a DMM machine page")
+            elif t == "slot":
+                x = v if 0 <= v < self.config.slots else None
+            elif t == "access":
+                x = self._access[v]
+            else:
+                x = bool(v)
+            if x is None:
+                return None
+            out.append(x)
+        return tuple(out)
+
+    def refine(self, obs: Observation, impl: State) -> tuple[list[SpecStep], State]:
+        """The spec steps that explain the operation, and the state they reach (which carries the
+        ghost TLB and otherwise equals the implementation's); Failure if there are none."""
+        s, steps = self.state, []
+        events = obs.events
+        last_write = max((i for i, (n, a) in enumerate(events)
+                          if n in MEMORY_WRITERS or (n == "hit" and a.get("a") == "write")), default=len(events) - 1)
+        if last_write < 0:
+            s = self._guest_edits(s, impl, steps)
+        for i, (name, args) in enumerate(events):
+            if name == "hit":
+                s = self._hit(s, args, steps, i)
+            elif name != "guest_write":
+                if name not in self.it.actions:
+                    raise Failure("refinement", f"event {i}: {name!r} is not an action of the spec")
+                xs = self.spec_args(name, args)
+                if xs is not None:
+                    s = self._apply(s, name, xs, steps, f"event {i}")
+            if i == last_write:
+                s = self._guest_edits(s, impl, steps)
+        impl = self.with_ghost(impl, s)
+        if s != impl:
+            shown = ", ".join(f"{st.action}({self.it.show_args(st.action, st.args)})" for st in steps) or "nothing"
+            raise Failure("refinement", f"the implementation's state is not what the spec's steps [{shown}] make",
+                          self.u.show_diff(s, impl, "spec", "impl"))
+        return steps, s
+
+    def _apply(self, s: State, name: str, xs: tuple[Any, ...], steps: list[SpecStep], where: str,
+               inferred: bool = False) -> State:
+        if not self.it.is_enabled(s, name, xs):
+            after = self.it.apply(s, name, xs)
+            why = "; ".join(self.it.step_check(s, name, xs, after).problems)
+            raise Failure("refinement", f"{where}: {name}({self.it.show_args(name, xs)}) is not enabled", why)
+        steps.append(SpecStep(name, xs, inferred))
+        self.coverage[name] += 1
+        return self.it.apply(s, name, xs)
+
+    def _hit(self, s: State, args: dict[str, Any], steps: list[SpecStep], i: int) -> State:
+        xs = self.spec_args("shadow_hit", args)
+        if xs is None:
+            return s
+        for name in ("shadow_hit", "tlb_hit"):
+            if self.it.is_enabled(s, name, xs):
+                return self._apply(s, name, xs, steps, f"event {i}")
+        return self._apply(s, "shadow_hit", xs, steps, f"event {i} (a hit the hardware served)")
+
+    def _guest_edits(self, s: State, impl: State, steps: list[SpecStep]) -> State:
+        """The guest's own page-table edits: every (vm, root, gva) whose mapping differs."""
+        lays = [self._lay[n] for n in GMAP]
+        for k in range(lays[0].size):
+            now = tuple(impl[lay.index][k] for lay in lays)
+            if now == tuple(s[lay.index][k] for lay in lays):
+                continue
+            v, r, x = _unflatten(k, lays[0].domains)
+            if now[0] is None:
+                s = self._apply(s, "guest_unmap", (v, r, x), steps, "guest edit", True)
+            else:
+                s = self._apply(s, "guest_map", (v, r, x) + now, steps, "guest edit", True)
+        return s
+
+    def invariants(self, before: State, after: State) -> None:
+        bad = self.inc.check(before, after)
+        if bad:
+            raise Failure("invariant", "; ".join(f"{v.invariant} fails" for v in bad),
+                          "\n".join(str(v) for v in bad))
+
+    def check(self, op: Operation, obs: Observation, st: dict[str, Any], read_guest: Any) -> list[SpecStep]:
+        """Judge one step; on success the spec state moves to the implementation's."""
+        self.observe(op, obs, read_guest)
+        impl = self.abstract(st)
+        try:
+            steps, after = self.refine(obs, impl)
+        except Failure:
+            # A broken invariant names the property lost: the better verdict, when there is one.
+            # (The TLB is the spec's ghost; with the steps failed, an empty one is the safe stand-in.)
+            self.invariants(self.state, self.with_ghost(impl, self._init))
+            raise
+        self.invariants(self.state, after)
+        self.state = after
+        return steps
+
+    # ---------------------------------------------------------------- observation
+    def observe(self, op: Operation, obs: Observation, read_guest: Any) -> None:
+        a, ideal = op.args, self.ideal
+        for name, args in obs.events:
+            if name == "vm_create":
+                ideal.create(args["v"])
+            elif name.startswith("balloon_inflate") and args["v"] in ideal.vms:
+                ideal.vms[args["v"]].mem.zero(args["g"])  # the guest gave the page up: its content is gone
+        for v, gpa, data in obs.guest_writes:
+            ideal.vms[v].mem.mem[gpa:gpa + len(data)] = data
+        vm = ideal.vms.get(a.get("v"))  # type: ignore[arg-type]
+        if op.action == "cr3_load" and vm is not None:
+            vm.cr3 = a["r"]
+            vm.flush()
+        elif op.action == "set_cr0_wp" and vm is not None:
+            vm.ctl.wp = a["b"]
+        elif op.action == "set_cr4" and vm is not None:
+            vm.ctl.nxe, vm.ctl.smep, vm.ctl.smap = a["nxe"], a["smep"], a["smap"]
+        elif op.action == "invlpg" and vm is not None:
+            vm.invlpg(a["x"])
+        elif obs.access is not None and vm is not None:
+            self._judge_access(op, obs.access, read_guest)
+        if any(n == "vm_destroy" for n, _ in obs.events):
+            ideal.destroy(a["v"])
+        if obs.access is None or a.get("a") != "read":
+            self.compare_memory(read_guest)
+
+    def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any) -> None:
+        a = op.args
+        v, x, acc, user, value = a["v"], a["x"], a["a"], a["u"], a.get("value", 0)
+        vm = self.ideal.vms[v]
+        if got.oom:
+            return  # the VMM had no page to serve it: an out-of-memory result, not a translation
+        cands = vm.candidates(x, acc, user)
+        for o, t, used in cands:
+            if o.fault != got.fault or (o.fault and (o.error_code, o.cr2) != (got.error_code, got.cr2)):
+                continue
+            if not o.fault and acc == "read" and vm.mem.read64(o.paddr) != got.value:  # type: ignore[arg-type]
+                continue
+            if not o.fault and acc == "write" and len(cands) > 1 and \
+                    read_guest(v, o.paddr, 8) != (value & (1 << 64) - 1).to_bytes(8, "little"):
+                continue
+            vm.commit(x, acc, o, t, used, value)
+            self._check_ad(v, o, read_guest)
+            return
+        want = _show_outcome(cands[0][0], acc, vm.mem.read64(cands[0][0].paddr) if not cands[0][0].fault else None)
+        raise Failure("observation", f"{acc} of gva {x:#x} by VM {v} ({'user' if user else 'supervisor'}): "
+                      f"the guest saw {_show_result(got)}, the ideal machine allows {want}"
+                      + (f" (or {len(cands) - 1} stale TLB outcome(s))" if len(cands) > 1 else ""))
+
+    def _check_ad(self, v: int, o: Outcome, read_guest: Any) -> None:
+        mem = self.ideal.vms[v].mem
+        for addr in o.touched:
+            want, got = mem.read64(addr), int.from_bytes(read_guest(v, addr, 8), "little")
+            if want != got:
+                raise Failure("observation", f"VM {v}: the guest's page-table entry at gpa {addr:#x} is "
+                              f"{got:#x}, the ideal machine's is {want:#x} (A/D bits)")
+
+    def compare_memory(self, read_guest: Any) -> None:
+        for v, vm in self.ideal.vms.items():
+            for g in range(self.config.gfns):
+                want = bytes(vm.mem.mem[g * PAGE:(g + 1) * PAGE])
+                got = read_guest(v, g * PAGE, PAGE)
+                if want != got:
+                    off = next(i for i in range(PAGE) if want[i] != got[i]) & ~7
+                    raise Failure("observation", f"VM {v} gfn {g}: guest memory differs from the ideal machine's "
+                                  f"at gpa {g * PAGE + off:#x}: {int.from_bytes(got[off:off + 8], 'little'):#x} "
+                                  f"instead of {int.from_bytes(want[off:off + 8], 'little'):#x}")
+
+
+def _unflatten(k: int, domains: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for d in reversed(domains):
+        out.append(k % d)
+        k //= d
+    return tuple(reversed(out))
+
+
+def _show_outcome(o: Outcome, acc: str, value: int | None) -> str:
+    if o.fault:
+        return f"#PF error code {o.error_code:#x} CR2 {o.cr2:#x}"
+    return f"success, value {value:#x}" if acc == "read" else "success"
+
+
+def _show_result(r: AccessResult) -> str:
+    if r.fault:
+        return f"#PF error code {r.error_code:#x} CR2 {r.cr2:#x}" if r.cr2 is not None else f"a fault ({r.error_code:#x})"
+    return f"success, value {r.value:#x}" if r.value is not None else "success"

@@ -1,0 +1,122 @@
+"""One conformance run: reset the implementation, then for each operation step it, read it back,
+and judge the step with both oracles. The fuzzer and `dmm replay` both drive this loop.
+
+The implementation is untrusted: an exception, a wrong shape or a hang (past the per-step
+timeout) becomes a Failure of kind crash or timeout naming the step; the harness goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .adapter import Adapter, Config, Observation, Operation
+from .oracle import Failure, Judge, Oracle, SpecStep
+
+
+@dataclass
+class StepRecord:
+    index: int
+    op: Operation
+    observation: Observation
+    spec_steps: list[SpecStep]
+
+    def to_json(self, oracle: Oracle) -> dict[str, Any]:
+        return {"step": self.index, "action": self.op.action, "args": self.op.args,
+                "impl": [[n, a] for n, a in self.observation.events],
+                "spec": [f"{s.action}({oracle.it.show_args(s.action, s.args)})" for s in self.spec_steps],
+                "access": self.observation.access.to_json() if self.observation.access else None,
+                "note": self.observation.note}
+
+
+@dataclass
+class Timing:
+    impl: float = 0.0  # in the adapter: steps and abstract_state
+    oracle: float = 0.0  # spec interpreter, invariants, ideal machine
+
+
+class _StepTimeout(Exception):
+    pass
+
+
+def _on_alarm(_sig: int, _frame: Any) -> None:
+    raise _StepTimeout()
+
+
+@dataclass
+class Runner:
+    adapter: Adapter
+    spec: Any
+    config: Config
+    step_timeout: float = 10.0
+    timing: Timing = field(default_factory=Timing)
+    records: list[StepRecord] = field(default_factory=list)
+    oracle: Oracle | None = None
+    judge: Judge | None = None
+
+    def __post_init__(self) -> None:
+        self.judge = Judge(self.spec, self.config)
+
+    def reset(self) -> None:
+        self.records = []
+        self._guarded(lambda: self.adapter.reset(self.config), "reset")
+        st = self._guarded(self.adapter.abstract_state, "abstract_state after reset")
+        self.oracle = Oracle(self.judge, _first_mfn(st))  # type: ignore[arg-type]
+        self._judge(lambda: self.oracle.start(st))  # type: ignore[union-attr]
+
+    def step(self, op: Operation) -> StepRecord:
+        assert self.oracle is not None, "reset first"
+        t0 = time.perf_counter()
+        obs = self._guarded(lambda: self.adapter.step(op), f"step {len(self.records)} ({op.action})")
+        if not isinstance(obs, Observation):
+            raise Failure("crash", f"step {len(self.records)} ({op.action}) returned {type(obs).__name__}, "
+                          "not an Observation")
+        st = self._guarded(self.adapter.abstract_state, f"abstract_state after step {len(self.records)}")
+        t1 = time.perf_counter()
+        rec = StepRecord(len(self.records), op, obs, [])
+        self.records.append(rec)
+        try:
+            rec.spec_steps = self._judge(lambda: self.oracle.check(op, obs, st, self.adapter.read_guest))  # type: ignore[union-attr]
+        finally:
+            self.timing.impl += t1 - t0
+            self.timing.oracle += time.perf_counter() - t1
+        return rec
+
+    def _judge(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Failure:
+            raise
+        except Exception as e:  # the adapter's data broke the oracle: the adapter's fault, reported
+            raise Failure("crash", f"the harness could not read the implementation's state: "
+                          f"{type(e).__name__}: {e}", traceback.format_exc(limit=-4)) from None
+
+    def _guarded(self, fn: Callable[[], Any], what: str) -> Any:
+        timed = self.step_timeout > 0 and threading.current_thread() is threading.main_thread()
+        if timed:
+            old = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
+        try:
+            return fn()
+        except _StepTimeout:
+            raise Failure("timeout", f"{what} did not return within {self.step_timeout:g} s") from None
+        except Failure:
+            raise
+        except Exception as e:
+            raise Failure("crash", f"{what} raised {type(e).__name__}: {e}",
+                          traceback.format_exc(limit=-4)) from None
+        finally:
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+
+
+def _first_mfn(st: Any) -> int:
+    try:
+        return int(st["mfns"][0])
+    except (KeyError, TypeError, IndexError, ValueError):
+        return 1

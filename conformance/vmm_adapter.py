@@ -1,0 +1,156 @@
+"""The adapter for the bundled VMM (impl/): the only module of conformance/ that imports impl.
+
+The guest is played here. Guest layout: root r (a gfn) is the PML4; its PDPT, PD and PT are the
+next three gfns; every gva of the configuration lies under that one PT. `guest_map` writes the
+leaf (and the upper entries it needs) as the guest's own stores, which the VMM traps when the table
+is shadowed. Page-table edits are reported as guest writes so the ideal machine makes them too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dmmcheck.impl import x86
+from dmmcheck.impl.vmm import OutOfMemory, Vmm
+from dmmcheck.impl.x86 import Access
+
+from .adapter import AccessResult, Capabilities, Config, Observation, Operation
+from .mutants import MUTANTS, apply_mutant
+
+UPPER = x86.P | x86.RW | x86.US | x86.A
+ACCESS_OPS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
+OPERATIONS = frozenset(ACCESS_OPS + (
+    "vm_create", "vm_destroy", "cr3_load", "set_cr0_wp", "guest_map", "guest_unmap", "invlpg",
+    "demand_page", "swap_in", "oom", "swap_out", "swap_full", "swap_io_error", "share_merge", "cow_break",
+    "balloon_inflate", "balloon_inflate_unmapped", "balloon_inflate_swapped", "balloon_deflate",
+    "pool_grow", "pool_shrink",
+    "gpte_write", "set_cr4", "share_scan",  # not spec actions: the guest's raw edits, CR4, the scanner
+))
+
+
+class BundledVmm:
+    """Adapter over dmmcheck.impl.vmm.Vmm."""
+
+    name = "dmmcheck.conformance.vmm_adapter:BundledVmm"
+
+    def __init__(self) -> None:
+        self.vmm: Vmm | None = None
+        self.config = Config()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS))
+
+    def reset(self, config: Config) -> None:
+        if self.vmm is not None and self.vmm.policy.swap is not None:
+            self.vmm.policy.swap.close()
+        self.config = config
+        tables = {x >> 21 for x in config.gvas}
+        if len(tables) != 1:
+            raise ValueError("the bundled adapter keeps every gva under one page table (one 2 MiB region)")
+        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget)
+        self.vmm.events = []
+        apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
+
+    # ---------------------------------------------------------------- steps
+    def step(self, op: Operation) -> Observation:
+        assert self.vmm is not None, "reset first"
+        vmm, a = self.vmm, op.args
+        vmm.events = []
+        obs = Observation()
+        name = op.action
+        vm = vmm.vms.get(a["v"]) if "v" in a else None
+        try:
+            if name == "vm_create":
+                vmm.create_vm(self.config.gfns, a["v"])
+            elif name == "vm_destroy":
+                vmm.destroy_vm(vm)
+            elif name == "cr3_load":
+                vmm.load_cr3(vm, a["r"])
+            elif name == "set_cr0_wp":
+                vmm.set_controls(vm, wp=a["b"])
+            elif name == "set_cr4":
+                vmm.set_controls(vm, nxe=a["nxe"], smep=a["smep"], smap=a["smap"])
+            elif name == "guest_map":
+                leaf = (a["g"] << x86.PAGE_SHIFT) | x86.P | (x86.RW if a["w"] else 0) | (x86.US if a["u"] else 0) \
+                    | (x86.XD if a["nx"] else 0) | (x86.A if a["a"] else 0) | (x86.D if a["d"] else 0)
+                self._edit(vm, a["r"], a["x"], 1, leaf, obs)
+            elif name == "guest_unmap":
+                self._edit(vm, a["r"], a["x"], 1, 0, obs)
+            elif name == "gpte_write":
+                self._edit(vm, a["r"], a["x"], a["level"], (a["g"] << x86.PAGE_SHIFT) | a["bits"], obs)
+            elif name in ACCESS_OPS:
+                obs.access = self._access(vm, a, obs)
+            elif name == "invlpg":
+                vmm.invlpg(vm, a["x"])
+            elif name in ("demand_page", "swap_in"):
+                vmm.gfn_mfn(vm, a["g"])
+            elif name == "oom":
+                vmm.policy.fail_next_allocation = True
+                vmm.gfn_mfn(vm, a["g"])
+            elif name in ("swap_out", "swap_full", "swap_io_error"):
+                if name != "swap_out" and vmm.policy.swap is not None:
+                    vmm.policy.swap.inject("full" if name == "swap_full" else "io")
+                vmm.policy.swap_out(vm, a["g"])
+                if vmm.policy.swap is not None:
+                    vmm.policy.swap.inject(None)
+            elif name == "share_merge":
+                vmm.policy.share_pair(vmm.vms[a["v1"]], a["g1"], vmm.vms[a["v2"]], a["g2"])
+            elif name == "share_scan":
+                vmm.policy.scan()
+            elif name == "cow_break":
+                data = a["value"].to_bytes(8, "little")
+                vmm.gpa_write(vm, a["g"] << x86.PAGE_SHIFT, data)
+                obs.guest_writes.append((a["v"], a["g"] << x86.PAGE_SHIFT, data))
+            elif name.startswith("balloon_inflate"):
+                vmm.policy.balloon_inflate(vm, a["g"])
+            elif name == "balloon_deflate":
+                vmm.policy.balloon_deflate(vm, a["g"])
+            elif name == "pool_grow":
+                vmm.policy.pool_grow(vm)
+            elif name == "pool_shrink":
+                vmm.policy.pool_shrink(vm)
+            else:
+                raise ValueError(f"unknown operation {name!r}")
+        except OutOfMemory as e:
+            obs.note = f"out of memory: {e}"
+        obs.events = vmm.events
+        vmm.events = []
+        return obs
+
+    def _edit(self, vm: Any, root: int, gva: int, level: int, entry: int, obs: Observation) -> None:
+        """The guest writes one entry on gva's path in root's tables (and the upper entries above it
+        that are not there yet). Each store that happened is reported."""
+        for lvl in (4, 3, 2, 1):
+            table = root + (4 - lvl)
+            gpa = (table << x86.PAGE_SHIFT) + 8 * x86.index(gva, lvl)
+            value = entry if lvl == level else (table + 1) << x86.PAGE_SHIFT | UPPER
+            current = int.from_bytes(self.vmm.peek(vm, gpa, 8), "little")  # type: ignore[union-attr]
+            if lvl == level or not current & x86.P:
+                if current != value:
+                    data = value.to_bytes(8, "little")
+                    self.vmm.gpa_write(vm, gpa, data)  # type: ignore[union-attr]
+                    obs.guest_writes.append((vm.id, gpa, data))
+            if lvl == level:
+                return
+
+    def _access(self, vm: Any, a: dict[str, Any], obs: Observation) -> AccessResult:
+        acc = Access(a["a"])
+        r = self.vmm.access(vm, a["x"], acc, user=a["u"], value=a.get("value", 0))  # type: ignore[union-attr]
+        return AccessResult(r.fault, r.error_code, r.cr2, r.value, r.oom)
+
+    # ---------------------------------------------------------------- reading back
+    def abstract_state(self) -> dict[str, Any]:
+        assert self.vmm is not None
+        st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots))
+        st["vms"] = {v: ({"live": True, "cr3_gfn": vm.cr3_gfn, "wp": vm.wp} if (vm := self.vmm.vms.get(v))
+                         else {"live": False, "cr3_gfn": None, "wp": True}) for v in range(self.config.vms)}
+        return st
+
+    def read_guest(self, vm: int, gpa: int, n: int) -> bytes:
+        assert self.vmm is not None
+        return self.vmm.peek(self.vmm.vms[vm], gpa, n)
+
+    def close(self) -> None:
+        if self.vmm is not None and self.vmm.policy.swap is not None:
+            self.vmm.policy.swap.close()
