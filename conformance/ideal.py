@@ -145,15 +145,28 @@ class IdealVm:
                 out.append((Outcome(False, paddr=t.paddr_base | (gva & (PAGE - 1))), t, []))
         return out
 
+    def ad_writes(self, acc: str, used: list) -> dict[int, int]:
+        """The A/D bits a successful fresh walk sets: {entry address: new entry}."""
+        out = {}
+        for i, (addr, e) in enumerate(used):
+            new = e | A | (D if acc == "write" and i == len(used) - 1 else 0)
+            if new != e:
+                out[addr] = new
+        return out
+
+    def load(self, o: Outcome, acc: str, used: list) -> int:
+        """What a load through outcome o returns: the walk's A/D writes come first (a page table
+        read through a mapping of itself sees its own A bit)."""
+        assert o.paddr is not None
+        return self.ad_writes(acc, used).get(o.paddr, self.mem.read64(o.paddr))
+
     def commit(self, gva: int, acc: str, o: Outcome, t: Translation | None, used: list, value: int) -> Outcome:
         """Perform the chosen outcome: A on every entry used and D on the leaf of a write (a fresh
         walk only), cache the translation, do the load or store."""
         if o.fault:
             return o
-        for i, (addr, e) in enumerate(used):
-            new = e | A | (D if acc == "write" and i == len(used) - 1 else 0)
-            if new != self.mem.read64(addr):
-                self.mem.write64(addr, new)
+        for addr, new in self.ad_writes(acc, used).items():
+            self.mem.write64(addr, new)
         if t is not None:
             self.tlb.setdefault(gva & ~(PAGE - 1), set()).add(t)
         assert o.paddr is not None

@@ -258,7 +258,7 @@ class Oracle:
         for o, t, used in cands:
             if o.fault != got.fault or (o.fault and (o.error_code, o.cr2) != (got.error_code, got.cr2)):
                 continue
-            if not o.fault and acc == "read" and vm.mem.read64(o.paddr) != got.value:  # type: ignore[arg-type]
+            if not o.fault and acc == "read" and vm.load(o, acc, used) != got.value:
                 continue
             if not o.fault and acc == "write" and len(cands) > 1 and \
                     read_guest(v, o.paddr, 8) != (value & (1 << 64) - 1).to_bytes(8, "little"):
@@ -266,7 +266,8 @@ class Oracle:
             vm.commit(x, acc, o, t, used, value)
             self._check_ad(v, o, read_guest)
             return
-        want = _show_outcome(cands[0][0], acc, vm.mem.read64(cands[0][0].paddr) if not cands[0][0].fault else None)
+        fresh, _, used = cands[0]
+        want = _show_outcome(fresh, acc, vm.load(fresh, acc, used) if not fresh.fault else None)
         raise Failure("observation", f"{acc} of gva {x:#x} by VM {v} ({'user' if user else 'supervisor'}): "
                       f"the guest saw {_show_result(got)}, the ideal machine allows {want}"
                       + (f" (or {len(cands) - 1} stale TLB outcome(s))" if len(cands) > 1 else ""))

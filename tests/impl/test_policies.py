@@ -185,7 +185,21 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
         write(vmm, vm, i, 0xF000 + i, 0x800)
     vmm.events = []
     slots = {}
+    swap = vmm.policy.swap
+    real_write = swap.write
+    current: list[int] = []
+    mapped_at_write = []
+
+    def write_slot(slot: int, data: bytes) -> None:
+        # When the slot is written the guest must no longer reach the page (a store racing with the
+        # write would be lost): no spte maps it any more.
+        sptes_now = vmm.abstract_state(gvas=list(GVAS))["spte"].values()
+        mapped_at_write.append(any(e[0] == current[-1] for e in sptes_now))
+        real_write(slot, data)
+
+    swap.write = write_slot
     for i in range(4):
+        current.append(vm.p2m[gfn(i)])
         g, mfn = gfn(i), vm.p2m[gfn(i)]
         assert gva(i) in sptes(vmm, vm)
         assert vmm.policy.swap_out(vm, g)
@@ -198,6 +212,8 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
         d = vmm.machine.desc[mfn]
         assert vmm.machine.pool_of(mfn) == f"idle:{vm.id}" and (d.status, d.refcount) == ("reserved", 0)
         assert vm.id in vmm.mmu.flush_pending
+    assert mapped_at_write == [False] * 4
+    swap.write = real_write
     assert len({s for s, _ in slots.values()}) == 4
     with open(vmm.policy.swap.path, "rb") as f:
         disk = f.read()
@@ -391,7 +407,8 @@ def test_a_guest_write_to_a_shared_page_breaks_copy_on_write():
     for vm in (a, b, c):
         read(vmm, vm, 0)  # read-only sptes everywhere
     vmm.events = []
-    write(vmm, b, 0, 0x9999)  # the writer gets its own copy
+    r = vmm.access(b, gva(0), Access.WRITE, value=0x9999)  # the writer gets its own copy,
+    assert not r.fault and not r.emulated  # writable in the shadow at once: the store runs on the CPU
     n = b.p2m[gfn(0)]
     assert n != m and events(vmm, "cow_break") == [{"v": b.id, "g": gfn(0), "m": m, "n": n}]
     assert (vmm.machine.desc[m].refcount, vmm.machine.desc[m].status) == (2, "shared")
