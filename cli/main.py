@@ -43,8 +43,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """The main job: prove every obligation, explore the default bound, one summary table.
-    Exit 0 when everything passed; otherwise the first failing stage's status."""
+    """The main job: prove every obligation, explore the default bound, fuzz the bundled VMM, one
+    summary table. Exit 0 when everything passed; otherwise the first failing stage's status."""
     from rich.console import Console
     from rich.table import Table
 
@@ -78,14 +78,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif not r.complete:
         detail += f"; incomplete ({r.stopped_by})"
     table.add_row("explore", "[green]passed[/]" if explore_ok else "[red]failed[/]", f"{r.seconds:.1f}", detail)
-    table.add_row("fuzz", "[yellow]not run[/]", "", "the conformance harness (dmm fuzz) is not built yet")
+    fuzz_ok = True
+    if args.spec is None:  # the bundled VMM conforms to the bundled spec; another spec has no implementation here
+        from dmmcheck.conformance.cli import DEFAULT_IMPL, run_fuzz
+        from dmmcheck.conformance.report import show_failure
+
+        fargs = argparse.Namespace(impl=DEFAULT_IMPL, seconds=args.fuzz_seconds, examples=None, seed=0, steps=40,
+                                   step_timeout=10.0, mutant=None, trace_dir="dmm-traces")
+        fr, trace = run_fuzz(spec, fargs, err)
+        fuzz_ok = fr.failure is None
+        never = [a for a in spec.actions if not fr.coverage.get(a)]
+        detail = (f"{fr.steps} steps, {fr.examples} cases, {fr.steps_per_second:.0f} steps/s on the bundled VMM"
+                  + (f"; never exercised: {', '.join(never)}" if never else ""))
+        if fr.failure is not None:
+            detail = f"{fr.failure.kind}: {fr.failure.message}; trace {trace}"
+        table.add_row("fuzz", "[green]passed[/]" if fuzz_ok else "[red]failed[/]", f"{fr.seconds:.1f}", detail)
+    else:
+        table.add_row("fuzz", "[yellow]not run[/]", "", "no implementation of this spec (dmm fuzz --impl)")
     out.print(table)
     for res in results:
         if res.status != "proved":
             out.print(f"  {res.status}: {res.name} {res.reason}")
+    if args.spec is None and not fuzz_ok:
+        show_failure(out, fr.shrunk, fr.failure, seed=0, trace=trace)  # type: ignore[arg-type]
     if prove_status:
         return prove_status
-    return 0 if explore_ok else 1
+    return 0 if explore_ok and fuzz_ok else 1
 
 
 EXIT_VIOLATION = 1
@@ -192,6 +210,23 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return exit_status(results)
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    """Differential fuzzing of an implementation against the spec. Exit 0 no failure, 1 a
+    failure, 2 bad input, 4 a spec error."""
+    from dmmcheck.conformance import cli
+
+    spec = _load_or_report(args.spec)
+    return EXIT_PROVE_SPEC_ERROR if spec is None else cli.cmd_fuzz(spec, args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-run a saved trace; the same verdict. Exit 0 pass, 1 failure, 2 bad input, 4 spec error."""
+    from dmmcheck.conformance import cli
+
+    spec = _load_or_report(args.spec)
+    return EXIT_PROVE_SPEC_ERROR if spec is None else cli.cmd_replay(spec, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
 
@@ -224,7 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
     sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where BMC traces are written")
-    add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
+    sp = add("fuzz", cmd_fuzz, "differential fuzzing of a VMM implementation against the spec")
+    from dmmcheck.conformance.cli import add_arguments
+
+    add_arguments(sp)
+    sp = sub.add_parser("replay", help="re-run a saved trace on an implementation",
+                        description="re-run a saved trace on an implementation, deterministically")
+    sp.set_defaults(fn=cmd_replay)
+    sp.add_argument("trace", metavar="TRACE", help="a dmm-trace/1 file (from dmm fuzz or dmm prove --bmc)")
+    sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
+    sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
+    sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
+    sp.add_argument("--fuzz-seconds", type=float, default=60.0, metavar="N",
+                    help="how long to fuzz the bundled VMM (default 60)")
     return p
 
 

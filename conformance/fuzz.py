@@ -30,7 +30,7 @@ VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
 GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
 # The operations every swarm keeps: without them nothing else happens.
 CORE = ("vm_create", "cr3_load", "guest_map") + ACCESS_ACTIONS
-WEIGHT = {"guest_walk": 6, "guest_map": 4, "guest_unmap": 1}
+WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2}
 
 
 @dataclass
@@ -54,6 +54,7 @@ class FuzzResult:
     seconds_in_oracle: float = 0.0
     shrunk: list[StepRecord] = field(default_factory=list)
     failure: Failure | None = None
+    it: Any = None  # the interpreter the oracles used (names spec steps in traces)
 
     @property
     def steps_per_second(self) -> float:
@@ -130,7 +131,17 @@ class Drawer:
         ok = self.cat.legal(s, name, tuple(xs))
         result.guards.setdefault(name, Counter())["true" if ok else "false"] += 1
         if not ok:
-            return None
+            # Repair: the gfns that make the operation legal (resident for swap_out, swapped for
+            # swap_in, shared for cow_break, ...) — uniform gfns rarely are, once memory fills.
+            pos = [i for i, p in enumerate(self.cat.ops[name].inputs) if p.type.name == "gfn"]
+            if not pos:
+                return None
+            i = pos[-1]
+            fits = [g for g in range(self.config.gfns) if self.cat.legal(s, name, tuple(xs[:i]) + (g,) + tuple(xs[i + 1:]))]
+            if not fits:
+                return None
+            xs[i] = c.pick(fits)
+            args[self.cat.ops[name].inputs[i].name] = xs[i]
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
             args["value"] = c.pick(VALUES)
         return Operation(name, args)
@@ -193,6 +204,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
         examples = 100
     start = time.perf_counter()
     cat = Catalogue(runner.judge.it, adapter.capabilities().operations)  # type: ignore[union-attr]
+    result.it = runner.judge.it  # type: ignore[union-attr]
     last: list[CaseResult] = []
     n = 0
     while True:

@@ -25,10 +25,10 @@ class StepRecord:
     observation: Observation
     spec_steps: list[SpecStep]
 
-    def to_json(self, oracle: Oracle) -> dict[str, Any]:
+    def to_json(self, it: Any) -> dict[str, Any]:
         return {"step": self.index, "action": self.op.action, "args": self.op.args,
                 "impl": [[n, a] for n, a in self.observation.events],
-                "spec": [f"{s.action}({oracle.it.show_args(s.action, s.args)})" for s in self.spec_steps],
+                "spec": [f"{s.action}({it.show_args(s.action, s.args)})" for s in self.spec_steps],
                 "access": self.observation.access.to_json() if self.observation.access else None,
                 "note": self.observation.note}
 

@@ -1,0 +1,116 @@
+"""`dmm fuzz` and `dmm replay`: the conformance harness from the command line.
+
+Exit statuses: 0 no failure; 1 a failure (the implementation disagrees with the spec, crashed or
+hung); 2 bad input (an --impl that cannot be loaded, an unreadable trace, a bad option); 4 a spec
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .adapter import Config
+from .fuzz import FuzzResult, fuzz
+from .oracle import Failure
+from .report import as_json, show_failure, show_fuzz
+from .trace import TraceError, load_adapter, replay, write
+
+DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
+EXIT_FAILURE, EXIT_INPUT = 1, 2
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--impl", default=DEFAULT_IMPL, metavar="MODULE:ATTR",
+                    help="the adapter to test (default: the bundled VMM)")
+    budget = sp.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, metavar="N", help="fuzz for N seconds")
+    budget.add_argument("--examples", type=int, metavar="N", help="run N test cases (default 100)")
+    sp.add_argument("--seed", type=int, default=0, metavar="S", help="the campaign's seed (default 0)")
+    sp.add_argument("--steps", type=int, default=40, metavar="N", help="steps per test case (default 40)")
+    sp.add_argument("--step-timeout", type=float, default=10.0, metavar="S", help="seconds one step may take")
+    sp.add_argument("--mutant", metavar="NAME", help="switch on a seeded bug of the bundled VMM (dmm mutants)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")
+
+
+def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
+    """The campaign, its failing trace (if any) written; progress on `console` when given."""
+    factory = load_adapter(args.impl)
+    config = Config(mutant=args.mutant)
+    status = console.status("fuzzing") if console else None
+    if status:
+        status.start()
+
+    def progress(r: FuzzResult) -> None:
+        if status:
+            status.update(f"fuzzing: {r.examples} cases, {r.steps} steps, {r.steps_per_second:.0f} steps/s")
+
+    try:
+        result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
+                      steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress)
+    finally:
+        if status:
+            status.stop()
+    trace = None
+    if result.failure is not None and result.shrunk:
+        path = Path(args.trace_dir) / f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl"
+        trace = str(write(path, spec=spec, seed=args.seed, adapter=args.impl, config=config, records=result.shrunk,
+                          failure=result.failure, it=result.it))
+    return result, trace
+
+
+def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
+    out, err = Console(), Console(stderr=True)
+    try:
+        result, trace = run_fuzz(spec, args, None if args.json else err)
+    except (TraceError, ValueError) as e:
+        print(f"dmm fuzz: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    actions = list(spec.actions)
+    if args.json:
+        print(json.dumps(as_json(result, actions, trace)))
+    else:
+        show_fuzz(out, result, actions)
+        if result.failure is not None:
+            show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace)
+        else:
+            out.print("[green]no failure[/]")
+    return EXIT_FAILURE if result.failure is not None else 0
+
+
+def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
+    out = Console()
+    try:
+        factory = load_adapter(args.impl) if args.impl else None
+        trace, runner, failure = replay(Path(args.trace), spec, factory)
+    except TraceError as e:
+        print(f"dmm replay: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    saved = trace.header.get("failure")
+    if args.json:
+        print(json.dumps({"trace": args.trace, "steps": len(runner.records),
+                          "verdict": failure.kind if failure else "pass",
+                          "message": failure.message if failure else None,
+                          "same_as_recorded": _same(saved, failure)}))
+    else:
+        if failure is not None:
+            show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None)
+        else:
+            out.print(f"[green]{len(runner.records)} steps replayed: no failure[/]")
+        if saved is not None:
+            out.print("same verdict as recorded" if _same(saved, failure) else
+                      f"[yellow]recorded verdict was {saved.get('kind')}: {saved.get('message')}[/]")
+    return EXIT_FAILURE if failure is not None else 0
+
+
+def _same(saved: dict[str, Any] | None, failure: Failure | None) -> bool:
+    if saved is None or failure is None:
+        return saved is None and failure is None
+    return saved.get("kind") == failure.kind and saved.get("message") == failure.message

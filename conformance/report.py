@@ -1,0 +1,84 @@
+"""How conformance results read: the failure table, the state diff, coverage, JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .fuzz import FuzzResult
+from .oracle import Failure
+from .runner import StepRecord
+
+
+def show_event(name: str, args: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={_hexish(k, v)}" for k, v in args.items())
+    return f"{name}({shown})"
+
+
+def _hexish(k: str, v: Any) -> str:
+    return f"{v:#x}" if k in ("x", "gpa", "value", "bits") and isinstance(v, int) else str(v)
+
+
+def failure_table(records: list[StepRecord], failure: Failure, spec_names: Any = None) -> Table:
+    t = Table(title=f"{failure.kind} failure: shrunk to {len(records)} step(s)", show_lines=True)
+    for col in ("step", "operation", "arguments", "implementation did", "spec expected"):
+        t.add_column(col, overflow="fold")
+    for rec in records:
+        did = ", ".join(n for n, _ in rec.observation.events) or "nothing"
+        if rec.observation.access is not None:
+            a = rec.observation.access
+            did += f" → {'#PF ' + hex(a.error_code) if a.fault else 'ok'}" + (f" value {a.value:#x}" if a.value is not None else "")
+        last = rec is records[-1]
+        expected = failure.message if last else (", ".join(s.action for s in rec.spec_steps) or "nothing")
+        t.add_row(str(rec.index), rec.op.action, ", ".join(f"{k}={_hexish(k, v)}" for k, v in rec.op.args.items()),
+                  did, f"[red]{expected}[/]" if last else expected)
+    return t
+
+
+def show_failure(console: Console, records: list[StepRecord], failure: Failure, *, seed: int, trace: str | None) -> None:
+    console.print(failure_table(records, failure))
+    if failure.detail:
+        console.print("[bold]spec state against implementation state at the failing step[/]"
+                      if failure.kind == "refinement" else "[bold]detail[/]")
+        console.print(failure.detail, markup=False, highlight=False)
+    console.print(f"seed: {seed}")
+    if trace:
+        console.print(f"trace: {trace}\nreplay: dmm replay {trace}")
+
+
+def coverage(result: FuzzResult, actions: list[str]) -> dict[str, int]:
+    return {a: result.coverage.get(a, 0) for a in actions}
+
+
+def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
+    t = Table(title="spec coverage")
+    for col in ("action", "performed", "asked", "guard true/false"):
+        t.add_column(col)
+    for a in actions:
+        n = result.coverage.get(a, 0)
+        g = result.guards.get(a)
+        t.add_row(a, str(n) if n else "[yellow]0 (never)[/]", str(result.generated.get(a, 0)),
+                  f"{g['true']}/{g['false']}" if g else "-")
+    console.print(t)
+    never = [a for a in actions if not result.coverage.get(a)]
+    if never:
+        console.print(f"[yellow]never exercised:[/] {', '.join(never)}")
+    console.print(f"{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
+                  f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
+                  f"{result.seconds_in_oracle:.1f} s in the oracles)")
+
+
+def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[str, Any]:
+    failures = []
+    if result.failure is not None:
+        failures.append({"trace": trace, "steps": len(result.shrunk), "kind": result.failure.kind,
+                         "message": result.failure.message})
+    return {"impl": result.impl, "seed": result.seed, "examples": result.examples, "steps": result.steps,
+            "seconds": round(result.seconds, 3), "steps_per_second": round(result.steps_per_second, 1),
+            "coverage": coverage(result, actions),
+            "never_exercised": [a for a in actions if not result.coverage.get(a)],
+            "guards": {a: dict(c) for a, c in result.guards.items()},
+            "seconds_in_impl": round(result.seconds_in_impl, 3),
+            "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures}

@@ -1,0 +1,138 @@
+"""Traces: a failing run saved as `dmm-trace/1` JSON lines, and replayed (docs/trace-format.md).
+
+A fuzz trace's steps are operations in implementation values, exactly as sent to the adapter; a
+trace from `dmm prove --bmc` names spec elements (`vm0`, `gfn3`) and includes the VMM's internal
+actions — on replay those are mapped onto the configuration and the internal ones left to the
+implementation (it performs them on its own when it does what the operations ask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .adapter import Adapter, Config, Operation
+from .operations import ACCESS_ACTIONS, INTERNAL, OUTPUTS
+from .oracle import Failure
+from .runner import Runner, StepRecord
+
+FORMAT = "dmm-trace/1"
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be replayed: what and where."""
+
+
+def spec_hash(spec: Any) -> str:
+    return hashlib.sha256(Path(spec.file).read_bytes()).hexdigest()
+
+
+def write(path: Path, *, spec: Any, seed: int, adapter: str, config: Config, records: list[StepRecord],
+          failure: Failure | None, it: Any) -> Path:
+    from dmmcheck import __version__
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "source": "dmm fuzz", "spec": spec.file, "spec_hash": spec_hash(spec),
+              "seed": seed, "dmm_version": __version__, "adapter": adapter, "config": config.to_json(),
+              "values": "impl"}
+    if failure is not None:
+        header["failure"] = {"kind": failure.kind, "message": failure.message, "detail": failure.detail,
+                             "step": len(records) - 1}
+    with path.open("w") as f:
+        f.write(json.dumps(header) + "\n")
+        for rec in records:
+            f.write(json.dumps(rec.to_json(it)) + "\n")
+    return path
+
+
+@dataclass
+class Trace:
+    header: dict[str, Any]
+    ops: list[Operation]
+
+
+def read(path: Path) -> Trace:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TraceError(f"{path}: cannot read: {e}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise TraceError(f"{path}:{n}:{e.colno}: not JSON: {e.msg}") from None
+    if not rows or not isinstance(rows[0][1], dict) or rows[0][1].get("format") != FORMAT:
+        raise TraceError(f"{path}:1: not a {FORMAT} trace (the first line must be its header)")
+    header = rows[0][1]
+    ops = []
+    for n, row in rows[1:]:
+        if not isinstance(row, dict) or not isinstance(row.get("action"), str) or not isinstance(row.get("args"), dict):
+            raise TraceError(f"{path}:{n}: a step needs \"action\" (a string) and \"args\" (an object)")
+        ops.append(Operation(row["action"], row["args"]))
+    return Trace(header, ops)
+
+
+def operations_of(trace: Trace, config: Config) -> list[Operation]:
+    """The operations to send: as saved for a fuzz trace; mapped from spec element names for a
+    `dmm prove --bmc` trace (internal actions dropped, outputs left to the implementation)."""
+    if trace.header.get("values") == "impl":
+        return trace.ops
+    out = []
+    for op in trace.ops:
+        if op.action in INTERNAL:
+            continue
+        outs = set(OUTPUTS.get(op.action, ())) | ({"r"} if op.action in ACCESS_ACTIONS else set())
+        out.append(Operation(op.action, {k: _impl_value(v, config) for k, v in op.args.items() if k not in outs}))
+    return out
+
+
+def _impl_value(v: Any, config: Config) -> Any:
+    if not isinstance(v, str):
+        return v
+    if v in ("true", "false"):
+        return v == "true"
+    for sort, values in (("vm", range(config.vms)), ("root", config.roots), ("gva", config.gvas),
+                         ("gfn", range(config.gfns)), ("slot", range(config.slots))):
+        if v.startswith(sort) and v[len(sort):].isdigit():
+            return values[int(v[len(sort):])]
+    return v  # an enum value name (read, write, fetch)
+
+
+def load_adapter(target: str) -> Callable[[], Adapter]:
+    """MODULE:ATTR naming an adapter class (or a factory); clear errors, never a traceback."""
+    mod_name, sep, attr = target.partition(":")
+    if not sep or not mod_name or not attr:
+        raise TraceError(f"--impl {target!r}: expected MODULE:ATTR, e.g. mypkg.adapter:MyVmm")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
+        raise TraceError(f"--impl {target}: cannot import {mod_name}: {type(e).__name__}: {e}") from None
+    factory = getattr(mod, attr, None)
+    if factory is None or not callable(factory):
+        raise TraceError(f"--impl {target}: {mod_name} has no callable {attr!r}")
+    return factory
+
+
+def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
+           step_timeout: float = 10.0) -> tuple[Trace, Runner, Failure | None]:
+    """Re-run a trace's operations; the verdict is the first failure, or None."""
+    trace = read(path)
+    config = Config.from_json(trace.header["config"]) if "config" in trace.header else Config()
+    if factory is None:
+        target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
+        factory = load_adapter(target)
+    runner = Runner(factory(), spec, config, step_timeout)
+    try:
+        runner.reset()
+        for op in operations_of(trace, config):
+            runner.step(op)
+    except Failure as f:
+        return trace, runner, f
+    return trace, runner, None
