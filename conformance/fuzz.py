@@ -55,6 +55,9 @@ class FuzzResult:
     shrunk: list[StepRecord] = field(default_factory=list)
     failure: Failure | None = None
     it: Any = None  # the interpreter the oracles used (names spec steps in traces)
+    first_failure_steps: int | None = None  # steps run when the first failure showed (before shrinking)
+    first_failure_seconds: float | None = None
+    started: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
@@ -188,6 +191,9 @@ def make_machine(runner: Runner, cat: Catalogue, result: FuzzResult, steps: int,
                 result.steps += 1
             except Failure as f:
                 last[0].failure = f
+                if result.first_failure_steps is None:
+                    result.first_failure_steps = result.steps + 1
+                    result.first_failure_seconds = time.perf_counter() - result.started
                 raise
 
     return DmmMachine
@@ -202,7 +208,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
     if seconds is None and examples is None:
         examples = 100
-    start = time.perf_counter()
+    start = result.started = time.perf_counter()
     cat = Catalogue(runner.judge.it, adapter.capabilities().operations)  # type: ignore[union-attr]
     result.it = runner.judge.it  # type: ignore[union-attr]
     last: list[CaseResult] = []

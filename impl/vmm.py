@@ -95,6 +95,7 @@ class Vmm:
         self.events: list[tuple[str, dict[str, Any]]] | None = None
         self._loaded: tuple[int, int, Mode] | None = None  # (vm, root mfn, mode) in the CPU
         self._tlb_stale = False  # an invlpg asked for a flush the CPU has not done yet
+        self.walk = walk  # the software walker of guest tables (an attribute: a mutant may replace it)
         self.stats = {"hits": 0, "hidden_faults": 0, "emulated": 0, "guest_faults": 0}
 
     def emit(self, name: str, **args: Any) -> None:
@@ -256,7 +257,7 @@ class Vmm:
         ev = dict(v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
         ad: list[tuple[int, int]] = []  # the walk's A/D writes, made once the walk is decided
         try:
-            w = walk(lambda a: self.read64(vm, a), lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
+            w = self.walk(lambda a: self.read64(vm, a), lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
             bad_gfn = not w.fault and w.paddr >> x86.PAGE_SHIFT >= vm.nr_gfns
         except IndexError:
             bad_gfn = True
@@ -288,8 +289,13 @@ class Vmm:
         self.stats["hidden_faults"] += 1
         if acc is Access.WRITE and not rights & x86.RW:
             # The guest may write but the shadow may not grant it (a guest table, a shared page
-            # under CR0.WP=0, or CR0.WP=0 with SMAP): the VMM performs the store.
-            return self._emulate_write(vm, w.paddr, value)
+            # under CR0.WP=0, or CR0.WP=0 with SMAP): the VMM performs the store. A shared page
+            # (a merged guest table, or a read-only gpte under CR0.WP=0) is copied first, which
+            # may find no page: the access ends as out-of-memory, like any other.
+            try:
+                return self._emulate_write(vm, w.paddr, value)
+            except OutOfMemory:
+                return Result(True, 0, gva, oom=True)
         return None
 
     def _shadow_path(self, vm: Vm, gva: int, w: Any) -> tuple[Any, int]:

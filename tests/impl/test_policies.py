@@ -26,7 +26,7 @@ from speccheck import universe, violations  # noqa: E402
 IMPL = Path(policies_mod.__file__).resolve().parent
 UP = x86.P | x86.RW | x86.US
 PML4, PDPT, PD, PT = 1, 2, 3, 4
-TABLES = (PML4, PDPT, PD, PT)
+TABLES = (PML4, PDPT, PD, PT, 5)  # 5: the window table of build(window=True)
 DATA0 = 8  # data gfn of page i: DATA0 + i, at gva 0x400000 + i * 4 KiB
 NDATA = 12
 NR_GFNS = DATA0 + NDATA
@@ -42,7 +42,11 @@ def gfn(i: int) -> int:
     return DATA0 + i
 
 
-def build(vmm: Vmm, ndata: int = NDATA) -> Vm:
+PTW = 5  # with a window: a table mapping PT itself at WINDOW, so guest stores there edit PT
+WINDOW = 0x600000
+
+
+def build(vmm: Vmm, ndata: int = NDATA, window: bool = False) -> Vm:
     """A VM whose tables (PML4 1, PDPT 2, PD 3, PT 4) map gva(i) onto gfn(i), user-writable."""
     vm = vmm.create_vm(DATA0 + ndata)
 
@@ -54,6 +58,9 @@ def build(vmm: Vmm, ndata: int = NDATA) -> Vm:
     put((PD << 12) + 8 * 2, (PT << 12) | UP)  # 0x400000
     for i in range(ndata):
         put((PT << 12) + 8 * i, (gfn(i) << 12) | UP)
+    if window:
+        put((PD << 12) + 8 * 3, (PTW << 12) | UP)  # 0x600000
+        put(PTW << 12, (PT << 12) | UP)
     vmm.load_cr3(vm, PML4)
     return vm
 
@@ -459,6 +466,33 @@ def test_guest_tables_reclaimed_before_first_use_come_back_through_the_walk():
     assert spec_violations(vmm) == []
 
 
+@pytest.mark.parametrize("memory", [True, False], ids=["copied", "out-of-memory"])
+def test_a_wp0_supervisor_write_to_a_read_only_shared_page_is_copied_or_out_of_memory(memory):
+    """CR0.WP=0: a supervisor store to a read-only gpte is emulated; on a shared page the VMM must
+    copy first. Without a page for the copy the access ends as out-of-memory (it used to raise)."""
+    vmm = Vmm(48, 128, budget=None if memory else 12)
+    a, b = build(vmm), build(vmm)
+    for vm in (a, b):
+        write(vmm, vm, 0, 0x5EED)
+    vmm.gpa_write(a, PT << 12, ((gfn(0) << 12) | x86.P | x86.US).to_bytes(8, "little"))  # read-only
+    assert vmm.policy.share_pair(a, gfn(0), b, gfn(0))
+    m = a.p2m[gfn(0)]
+    vmm.set_controls(a, wp=False)
+    if not memory:
+        while vmm.policy.pool_grow(b) is not None:
+            pass
+    r = vmm.access(a, gva(0), Access.WRITE, value=0x7777)
+    if memory:
+        assert not r.fault and a.p2m[gfn(0)] != m and read(vmm, a, 0) == 0x7777
+    else:
+        assert r.fault and r.oom and a.p2m[gfn(0)] == m and read(vmm, a, 0) == 0x5EED
+    assert b.p2m[gfn(0)] == m and read(vmm, b, 0) == 0x5EED
+    vmm.set_controls(a, wp=True)
+    assert vmm.access(a, gva(0), Access.WRITE, value=1).error_code == x86.PF_P | x86.PF_W
+    holders_exact(vmm)
+    assert spec_violations(vmm) == []
+
+
 # ---------------------------------------------------------------- ballooning
 
 def test_balloon_inflate_resident_page_frees_it_to_the_vmm_pool_and_deflate_gives_zero():
@@ -643,8 +677,9 @@ class Mix:
         self.vmm = Vmm(frames, 192, swap_slots=slots, budget=budget)
         self.vmm.events = []
         self.budget = budget
-        self.vms = [build(self.vmm), build(self.vmm)]
+        self.vms = [build(self.vmm, window=True), build(self.vmm, window=True)]
         self.mem: dict[tuple[int, int, int], int] = {}  # (vm, page, offset) -> value
+        self.ro: set[tuple[int, int]] = set()  # (vm, page) the guest mapped read-only
         self.ooms = 0
 
     def value(self) -> int:
@@ -665,6 +700,8 @@ class Mix:
                 r = vmm.access(vm, gva(i, off), Access.WRITE, value=v)
                 if r.oom:
                     self.ooms += 1
+                elif (vm.id, i) in self.ro and vm.wp:  # CR0.WP=0 lets the supervisor write anyway
+                    assert r.fault and r.error_code == x86.PF_P | x86.PF_W, r
                 else:
                     assert not r.fault, r
                     self.mem[(vm.id, i, off)] = v
@@ -711,10 +748,27 @@ class Mix:
         if op < 0.94:
             pol.pool_shrink(rng.choice(self.vms))
             return "shrink"
-        if op < 0.98:
+        if op < 0.955:
             vm = rng.choice(self.vms)
             vmm.invlpg(vm, rng.choice(GVAS))  # lets the clock see use again
             return "invlpg"
+        if op < 0.97:
+            # The guest edits its PTE through its window on PT: read-only or writable again.
+            vm, i = self.data_gfn()
+            ro = (vm.id, i) not in self.ro
+            pte = (gfn(i) << 12) | x86.P | x86.US | (0 if ro else x86.RW)
+            r = vmm.access(vm, WINDOW + 8 * i, Access.WRITE, value=pte)
+            if r.oom:
+                self.ooms += 1
+            else:
+                assert not r.fault, r
+                (self.ro.add if ro else self.ro.discard)((vm.id, i))
+                vmm.invlpg(vm, gva(i))
+            return "pte"
+        if op < 0.98:
+            vm = rng.choice(self.vms)
+            vmm.set_controls(vm, wp=not vm.wp)  # drops the VM's shadow: every table unshadowed
+            return "wp"
         # A store while the swap device refuses: if it needs a page it fails as out-of-memory, and
         # nothing is lost (the model is not updated; later reads check it).
         pol.swap.inject("full")
@@ -724,6 +778,8 @@ class Mix:
         pol.swap.inject(None)
         if r.oom:
             self.ooms += 1
+        elif (vm.id, i) in self.ro and vm.wp:
+            assert r.fault and r.error_code == x86.PF_P | x86.PF_W, r
         else:
             assert not r.fault, r
             self.mem[(vm.id, i, 0)] = v
@@ -864,11 +920,15 @@ def test_every_event_is_a_spec_action_with_its_parameters():
     vmm.policy.swap_out(b, next(iter(sorted(b.p2m.keys() - set(TABLES))), gfn(0)))
     vmm.policy.balloon_inflate(a, gfn(NDATA - 1))
     vmm.policy.balloon_inflate(a, gfn(NDATA - 1))
+    for vm in (a, b):  # a zero page a owns and b shares: rehomed to b when a goes
+        vmm.policy.balloon_inflate(vm, gfn(0))
+        assert read(vmm, vm, 0) == 0
+    assert vmm.policy.share_pair(a, gfn(0), b, gfn(0))
     vmm.destroy_vm(a)
     c = build(vmm)
-    vmm.policy.budget = vmm.machine.held()
     while vmm.policy.pool_shrink(c) is not None or vmm.policy.pool_shrink(b) is not None:
         pass
+    vmm.policy.budget = vmm.machine.held()  # no page for c beyond its tables, and no reclaim
     vmm.policy.reclaim_enabled = False
     assert vmm.access(c, gva(0), Access.WRITE, value=1).oom
     names = {n for n, _ in vmm.events}

@@ -1,0 +1,93 @@
+"""The pytest plugin: `pytest --dmm-impl MODULE:ATTR` runs the conformance suite against an adapter.
+
+One line in a VMM team's CI. Without --dmm-impl the plugin adds nothing. With it, the session gains:
+- `dmm-conformance::initial-state`: a reset implementation is the spec's initial state;
+- `dmm-conformance::fuzz`: a fuzz campaign (--dmm-examples cases, or --dmm-seconds), failing with the
+  shrunk trace table and the saved trace's replay command;
+- `dmm-conformance::replay[<trace>]`: every trace in --dmm-traces, replayed as a regression test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("dmm", "dmm conformance suite")
+    g.addoption("--dmm-impl", metavar="MODULE:ATTR", help="run the dmm conformance suite against this adapter")
+    g.addoption("--dmm-examples", type=int, default=50, metavar="N", help="fuzz test cases (default 50)")
+    g.addoption("--dmm-seconds", type=float, default=None, metavar="N", help="fuzz for N seconds instead")
+    g.addoption("--dmm-seed", type=int, default=0, metavar="S", help="fuzz seed (default 0)")
+    g.addoption("--dmm-spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
+    g.addoption("--dmm-traces", metavar="DIR", help="replay every trace in DIR; failing traces are written there")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--dmm-impl"):
+        return
+    items.append(ConformanceItem.from_parent(session, name="dmm-conformance::initial-state", kind="init"))
+    items.append(ConformanceItem.from_parent(session, name="dmm-conformance::fuzz", kind="fuzz"))
+    traces = config.getoption("--dmm-traces")
+    if traces and Path(traces).is_dir():
+        for t in sorted(Path(traces).glob("*.jsonl")):
+            items.append(ConformanceItem.from_parent(session, name=f"dmm-conformance::replay[{t.name}]",
+                                                     kind="replay", trace=t))
+
+
+class ConformanceFailed(Exception):
+    pass
+
+
+class ConformanceItem(pytest.Item):
+    def __init__(self, *, kind: str, trace: Path | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.kind, self.trace = kind, trace
+
+    def runtest(self) -> None:
+        from rich.console import Console
+
+        from dmmcheck.spec import load
+
+        from .adapter import Config
+        from .cli import run_fuzz
+        from .report import show_failure
+        from .runner import Runner
+        from .trace import load_adapter, replay
+
+        opt = self.config.getoption
+        spec = load(opt("--dmm-spec"))
+        console = Console(record=True, width=140, file=io.StringIO())
+        if self.kind == "init":
+            Runner(load_adapter(opt("--dmm-impl"))(), spec, Config()).reset()  # raises Failure
+            return
+        if self.kind == "replay":
+            _, runner, failure = replay(self.trace, spec, load_adapter(opt("--dmm-impl")))  # type: ignore[arg-type]
+            if failure is not None:
+                show_failure(console, runner.records, failure, seed=0, trace=str(self.trace))
+                raise ConformanceFailed(console.export_text())
+            return
+        args = argparse.Namespace(impl=opt("--dmm-impl"), seconds=opt("--dmm-seconds"),
+                                  examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
+                                  seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
+                                  trace_dir=opt("--dmm-traces") or "dmm-traces")
+        result, trace = run_fuzz(spec, args)
+        if result.failure is not None:
+            show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace)
+            raise ConformanceFailed(console.export_text())
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
+        if isinstance(excinfo.value, ConformanceFailed):
+            return str(excinfo.value)
+        from .oracle import Failure
+
+        if isinstance(excinfo.value, Failure):
+            return f"{excinfo.value}\n{excinfo.value.detail}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.config.getoption("--dmm-impl") or "dmm", None, self.name
