@@ -227,6 +227,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_PROVE_SPEC_ERROR if spec is None else cli.cmd_replay(spec, args)
 
 
+def cmd_mutants(args: argparse.Namespace) -> int:
+    """The harness against every seeded VMM bug. Exit 0 all killed, 1 a survivor, 2 bad input."""
+    from dmmcheck.conformance import cli
+
+    return cli.cmd_mutants(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
 
@@ -270,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
+                        description="run the harness against every seeded VMM bug (and spec bug)")
+    sp.set_defaults(fn=cmd_mutants)
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--seconds-per-mutant", type=float, default=60.0, metavar="N", help="budget per mutant (default 60)")
+    sp.add_argument("--only", metavar="PATTERN", help="mutants whose name matches (glob or substring)")
+    sp.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
+    sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
     sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     sp.add_argument("--fuzz-seconds", type=float, default=60.0, metavar="N",
                     help="how long to fuzz the bundled VMM (default 60)")

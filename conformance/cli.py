@@ -114,3 +114,45 @@ def _same(saved: dict[str, Any] | None, failure: Failure | None) -> bool:
     if saved is None or failure is None:
         return saved is None and failure is None
     return saved.get("kind") == failure.kind and saved.get("message") == failure.message
+
+
+def cmd_mutants(args: argparse.Namespace) -> int:
+    """Every seeded VMM bug against the harness (and, with --spec-mutants, every seeded spec bug
+    against the prover and the harness). Exit 0 when every VMM mutant is killed, 1 otherwise."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from .mutation import run_all, run_spec_mutants, select, summary
+
+    names = select(args.only)
+    if not names and not args.spec_mutants:
+        print(f"dmm mutants: no mutant matches {args.only!r}", file=sys.stderr)
+        return EXIT_INPUT
+    err = Console(stderr=True)
+    with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
+        results = run_all(names, args.seconds_per_mutant, args.jobs)
+    out = summary(results)
+    spec_results = run_spec_mutants(args.seconds_per_mutant, args.jobs, args.only) if args.spec_mutants else []
+    if args.json:
+        out["spec_mutants"] = [asdict(r) for r in spec_results]
+        print(json.dumps(out))
+    else:
+        con = Console()
+        t = Table(title="VMM mutants")
+        for col in ("mutant", "killed", "seconds", "steps", "shrunk", "oracle", "what it breaks"):
+            t.add_column(col, overflow="fold")
+        for r in results:
+            t.add_row(r.name, "[green]killed[/]" if r.killed else "[red]survived[/]", f"{r.seconds:.1f}",
+                      str(r.steps or "-"), str(r.shrunk_steps or "-"), r.oracle or "-", r.description)
+        con.print(t)
+        con.print(f"{out['killed']}/{out['total']} killed; median {out['median_seconds']} s to the first failure, "
+                  f"median shrunk trace {out['median_shrunk_steps']} steps")
+        if spec_results:
+            st = Table(title="spec mutants")
+            for col in ("mutant", "what it breaks", "prover", "harness"):
+                st.add_column(col, overflow="fold")
+            for sr in spec_results:
+                st.add_row(sr.name, sr.description, sr.prover, sr.harness)
+            con.print(st)
+    return 0 if out["killed"] == out["total"] else EXIT_FAILURE

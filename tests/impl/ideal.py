@@ -30,14 +30,17 @@ class Ideal:
         mode = Mode(user=user, wp=self.wp, nxe=self.nxe, smep=self.smep, smap=self.smap)
         if x86.index(gva, 4) == 511:
             return (True, access_error_code(acc, mode), None)
+        ad: list[tuple[int, int]] = []  # A/D are written only for an access that completes
         try:
-            w = walk(self.read64, self.write64, self.cr3_gfn << 12, gva, acc, mode)
+            w = walk(self.read64, lambda a, v: ad.append((a, v)), self.cr3_gfn << 12, gva, acc, mode)
         except IndexError:
             return (True, BAD_GFN_CODE | access_error_code(acc, mode), None)
         if w.fault:
             return (True, w.error_code, None)
         if w.paddr >> 12 >= self.nr:
             return (True, BAD_GFN_CODE | access_error_code(acc, mode), None)
+        for a, v in ad:
+            self.write64(a, v)
         if acc is Access.WRITE:
             self.write64(w.paddr, value)
             return (False, 0, None)
