@@ -71,7 +71,9 @@ class Mmu:
         self.cpu = vmm.cpu
         self.sps: dict[tuple[int, int, Role], Sp] = {}
         self.by_mfn: dict[int, Sp] = {}
-        self.shadowed: dict[tuple[int, int], set[Sp]] = {}  # (vm, guest table gfn) -> its sps
+        # (vm, guest table gfn) -> its sps, by sp mfn (a dict, not a set of Sp: iteration order must
+        # not depend on object addresses, or runs stop being reproducible)
+        self.shadowed: dict[tuple[int, int], dict[int, Sp]] = {}
         self.rmap: dict[int, set[tuple[int, int]]] = {}  # DMM mfn -> leaf sptes (sp mfn, index)
         self.roots: dict[tuple[int, int, bool], Sp] = {}  # (vm, guest root gfn, wp) -> cached root
         self.flush_pending: set[int] = set()
@@ -102,7 +104,7 @@ class Mmu:
         if not role.direct:
             # The guest table is now shadowed: it must be writable in no spte of this VM.
             first = (vm.id, gfn) not in self.shadowed
-            self.shadowed.setdefault((vm.id, gfn), set()).add(sp)
+            self.shadowed.setdefault((vm.id, gfn), {})[sp.mfn] = sp
             if first:
                 self.write_protect(vm, gfn)
                 self.vmm.emit("protect_gpt", v=vm.id, g=gfn)
@@ -143,15 +145,17 @@ class Mmu:
         writable = bool(access & ACC_W) and (bool(leaf & x86.D) or write)  # the walk just set D
         us = bool(access & ACC_U)
         nx = not access & ACC_X and vm.nxe
-        if not access & ACC_W and write and not user and not vm.wp:
+        protected = self.write_protected(vm, gfn) or self.vmm.machine.desc[mfn].status == "shared"
+        if not access & ACC_W and write and not user and not vm.wp and not protected:
             # CR0.WP=0 (the CPU itself runs with WP=1): a writable, supervisor-only spte. A user page
             # made supervisor-only would escape SMAP and SMEP: with SMAP the store is emulated
-            # instead; with SMEP the spte is not executable (KVM's smep_andnot_wp).
+            # instead; with SMEP the spte is not executable (KVM's smep_andnot_wp). A page that may
+            # not be written at all keeps the guest's U/S: the store is emulated (found by dmm fuzz).
             if not vm.smap:
                 writable = True
                 nx = nx or (vm.smep and us)
                 us = False
-        if self.write_protected(vm, gfn) or self.vmm.machine.desc[mfn].status == "shared":
+        if protected:
             writable = False
         return (x86.RW if writable else 0) | (x86.US if us else 0) | (x86.XD if nx and vm.nxe else 0)
 
@@ -264,7 +268,7 @@ class Mmu:
         del self.by_mfn[sp.mfn]
         if not sp.role.direct:
             group = self.shadowed[(sp.vm, sp.gfn)]
-            group.discard(sp)
+            group.pop(sp.mfn, None)
             if not group:
                 del self.shadowed[(sp.vm, sp.gfn)]
                 self.vmm.emit("unshadow_gpt", v=sp.vm, g=sp.gfn)
@@ -311,7 +315,7 @@ class Mmu:
         """The guest wrote its own page table (emulated): zap what shadows the entries written."""
         gfn = gpa >> x86.PAGE_SHIFT
         first, last = (gpa & 0xFFF) >> 3, ((gpa & 0xFFF) + size - 1) >> 3
-        for sp in list(self.shadowed.get((vm.id, gfn), ())):
+        for sp in list(self.shadowed.get((vm.id, gfn), {}).values()):
             for idx in range(first, min(last, x86.ENTRIES - 1) + 1):
                 if sp.role.level == 4 and idx == 511:
                     continue
