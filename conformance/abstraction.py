@@ -52,6 +52,7 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         res = lay.symbol.result
         values[name] = [None if res.optional else (False if res.name == "bool" else 0)] * lay.size
     strides = {name: lay.strides for name, lay in U.layout.items()}
+    gs = strides["gmap"]  # every (vm, root, gva) symbol has this layout
 
     def put(name: str, args: tuple[int, ...], value: Any) -> None:
         values[name][sum(a * s for a, s in zip(args, strides[name]))] = value
@@ -67,13 +68,14 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         put("cur_root", (i,), root_ix.get(flags["cr3_gfn"]))
         put("flush_pending", (i,), v in st["flush_pending"])
     pools, descs = st["pool"], st["descriptor"]
-    for m in range(u.nr_mfns):
+    vmm_pool, status_v, refcount_v, owner_v = (values[n] for n in ("vmm_pool", "status", "refcount", "owner"))
+    for m in range(u.nr_mfns):  # the hot loop: one-argument symbols index by m itself
         pool = pools.get(u.first_mfn + m, "vmm")
         status, refcount, owner = descs.get(u.first_mfn + m, ("free", 0, None))
-        put("vmm_pool", (m,), pool == "vmm")
-        put("status", (m,), status_ix[status])
-        put("refcount", (m,), refcount)
-        put("owner", (m,), vm_ix.get(owner) if owner is not None else None)
+        vmm_pool[m] = pool == "vmm"
+        status_v[m] = status_ix[status]
+        refcount_v[m] = refcount
+        owner_v[m] = vm_ix.get(owner) if owner is not None else None
         kind, _, owner_id = pool.partition(":")
         if kind in ("active", "idle") and int(owner_id) in vm_ix:
             put(kind, (vm_ix[int(owner_id)], m), True)
@@ -93,17 +95,15 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             put("write_protected", (vm_ix[v], g), True)
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
-            key = (vm_ix[v], root_ix[r], gva_ix[x])
-            put("gmap", key, gfn)
-            for name, val in (("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a), ("g_dirty", d)):
-                put(name, key, val)
+            k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]  # (vm, root, gva), row-major
+            for name, val in (("gmap", gfn), ("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a),
+                              ("g_dirty", d)):
+                values[name][k] = val
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
-            key = (vm_ix[v], root_ix[r], gva_ix[x])
-            put("spte", key, mfn_ix(mfn))
-            put("s_write", key, w)
-            put("s_user", key, us)
-            put("s_nx", key, nx)
+            k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]
+            for name, val in (("spte", mfn_ix(mfn)), ("s_write", w), ("s_user", us), ("s_nx", nx)):
+                values[name][k] = val
     spte_at = st.get("spte_at", {})
     for mfn, refs in st["rmap"].items():
         m = mfn_ix(mfn)

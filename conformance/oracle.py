@@ -189,6 +189,8 @@ class Oracle:
     def _guest_edits(self, s: State, impl: State, steps: list[SpecStep]) -> State:
         """The guest's own page-table edits: every (vm, root, gva) whose mapping differs."""
         lays = [self._lay[n] for n in GMAP]
+        if all(impl[lay.index] == s[lay.index] for lay in lays):
+            return s
         for k in range(lays[0].size):
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):

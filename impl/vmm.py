@@ -417,13 +417,20 @@ class Vmm:
         out = {}
         probe = Mode(user=False, wp=False, nxe=True)  # a supervisor read: any present translation
         for vm in self.vms.values():
+            pages: dict[int, array] = {}  # each guest table page read once per call
+
+            def read64(a: int, vm: Vm = vm, pages: dict[int, array] = pages) -> int:
+                page = pages.get(a >> x86.PAGE_SHIFT)
+                if page is None:
+                    page = pages[a >> x86.PAGE_SHIFT] = array("Q", self.peek(vm, a & ~0xFFF, x86.PAGE_SIZE))
+                return page[(a & 0xFFF) >> 3]
+
             roots = {g for (vid, g, _wp) in self.mmu.roots if vid == vm.id} | \
                 ({vm.cr3_gfn} if vm.cr3_gfn is not None else set()) | set(extra_roots or ())
             for root in roots:
                 for gva in gvas:
                     try:
-                        w = walk(lambda a: int.from_bytes(self.peek(vm, a, 8), "little"), None,
-                                 root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
+                        w = walk(read64, None, root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
                     except IndexError:
                         continue
                     if w.fault:
