@@ -94,12 +94,9 @@ class Oracle:
     def start(self, st: dict[str, Any]) -> None:
         self.state = self._init
         impl = self.with_ghost(self.abstract(st), self.state)
-        if impl != self.state:
+        if impl != self.state:  # (the spec's initial state satisfies every invariant: dmm prove's init obligations)
             raise Failure("refinement", "the implementation's initial state is not the spec's initial state",
                           self.u.show_diff(self.state, impl))
-        bad = self.it.check(impl)
-        if bad:
-            raise Failure("invariant", "; ".join(str(v) for v in bad))
 
     def with_ghost(self, impl: State, spec: State) -> State:
         s = list(impl)

@@ -48,7 +48,8 @@ class BundledVmm:
         tables = {x >> 21 for x in config.gvas}
         if len(tables) != 1:
             raise ValueError("the bundled adapter keeps every gva under one page table (one 2 MiB region)")
-        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget)
+        cpu = self.vmm.cpu if self.vmm is not None else None
+        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu)
         self.vmm.events = []
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
 

@@ -1,0 +1,192 @@
+"""The conformance harness: each oracle catches what it is for, the harness survives a bad
+implementation, traces replay to the same verdict, runs are reproducible."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.conformance.adapter import Config, Observation, Operation
+from dmmcheck.conformance.fuzz import fuzz
+from dmmcheck.conformance.oracle import Failure
+from dmmcheck.conformance.runner import Runner
+from dmmcheck.conformance.trace import operations_of, read, replay, write
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.main import main
+from dmmcheck.spec import load
+
+SPEC = load(None)
+X = Config().gvas
+
+
+def op(action: str, **args) -> Operation:
+    return Operation(action, args)
+
+
+# A guest that maps gva X[0] to data gfn 9 and writes it through a hidden fault.
+SETUP = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
+         op("guest_map", v=0, r=0, x=X[0], g=9, w=True, u=True, nx=False, a=False, d=False),
+         op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
+         op("shadow_hit", v=0, x=X[0], a="read", u=False)]
+
+
+def run(ops: list[Operation], mutant: str | None = None, adapter=None, timeout: float = 10.0) -> Runner:
+    r = Runner(adapter or BundledVmm(), SPEC, Config(mutant=mutant), timeout)
+    r.reset()
+    for o in ops:
+        r.step(o)
+    return r
+
+
+def verdict(ops: list[Operation], **kw) -> Failure:
+    with pytest.raises(Failure) as e:
+        run(ops, **kw)
+    return e.value
+
+
+def test_the_bundled_vmm_conforms_on_a_hidden_fault():
+    r = run(SETUP)
+    walk = [s.action for s in r.records[3].spec_steps]
+    # the spec steps a write through a hidden fault is made of, in order
+    assert walk[:2] == ["tlb_flush", "guest_walk"] and "demand_page" in walk and walk[-2:] == ["shadow_fill", "shadow_hit"]
+    assert r.records[4].observation.access.value == 5
+
+
+def test_refinement_judges_the_implementations_choice_against_the_guard():
+    ops = SETUP[:1] + [op("pool_grow", v=0)] + SETUP[1:]
+    run(ops)
+    f = verdict(ops, mutant="alloc_vmm_pool_first")  # from the VMM pool while the VM has an idle page
+    assert f.kind == "refinement" and "demand_page" in f.message and "is not enabled" in f.message
+    assert "idle(v, m) or vmm_pool(m)" in f.detail  # the guard that failed (allocatable, inlined)
+
+
+def test_refinement_shows_the_state_diff():
+    f = verdict(SETUP + [op("swap_out", v=0, g=9)], mutant="no_zap_on_remap")
+    assert f.kind in ("invariant", "refinement")
+    assert "no_stale_spte" in f.message or "spte(vm0, root0, gva0)" in f.detail
+
+
+def test_invariant_oracle_names_the_invariant():
+    f = verdict(SETUP, mutant="rmap_insert_forgotten")
+    assert f.kind == "invariant" and "rmap_consistent" in f.message
+
+
+def test_observation_oracle_compares_with_the_ideal_machine():
+    ops = SETUP[:2] + [op("gpte_write", v=0, r=0, x=X[0], level=1, bits=0x27 | (1 << 51), g=9),
+                       op("guest_walk", v=0, x=X[0], a="read", u=False)]
+    run(ops)  # a reserved bit: the bundled VMM faults with RSVD, as the ideal machine does
+    f = verdict(ops, mutant="reserved_bits_ignored")
+    assert f.kind == "observation" and "ideal machine" in f.message
+
+
+def test_data_is_checked_after_swapping():
+    ops = SETUP + [op("swap_out", v=0, g=9), op("shadow_hit", v=0, x=X[0], a="read", u=False)]
+    assert run(ops).records[-1].observation.access.value == 5  # swapped in intact
+    f = verdict(ops, mutant="swap_in_not_read")
+    assert f.kind == "observation" and "0x5" in f.message
+
+
+def test_the_ideal_machine_allows_a_stale_translation_until_invlpg():
+    from dmmcheck.conformance.ideal import IdealVm
+
+    vm = IdealVm(16)
+    vm.cr3 = 0
+    for addr, e in ((0x0, 0x1027), (0x1000, 0x2027), (0x2000 + 8 * 2, 0x3027), (0x3000, 0x9027)):
+        vm.mem.write64(addr, e)
+    o, t, used = vm.walk(X[0], "read", False)
+    vm.commit(X[0], "read", o, t, used, 0)
+    vm.mem.write64(0x3000, 0xA027)  # the guest remaps without invlpg
+    cands = vm.candidates(X[0], "read", False)
+    assert [c[0].paddr for c in cands] == [0xA000, 0x9000]  # fresh first, then the stale one
+    vm.invlpg(X[0])
+    assert [c[0].paddr for c in vm.candidates(X[0], "read", False)] == [0xA000]
+
+
+class Broken(BundledVmm):
+    """An adapter whose implementation misbehaves on demand."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def step(self, o: Operation):
+        if o.action == "cr3_load":
+            if self.how == "raise":
+                raise ZeroDivisionError("boom")
+            if self.how == "hang":
+                time.sleep(30)
+            if self.how == "shape":
+                return {"events": []}
+            if self.how == "unknown-event":
+                return Observation(events=[("teleport", {"v": 0})])
+        return super().step(o)
+
+
+@pytest.mark.parametrize("how, kind, words", [("raise", "crash", "ZeroDivisionError"), ("hang", "timeout", "within"),
+                                              ("shape", "crash", "not an Observation"),
+                                              ("unknown-event", "refinement", "not an action")])
+def test_a_misbehaving_implementation_is_reported_with_its_step(how, kind, words):
+    f = verdict(SETUP[:2], adapter=Broken(how), timeout=0.5)
+    assert f.kind == kind and words in f.message
+    if kind in ("crash", "timeout") and how != "shape":
+        assert "step 1 (cr3_load)" in f.message
+
+
+def test_fuzzing_the_bundled_vmm_finds_nothing_and_covers_the_spec():
+    r = fuzz(BundledVmm, SPEC, Config(), examples=40, seed_=1)
+    assert r.failure is None, r.failure and f"{r.failure}\n{r.failure.detail}"
+    assert r.steps > 500
+    for action in ("guest_walk", "shadow_fill", "demand_page", "swap_out", "share_merge", "balloon_inflate",
+                   "protect_gpt", "zap_spte", "tlb_flush", "vm_destroy"):
+        assert r.coverage[action] > 0, action
+
+
+def test_a_campaign_is_reproducible():
+    a = fuzz(BundledVmm, SPEC, Config(), examples=8, seed_=3)
+    b = fuzz(BundledVmm, SPEC, Config(), examples=8, seed_=3)
+    assert (a.steps, dict(a.coverage)) == (b.steps, dict(b.coverage))
+
+
+def test_a_failure_is_shrunk_saved_and_replays_to_the_same_verdict(tmp_path):
+    r = fuzz(BundledVmm, SPEC, Config(mutant="user_bit_ignored"), examples=50, seed_=0)
+    assert r.failure is not None and r.failure.kind == "invariant"
+    assert len(r.shrunk) <= 8
+    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=0, adapter=BundledVmm.name, config=Config(mutant="user_bit_ignored"),
+                 records=r.shrunk, failure=r.failure, it=r.it)
+    header = json.loads(path.read_text().splitlines()[0])
+    assert header["format"] == "dmm-trace/1" and header["failure"]["kind"] == "invariant"
+    _, _, again = replay(path, SPEC)
+    assert again is not None and (again.kind, again.message) == (r.failure.kind, r.failure.message)
+    assert main(["replay", str(path), "--json"]) == 1
+
+
+def test_a_bmc_trace_maps_onto_the_implementation(tmp_path):
+    path = tmp_path / "bmc.jsonl"
+    lines = [{"format": "dmm-trace/1", "source": "dmm prove --bmc", "spec": "dmm.dmm"},
+             {"step": 0, "action": "vm_create", "args": {"v": "vm1"}},
+             {"step": 1, "action": "demand_page", "args": {"v": "vm1", "g": "gfn5", "m": "mfn0"}},
+             {"step": 2, "action": "zap_spte", "args": {"v": "vm1", "r": "root0", "x": "gva0"}},
+             {"step": 3, "action": "swap_out", "args": {"v": "vm1", "g": "gfn5", "m": "mfn0", "s": "slot0"}}]
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    ops = operations_of(read(path), Config())
+    assert [(o.action, o.args) for o in ops] == [("vm_create", {"v": 1}), ("demand_page", {"v": 1, "g": 5}),
+                                                 ("swap_out", {"v": 1, "g": 5})]
+    _, runner, failure = replay(path, SPEC)
+    assert failure is None and [s.action for s in runner.records[-1].spec_steps] == ["swap_out"]
+
+
+def test_dmm_fuzz_json_and_exit_statuses(capsys, tmp_path):
+    assert main(["fuzz", "--examples", "3", "--json", "--trace-dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"impl", "seed", "examples", "steps", "seconds", "steps_per_second", "coverage", "failures"} <= set(out)
+    assert out["failures"] == [] and out["examples"] == 3
+    assert main(["fuzz", "--examples", "30", "--json", "--mutant", "nx_ignored", "--trace-dir", str(tmp_path)]) == 1
+    out = json.loads(capsys.readouterr().out)
+    (f,) = out["failures"]
+    assert f["kind"] == "invariant" and Path(f["trace"]).exists() and f["steps"] <= 8
+    assert main(["fuzz", "--impl", "no.such.module:Adapter"]) == 2
+    assert "cannot import" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
