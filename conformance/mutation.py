@@ -80,8 +80,10 @@ class SpecMutant:
 
 SPEC_MUTANTS = [
     SpecMutant("swap_out_keeps_rmap", "swap_out forgets to remove the rmap entries of the sptes it zaps",
-               "    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n  }\n  if shadows_gfn(v, g) {\n    insert flush_pending(v)\n  }\n  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved",
-               "    remove s_nx(v, r, x)\n  }\n  if shadows_gfn(v, g) {\n    insert flush_pending(v)\n  }\n  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved"),
+               "  insert slot_used(s)\n  forall r: root, x: gva. if gmap(v, r, x) = g {\n    spte(v, r, x) := none\n"
+               "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n",
+               "  insert slot_used(s)\n  forall r: root, x: gva. if gmap(v, r, x) = g {\n    spte(v, r, x) := none\n"
+               "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n"),
     SpecMutant("balloon_page_not_freed", "balloon_inflate forgets to put the last holder's page in the VMM pool",
                "    status(m) := free\n    insert vmm_pool(m)\n    owner(m) := none",
                "    status(m) := free\n    owner(m) := none"),

@@ -1,0 +1,59 @@
+"""The mutant catalogue: registered, off by default, and (a quick subset in CI) killed by the oracle
+each should be killed by. The whole catalogue is `dmm mutants` (docs/conformance.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmmcheck.conformance.adapter import Config
+from dmmcheck.conformance.mutants import MUTANTS, apply_mutant
+from dmmcheck.conformance.mutation import SPEC_MUTANTS, run_one, run_spec_mutant
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+
+MECHANISMS = ["rmap", "zap", "gpt", "dirty", "accessed", "user", "wp0", "nx", "smep", "smap", "reserved", "huge",
+              "invlpg", "root", "flush", "alloc", "release", "swap_slot", "swap_in", "cow", "merge", "balloon", "cross_vm"]
+
+
+def test_at_least_twenty_named_described_mutants_cover_every_mechanism():
+    assert len(MUTANTS) >= 20
+    for m in MUTANTS.values():
+        assert m.description and m.catches and m.name.islower()
+    for word in MECHANISMS:
+        assert any(word in name for name in MUTANTS), word
+
+
+def test_mutants_are_off_by_default_and_switch_on_per_adapter():
+    plain, bugged = BundledVmm(), BundledVmm()
+    plain.reset(Config())
+    bugged.reset(Config(mutant="nx_ignored"))
+    assert "leaf_rights" not in vars(plain.vmm.mmu)  # the class's own method: nothing patched, nothing paid
+    assert "leaf_rights" in vars(bugged.vmm.mmu)
+    with pytest.raises(ValueError, match="unknown mutant"):
+        apply_mutant(plain.vmm, "no_such_bug")
+
+
+@pytest.mark.parametrize("name, oracle", [
+    ("rmap_insert_forgotten", "invariant"), ("alloc_vmm_pool_first", "refinement"),
+    ("reserved_bits_ignored", "observation"), ("swap_in_not_read", "observation"),
+    ("cow_refcount_kept", "invariant"), ("flush_forgotten", "refinement")])
+def test_a_quick_subset_is_killed_by_its_oracle(name, oracle):
+    r = run_one(name, seconds=30)
+    assert r.killed and r.oracle == oracle, r
+    assert r.shrunk_steps is not None and r.shrunk_steps <= 8
+
+
+def test_a_spec_mutant_is_caught_by_the_prover_and_the_harness(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMM_CACHE_DIR", str(tmp_path))
+    sm = next(m for m in SPEC_MUTANTS if m.name == "swap_out_keeps_rmap")
+    r = run_spec_mutant(sm, seconds=30)
+    assert r.prover.startswith("caught") and "rmap_consistent" in r.prover
+    assert r.harness.startswith("caught")
+
+
+def test_every_spec_mutant_still_applies_to_the_bundled_spec():
+    from dmmcheck.spec import bundled_path, load
+
+    text = open(bundled_path()).read()
+    for m in SPEC_MUTANTS:
+        assert text.count(m.old) == 1, f"{m.name}: its text must occur exactly once in the bundled spec"
+        assert load(None) is not None
