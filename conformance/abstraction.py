@@ -19,6 +19,11 @@ from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 
 
+class AbstractionError(ValueError):
+    """The implementation's state names something the spec state cannot hold (an mfn outside the
+    DMM pages): a refinement failure, reported as such."""
+
+
 @dataclass(frozen=True)
 class Universe:
     """Which implementation values stand for the spec's sort elements."""
@@ -57,9 +62,12 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     def put(name: str, args: tuple[int, ...], value: Any) -> None:
         values[name][sum(a * s for a, s in zip(args, strides[name]))] = value
 
-    def mfn_ix(mfn: int) -> int | None:
+    def mfn_ix(mfn: int) -> int:
         i = mfn - u.first_mfn
-        return i if 0 <= i < u.nr_mfns else None
+        if not 0 <= i < u.nr_mfns:
+            raise AbstractionError(f"mfn {mfn:#x} is not one of the {u.nr_mfns} DMM machine pages "
+                                   f"[{u.first_mfn:#x}, {u.first_mfn + u.nr_mfns:#x})")
+        return i
 
     for v, flags in vm_flags.items():
         i = vm_ix[v]
@@ -91,8 +99,10 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             put("ballooned", (vm_ix[v], g), True)
     for v, g in st["write_protected"]:
         if g < u.nr_gfns:
-            put("gpt_page", (vm_ix[v], g), True)
             put("write_protected", (vm_ix[v], g), True)
+    for v, g in st.get("gpt_pages", st["write_protected"]):  # an adapter that unprotects lazily tells them apart
+        if g < u.nr_gfns:
+            put("gpt_page", (vm_ix[v], g), True)
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
             k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]  # (vm, root, gva), row-major
@@ -109,6 +119,6 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         m = mfn_ix(mfn)
         for ref in refs:
             for v, r, x in spte_at.get(tuple(ref), ()):
-                if m is not None and r in root_ix and x in gva_ix:
+                if r in root_ix and x in gva_ix:
                     put("rmap", (m, vm_ix[v], root_ix[r], gva_ix[x]), True)
     return tuple(tuple(values[name]) for name in U.layout)

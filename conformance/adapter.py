@@ -122,5 +122,5 @@ class Adapter(Protocol):
         ...
 
 
-class AdapterError(Exception):
+class AdapterError(ValueError):
     """The adapter did something the harness cannot accept (wrong shape, unknown event)."""

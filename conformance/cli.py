@@ -43,6 +43,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
     """The campaign, its failing trace (if any) written; progress on `console` when given."""
     factory = load_adapter(args.impl)
+    if args.mutant is not None:
+        from .mutants import MUTANTS
+
+        if args.mutant not in MUTANTS:
+            raise TraceError(f"--mutant {args.mutant!r}: no such mutant (dmm mutants lists them)")
     config = Config(mutant=args.mutant)
     status = console.status("fuzzing") if console else None
     if status:
@@ -90,7 +95,7 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     try:
         factory = load_adapter(args.impl) if args.impl else None
         trace, runner, failure = replay(Path(args.trace), spec, factory)
-    except TraceError as e:
+    except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
         return EXIT_INPUT
     saved = trace.header.get("failure")

@@ -3,7 +3,7 @@
 Each mutant is a mistake a VMM developer could make, applied to one Vmm instance at run time by
 replacing one of its methods (the adapter configuration's `mutant`, or DMM_MUTANT): nothing in
 impl/ knows of them, and with none switched on they cost nothing. Each names what it breaks and
-which oracle should catch it; `dmm mutants` checks that one does.
+which oracle should catch it; `dmm mutants` reports which one did.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 
-from .abstraction import Universe, to_spec_state
+from .abstraction import AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
 from .ideal import PAGE, Ideal, Outcome
 
@@ -87,9 +87,15 @@ class Oracle:
     # ---------------------------------------------------------------- the abstraction
     def abstract(self, st: dict[str, Any]) -> State:
         first, count = st.get("mfns", (self.au.first_mfn, self.au.nr_mfns))
-        if (first, count) != (self.au.first_mfn, self.au.nr_mfns):
+        if count != self.config.mfns:
+            raise Failure("refinement", f"the implementation manages {count} machine pages; the configuration "
+                          f"asked for {self.config.mfns}")
+        if first != self.au.first_mfn:
             self.au = Universe(self.au.vms, self.au.nr_gfns, first, count, self.au.roots, self.au.gvas, self.au.slots)
-        return to_spec_state(self.it, self.au, st, st["vms"])
+        try:
+            return to_spec_state(self.it, self.au, st, st["vms"])
+        except AbstractionError as e:
+            raise Failure("refinement", str(e)) from None
 
     def start(self, st: dict[str, Any]) -> None:
         self.state = self._init

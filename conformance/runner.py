@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .adapter import Adapter, Config, Observation, Operation
+from .adapter import Adapter, AdapterError, Config, Observation, Operation
 from .oracle import Failure, Judge, Oracle, SpecStep
 
 
@@ -63,6 +63,10 @@ class Runner:
 
     def reset(self) -> None:
         self.records = []
+        caps = self.adapter.capabilities()
+        if not (caps.events and caps.guest_memory):
+            raise AdapterError("the harness needs an adapter that reports its events and reads guest memory "
+                               "(Capabilities.events and .guest_memory; docs/writing-an-adapter.md)")
         self._guarded(lambda: self.adapter.reset(self.config), "reset")
         st = self._guarded(self.adapter.abstract_state, "abstract_state after reset")
         self.oracle = Oracle(self.judge, _first_mfn(st))  # type: ignore[arg-type]
@@ -80,7 +84,9 @@ class Runner:
         rec = StepRecord(len(self.records), op, obs, [])
         self.records.append(rec)
         try:
-            rec.spec_steps = self._judge(lambda: self.oracle.check(op, obs, st, self.adapter.read_guest))  # type: ignore[union-attr]
+            rec.spec_steps = self._guarded(  # read_guest is the adapter's too: under the same timeout
+                lambda: self._judge(lambda: self.oracle.check(op, obs, st, self.adapter.read_guest)),  # type: ignore[union-attr]
+                f"judging step {rec.index} ({op.action})")
         finally:
             self.timing.impl += t1 - t0
             self.timing.oracle += time.perf_counter() - t1

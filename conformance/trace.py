@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -101,7 +103,10 @@ def _impl_value(v: Any, config: Config) -> Any:
     for sort, values in (("vm", range(config.vms)), ("root", config.roots), ("gva", config.gvas),
                          ("gfn", range(config.gfns)), ("slot", range(config.slots))):
         if v.startswith(sort) and v[len(sort):].isdigit():
-            return values[int(v[len(sort):])]
+            i = int(v[len(sort):])
+            if i >= len(values):
+                raise TraceError(f"the trace names {v}, but the configuration has {len(values)} {sort} element(s)")
+            return values[i]
     return v  # an enum value name (read, write, fetch)
 
 
@@ -110,6 +115,8 @@ def load_adapter(target: str) -> Callable[[], Adapter]:
     mod_name, sep, attr = target.partition(":")
     if not sep or not mod_name or not attr:
         raise TraceError(f"--impl {target!r}: expected MODULE:ATTR, e.g. mypkg.adapter:MyVmm")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # an adapter in the current project, as `python -m` would find it
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
@@ -129,9 +136,10 @@ def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)
     runner = Runner(factory(), spec, config, step_timeout)
+    ops = operations_of(trace, config)
     try:
         runner.reset()
-        for op in operations_of(trace, config):
+        for op in ops:
             runner.step(op)
     except Failure as f:
         return trace, runner, f

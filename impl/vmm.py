@@ -419,8 +419,9 @@ class Vmm:
         """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
         the guest's own tables (no A/D written) for every cached or current root."""
         out = {}
-        probe = Mode(user=False, wp=False, nxe=True)  # a supervisor read: any present translation
         for vm in self.vms.values():
+            # a supervisor read: any present translation (XD is a reserved bit when the guest's NXE is off)
+            probe = Mode(user=False, wp=False, nxe=vm.nxe)
             pages: dict[int, array] = {}  # each guest table page read once per call
 
             def read64(a: int, vm: Vm = vm, pages: dict[int, array] = pages) -> int:

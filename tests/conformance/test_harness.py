@@ -190,3 +190,31 @@ def test_dmm_fuzz_json_and_exit_statuses(capsys, tmp_path):
     assert main(["fuzz", "--impl", "no.such.module:Adapter"]) == 2
     assert "cannot import" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_bad_input_is_a_message_and_exit_two(capsys, tmp_path):
+    assert main(["fuzz", "--mutant", "no_such_bug", "--examples", "1"]) == 2
+    assert "no such mutant" in capsys.readouterr().err
+    path = tmp_path / "bmc.jsonl"
+    path.write_text('{"format": "dmm-trace/1", "source": "dmm prove --bmc"}\n{"step": 0, "action": "vm_create", "args": {"v": "vm7"}}\n')
+    assert main(["replay", str(path)]) == 2
+    assert "names vm7" in capsys.readouterr().err
+    path.write_text("not json\n")
+    assert main(["replay", str(path)]) == 2
+    assert ":1:" in capsys.readouterr().err
+
+
+class Liar(BundledVmm):
+    """Reports an spte that maps a VMM-private frame: the abstraction must not drop it silently."""
+
+    def abstract_state(self):
+        st = super().abstract_state()
+        if st["spte"]:
+            key = next(iter(st["spte"]))
+            st["spte"][key] = (10_000,) + st["spte"][key][1:]
+        return st
+
+
+def test_an_spte_outside_the_dmm_pages_is_a_refinement_failure():
+    f = verdict(SETUP, adapter=Liar())
+    assert f.kind == "refinement" and "not one of the 24 DMM machine pages" in f.message
