@@ -167,17 +167,16 @@ def _(vmm: Any) -> None:
 @mutant("flush_forgotten", "weakening or dropping an spte does not make the VM owe a TLB flush",
         "refinement (flush_pending) / observation")
 def _(vmm: Any) -> None:
-    vmm.mmu.owe_flush = lambda vm_id: None
+    vmm.mmu.owe_flush = lambda vm_id, gvas=None: None
 
 
-@mutant("invlpg_ignored", "the guest's invlpg is dropped: the TLB is not flushed for it", "observation")
+@mutant("flush_invlpg_wrong_address", "paying an owed flush page by page, the VMM invalidates the page after "
+        "the one whose spte it weakened", "refinement (tlb_sync) / observation")
 def _(vmm: Any) -> None:
-    real = vmm.invlpg
-
-    def invlpg(vm: Any, gva: int) -> None:
-        real(vm, gva)
-        vmm._tlb_stale = False
-    vmm.invlpg = invlpg
+    def invalidate(gva: int) -> int:
+        vmm.cpu.invlpg(gva + x86.PAGE_SIZE)
+        return gva + x86.PAGE_SIZE
+    vmm.invalidate = invalidate
 
 
 @mutant("root_cache_by_vm", "the CR3 root cache is keyed by VM only: a CR3 load reuses another root's shadow",

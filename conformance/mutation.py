@@ -36,11 +36,11 @@ class MutantResult:
     catches: str = ""
 
 
-def run_one(name: str, seconds: float, seed: int = 0) -> MutantResult:
+def run_one(name: str, seconds: float, seed: int = 0, focus: bool = True) -> MutantResult:
     from .vmm_adapter import BundledVmm
 
     m = MUTANTS[name]
-    r = fuzz(BundledVmm, load(None), Config(mutant=name), seconds=seconds, seed_=seed)
+    r = fuzz(BundledVmm, load(None), Config(mutant=name), seconds=seconds, seed_=seed, focus=focus)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
@@ -54,11 +54,11 @@ def select(pattern: str | None) -> list[str]:
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 
-def run_all(names: list[str], seconds: float, jobs: int = 1) -> list[MutantResult]:
+def run_all(names: list[str], seconds: float, jobs: int = 1, focus: bool = True) -> list[MutantResult]:
     if jobs <= 1:
-        return [run_one(n, seconds) for n in names]
+        return [run_one(n, seconds, 0, focus) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-        return list(ex.map(run_one, names, [seconds] * len(names)))
+        return list(ex.map(run_one, names, [seconds] * len(names), [0] * len(names), [focus] * len(names)))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:

@@ -67,6 +67,8 @@ _IRETQ = 0x40
 # QEMU's derived state (the SMAP check lives there) follows; a register write alone does not.
 _LOAD_CONTROLS = 0x50
 _LOAD_CODE = bytes.fromhex("0f30" "0f22e6" "0f22c7")
+_INVLPG = 0x70  # invlpg [rbx]
+_INVLPG_CODE = bytes.fromhex("0f013b")
 
 
 @dataclass
@@ -150,6 +152,7 @@ class Cpu:
                 self.write(self.page(page) + off, code)
         self.write(self.page(_KCODE) + _IRETQ, bytes.fromhex("48cf"))
         self.write(self.page(_KCODE) + _LOAD_CONTROLS, _LOAD_CODE)
+        self.write(self.page(_KCODE) + _INVLPG, _INVLPG_CODE)
         self.uc.reg_write(UC_X86_REG_GDTR, (0, self.va(_GDT), len(GDT) * 8 - 1, 0))
 
     def va(self, page: int) -> int:
@@ -211,6 +214,17 @@ class Cpu:
             return self.uc.reg_read(UC_X86_REG_RAX)
         _UCLIB.uc_reg_read(self.uc._uch, UC_X86_REG_RAX, ctypes.byref(self._regbuf))
         return self._regbuf.value
+
+    def invlpg(self, gva: int) -> None:
+        """Drop the TLB's translation of one page, by executing invlpg (QEMU flushes that page)."""
+        assert self._mode is not None, "set_mode first"
+        if not self._clean:
+            self.uc.context_restore(self._context)
+        self._write_regs([(UC_X86_REG_RBX, gva), (UC_X86_REG_EFLAGS, 0x2),
+                          (UC_X86_REG_RSP, self.va(_STACK) + x86.PAGE_SIZE - 64)])
+        start = self.va(_KCODE) + _INVLPG
+        self.uc.emu_start(start, start + len(_INVLPG_CODE), count=1)
+        self._clean = True  # as a clean supervisor access leaves it
 
     def flush_tlb(self) -> None:
         """Drop every cached translation (what a CR3 reload does for non-global entries)."""

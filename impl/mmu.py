@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 ACC_W, ACC_U, ACC_X = 1, 2, 4  # role.access bits: write, user, execute (x86 NX inverted)
 ACC_ALL = ACC_W | ACC_U | ACC_X
 UPPER = x86.P | x86.RW | x86.US | x86.A  # upper shadow entries grant everything; leaves decide
+FULL = None  # flush_gvas: the whole TLB
+MAX_INVLPG = 8  # beyond this many pages a full flush is cheaper
 LEAF_KEY = x86.ADDR_MASK | x86.P | x86.RW | x86.US | x86.XD  # what a leaf spte says (A, D are the MMU's)
 
 
@@ -77,6 +79,8 @@ class Mmu:
         self.rmap: dict[int, set[tuple[int, int]]] = {}  # DMM mfn -> leaf sptes (sp mfn, index)
         self.roots: dict[tuple[int, int, bool], Sp] = {}  # (vm, guest root gfn, wp) -> cached root
         self.flush_pending: set[int] = set()
+        # What paying a VM's owed flush takes: the gvas to invalidate one by one, or FULL.
+        self.flush_gvas: dict[int, set[int] | None] = {}
 
     # ---------------------------------------------------------------- shadow pages
     def root(self, vm: "Vm") -> Sp:
@@ -125,7 +129,7 @@ class Mmu:
             e = self.cpu.read64(addr)
             if e & x86.RW:
                 self.cpu.write64(addr, e & ~x86.RW)
-                self.owe_flush(vm.id)
+                self.owe_flush(vm.id, self.gvas_of(sp, idx))
 
     def link(self, parent: Sp, idx: int, child: Sp) -> None:
         addr = parent.paddr + 8 * idx
@@ -225,9 +229,23 @@ class Mmu:
             for x in gvas:
                 self.vmm.emit("zap_spte", v=sp.vm, r=root, x=x)
 
-    def owe_flush(self, vm_id: int) -> None:
-        """The VM may not run again before its TLB is flushed (an spte was weakened or dropped)."""
+    def gvas_of(self, sp: Sp, idx: int) -> set[int]:
+        """The (canonical) gvas that reach leaf idx of sp, through any cached root."""
+        out = set()
+        for _root, base in self.paths(sp):
+            va = base | idx << x86.PAGE_SHIFT
+            out.add(va | 0xFFFF_0000_0000_0000 if va >> 47 & 1 else va)
+        return out
+
+    def owe_flush(self, vm_id: int, gvas: set[int] | None = FULL) -> None:
+        """The VM may not run again before its TLB is flushed (an spte was weakened or dropped):
+        for the leaves of gvas, an invlpg each will do; for anything else, a full flush."""
         self.flush_pending.add(vm_id)
+        owed = self.flush_gvas.get(vm_id, set())
+        if gvas is FULL or owed is FULL or len(owed) + len(gvas) > MAX_INVLPG:
+            self.flush_gvas[vm_id] = FULL
+        else:
+            self.flush_gvas[vm_id] = owed | gvas
         self.vmm.emit("flush_request", v=vm_id)
 
     # ---------------------------------------------------------------- zapping
@@ -240,7 +258,7 @@ class Mmu:
         if self.vmm.events is not None:
             self._report_zap(sp, idx, e)
         self.cpu.write64(addr, 0)
-        self.owe_flush(sp.vm)
+        self.owe_flush(sp.vm, self.gvas_of(sp, idx) if sp.role.level == 1 else FULL)
         target = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
         if sp.role.level > 1:
             child = self.by_mfn[target]
@@ -308,7 +326,7 @@ class Mmu:
             e = self.cpu.read64(addr)
             if e & x86.RW:
                 self.cpu.write64(addr, e & ~x86.RW)
-                self.owe_flush(sp.vm)
+                self.owe_flush(sp.vm, self.gvas_of(sp, idx))
 
     # ---------------------------------------------------------------- emulated guest table writes
     def guest_table_written(self, vm: "Vm", gpa: int, size: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from . import x86
 from .cpu import HOLE_PAGES, Cpu
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
-from .mmu import Mmu, Role, entry_access
+from .mmu import FULL, Mmu, Role, entry_access
 from .policies import OutOfMemory, Policies
 from .swap import SwapDevice
 from .walker import access_error_code, walk
@@ -122,6 +122,7 @@ class Vmm:
         self.mmu.zap_vm(vm.id)
         self.policy.release_all(vm)
         self.mmu.flush_pending.discard(vm.id)
+        self.mmu.flush_gvas.pop(vm.id, None)
         self.machine.remove_vm(vm.id)
         del self.vms[vm.id]
         if self._loaded is not None and self._loaded[0] == vm.id:
@@ -190,6 +191,7 @@ class Vmm:
         # which pays whatever flush the VM owed.
         self._loaded = None
         self.mmu.flush_pending.discard(vm.id)
+        self.mmu.flush_gvas.pop(vm.id, None)
         self.emit("cr3_load", v=vm.id, r=root_gfn)
 
     def set_controls(self, vm: Vm, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
@@ -243,16 +245,29 @@ class Vmm:
         root = self.mmu.root(vm)
         mode = vm.cpu_mode()
         key = (vm.id, root.mfn, mode)
+        owed = self.mmu.flush_gvas.pop(vm.id, FULL)
         if self._loaded != key:
             self.cpu.set_mode(root.paddr, mode)  # also flushes
             self._loaded = key
-        elif vm.id in self.mmu.flush_pending or self._tlb_stale:
+        elif self._tlb_stale or (vm.id in self.mmu.flush_pending and owed is FULL):
             self.cpu.flush_tlb()
+        elif vm.id in self.mmu.flush_pending:
+            # Only these pages' sptes were weakened or dropped: invalidate them, keep the rest.
+            for gva in sorted(owed):  # type: ignore[arg-type]
+                self.emit("invlpg", v=vm.id, x=self.invalidate(gva))
+            self.mmu.flush_pending.discard(vm.id)
+            self.emit("tlb_sync", v=vm.id)
+            return
         else:
             return
         self._tlb_stale = False
         self.mmu.flush_pending.discard(vm.id)
         self.emit("tlb_flush", v=vm.id)
+
+    def invalidate(self, gva: int) -> int:
+        """The VMM's invlpg of one page on the real CPU; the gva invalidated."""
+        self.cpu.invlpg(gva)
+        return gva
 
     def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int) -> Result | None:
         """The VMM's #PF handler. None: the shadow was filled, retry. A Result: the access is over."""
