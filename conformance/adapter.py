@@ -34,8 +34,10 @@ class Config:
     gfns: int = 16
     mfns: int = 24
     slots: int = 4
-    roots: tuple[int, ...] = (0, 4)  # guest root gfns
-    gvas: tuple[int, ...] = tuple(0x400000 + 0x1000 * i for i in range(8))
+    roots: tuple[int, ...] = (0, 5)  # guest root gfns
+    # two page tables' worth (two 2 MiB regions): a page the guest maps as data under one can
+    # become the page table of the other
+    gvas: tuple[int, ...] = tuple(base + 0x1000 * i for base in (0x400000, 0x600000) for i in range(4))
     budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
     mutant: str | None = None  # a seeded bug to switch on (issue 8); None: the real VMM
 

@@ -27,7 +27,7 @@ from .runner import Runner, StepRecord
 # Store values: small, repeated (so pages become identical and get merged) and PTE-shaped (so a
 # store into a page table makes a mapping).
 VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
-GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
+GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0xE7, 0x87, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
 # The operations every swarm keeps: without them nothing else happens.
 CORE = ("vm_create", "cr3_load", "guest_map") + ACCESS_ACTIONS
 WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, "set_cr4": 2}
@@ -106,7 +106,7 @@ class Drawer:
                 name, running if name in ACCESS_ACTIONS else live)
             if not vms and (name != "share_scan" or not live):
                 continue
-            op = self._extra(c, name, vms) if name in EXTRA else self._spec_op(c, name, vms, s, result)
+            op = self._extra(c, name, vms, s) if name in EXTRA else self._spec_op(c, name, vms, s, result)
             if op is not None:
                 return op
         return None
@@ -165,7 +165,7 @@ class Drawer:
         r = s[self.root_ix][v]
         return (v * len(self.config.roots) + r) * len(self.config.gvas) + x
 
-    def _extra(self, c: Choices, name: str, vms: list[int]) -> Operation:
+    def _extra(self, c: Choices, name: str, vms: list[int], s: Any = None) -> Operation:
         cfg = self.config
         if name == "share_scan":
             return Operation(name, {})
@@ -173,6 +173,14 @@ class Drawer:
         if name == "gpte_write":
             args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4), bits=c.pick(GPTE_BITS),
                         g=c.take(cfg.gfns))
+            if self.focus and c.take(2):
+                if args["level"] > 1 and args["bits"] & 0x80:
+                    args["g"] = 0  # a huge page needs an aligned frame: the only one in guest memory
+                elif args["level"] > 1 and s is not None:
+                    # a page the guest maps as data becomes a page table: write protection must catch up
+                    used = [g for g in s[self.gmap_ix] if g is not None]
+                    if used:
+                        args["g"] = c.pick(used)
         else:
             args.update(nxe=bool(c.take(2)), smep=bool(c.take(2)), smap=bool(c.take(2)))
         return Operation(name, args)

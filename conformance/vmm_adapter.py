@@ -1,7 +1,7 @@
 """The adapter for the bundled VMM (impl/): the only module of conformance/ that imports impl.
 
-The guest is played here. Guest layout: root r (a gfn) is the PML4; its PDPT, PD and PT are the
-next three gfns; every gva of the configuration lies under that one PT. `guest_map` writes the
+The guest is played here. Guest layout: root r (a gfn) is the PML4; its PDPT and PD are the next
+two gfns, then one PT per 2 MiB region the configuration's gvas touch (all in one 1 GiB region). `guest_map` writes the
 leaf (and the upper entries it needs) as the guest's own stores, which the VMM traps when the table
 is shadowed. Page-table edits are reported as guest writes so the ideal machine makes them too.
 """
@@ -37,6 +37,7 @@ class BundledVmm:
     def __init__(self) -> None:
         self.vmm: Vmm | None = None
         self.config = Config()
+        self.regions: list[int] = []
 
     def capabilities(self) -> Capabilities:
         return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS))
@@ -45,9 +46,9 @@ class BundledVmm:
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
         self.config = config
-        tables = {x >> 21 for x in config.gvas}
-        if len(tables) != 1:
-            raise ValueError("the bundled adapter keeps every gva under one page table (one 2 MiB region)")
+        if len({x >> 30 for x in config.gvas}) != 1:
+            raise ValueError("the bundled adapter keeps every gva under one page directory (one 1 GiB region)")
+        self.regions = sorted({x >> 21 for x in config.gvas})
         cpu = self.vmm.cpu if self.vmm is not None else None
         self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu)
         self.vmm.events = []
@@ -122,10 +123,11 @@ class BundledVmm:
     def _edit(self, vm: Any, root: int, gva: int, level: int, entry: int, obs: Observation) -> None:
         """The guest writes one entry on gva's path in root's tables (and the upper entries above it
         that are not there yet). Each store that happened is reported."""
+        tables = {4: root, 3: root + 1, 2: root + 2, 1: root + 3 + self.regions.index(gva >> 21)}
         for lvl in (4, 3, 2, 1):
-            table = root + (4 - lvl)
+            table = tables[lvl]
             gpa = (table << x86.PAGE_SHIFT) + 8 * x86.index(gva, lvl)
-            value = entry if lvl == level else (table + 1) << x86.PAGE_SHIFT | UPPER
+            value = entry if lvl == level else tables[lvl - 1] << x86.PAGE_SHIFT | UPPER
             current = int.from_bytes(self.vmm.peek(vm, gpa, 8), "little")  # type: ignore[union-attr]
             if lvl == level or not current & x86.P:
                 if current != value:

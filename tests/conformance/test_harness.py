@@ -26,9 +26,9 @@ def op(action: str, **args) -> Operation:
     return Operation(action, args)
 
 
-# A guest that maps gva X[0] to data gfn 9 and writes it through a hidden fault.
+# A guest that maps gva X[0] to data gfn 12 and writes it through a hidden fault.
 SETUP = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
-         op("guest_map", v=0, r=0, x=X[0], g=9, w=True, u=True, nx=False, a=False, d=False),
+         op("guest_map", v=0, r=0, x=X[0], g=12, w=True, u=True, nx=False, a=False, d=False),
          op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
          op("shadow_hit", v=0, x=X[0], a="read", u=False)]
 
@@ -64,7 +64,7 @@ def test_refinement_judges_the_implementations_choice_against_the_guard():
 
 
 def test_refinement_shows_the_state_diff():
-    f = verdict(SETUP + [op("swap_out", v=0, g=9)], mutant="no_zap_on_remap")
+    f = verdict(SETUP + [op("swap_out", v=0, g=12)], mutant="no_zap_on_remap")
     assert f.kind in ("invariant", "refinement")
     assert "no_stale_spte" in f.message or "spte(vm0, root0, gva0)" in f.detail
 
@@ -75,7 +75,7 @@ def test_invariant_oracle_names_the_invariant():
 
 
 def test_observation_oracle_compares_with_the_ideal_machine():
-    ops = SETUP[:2] + [op("gpte_write", v=0, r=0, x=X[0], level=1, bits=0x27 | (1 << 51), g=9),
+    ops = SETUP[:2] + [op("gpte_write", v=0, r=0, x=X[0], level=1, bits=0x27 | (1 << 51), g=12),
                        op("guest_walk", v=0, x=X[0], a="read", u=False)]
     run(ops)  # a reserved bit: the bundled VMM faults with RSVD, as the ideal machine does
     f = verdict(ops, mutant="reserved_bits_ignored")
@@ -83,7 +83,7 @@ def test_observation_oracle_compares_with_the_ideal_machine():
 
 
 def test_data_is_checked_after_swapping():
-    ops = SETUP + [op("swap_out", v=0, g=9), op("shadow_hit", v=0, x=X[0], a="read", u=False)]
+    ops = SETUP + [op("swap_out", v=0, g=12), op("shadow_hit", v=0, x=X[0], a="read", u=False)]
     assert run(ops).records[-1].observation.access.value == 5  # swapped in intact
     f = verdict(ops, mutant="swap_in_not_read")
     assert f.kind == "observation" and "0x5" in f.message
