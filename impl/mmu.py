@@ -141,6 +141,8 @@ class Mmu:
             self.zap(parent, idx)
         self.cpu.write64(addr, new)
         child.parents.add((parent.mfn, idx))
+        if self.vmm.events is not None:
+            self._report_link(parent, idx, child)
 
     # ---------------------------------------------------------------- leaves
     def leaf_rights(self, vm: "Vm", w: Walk, access: int, gfn: int, mfn: int, write: bool, user: bool) -> int:
@@ -161,7 +163,7 @@ class Mmu:
                 us = False
         if protected:
             writable = False
-        return (x86.RW if writable else 0) | (x86.US if us else 0) | (x86.XD if nx and vm.nxe else 0)
+        return (x86.RW if writable else 0) | (x86.US if us else 0) | (x86.XD if nx else 0)
 
     def install_leaf(self, sp: Sp, idx: int, gfn: int, mfn: int, rights: int, guest_write: bool) -> None:
         """Fill (or upgrade) one leaf spte. Only a read-only -> writable upgrade of the same page for
@@ -210,15 +212,34 @@ class Mmu:
 
     def leaves(self, sp: Sp, base: int = 0) -> Iterator[int]:
         """The gva of every present leaf spte under sp (sp reached at gva prefix base)."""
+        return (va for va, _sp, _idx, _e in self.leaf_entries(sp, base))
+
+    def leaf_entries(self, sp: Sp, base: int = 0) -> Iterator[tuple[int, Sp, int, int]]:
+        """(gva, leaf sp, index, spte) of every present leaf spte under sp."""
         shift = x86.LEVEL_SHIFT[sp.role.level]
         for idx, e in enumerate(array("Q", self.cpu.read(sp.paddr, x86.PAGE_SIZE))):
             if not e & x86.P or (sp.role.level == 4 and idx == 511):
                 continue
             va = base | idx << shift
             if sp.role.level == 1:
-                yield va
+                yield va, sp, idx, e
             else:
-                yield from self.leaves(self.by_mfn[(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
+                yield from self.leaf_entries(self.by_mfn[(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
+
+    def _report_link(self, parent: Sp, idx: int, child: Sp) -> None:
+        """A new link makes the leaves already under child reachable by new (root, gva) paths:
+        for each, the spec sees an spte filled."""
+        shift = x86.LEVEL_SHIFT[parent.role.level]
+        vm = self.vmm.vms[parent.vm]
+        for root, base in self.paths(parent):
+            for x, leaf_sp, i, e in self.leaf_entries(child, base | idx << shift):
+                if leaf_sp.role.direct:
+                    gfn = leaf_sp.gfn + i
+                else:  # the guest's own entry says which gfn this leaf maps
+                    gpte = int.from_bytes(self.vmm.peek(vm, (leaf_sp.gfn << x86.PAGE_SHIFT) + 8 * i, 8), "little")
+                    gfn = (gpte & x86.ADDR_MASK) >> x86.PAGE_SHIFT
+                self.vmm.emit("shadow_fill", v=parent.vm, r=root, x=x, g=gfn, m=(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT,
+                              w=bool(e & x86.RW), nx=bool(e & x86.XD))
 
     def _report_zap(self, sp: Sp, idx: int, entry: int) -> None:
         shift = x86.LEVEL_SHIFT[sp.role.level]

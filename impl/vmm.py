@@ -59,8 +59,10 @@ class Vm:
     def cpu_mode(self) -> Mode:
         """The mode the real CPU runs the guest in. CR0.WP is always 1: write protection of guest
         tables lives in read-only sptes, which WP=0 would let supervisor writes ignore; the guest's
-        WP=0 is implemented in the sptes instead (mmu.leaf_rights)."""
-        return _cpu_mode(self.nxe, self.smep, self.smap)
+        WP=0 is implemented in the sptes instead (mmu.leaf_rights). EFER.NXE is always 1, as KVM
+        keeps the host's: the VMM's own NX in sptes (the WP=0 trick under SMEP) must work when the
+        guest's NXE is off (found by dmm fuzz); the guest's XD bits are checked by the software walk."""
+        return _cpu_mode(True, self.smep, self.smap)
 
 
 @dataclass
