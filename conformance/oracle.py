@@ -159,6 +159,10 @@ class Oracle:
                 if name not in self.it.actions:
                     raise Failure("refinement", f"event {i}: {name!r} is not an action of the spec")
                 xs = self.spec_args(name, args)
+                if xs is not None and name == "shadow_fill" and not self.it.is_enabled(s, name, xs):
+                    # The guest's edit of this entry may precede the fill within the operation (the
+                    # walk's A/D bits on a table two roots share): the fill sees the edited entry.
+                    s = self._guest_edits(s, impl, steps, only=self._gmap_point(xs))
                 if xs is not None:
                     s = self._apply(s, name, xs, steps, f"event {i}")
             if i == last_write:
@@ -189,12 +193,16 @@ class Oracle:
                 return self._apply(s, name, xs, steps, f"event {i}")
         return self._apply(s, "shadow_hit", xs, steps, f"event {i} (a hit the hardware served)")
 
-    def _guest_edits(self, s: State, impl: State, steps: list[SpecStep]) -> State:
-        """The guest's own page-table edits: every (vm, root, gva) whose mapping differs."""
+    def _gmap_point(self, xs: tuple[Any, ...]) -> int:
+        return self.u.index("gmap", xs[:3])
+
+    def _guest_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None = None) -> State:
+        """The guest's own page-table edits: every (vm, root, gva) whose mapping differs (or only
+        the one at flat index `only`)."""
         lays = [self._lay[n] for n in GMAP]
         if all(impl[lay.index] == s[lay.index] for lay in lays):
             return s
-        for k in range(lays[0].size):
+        for k in (range(lays[0].size) if only is None else (only,)):
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):
                 continue

@@ -218,3 +218,13 @@ class Liar(BundledVmm):
 def test_an_spte_outside_the_dmm_pages_is_a_refinement_failure():
     f = verdict(SETUP, adapter=Liar())
     assert f.kind == "refinement" and "not one of the 24 DMM machine pages" in f.message
+
+
+@pytest.mark.parametrize("trace", sorted(Path(__file__).with_name("traces").glob("*.jsonl")), ids=lambda p: p.stem)
+def test_saved_traces_of_fixed_findings_replay_clean(trace):
+    # Each trace once failed (a VMM bug or a harness false positive, since fixed); each must pass.
+    header = json.loads(trace.read_text().splitlines()[0])
+    assert header.get("failure"), "a regression trace records the failure it once had"
+    _, runner, failure = replay(trace, SPEC)
+    assert failure is None, f"{failure}\n{failure.detail}"
+    assert len(runner.records) == len(read(trace).ops)
