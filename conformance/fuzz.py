@@ -250,6 +250,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
         try:
             run_state_machine_as_test(machine, settings=settings(
                 max_examples=todo, stateful_step_count=steps_per_case, deadline=None, database=None,
+                derandomize=False,  # the seed is ours (seed_ above): a loaded profile must not replace it
                 suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False,
                 print_blob=False))
         except Failure as f:

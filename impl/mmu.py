@@ -46,6 +46,10 @@ class Role:
     access: int
     wp: bool
     direct: bool = False
+    # For a direct sp: the guest huge entry's D bit. Its sptes are writable only if D is set, so two
+    # guest huge entries of the same frames, one clean and one dirty, must not share one (found by
+    # dmm fuzz: the clean one's gva reached a writable spte).
+    dirty: bool = False
 
 
 @dataclass(eq=False)

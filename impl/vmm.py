@@ -304,7 +304,7 @@ class Vmm:
             mfn = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
             if mfn is None:
                 return Result(True, 0, gva, oom=True)
-        sp, access = self._shadow_path(vm, gva, w)
+        sp, access = self._shadow_path(vm, gva, w, bool(w.leaf[2] & x86.D) or acc is Access.WRITE)
         rights = self.mmu.leaf_rights(vm, w, access, gfn, mfn, acc is Access.WRITE, user)
         self.mmu.install_leaf(sp, x86.index(gva, 1), gfn, mfn, rights, bool(access & 1))
         self.stats["hidden_faults"] += 1
@@ -319,8 +319,9 @@ class Vmm:
                 return Result(True, 0, gva, oom=True)
         return None
 
-    def _shadow_path(self, vm: Vm, gva: int, w: Any) -> tuple[Any, int]:
-        """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva."""
+    def _shadow_path(self, vm: Vm, gva: int, w: Any, dirty: bool) -> tuple[Any, int]:
+        """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva. `dirty`:
+        the guest leaf's D bit once this walk's own A/D writes are made."""
         mmu = self.mmu
         sp = mmu.root(vm)
         access = 7
@@ -335,7 +336,7 @@ class Vmm:
         gfn = w.paddr >> x86.PAGE_SHIFT
         while level > 1:  # a guest huge page: direct sps split it into 4 KiB sptes
             span = x86.ENTRIES ** (level - 1)  # gfns one entry at this level maps
-            child = mmu.shadow_table(vm, gfn & ~(span - 1), Role(level - 1, access, vm.wp, direct=True))
+            child = mmu.shadow_table(vm, gfn & ~(span - 1), Role(level - 1, access, vm.wp, direct=True, dirty=dirty))
             mmu.link(sp, x86.index(gva, level), child)
             sp, level = child, level - 1
         return sp, access

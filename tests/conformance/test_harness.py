@@ -151,10 +151,10 @@ def test_a_campaign_is_reproducible():
 
 
 def test_a_failure_is_shrunk_saved_and_replays_to_the_same_verdict(tmp_path):
-    r = fuzz(BundledVmm, SPEC, Config(mutant="user_bit_ignored"), examples=50, seed_=0)
+    r = fuzz(BundledVmm, SPEC, Config(mutant="rmap_insert_forgotten"), examples=50, seed_=0)
     assert r.failure is not None and r.failure.kind == "invariant"
     assert len(r.shrunk) <= 8
-    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=0, adapter=BundledVmm.name, config=Config(mutant="user_bit_ignored"),
+    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=0, adapter=BundledVmm.name, config=Config(mutant="rmap_insert_forgotten"),
                  records=r.shrunk, failure=r.failure, it=r.it)
     header = json.loads(path.read_text().splitlines()[0])
     assert header["format"] == "dmm-trace/1" and header["failure"]["kind"] == "invariant"
