@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    sp.add_argument("--step-timeout", type=float, default=10.0, metavar="S", help="seconds one step may take")
     sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
                         description="run the harness against every seeded VMM bug (and spec bug)")
     sp.set_defaults(fn=cmd_mutants)

@@ -20,7 +20,7 @@ from .adapter import Config
 from .fuzz import FuzzResult, fuzz
 from .oracle import Failure
 from .report import as_json, show_failure, show_fuzz
-from .trace import TraceError, load_adapter, replay, write
+from .trace import TraceError, load_adapter, replay, spec_hash, write
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT = 1, 2
@@ -94,11 +94,15 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     out = Console()
     try:
         factory = load_adapter(args.impl) if args.impl else None
-        trace, runner, failure = replay(Path(args.trace), spec, factory)
+        trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout)
     except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
         return EXIT_INPUT
     saved = trace.header.get("failure")
+    recorded = trace.header.get("spec_hash")
+    if recorded and recorded != spec_hash(spec):
+        Console(stderr=True).print(f"[yellow]dmm replay: the trace was recorded against another version of the spec "
+                                   f"({trace.header.get('spec', '?')}); the verdict may differ[/]")
     if args.json:
         print(json.dumps({"trace": args.trace, "steps": len(runner.records),
                           "verdict": failure.kind if failure else "pass",

@@ -228,3 +228,14 @@ def test_saved_traces_of_fixed_findings_replay_clean(trace):
     _, runner, failure = replay(trace, SPEC)
     assert failure is None, f"{failure}\n{failure.detail}"
     assert len(runner.records) == len(read(trace).ops)
+
+
+def test_replay_warns_when_the_spec_changed_since_the_trace(tmp_path, capsys):
+    src = sorted(Path(__file__).with_name("traces").glob("*.jsonl"))[0]
+    lines = src.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["spec_hash"] = "0" * 64
+    path = tmp_path / "old.jsonl"
+    path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    assert main(["replay", str(path), "--step-timeout", "5"]) == 0
+    assert "another version of the spec" in capsys.readouterr().err
