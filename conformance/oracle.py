@@ -262,18 +262,24 @@ class Oracle:
         elif op.action == "invlpg" and vm is not None:
             vm.invlpg(a["x"])
         elif obs.access is not None and vm is not None:
-            self._judge_access(op, obs.access, read_guest)
+            self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in obs.events))
         if any(n == "vm_destroy" for n, _ in obs.events):
             ideal.destroy(a["v"])
         if obs.access is None or a.get("a") != "read":
             self.compare_memory(read_guest)
 
-    def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any) -> None:
+    def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any, walked: bool = False) -> None:
         a = op.args
         v, x, acc, user, value = a["v"], a["x"], a["a"], a["u"], a.get("value", 0)
         vm = self.ideal.vms[v]
         if got.oom:
-            return  # the VMM had no page to serve it: an out-of-memory result, not a translation
+            # The VMM had no page to serve it: an out-of-memory result, not a translation. If its
+            # walk completed first, the guest's A/D bits are set, as a CPU's walk sets them.
+            o, _, used = vm.walk(x, acc, user)
+            if walked and not o.fault:
+                for addr, new in vm.ad_writes(acc, used).items():
+                    vm.mem.write64(addr, new)
+            return
         cands = vm.candidates(x, acc, user)
         for o, t, used in cands:
             if o.fault != got.fault or (o.fault and (o.error_code, o.cr2) != (got.error_code, got.cr2)):
