@@ -23,7 +23,7 @@ ACCESS_ACTIONS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
 # What the implementation chooses, by action (everything else is the harness's to choose).
 OUTPUTS = {"demand_page": ("m",), "swap_in": ("s", "m"), "swap_out": ("m", "s"), "share_merge": ("m1", "m2"),
            "cow_break": ("m", "n"), "balloon_inflate": ("m",), "balloon_inflate_swapped": ("s",),
-           "pool_grow": ("m",), "pool_shrink": ("m",), "share_rehome": ("m", "w", "g")}
+           "pool_grow": ("m",), "pool_shrink": ("m",)}
 # One operation the implementation may answer with any of these actions (e.g. a balloon inflate
 # of a resident, swapped or absent gfn).
 ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped", "balloon_inflate_unmapped"),

@@ -37,7 +37,6 @@ GHOST = ("tlb", "tlb_write")
 MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
                   "balloon_inflate_swapped", "balloon_inflate_unmapped"}
 GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
-NOT_SPEC = {"hit", "guest_write"}
 
 
 class Failure(Exception):

@@ -12,11 +12,6 @@ from .oracle import Failure
 from .runner import StepRecord
 
 
-def show_event(name: str, args: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k}={_hexish(k, v)}" for k, v in args.items())
-    return f"{name}({shown})"
-
-
 def _hexish(k: str, v: Any) -> str:
     return f"{v:#x}" if k in ("x", "gpa", "value", "bits") and isinstance(v, int) else str(v)
 
