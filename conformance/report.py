@@ -16,7 +16,7 @@ def _hexish(k: str, v: Any) -> str:
     return f"{v:#x}" if k in ("x", "gpa", "value", "bits") and isinstance(v, int) else str(v)
 
 
-def failure_table(records: list[StepRecord], failure: Failure, spec_names: Any = None) -> Table:
+def failure_table(records: list[StepRecord], failure: Failure) -> Table:
     t = Table(title=f"{failure.kind} failure: shrunk to {len(records)} step(s)", show_lines=True)
     for col in ("step", "operation", "arguments", "implementation did", "spec expected"):
         t.add_column(col, overflow="fold")

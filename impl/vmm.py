@@ -108,6 +108,11 @@ class Vmm:
         if self.events is not None:
             self.events.append((name, args))
 
+    def _emit_access(self, name: str, vm: Vm, gva: int, acc: Access, user: bool) -> None:
+        # On the access path: with the log off, not even the arguments are built.
+        if self.events is not None:
+            self.events.append((name, {"v": vm.id, "r": vm.cr3_gfn, "x": gva & ~0xFFF, "a": acc.value, "u": user}))
+
     # ---------------------------------------------------------------- VMs
     def create_vm(self, nr_gfns: int, vm_id: int | None = None) -> Vm:
         vid = vm_id if vm_id is not None else (max(self.vms) + 1 if self.vms else 0)
@@ -231,7 +236,7 @@ class Vmm:
             if not out.fault:
                 self.stats["hits"] += 1
                 res.value = out.value
-                self.emit("hit", v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
+                self._emit_access("hit", vm, gva, acc, user)
                 return res
             if out.vector != 14:
                 return Result(True, gp=out.vector == 13)
@@ -275,7 +280,6 @@ class Vmm:
         """The VMM's #PF handler. None: the shadow was filled, retry. A Result: the access is over."""
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
-        ev = dict(v=vm.id, r=vm.cr3_gfn, x=gva & ~0xFFF, a=acc.value, u=user)
         ad: list[tuple[int, int]] = []  # the walk's A/D writes, made once the walk is decided
         try:
             w = self.walk(lambda a: self.read64(vm, a), lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
@@ -285,13 +289,13 @@ class Vmm:
         except OutOfMemory:  # a guest table could not be paged in
             return Result(True, 0, gva, oom=True)
         if bad_gfn:
-            self.emit("guest_fault", **ev)
+            self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
         if w.fault:
             self.stats["guest_faults"] += 1
-            self.emit("guest_fault", **ev)
+            self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, w.error_code, gva, gp=w.gp)
-        self.emit("guest_walk", **ev)
+        self._emit_access("guest_walk", vm, gva, acc, user)
         gfn = w.paddr >> x86.PAGE_SHIFT
         try:
             for addr, entry in ad:  # a write into a guest table, propagated like any
