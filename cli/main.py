@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--only", metavar="PATTERN", help="mutants whose name matches (glob or substring)")
     sp.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
     sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
+    sp.add_argument("--seed", type=int, default=0, metavar="S", help="the campaigns' seed (default 0)")
     sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     sp.add_argument("--fuzz-seconds", type=float, default=60.0, metavar="N",
                     help="how long to fuzz the bundled VMM (default 60)")

@@ -140,7 +140,7 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     err = Console(stderr=True)
     with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
-        results = run_all(names, args.seconds_per_mutant, args.jobs)
+        results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed)
     out = summary(results)
     spec_results = run_spec_mutants(args.seconds_per_mutant, args.jobs, args.only) if args.spec_mutants else []
     if args.json:

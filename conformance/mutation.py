@@ -54,11 +54,11 @@ def select(pattern: str | None) -> list[str]:
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 
-def run_all(names: list[str], seconds: float, jobs: int = 1, focus: bool = True) -> list[MutantResult]:
+def run_all(names: list[str], seconds: float, jobs: int = 1, focus: bool = True, seed: int = 0) -> list[MutantResult]:
     if jobs <= 1:
-        return [run_one(n, seconds, 0, focus) for n in names]
+        return [run_one(n, seconds, seed, focus) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-        return list(ex.map(run_one, names, [seconds] * len(names), [0] * len(names), [focus] * len(names)))
+        return list(ex.map(run_one, names, [seconds] * len(names), [seed] * len(names), [focus] * len(names)))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+"""The harness's bug-finding power: every mutant of the catalogue (or those matching a pattern)
+fuzzed at one seed with a time budget each. Prints one JSON object.
+
+usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS]
+
+killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
+trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+from dmmcheck.conformance.mutation import run_all, select
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+    jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    results = run_all(select(pattern), seconds, jobs, seed=seed)
+    killed = [r for r in results if r.killed]
+    shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
+    print(json.dumps({
+        "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern,
+        "killed": len(killed), "total": len(results),
+        "survivors": [r.name for r in results if not r.killed],
+        "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,
+        "max_seconds": max((r.seconds for r in killed), default=None),
+        "median_shrunk_steps": statistics.median(shrunk) if shrunk else None,
+        "max_shrunk_steps": max(shrunk, default=None),
+        "mutants": {r.name: {"killed": r.killed, "seconds": r.seconds, "steps": r.steps,
+                             "shrunk": r.shrunk_steps, "oracle": r.oracle} for r in results},
+    }))
+
+
+if __name__ == "__main__":
+    main()
