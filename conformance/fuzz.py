@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import hypothesis
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
@@ -224,6 +226,32 @@ def make_machine(runner: Runner, cat: Catalogue, result: FuzzResult, steps: int,
     return DmmMachine
 
 
+@contextmanager
+def seed_alone() -> Iterator[None]:
+    """While a campaign runs, Hypothesis draws from the seed alone.
+
+    Hypothesis mixes integer literals it finds in the loaded modules outside site-packages (the VMM
+    under test, an adapter, the launching script) into about one draw in twenty, so an edit to any
+    loaded file would change the campaign. Those "local constants" are switched off here (its global
+    constants depend only on its version, which pyproject.toml pins and traces record). The hook is
+    a private one of the pinned Hypothesis: if it is missing the campaign refuses to run rather than
+    silently losing reproducibility."""
+    from hypothesis.internal.conjecture import providers
+
+    real = getattr(providers, "_get_local_constants", None)
+    if real is None or not hasattr(providers, "CONSTANTS_CACHE"):
+        raise RuntimeError(f"hypothesis {hypothesis.__version__} is not a version dmm supports "
+                           "(pyproject.toml pins the tested range)")
+    none = providers.Constants()
+    providers._get_local_constants = lambda: none
+    providers.CONSTANTS_CACHE.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = real
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None, focus: bool = True) -> FuzzResult:
@@ -237,7 +265,18 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     cat = Catalogue(runner.judge.it, adapter.capabilities().operations)  # type: ignore[union-attr]
     result.it = runner.judge.it  # type: ignore[union-attr]
     last: list[CaseResult] = []
-    n = 0
+    with seed_alone():
+        _campaign(runner, cat, result, last, seconds, examples, seed_, steps_per_case, batch, progress, focus)
+    result.seconds = time.perf_counter() - start
+    if hasattr(adapter, "close"):
+        adapter.close()  # type: ignore[attr-defined]
+    return result
+
+
+def _campaign(runner: Runner, cat: Catalogue, result: FuzzResult, last: list[CaseResult], seconds: float | None,
+              examples: int | None, seed_: int, steps_per_case: int, batch: int,
+              progress: Callable[[FuzzResult], None] | None, focus: bool) -> None:
+    start, n = result.started, 0
     while True:
         if seconds is not None and time.perf_counter() - start >= seconds:
             break
@@ -267,7 +306,3 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
             result.coverage = runner.judge.coverage  # type: ignore[union-attr]
             if progress:
                 progress(result)
-    result.seconds = time.perf_counter() - start
-    if hasattr(adapter, "close"):
-        adapter.close()  # type: ignore[attr-defined]
-    return result

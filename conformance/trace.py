@@ -35,11 +35,13 @@ def spec_hash(spec: Any) -> str:
 
 def write(path: Path, *, spec: Any, seed: int, adapter: str, config: Config, records: list[StepRecord],
           failure: Failure | None, it: Any) -> Path:
+    import hypothesis
+
     from dmmcheck import __version__
 
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "source": "dmm fuzz", "spec": spec.file, "spec_hash": spec_hash(spec),
-              "seed": seed, "dmm_version": __version__, "adapter": adapter, "config": config.to_json(),
+              "seed": seed, "dmm_version": __version__, "hypothesis_version": hypothesis.__version__, "adapter": adapter, "config": config.to_json(),
               "values": "impl"}
     if failure is not None:
         header["failure"] = {"kind": failure.kind, "message": failure.message, "detail": failure.detail,
