@@ -35,10 +35,11 @@ class Universe:
     roots: tuple[int, ...]  # guest root gfns
     gvas: tuple[int, ...]  # guest-virtual page addresses
     slots: int = 1
+    budget: int | None = None  # None: every mfn
 
     def sizes(self) -> dict[str, int]:
         return {"vm": len(self.vms), "gfn": self.nr_gfns, "mfn": self.nr_mfns, "root": len(self.roots),
-                "gva": len(self.gvas), "slot": self.slots}
+                "gva": len(self.gvas), "slot": self.slots, "budget": self.nr_mfns if self.budget is None else self.budget}
 
 
 def interpreter_for(spec: Any, u: Universe) -> Interpreter:
@@ -93,7 +94,16 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     for (v, g), slot in st.get("swap", {}).items():
         if g < u.nr_gfns and slot < u.slots:
             put("swap_slot", (vm_ix[v], g), slot)
-            put("slot_used", (slot,), True)
+    if "slots_used" not in st:
+        raise AbstractionError("abstract_state() lacks 'slots_used': the swap device's own list of the slots "
+                               "it holds (an empty list for a VMM without swap)")
+    for slot in st["slots_used"]:
+        if not 0 <= slot < u.slots:
+            raise AbstractionError(f"slot {slot} is used, but the swap device has {u.slots} slots")
+        put("slot_used", (slot,), True)
+    for name in ("budget",):  # the model's parameters are the scope's, not the implementation's
+        if name in U.layout:
+            values[name] = [it.u.params[name][0]]
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:
             put("ballooned", (vm_ix[v], g), True)

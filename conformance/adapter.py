@@ -42,8 +42,10 @@ class Config:
     mutant: str | None = None  # a seeded bug to switch on (issue 8); None: the real VMM
 
     def sizes(self) -> dict[str, int]:
+        """The spec's sort sizes and its budget parameter (no budget: every mfn)."""
         return {"vm": self.vms, "gfn": self.gfns, "mfn": self.mfns, "root": len(self.roots),
-                "gva": len(self.gvas), "slot": self.slots}
+                "gva": len(self.gvas), "slot": self.slots,
+                "budget": self.mfns if self.budget is None else self.budget}
 
     def to_json(self) -> dict[str, Any]:
         return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,

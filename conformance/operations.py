@@ -29,7 +29,8 @@ OUTPUTS = {"demand_page": ("m",), "swap_in": ("s", "m"), "swap_out": ("m", "s"),
 ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped", "balloon_inflate_unmapped"),
                 "balloon_inflate_swapped": ("balloon_inflate_swapped",),
                 "balloon_inflate_unmapped": ("balloon_inflate_unmapped",),
-                "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom")}
+                "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom"),
+                "swap_out": ("swap_out", "swap_full")}
 EXTRA = {"gpte_write": ("v", "r", "x"), "set_cr4": ("v",), "share_scan": ()}
 # Composite operations: legal when the VM lives; the implementation performs the steps that make
 # the spec action enabled first (vm_destroy: give every page back, then destroy).

@@ -60,7 +60,8 @@ class Judge:
 
     def __init__(self, spec: Any, config: Config) -> None:
         self.spec, self.config = spec, config
-        self.it = Interpreter(spec, config.sizes())
+        # the scope's sort sizes, and the model's parameters (the budget) that this spec has
+        self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
         self.coverage: Counter[str] = Counter()
 

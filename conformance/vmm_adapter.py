@@ -22,7 +22,7 @@ UPPER = x86.P | x86.RW | x86.US | x86.A
 ACCESS_OPS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
 OPERATIONS = frozenset(ACCESS_OPS + (
     "vm_create", "vm_destroy", "cr3_load", "set_cr0_wp", "guest_map", "guest_unmap", "invlpg",
-    "demand_page", "swap_in", "oom", "swap_out", "swap_full", "swap_io_error", "share_merge", "cow_break",
+    "demand_page", "swap_in", "oom_injected", "swap_out", "swap_io_error", "share_merge", "cow_break",
     "balloon_inflate", "balloon_inflate_unmapped", "balloon_inflate_swapped", "balloon_deflate",
     "pool_grow", "pool_shrink",
     "gpte_write", "set_cr4", "share_scan",  # not spec actions: the guest's raw edits, CR4, the scanner
@@ -87,12 +87,12 @@ class BundledVmm:
                 vmm.invlpg(vm, a["x"])
             elif name in ("demand_page", "swap_in"):
                 vmm.gfn_mfn(vm, a["g"])
-            elif name == "oom":
+            elif name == "oom_injected":
                 vmm.policy.fail_next_allocation = True
                 vmm.gfn_mfn(vm, a["g"])
-            elif name in ("swap_out", "swap_full", "swap_io_error"):
-                if name != "swap_out" and vmm.policy.swap is not None:
-                    vmm.policy.swap.inject("full" if name == "swap_full" else "io")
+            elif name in ("swap_out", "swap_io_error"):
+                if name == "swap_io_error" and vmm.policy.swap is not None:
+                    vmm.policy.swap.inject("io")
                 vmm.policy.swap_out(vm, a["g"])
                 if vmm.policy.swap is not None:
                     vmm.policy.swap.inject(None)

@@ -43,6 +43,7 @@ class Policies:
         self.reclaim_enabled = reclaim and swap is not None
         self._hand = 0  # the clock hand, an index into the DMM frames
         self.fail_next_allocation = False  # injected: the next allocation finds no page at all
+        self._injected = False  # the last allocation failed because it was told to (oom_injected)
         self.stats = {"swap_outs": 0, "swap_ins": 0, "merges": 0, "cow_breaks": 0, "reclaims": 0, "ooms": 0}
 
     # ---------------------------------------------------------------- demand paging
@@ -61,9 +62,14 @@ class Policies:
         return mfn
 
     def _oom(self, vm: "Vm", gfn: int) -> int:
-        self.stats["ooms"] += 1
-        self.vmm.emit("oom", v=vm.id, g=gfn)
+        self._report_oom(vm, gfn)
         raise OutOfMemory(f"no machine page for VM {vm.id} gfn {gfn:#x}")
+
+    def _report_oom(self, vm: "Vm", gfn: int) -> None:
+        # oom only when nothing is allocatable (the spec's guard); an injected failure says so
+        self.stats["ooms"] += 1
+        self.vmm.emit("oom_injected" if self._injected else "oom", v=vm.id, g=gfn)
+        self._injected = False
 
     def _within_budget(self) -> bool:
         return self.budget is None or self.machine.held() < self.budget
@@ -71,8 +77,10 @@ class Policies:
     def _allocate(self, vm: "Vm") -> int | None:
         """A page for the VM: its idle pool first, then the VMM pool within the budget; when
         neither has one, reclaim once and retry."""
+        self._injected = False
         if self.fail_next_allocation:
             self.fail_next_allocation = False
+            self._injected = True
             return None
         for _ in range(2):
             if len(self.machine.idle[vm.id]) or self._within_budget():
@@ -202,6 +210,7 @@ class Policies:
         m = vm.p2m[gfn]
         n = self._allocate(vm)
         if n is None:
+            self._report_oom(vm, gfn)
             return None
         self.vmm.write_frame(n, self.vmm.read_frame(m))
         self.vmm.unmap_gfn(vm, gfn)

@@ -420,6 +420,8 @@ class Vmm:
             "descriptor": {mfn: (m.desc[mfn].status, m.desc[mfn].refcount, m.desc[mfn].owner) for mfn in touched},
             "p2m": {(v.id, g): mfn for v in self.vms.values() for g, mfn in v.p2m.items()},
             "swap": {(v.id, g): s for v in self.vms.values() for g, s in v.swapped.items()},
+            # the swap device's own record of its slots, not derived from the VMs' swap maps
+            "slots_used": sorted(self.policy.swap.used) if self.policy.swap is not None else [],
             "ballooned": sorted((v.id, g) for v in self.vms.values() for g in v.ballooned),
             "write_protected": sorted(self.mmu.shadowed),
             "flush_pending": sorted(self.mmu.flush_pending),

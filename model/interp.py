@@ -62,10 +62,11 @@ class Interpreter:
         """One initial state per assignment of the immutable symbols that satisfies the axioms."""
         immutables = [lay for lay in self.u.layout.values() if not lay.symbol.mutable]
         for lay in immutables:
-            if lay.symbol.result.name == A.INT:
+            if lay.symbol.result.name == A.INT and lay.symbol.name not in self.u.params:
                 raise InterpError(f"immutable int symbol {lay.symbol.name!r} has no finite domain to enumerate")
         blank = [tuple([None] * lay.size) for lay in self.u.layout.values()]
-        choices = [itertools.product(self.u.domain(lay.symbol.result), repeat=lay.size) for lay in immutables]
+        choices = [itertools.product(self.u.params.get(lay.symbol.name) or self.u.domain(lay.symbol.result),
+                                     repeat=lay.size) for lay in immutables]
         out = []
         for values in itertools.product(*choices):
             s = list(blank)

@@ -40,13 +40,24 @@ class Universe:
 
     def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None) -> None:
         sizes = dict(sizes or {})
+        params = {n for n, sym in spec.symbols.items() if _is_param(sym)}
         for name in sizes:
+            if name in params:
+                if sizes[name] < 0:
+                    raise UniverseError(f"parameter {name} must be at least 0, got {sizes[name]}")
+                continue
             if name not in spec.sorts:
-                raise UniverseError(f"unknown sort {name!r} in bound (sorts: {', '.join(spec.sorts)})")
+                raise UniverseError(f"unknown sort {name!r} in bound (sorts: {', '.join(spec.sorts)}"
+                                    + (f"; parameters: {', '.join(sorted(params))}" if params else "") + ")")
             if sizes[name] < 1:
                 raise UniverseError(f"sort {name} needs at least one element, got {sizes[name]}")
         self.spec = spec
         self.sizes: dict[str, int] = {s: sizes.get(s) or b or DEFAULT_SIZE for s, b in spec.sorts.items()}
+        # An immutable int constant is a parameter of the model (the DMM spec's budget): the bound
+        # may fix it; otherwise every value from 0 to the largest sort size is an initial state.
+        top = max(self.sizes.values(), default=DEFAULT_SIZE)
+        self.params: dict[str, tuple[int, ...]] = {
+            n: (sizes[n],) if n in sizes else tuple(range(top + 1)) for n in sorted(params)}
         self.layout: dict[str, SymbolLayout] = {}
         for i, sym in enumerate(spec.symbols.values()):
             domains = tuple(self.domain_size(t) for t in sym.args)
@@ -197,6 +208,10 @@ class Universe:
                 body = ", ".join(f"{self.show_point(name, p)[len(name):]} -> {self.show_value(res, v)}" for p, v in items)
                 lines.append(f"{name}: {body}" if body else f"{name}: -")
         return "\n".join(lines)
+
+
+def _is_param(sym: Symbol) -> bool:
+    return not sym.mutable and not sym.args and sym.result.name == A.INT
 
 
 def _strides(domains: tuple[int, ...]) -> list[int]:
