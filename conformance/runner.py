@@ -74,21 +74,26 @@ class Runner:
 
     def step(self, op: Operation) -> StepRecord:
         assert self.oracle is not None, "reset first"
-        t0 = time.perf_counter()
-        obs = self._guarded(lambda: self.adapter.step(op), f"step {len(self.records)} ({op.action})")
-        if not isinstance(obs, Observation):
-            raise Failure("crash", f"step {len(self.records)} ({op.action}) returned {type(obs).__name__}, "
-                          "not an Observation")
-        st = self._guarded(self.adapter.abstract_state, f"abstract_state after step {len(self.records)}")
-        t1 = time.perf_counter()
-        rec = StepRecord(len(self.records), op, obs, [])
+        # Recorded before it runs: a step that crashes or hangs is the last step of the trace, and
+        # the trace replays to the same crash.
+        rec = StepRecord(len(self.records), op, Observation(note="no answer: the step did not complete"), [])
         self.records.append(rec)
+        t0 = time.perf_counter()
+        try:
+            obs = self._guarded(lambda: self.adapter.step(op), f"step {rec.index} ({op.action})")
+            if not isinstance(obs, Observation):
+                raise Failure("crash", f"step {rec.index} ({op.action}) returned {type(obs).__name__}, "
+                              "not an Observation")
+            rec.observation = obs
+            st = self._guarded(self.adapter.abstract_state, f"abstract_state after step {rec.index}")
+        finally:
+            self.timing.impl += time.perf_counter() - t0
+        t1 = time.perf_counter()
         try:
             rec.spec_steps = self._guarded(  # read_guest is the adapter's too: under the same timeout
                 lambda: self._judge(lambda: self.oracle.check(op, obs, st, self.adapter.read_guest)),  # type: ignore[union-attr]
                 f"judging step {rec.index} ({op.action})")
         finally:
-            self.timing.impl += t1 - t0
             self.timing.oracle += time.perf_counter() - t1
         return rec
 

@@ -239,3 +239,26 @@ def test_replay_warns_when_the_spec_changed_since_the_trace(tmp_path, capsys):
     path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
     assert main(["replay", str(path), "--step-timeout", "5"]) == 0
     assert "another version of the spec" in capsys.readouterr().err
+
+
+class CrashOnSwap(BundledVmm):
+    """Crashes on the first swap_out of a test case, as a VMM bug found by fuzzing would."""
+
+    def step(self, o: Operation):
+        if o.action == "swap_out":
+            raise RuntimeError("VMM bug: swap_out of a resident page")
+        return super().step(o)
+
+
+def test_a_crash_trace_holds_the_crashing_operation_and_replays_to_the_same_crash(tmp_path):
+    r = fuzz(CrashOnSwap, SPEC, Config(), examples=100, seed_=0)
+    assert r.failure is not None and r.failure.kind == "crash", r.failure
+    assert r.shrunk and r.shrunk[-1].op.action == "swap_out"  # the operation that crashed is in the trace
+    path = write(tmp_path / "crash.jsonl", spec=SPEC, seed=0, adapter="crash", config=Config(), records=r.shrunk,
+                 failure=r.failure, it=r.it)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert json.loads(lines[1 + header["failure"]["step"]])["action"] == "swap_out"  # the header points at it
+    _, runner, again = replay(path, SPEC, CrashOnSwap)
+    assert again is not None and (again.kind, again.message) == (r.failure.kind, r.failure.message)
+    assert len(runner.records) == len(r.shrunk)
