@@ -154,13 +154,17 @@ class IdealVm:
                 out[addr] = new
         return out
 
-    def load(self, o: Outcome, acc: str, used: list) -> int:
-        """What a load through outcome o returns: the walk's A/D writes come first (a page table
-        read through a mapping of itself sees its own A bit)."""
+    def load(self, o: Outcome, acc: str, used: list, size: int = 8) -> int:
+        """What a load of `size` bytes through outcome o returns: the walk's A/D writes come first
+        (a page table read through a mapping of itself sees its own A bit)."""
         assert o.paddr is not None
-        return self.ad_writes(acc, used).get(o.paddr, self.mem.read64(o.paddr))
+        ad = self.ad_writes(acc, used)
+        first, last = o.paddr & ~7, (o.paddr + size + 7) & ~7
+        words = b"".join(ad.get(a, self.mem.read64(a)).to_bytes(8, "little") for a in range(first, last, 8))
+        return int.from_bytes(words[o.paddr - first:o.paddr - first + size], "little")
 
-    def commit(self, gva: int, acc: str, o: Outcome, t: Translation | None, used: list, value: int) -> Outcome:
+    def commit(self, gva: int, acc: str, o: Outcome, t: Translation | None, used: list, value: int,
+               size: int = 8) -> Outcome:
         """Perform the chosen outcome: A on every entry used and D on the leaf of a write (a fresh
         walk only), cache the translation, do the load or store."""
         if o.fault:
@@ -171,9 +175,9 @@ class IdealVm:
             self.tlb.setdefault(gva & ~(PAGE - 1), set()).add(t)
         assert o.paddr is not None
         if acc == "write":
-            self.mem.write64(o.paddr, value)
+            self.mem.mem[o.paddr:o.paddr + size] = (value & (1 << 8 * size) - 1).to_bytes(size, "little")
         elif acc == "read":
-            o.value = self.mem.read64(o.paddr)
+            o.value = int.from_bytes(self.mem.mem[o.paddr:o.paddr + size], "little")
         return o
 
     def invlpg(self, gva: int) -> None:

@@ -58,12 +58,12 @@ class SpecStep:
 class Judge:
     """What the oracles compile from the spec for one universe: built once, shared by every test case."""
 
-    def __init__(self, spec: Any, config: Config) -> None:
+    def __init__(self, spec: Any, config: Config, coverage: Counter[str] | None = None) -> None:
         self.spec, self.config = spec, config
         # the scope's sort sizes, and the model's parameters (the budget) that this spec has
         self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
-        self.coverage: Counter[str] = Counter()
+        self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
 
 
 class Oracle:
@@ -270,7 +270,8 @@ class Oracle:
 
     def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any, walked: bool = False) -> None:
         a = op.args
-        v, x, acc, user, value = a["v"], a["x"], a["a"], a["u"], a.get("value", 0)
+        v, acc, user, value = a["v"], a["a"], a["u"], a.get("value", 0)
+        x, size = a["x"] + a.get("offset", 0), a.get("size", 8)  # the access's first byte, its width
         vm = self.ideal.vms[v]
         if got.oom:
             # The VMM had no page to serve it: an out-of-memory result, not a translation. If its
@@ -284,17 +285,18 @@ class Oracle:
         for o, t, used in cands:
             if o.fault != got.fault or (o.fault and (o.error_code, o.cr2) != (got.error_code, got.cr2)):
                 continue
-            if not o.fault and acc == "read" and vm.load(o, acc, used) != got.value:
+            if not o.fault and acc == "read" and vm.load(o, acc, used, size) != got.value:
                 continue
             if not o.fault and acc == "write" and len(cands) > 1 and \
-                    read_guest(v, o.paddr, 8) != (value & (1 << 64) - 1).to_bytes(8, "little"):
+                    read_guest(v, o.paddr, size) != (value & (1 << 8 * size) - 1).to_bytes(size, "little"):
                 continue
-            vm.commit(x, acc, o, t, used, value)
+            vm.commit(x, acc, o, t, used, value, size)
             self._check_ad(v, o, read_guest)
             return
         fresh, _, used = cands[0]
-        want = _show_outcome(fresh, acc, vm.load(fresh, acc, used) if not fresh.fault else None)
-        raise Failure("observation", f"{acc} of gva {x:#x} by VM {v} ({'user' if user else 'supervisor'}): "
+        want = _show_outcome(fresh, acc, vm.load(fresh, acc, used, size) if not fresh.fault else None)
+        width = "" if size == 8 or acc == "fetch" else f" ({size} bytes)"
+        raise Failure("observation", f"{acc}{width} of gva {x:#x} by VM {v} ({'user' if user else 'supervisor'}): "
                       f"the guest saw {_show_result(got)}, the ideal machine allows {want}"
                       + (f" (or {len(cands) - 1} stale TLB outcome(s))" if len(cands) > 1 else ""))
 

@@ -15,7 +15,7 @@ from dmmcheck.impl import x86
 from dmmcheck.impl.vmm import OutOfMemory, Vmm
 from dmmcheck.impl.x86 import Access
 
-from .adapter import AccessResult, Capabilities, Config, Observation, Operation
+from .adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
 from .mutants import MUTANTS, apply_mutant
 
 UPPER = x86.P | x86.RW | x86.US | x86.A
@@ -29,6 +29,11 @@ OPERATIONS = frozenset(ACCESS_OPS + (
 ))
 
 
+# Campaigns vary each test case's scope up to this: a third VM, three roots, gvas over three page
+# tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots.
+SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True)
+
+
 class BundledVmm:
     """Adapter over dmmcheck.impl.vmm.Vmm."""
 
@@ -40,7 +45,7 @@ class BundledVmm:
         self.regions: list[int] = []
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS))
+        return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS), scope=SCOPE)
 
     def reset(self, config: Config) -> None:
         if self.vmm is not None and self.vmm.policy.swap is not None:
@@ -139,7 +144,8 @@ class BundledVmm:
 
     def _access(self, vm: Any, a: dict[str, Any], obs: Observation) -> AccessResult:
         acc = Access(a["a"])
-        r = self.vmm.access(vm, a["x"], acc, user=a["u"], value=a.get("value", 0))  # type: ignore[union-attr]
+        r = self.vmm.access(vm, a["x"] + a.get("offset", 0), acc, user=a["u"], value=a.get("value", 0),  # type: ignore[union-attr]
+                            size=a.get("size", 8))
         return AccessResult(r.fault, r.error_code, r.cr2, r.value, r.oom)
 
     # ---------------------------------------------------------------- reading back

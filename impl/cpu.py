@@ -35,6 +35,7 @@ from unicorn.x86_const import (
     UC_X86_REG_RDX,
     UC_X86_REG_RSI,
     UC_X86_REG_RSP,
+    UC_X86_REG_XMM0,
 )
 
 from . import x86
@@ -48,7 +49,7 @@ except ImportError:  # pragma: no cover - another binding layout
 MSR_EFER = 0xC0000080
 EFER_NXE = 1 << 11
 CR0_PE, CR0_WP, CR0_PG = 1 << 0, 1 << 16, 1 << 31
-CR4_PAE, CR4_SMEP, CR4_SMAP = 1 << 5, 1 << 20, 1 << 21
+CR4_PAE, CR4_OSFXSR, CR4_SMEP, CR4_SMAP = 1 << 5, 1 << 9, 1 << 20, 1 << 21
 RFLAGS_AC = 1 << 18
 
 HOLE_VA = 0xFFFF_FF80_0000_0000  # PML4 slot 511
@@ -69,6 +70,14 @@ _LOAD_CONTROLS = 0x50
 _LOAD_CODE = bytes.fromhex("0f30" "0f22e6" "0f22c7")
 _INVLPG = 0x70  # invlpg [rbx]
 _INVLPG_CODE = bytes.fromhex("0f013b")
+# Loads and stores of 1, 2, 4 and 16 bytes (8 is _CODE's), at 0x100 + 0x10 * k of both code pages:
+# movzx eax,byte/word [rbx] and mov eax,[rbx] zero-extend into rax; the 16-byte ones go through
+# xmm0 (movdqu: any alignment; CR4.OSFXSR is set so SSE is usable).
+_SIZED = {(Access.READ, 1): "0fb603", (Access.READ, 2): "0fb703", (Access.READ, 4): "8b03",
+          (Access.READ, 16): "f30f6f03", (Access.WRITE, 1): "8803", (Access.WRITE, 2): "668903",
+          (Access.WRITE, 4): "8903", (Access.WRITE, 16): "f30f7f03"}
+_SIZED_CODE = {k: (0x100 + 0x10 * i, bytes.fromhex(c)) for i, (k, c) in enumerate(_SIZED.items())}
+SIZES = (1, 2, 4, 8, 16)
 
 
 @dataclass
@@ -148,7 +157,7 @@ class Cpu:
             self.write64(self.page(_PT) + 8 * (i - _GDT), self.page(i) | flags)
         self.write(self.page(_GDT), b"".join(struct.pack("<Q", d) for d in GDT))
         for page in (_KCODE, _UCODE):
-            for off, code in _CODE.values():
+            for off, code in (*_CODE.values(), *_SIZED_CODE.values()):
                 self.write(self.page(page) + off, code)
         self.write(self.page(_KCODE) + _IRETQ, bytes.fromhex("48cf"))
         self.write(self.page(_KCODE) + _LOAD_CONTROLS, _LOAD_CODE)
@@ -170,7 +179,7 @@ class Cpu:
         uc.reg_write(UC_X86_REG_CR3, cr3)  # the root must reach the hole: the loader runs there
         efer = uc.msr_read(MSR_EFER) | (1 << 8) | (1 << 10)
         efer = (efer | EFER_NXE) if mode.nxe else (efer & ~EFER_NXE)
-        cr4 = uc.reg_read(UC_X86_REG_CR4) | CR4_PAE
+        cr4 = uc.reg_read(UC_X86_REG_CR4) | CR4_PAE | CR4_OSFXSR
         cr4 = (cr4 | CR4_SMEP) if mode.smep else (cr4 & ~CR4_SMEP)
         cr4 = (cr4 | CR4_SMAP) if mode.smap else (cr4 & ~CR4_SMAP)
         cr0 = uc.reg_read(UC_X86_REG_CR0) | CR0_PE | CR0_PG
@@ -232,9 +241,10 @@ class Cpu:
 
     # ---------------------------------------------------------------- one access
     def access(self, gva: int, access: Access, value: int = 0, user: bool | None = None,
-               ac: bool | None = None) -> Outcome:
-        """Perform one access at gva on the real MMU, with the control registers of the last
-        set_mode; user and ac (CPL 3, EFLAGS.AC) may be given per access."""
+               ac: bool | None = None, size: int = 8) -> Outcome:
+        """Perform one access of `size` bytes (1, 2, 4, 8 or 16; a fetch ignores it) at gva on the
+        real MMU, with the control registers of the last set_mode; user and ac (CPL 3, EFLAGS.AC)
+        may be given per access. The bytes must not cross a page (one translation per access)."""
         assert self._mode is not None, "set_mode first"
         mode = self._mode
         if (user is not None and user != mode.user) or (ac is not None and ac != mode.ac):
@@ -245,10 +255,12 @@ class Cpu:
         if not self._clean:
             self.uc.context_restore(self._context)
         self._clean = False
-        off, code = _CODE[access]
+        off, code = _CODE[access] if size == 8 or access is Access.FETCH else _SIZED_CODE[(access, size)]
         flags = 0x2 | (RFLAGS_AC if mode.ac else 0)
         self._fault = None
         regs = [(UC_X86_REG_RBX, gva), (UC_X86_REG_RAX, value)]
+        if size == 16 and access is Access.WRITE:
+            self.uc.reg_write(UC_X86_REG_XMM0, value & (1 << 128) - 1)
         if mode.user:
             entry = self.va(_UCODE) + off
             rsp = self.va(_STACK) + x86.PAGE_SIZE - 5 * 8
@@ -267,7 +279,9 @@ class Cpu:
             return Outcome(True, None, None, None, None) if self._fault is None else self._fault
         if self._fault is not None:
             return self._fault
-        value_out = self._read_rax() if access is Access.READ else None
+        value_out = None
+        if access is Access.READ:
+            value_out = self.uc.reg_read(UC_X86_REG_XMM0) if size == 16 else self._read_rax()
         self._clean = not mode.user and access is not Access.FETCH
         return Outcome(False, value=value_out)
 

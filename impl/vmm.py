@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from . import x86
-from .cpu import HOLE_PAGES, Cpu
+from .cpu import HOLE_PAGES, SIZES, Cpu
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
 from .mmu import FULL, Mmu, Role, entry_access
 from .policies import OutOfMemory, Policies
@@ -84,8 +84,8 @@ class Vmm:
                  swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
                  reclaim: bool = True, cpu: Cpu | None = None) -> None:
         total = 1 + machine_frames + private_frames + HOLE_PAGES + 4
-        if cpu is not None and cpu.phys_bytes == total * x86.PAGE_SIZE:
-            cpu.wipe()  # a CPU of the same size, reused (a conformance harness resets thousands of times)
+        if cpu is not None and cpu.phys_bytes >= total * x86.PAGE_SIZE:
+            cpu.wipe()  # a CPU at least as large, reused (a conformance harness resets thousands of times)
             self.cpu = cpu
         else:
             self.cpu = Cpu(total * x86.PAGE_SIZE)
@@ -221,8 +221,12 @@ class Vmm:
         self.emit("invlpg", v=vm.id, x=gva & ~0xFFF)
 
     # ---------------------------------------------------------------- guest accesses
-    def access(self, vm: Vm, gva: int, acc: Access, *, user: bool = False, value: int = 0, ac: bool = False) -> Result:
-        """One guest load, store or fetch, as a real instruction on the real MMU."""
+    def access(self, vm: Vm, gva: int, acc: Access, *, user: bool = False, value: int = 0, ac: bool = False,
+               size: int = 8) -> Result:
+        """One guest load, store or fetch of `size` bytes (1, 2, 4, 8, 16) at any alignment within
+        a page, as a real instruction on the real MMU."""
+        if acc is not Access.FETCH and (size not in SIZES or (gva & 0xFFF) + size > x86.PAGE_SIZE):
+            raise ValueError(f"an access of {size} bytes at {gva:#x}: sizes are {SIZES}, within one page")
         if vm.cr3_gfn is None:
             raise RuntimeError(f"VM {vm.id} has no CR3")
         if not x86.canonical(gva):
@@ -232,7 +236,7 @@ class Vmm:
         res = Result(False)
         for _ in range(MAX_RETRIES):
             self._enter(vm)
-            out = self.cpu.access(gva, acc, value=value, user=user, ac=ac)
+            out = self.cpu.access(gva, acc, value=value, user=user, ac=ac, size=size)
             if not out.fault:
                 self.stats["hits"] += 1
                 res.value = out.value
@@ -241,7 +245,7 @@ class Vmm:
             if out.vector != 14:
                 return Result(True, gp=out.vector == 13)
             res.hidden_faults += 1
-            handled = self.page_fault(vm, gva, acc, user, ac, value)
+            handled = self.page_fault(vm, gva, acc, user, ac, value, size)
             if handled is not None:
                 handled.hidden_faults = res.hidden_faults
                 return handled
@@ -276,7 +280,8 @@ class Vmm:
         self.cpu.invlpg(gva)
         return gva
 
-    def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int) -> Result | None:
+    def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int,
+                   size: int = 8) -> Result | None:
         """The VMM's #PF handler. None: the shadow was filled, retry. A Result: the access is over."""
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
@@ -318,7 +323,7 @@ class Vmm:
             # (a merged guest table, or a read-only gpte under CR0.WP=0) is copied first, which
             # may find no page: the access ends as out-of-memory, like any other.
             try:
-                return self._emulate_write(vm, w.paddr, value)
+                return self._emulate_write(vm, w.paddr, value, size)
             except OutOfMemory:
                 return Result(True, 0, gva, oom=True)
         return None
@@ -345,9 +350,10 @@ class Vmm:
             sp, level = child, level - 1
         return sp, access
 
-    def _emulate_write(self, vm: Vm, gpa: int, value: int) -> Result:
-        """A store to a write-protected guest table: performed by the VMM, then propagated."""
-        self.gpa_write(vm, gpa, value.to_bytes(8, "little"))
+    def _emulate_write(self, vm: Vm, gpa: int, value: int, size: int = 8) -> Result:
+        """A store to a write-protected guest table: performed by the VMM (only the bytes the
+        instruction writes: a store may be narrower than an entry or straddle two), then propagated."""
+        self.gpa_write(vm, gpa, (value & (1 << 8 * size) - 1).to_bytes(size, "little"))
         self.stats["emulated"] += 1
         return Result(False, emulated=True)
 
