@@ -95,6 +95,20 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The largest scope an adapter accepts; campaigns vary the configuration within it."""
+
+    vms: int = 2
+    gfns: int = 16
+    mfns: int = 24
+    slots: int = 4
+    roots: int = 2
+    gvas: int = 8
+    regions: int = 2  # 2 MiB regions the gvas may span (each a page table per root)
+    budget: bool = True  # a budget may be set
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the adapter can do. `operations`: the spec actions it accepts as operations (plus any
     extra, non-spec operations such as raw page-table edits). `events`: it reports the spec actions
@@ -105,6 +119,9 @@ class Capabilities:
     events: bool = True
     guest_memory: bool = True
     mutants: tuple[str, ...] = ()
+    # The scopes it accepts: campaigns vary each test case's configuration within them. None: only
+    # the configuration the campaign was started with.
+    scope: Bounds | None = None
 
 
 @runtime_checkable

@@ -66,7 +66,8 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     trace = None
     if result.failure is not None and result.shrunk:
         path = Path(args.trace_dir) / f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl"
-        trace = str(write(path, spec=spec, seed=args.seed, adapter=args.impl, config=config, records=result.shrunk,
+        trace = str(write(path, spec=spec, seed=args.seed, adapter=args.impl, config=result.config or config,
+                          records=result.shrunk,
                           failure=result.failure, it=result.it))
     return result, trace
 

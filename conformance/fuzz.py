@@ -1,10 +1,12 @@
 """Differential fuzzing: a Hypothesis state machine whose rules are the spec's actions.
 
-Each test case resets the implementation, picks a swarm (a random subset of the operations, so
-that rare interactions are not drowned by common ones — Groce et al., "Swarm testing"), then draws
-operations: an action of the swarm, its inputs, kept only when the spec says the operation is
-legal in the current spec state (operations.Catalogue). Every step is judged by both oracles
-(runner.py); a Failure is shrunk by Hypothesis and the shrunk run's steps are the trace.
+Each test case picks its scope (scope.py: a configuration within the adapter's bounds), resets the
+implementation, picks a swarm (a random subset of the operations, so that rare interactions are not
+drowned by common ones — Groce et al., "Swarm testing"), then draws operations: an action of the
+swarm, its inputs (inputs.py: the whole input space, mostly ordinary and sometimes at the edges),
+kept only when the spec says the operation is legal in the current spec state
+(operations.Catalogue). Every step is judged by both oracles (runner.py); a Failure is shrunk by
+Hypothesis and the shrunk run's steps, with the scope they ran on, are the trace.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
+from . import inputs, scope
 from .adapter import Adapter, Config, Operation
 from .operations import ACCESS_ACTIONS, EXTRA, Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord
+from .scope import table_gfns
 
-# Store values: small, repeated (so pages become identical and get merged) and PTE-shaped (so a
-# store into a page table makes a mapping).
+# The narrow generator's values (Tuning(wide_inputs=False), kept to measure what the wide one buys).
 VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
 GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0xE7, 0x87, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
 # The operations every swarm keeps: without them nothing else happens.
@@ -39,6 +42,8 @@ WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, "set
 class CaseResult:
     records: list[StepRecord]
     failure: Failure | None = None
+    config: Config | None = None
+    it: Any = None
 
 
 @dataclass
@@ -60,6 +65,9 @@ class FuzzResult:
     first_failure_steps: int | None = None  # steps run when the first failure showed (before shrinking)
     first_failure_seconds: float | None = None
     started: float = 0.0
+    config: Config | None = None  # the scope of the failing test case (the trace records it)
+    inputs: Counter[str] = field(default_factory=Counter)  # input classes drawn
+    scopes: Counter[str] = field(default_factory=Counter)  # scope classes of the test cases run
 
     @property
     def steps_per_second(self) -> float:
@@ -67,16 +75,22 @@ class FuzzResult:
 
 
 class Choices:
-    """Decodes one drawn integer into choices. One Hypothesis draw per step keeps generation cheap
-    (a draw costs more than a whole spec step); shrinking the integer toward 0 shrinks every choice
-    toward the first one, and Hypothesis still shrinks the number of steps."""
+    """Decodes one drawn integer into many choices. One Hypothesis draw per step keeps generation
+    cheap (a draw costs more than a whole spec step). The integer is hashed first, so shrinking it
+    does not shrink the choices one by one: only 0 decodes to the first of everything (the
+    campaign's own scope, the first operation of the swarm...); Hypothesis shrinks a failure by
+    dropping steps and by moving draws to 0."""
 
     def __init__(self, n: int) -> None:
         # Hypothesis favours small and boundary integers; mixed (splitmix64's finalizer), every
         # choice is near uniform, and 0 still decodes to the first of everything.
         n = (n ^ (n >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         n = (n ^ (n >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        self.n = n ^ (n >> 31)
+        n ^= n >> 31
+        # room for a step's many choices (each divides it down); a second mix for the upper part
+        m = (n * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+        m = (m ^ (m >> 29)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        self.n = n | (m << 64) | ((n ^ m) << 128)
 
     def take(self, k: int) -> int:
         v, self.n = self.n % k, self.n // k
@@ -86,18 +100,32 @@ class Choices:
         return seq[self.take(len(seq))]
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """What steers generation; each part measured on the mutant catalogue (docs/conformance.md)."""
+
+    focus: bool = True  # accesses mostly at mapped gvas; raw edits aimed at the guest's pages
+    vary_scope: bool = True  # each test case on a configuration of its own (scope.py)
+    wide_inputs: bool = True  # the whole input space (inputs.py): every gpte field, store widths
+
+
 class Drawer:
     """One operation: its name from the swarm, its inputs in implementation values; kept only when
     the spec says it is legal."""
 
-    def __init__(self, cat: Catalogue, config: Config, ops: list[str]) -> None:
-        self.cat, self.config = cat, config
+    def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning()) -> None:
+        self.cat, self.config, self.tuning = cat, config, tuning
         self.access = list(cat.it.spec.enums["access"])
         self.live_ix = cat.it.u.layout["live"].index
         self.root_ix = cat.it.u.layout["cur_root"].index
         self.gmap_ix = cat.it.u.layout["gmap"].index
         self.ops = ops
-        self.focus = True  # bias accesses toward mapped gvas (measured: bench/fuzz.py, dmm mutants)
+        self.focus = tuning.focus
+        self.tables = table_gfns(config)
+        self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
+
+    def guest(self, s: Any) -> inputs.Guest:
+        return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None))
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: "FuzzResult") -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
@@ -127,6 +155,9 @@ class Drawer:
             return cfg.gvas[i], i
         if t == "gfn":
             g = c.take(cfg.gfns)
+            if self.tuning.wide_inputs and c.take(8) == 0:
+                # a guest table's own gfn (tables and data alias), or the last gfn of memory
+                g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1])
             return g, g
         if t == "access":
             i = c.take(len(self.access))
@@ -160,7 +191,10 @@ class Drawer:
             if mapped:
                 args["x"] = c.pick(mapped)
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
-            args["value"] = c.pick(VALUES)
+            args["value"] = inputs.value(c, self.guest(s)) if self.tuning.wide_inputs else c.pick(VALUES)
+        if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
+            args["size"], args["offset"], cls = inputs.store(c)
+            self.inputs[cls.replace("store", "load") if args["a"] == "read" else cls] += 1
         return Operation(name, args)
 
     def _point(self, v: int, s: Any, x: int) -> int:
@@ -173,8 +207,13 @@ class Drawer:
             return Operation(name, {})
         args: dict[str, Any] = {"v": c.pick(vms)}
         if name == "gpte_write":
-            args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4), bits=c.pick(GPTE_BITS),
-                        g=c.take(cfg.gfns))
+            args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4))
+            if self.tuning.wide_inputs:
+                entry, cls = inputs.gpte(c, self.guest(s), args["level"])
+                self.inputs[cls] += 1
+                args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+                return Operation(name, args)
+            args.update(bits=c.pick(GPTE_BITS), g=c.take(cfg.gfns))
             if self.focus and c.take(2):
                 if args["level"] > 1 and args["bits"] & 0x80:
                     args["g"] = 0  # a huge page needs an aligned frame: the only one in guest memory
@@ -188,28 +227,38 @@ class Drawer:
         return Operation(name, args)
 
 
-def make_machine(runner: Runner, cat: Catalogue, result: FuzzResult, steps: int,
-                 last: list[CaseResult], focus: bool = True) -> type[RuleBasedStateMachine]:
-    ops = sorted(n for n in list(cat.ops) + list(EXTRA) if n in runner.adapter.capabilities().operations)
-    drawer = Drawer(cat, runner.config, ops)
-    drawer.focus = focus
+def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
+                 tuning: Tuning = Tuning()) -> type[RuleBasedStateMachine]:
+    caps = runner.adapter.capabilities()
+    base = runner.config
+    spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
+    ops = sorted(n for n in list(spec_actions) + list(EXTRA) if n in caps.operations)
+    bounds = caps.scope if tuning.vary_scope else None
 
     class DmmMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            runner.reset()
-            last[:] = [CaseResult(runner.records)]
-            result.examples += 1
             self.swarm: list[str] = []
+            self.drawer: Drawer | None = None
 
-        @initialize(keep=st.tuples(*[st.booleans()] * len(ops)))
-        def pick_swarm(self, keep: tuple[bool, ...]) -> None:
-            chosen = [n for n, k in zip(ops, keep) if n in CORE or k]
+        @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1))
+        def start(self, keep: tuple[bool, ...], where: int) -> None:
+            # The scope first (0 decodes to the campaign's own), then the swarm.
+            config = scope.draw(Choices(where), base, bounds) if bounds is not None else base
+            runner.reset(config)
+            last[:] = [CaseResult(runner.records, config=config, it=runner.judge.it)]  # type: ignore[union-attr]
+            result.examples += 1
+            for cls in scope.describe(config, base):
+                result.scopes[cls] += 1
+            cat = Catalogue(runner.judge.it, caps.operations)  # type: ignore[union-attr]
+            self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning)
+            chosen = [n for n, k in zip(ops, keep) if (n in CORE or k) and n in self.drawer.ops]
             self.swarm = [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
 
         @rule(choice=st.integers(0, 2 ** 63 - 1))
         def step(self, choice: int) -> None:
-            op = drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
+            assert self.drawer is not None
+            op = self.drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
             if op is None:
                 return
             result.generated[op.action] += 1
@@ -222,6 +271,10 @@ def make_machine(runner: Runner, cat: Catalogue, result: FuzzResult, steps: int,
                     result.first_failure_steps = result.steps + 1
                     result.first_failure_seconds = time.perf_counter() - result.started
                 raise
+
+        def teardown(self) -> None:
+            if self.drawer is not None:
+                result.inputs.update(self.drawer.inputs)
 
     return DmmMachine
 
@@ -254,28 +307,30 @@ def seed_alone() -> Iterator[None]:
 
 def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
-         batch: int = 10, progress: Callable[[FuzzResult], None] | None = None, focus: bool = True) -> FuzzResult:
-    """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk)."""
+         batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
+         tuning: Tuning = Tuning()) -> FuzzResult:
+    """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
+    test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
+    is the campaign's own scope (and the mutant, if any)."""
     adapter = adapter_factory()
     runner = Runner(adapter, spec, config, step_timeout)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
     if seconds is None and examples is None:
         examples = 100
     start = result.started = time.perf_counter()
-    cat = Catalogue(runner.judge.it, adapter.capabilities().operations)  # type: ignore[union-attr]
-    result.it = runner.judge.it  # type: ignore[union-attr]
+    result.it, result.config = runner.judge.it, config  # type: ignore[union-attr]
     last: list[CaseResult] = []
     with seed_alone():
-        _campaign(runner, cat, result, last, seconds, examples, seed_, steps_per_case, batch, progress, focus)
+        _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning)
     result.seconds = time.perf_counter() - start
     if hasattr(adapter, "close"):
         adapter.close()  # type: ignore[attr-defined]
     return result
 
 
-def _campaign(runner: Runner, cat: Catalogue, result: FuzzResult, last: list[CaseResult], seconds: float | None,
+def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], seconds: float | None,
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
-              progress: Callable[[FuzzResult], None] | None, focus: bool) -> None:
+              progress: Callable[[FuzzResult], None] | None, tuning: Tuning) -> None:
     start, n = result.started, 0
     while True:
         if seconds is not None and time.perf_counter() - start >= seconds:
@@ -283,7 +338,7 @@ def _campaign(runner: Runner, cat: Catalogue, result: FuzzResult, last: list[Cas
         if examples is not None and result.examples >= examples:
             break
         todo = batch if examples is None else min(batch, examples - result.examples)
-        machine = make_machine(runner, cat, result, steps_per_case, last, focus)
+        machine = make_machine(runner, result, steps_per_case, last, tuning)
         seed(seed_ * 1_000_003 + n)(machine)
         n += 1
         try:
@@ -293,16 +348,22 @@ def _campaign(runner: Runner, cat: Catalogue, result: FuzzResult, last: list[Cas
                 suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False,
                 print_blob=False))
         except Failure as f:
-            result.failure = f
-            result.shrunk = list(last[0].records) if last else []
+            _keep(result, last, f)
             break
         except Flaky as e:  # the implementation answered the same steps differently: itself a finding
-            result.failure = Failure("crash", f"the implementation is not deterministic: {e}")
-            result.shrunk = list(last[0].records) if last else []
+            _keep(result, last, Failure("crash", f"the implementation is not deterministic: {e}"))
             break
         finally:
             result.seconds = time.perf_counter() - start
             result.seconds_in_impl, result.seconds_in_oracle = runner.timing.impl, runner.timing.oracle
-            result.coverage = runner.judge.coverage  # type: ignore[union-attr]
+            result.coverage = runner.coverage
             if progress:
                 progress(result)
+
+
+def _keep(result: FuzzResult, last: list[CaseResult], f: Failure) -> None:
+    """The shrunk failing test case: its steps, and the scope and interpreter they ran with."""
+    result.failure = f
+    if last:
+        result.shrunk = list(last[0].records)
+        result.config, result.it = last[0].config or result.config, last[0].it or result.it

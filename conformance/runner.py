@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,11 +58,19 @@ class Runner:
     records: list[StepRecord] = field(default_factory=list)
     oracle: Oracle | None = None
     judge: Judge | None = None
+    coverage: Counter[str] = field(default_factory=Counter)  # spec actions performed, over every scope
+    _judges: dict[Config, Judge] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.judge = Judge(self.spec, self.config)
+        self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
 
-    def reset(self) -> None:
+    def reset(self, config: Config | None = None) -> None:
+        """A new test case, on `config` (default: the last one)."""
+        if config is not None and config != self.config:
+            self.config = config
+            if config not in self._judges:  # what the oracles compile, once per scope
+                self._judges[config] = Judge(self.spec, config, self.coverage)
+            self.judge = self._judges[config]
         self.records = []
         caps = self.adapter.capabilities()
         if not (caps.events and caps.guest_memory):

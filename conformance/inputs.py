@@ -1,0 +1,124 @@
+"""The generator's input values over the whole x86 input space: guest page-table entries at every
+level with every field, huge entries with every combination of rights and frames, gfns at the edges
+of memory and on the guest's own tables, stores of 1, 2, 4, 8 and 16 bytes at any alignment.
+
+Each distribution is mostly ordinary — what a guest kernel writes and does — and sometimes at an
+edge, because a VMM's bugs live at both: the ordinary case must run often enough to build deep
+shadow state, the edges often enough that each is tried in every short campaign. Every draw also
+names its input class, so a campaign reports what it tried (FuzzResult.inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
+XD = 1 << 63
+AVAIL_LOW = 0x7 << 9  # bits 11:9, ignored by the MMU
+AVAIL_HIGH = 0x7F << 52  # bits 58:52, ignored
+PKEY = 0xF << 59  # protection key: ignored with CR4.PKE clear, as here
+MAXPHYADDR = 40
+RSVD_HIGH = ((1 << 52) - 1) & ~((1 << MAXPHYADDR) - 1)  # bits 51:40
+FRAME = ((1 << 52) - 1) & ~0xFFF  # bits 51:12: the frame, and the reserved bits above MAXPHYADDR
+SHIFT = {1: 12, 2: 21, 3: 30, 4: 39}
+SIZES = (1, 2, 4, 8, 16)
+
+# Store values: small, repeated (so pages become identical and get merged), page-table-shaped (so a
+# store into a guest table makes a mapping), and all ones (every reserved bit).
+VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | XD, 0xFFFFFFFFFFFFFFFF)
+
+
+class Pick(Protocol):
+    def take(self, k: int) -> int: ...
+
+    def pick(self, seq: object) -> object: ...
+
+
+@dataclass(frozen=True)
+class Guest:
+    """What the generator knows of the guest when it aims: memory size, its tables, its data."""
+
+    gfns: int
+    tables: dict[int, list[int]]  # level -> gfns of the guest's tables at that level
+    mapped: tuple[int, ...] = ()  # gfns some gva maps now
+
+
+def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
+    """A frame for an entry at `level` (1: a leaf's page; 2-4: the table below, or a huge leaf's
+    first frame when the caller sets PS)."""
+    k = c.take(16)
+    if k < 7:
+        return c.take(g.gfns), "gfn ordinary"
+    if k < 9 and g.tables.get(max(level - 1, 1)):
+        return c.pick(g.tables[max(level - 1, 1)]), "gfn a guest table"  # type: ignore[return-value]
+    if k < 11 and g.mapped:
+        return c.pick(g.mapped), "gfn mapped elsewhere"  # type: ignore[return-value]
+    if k < 14:
+        return g.gfns - 1 + c.take(3), "gfn at the end of memory"  # gfns-1 (last), gfns, gfns+1 (beyond)
+    return ((1 << (MAXPHYADDR - 12)) - 1, 1 << 20)[c.take(2)], "gfn far beyond memory"
+
+
+def gpte(c: Pick, g: Guest, level: int) -> tuple[int, str]:
+    """A guest page-table entry for `level`, with the name of its class."""
+    if c.take(16) == 0:  # not present: the other bits are the guest's to use, any value at all
+        return c.take(1 << 62) << 1, "gpte not present"
+    huge = level in (2, 3) and c.take(3) == 0 or level == 4 and c.take(16) == 0  # PS in a PML4E: reserved
+    if huge:
+        frame, cls = _huge_frame(c, g, level)
+    else:
+        frame, cls = gfn(c, g, level)
+        frame <<= 12
+    e = frame | P
+    # rights and A/D: each half the time, so every combination of W, U, NX, A, D comes up
+    for bit in (RW, US, A, D, XD):
+        if c.take(2):
+            e |= bit
+    if level == 1 and c.take(8) == 0:
+        e |= PS  # the PAT bit of a 4 KiB leaf: not a size bit
+    if huge:
+        e |= PS
+    # bits the MMU ignores (or that change only caching): a VMM must neither trip on nor lose them
+    if c.take(8) == 0:
+        e |= c.pick((PWT, PCD, G, AVAIL_LOW, AVAIL_HIGH, PKEY))  # type: ignore[operator]
+    if c.take(16) == 0:
+        e |= 1 << (MAXPHYADDR + c.take(52 - MAXPHYADDR))  # one reserved bit (51:40)
+        cls = "gpte reserved bit"
+    kind = "huge leaf" if huge else "leaf" if level == 1 else "table entry"
+    return e, f"level {level} {kind}; {cls}"
+
+
+def _huge_frame(c: Pick, g: Guest, level: int) -> tuple[int, str]:
+    """A huge leaf's frame: aligned at memory's start (the only one inside a small VM), aligned
+    beyond memory, or misaligned (bits 20:13 or 29:13 set: reserved, the walk must fault)."""
+    span = 1 << SHIFT[level]
+    k = c.take(8)
+    if k < 5:
+        return 0, "huge frame at 0"
+    if k < 7:
+        return span * (1 + c.take(2)), "huge frame beyond memory"
+    return (c.take(span >> 12) << 12) or 0x2000, "huge frame misaligned"
+
+
+def store(c: Pick) -> tuple[int, int, str]:
+    """(size, offset in the page, class): mostly 8-byte aligned stores; narrower and wider ones, at
+    any alignment, straddling two 8-byte entries, or ending at the page's last byte."""
+    size = 8 if c.take(2) else c.pick((1, 2, 4, 16))
+    k = c.take(8)
+    if k < 4:
+        off, cls = 0, "aligned at 0"
+    elif k < 6:
+        off, cls = size * c.take(4096 // size), "aligned"
+    elif k < 7 and size > 1:
+        off, cls = 8 * (1 + c.take(510)) - size // 2, "straddles two entries"
+    else:
+        off, cls = 4096 - size - c.take(2), "at the end of the page"
+    return size, off, f"{size}-byte store {cls}"
+
+
+def value(c: Pick, g: Guest) -> int:
+    """A store's value: a few fixed ones (pages become identical), or a gpte (the store may land in
+    a guest table)."""
+    if c.take(4):
+        return c.pick(VALUES)  # type: ignore[return-value]
+    return gpte(c, g, 1 + c.take(4))[0]

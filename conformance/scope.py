@@ -1,0 +1,118 @@
+"""Scope per test case: every test case of a campaign runs on a configuration of its own, drawn
+within the bounds the adapter declares (`Capabilities.scope`), and recorded in its trace.
+
+One fixed scope hides whole classes of bugs: with exactly as many gvas as a VMM's page-by-page
+flush limit the path past it never runs; with plenty of machine pages reclaim and out-of-memory
+almost never happen; with no budget the budget checks never run; with many slots the swap device
+is never full. The draw below is mostly ordinary and sometimes at the edges, and index 0 of every
+choice is the campaign's own configuration, so a shrunk failure moves toward the scope it started
+from.
+
+The guest layout convention the harness assumes when it picks roots and biases page-table edits:
+root r is a PML4 at gfn r, its PDPT and PD at r+1 and r+2, then one PT per 2 MiB region of the gvas
+(docs/writing-an-adapter.md, "The guest the adapter plays"). An adapter that lays its tables out
+otherwise still runs: only the generator's aim is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from .adapter import Bounds, Config
+
+PAGE = 0x1000
+REGION = 1 << 21  # what one page table maps
+# 2 MiB regions of the first GiB the gvas may come from: the default two, the first and the last
+# (an index at the edge of the page directory), and one in the middle.
+REGIONS = (2, 3, 0, 511, 200)
+
+
+class Pick(Protocol):
+    def take(self, k: int) -> int: ...
+
+
+def draw(c: Pick, base: Config, b: Bounds) -> Config:
+    """A configuration for one test case: the base one a quarter of the time, else each dimension
+    varied within the bounds."""
+    if c.take(4) == 0:
+        return base
+    vms = 1 + c.take(b.vms)
+    regions = 1 + c.take(min(b.regions, len(REGIONS)))
+    gvas = _gvas(c, regions, max(1, min(b.gvas, regions * 512)))
+    used = sorted({x // REGION for x in gvas})
+    roots_n = 1 + c.take(b.roots)
+    stride = 3 + len(used)
+    while roots_n > 1 and roots_n * stride + 1 > b.gfns:
+        roots_n -= 1
+    if stride + 1 > b.gfns:  # no room for the tables: keep the base scope
+        return base
+    roots = tuple(i * stride for i in range(roots_n))
+    tables = roots_n * stride
+    gfns = min(b.gfns, tables + (1, 2, 4, 8, 16)[c.take(5)])
+    # Machine pages: scarce (reclaim and out-of-memory are common), about what one VM wants, or
+    # plenty (the ordinary case).
+    want = vms * gfns
+    mfns = max(1, min(b.mfns, (2, 4, max(2, gfns // 2), gfns, want + 8, want + 8)[c.take(6)]))
+    budget = None
+    if b.budget and c.take(2):
+        budget = 1 + c.take(mfns)  # tight: at most every mfn, often far fewer
+    slots = 1 + c.take(b.slots)
+    return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget)
+
+
+def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
+    """`most` or fewer gva pages over `regions` 2 MiB regions: consecutive runs from a random start,
+    or spread, with the first and last page of a region among them now and then."""
+    n = 1 + c.take(most)
+    chosen = sorted(REGIONS[:regions], key=lambda r: c.take(8))
+    out: set[int] = set()
+    for i, region in enumerate(chosen):
+        k = n // regions + (1 if i < n % regions else 0)
+        if k == 0:
+            continue
+        how = c.take(4)
+        if how == 0:  # consecutive from the start of the region
+            pages = range(k)
+        elif how == 1:  # consecutive up to the last page of the region
+            pages = range(512 - k, 512)
+        else:  # spread
+            pages = {c.take(512) for _ in range(k)}
+        out.update(region * REGION + p * PAGE for p in pages)
+    return tuple(sorted(out)) or (REGIONS[0] * REGION,)
+
+
+def table_gfns(config: Config) -> dict[int, list[int]]:
+    """The gfns of the guest's tables by level under the layout convention above."""
+    regions = sorted({x // REGION for x in config.gvas})
+    out: dict[int, list[int]] = {4: [], 3: [], 2: [], 1: []}
+    for r in config.roots:
+        out[4].append(r)
+        out[3].append(r + 1)
+        out[2].append(r + 2)
+        out[1].extend(r + 3 + i for i in range(len(regions)))
+    return {lvl: [g for g in gs if g < config.gfns] for lvl, gs in out.items()}
+
+
+def describe(config: Config, default: Config) -> list[str]:
+    """The scope classes a configuration belongs to (coverage: which scopes a campaign reached)."""
+    out = []
+    if config == default:
+        out.append("default scope")
+    out.append(f"vms={config.vms}")
+    out.append(f"roots={len(config.roots)}")
+    n = len(config.gvas)
+    out.append("gvas 1" if n == 1 else "gvas 2-7" if n < 8 else "gvas 8" if n == 8 else "gvas >8")
+    regions = {x // REGION for x in config.gvas}
+    if regions & {0, 511}:
+        out.append("gvas at a page directory edge")
+    if any((x // PAGE) % 512 in (0, 511) for x in config.gvas):
+        out.append("gvas at a page table edge")
+    if config.mfns < config.gfns:
+        out.append("mfns < gfns (scarce)")
+    elif config.mfns < config.gfns * config.vms:
+        out.append("mfns < gfns x vms")
+    if config.budget is not None:
+        out.append("budget < mfns" if config.budget < config.mfns else "budget = mfns")
+    out.append(f"slots={config.slots}")
+    return out
