@@ -57,3 +57,33 @@ def test_every_spec_mutant_still_applies_to_the_bundled_spec():
     for m in SPEC_MUTANTS:
         assert text.count(m.old) == 1, f"{m.name}: its text must occur exactly once in the bundled spec"
         assert load(None) is not None
+
+
+def test_every_history_mutant_applies_to_a_fresh_vmm_and_replaces_something():
+    """The second part of the catalogue (conformance/mutants_history.py: bugs KVM and Xen fixed):
+    each switches on without raising and patches at least one method or attribute of the VMM."""
+    from dmmcheck.conformance import mutants_history
+
+    names = [n for n, m in MUTANTS.items() if m.apply.__module__ == mutants_history.__name__]
+    assert len(names) >= 22
+    plain, bugged = BundledVmm(), BundledVmm()
+    plain.reset(Config())
+
+    def parts(adapter):
+        v = adapter.vmm
+        return {"vmm": v, "mmu": v.mmu, "policy": v.policy, "machine": v.machine, "private": v.private,
+                "swap": v.policy.swap}
+
+    def same(a, b):
+        return getattr(a, "__func__", a) is getattr(b, "__func__", b)
+
+    for name in names:
+        m = MUTANTS[name]
+        assert m.description and m.catches and name.islower() and "imitates" in m.description, name
+        assert "://" not in m.description, name
+        bugged.reset(Config(mutant=name))
+        before, after = parts(plain), parts(bugged)
+        changed = [f"{part}.{k}" for part, obj in after.items() for k, val in vars(obj).items()
+                   if callable(val) and not isinstance(val, type)
+                   and (k not in vars(before[part]) or not same(val, vars(before[part])[k]))]
+        assert changed, f"{name} replaces nothing"
