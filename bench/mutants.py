@@ -1,7 +1,11 @@
 """The harness's bug-finding power: every mutant of the catalogue (or those matching a pattern)
 fuzzed at one seed with a time budget each. Prints one JSON object.
 
-usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS]
+usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
+
+TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
+case on the default scope), narrow (the narrow input generator), no-focus, target (Hypothesis
+target() on novelty).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
 trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
@@ -13,7 +17,11 @@ import json
 import statistics
 import sys
 
+from dmmcheck.conformance.fuzz import Tuning
 from dmmcheck.conformance.mutation import run_all, select
+
+SWITCHES = {"no-scope": {"vary_scope": False}, "narrow": {"wide_inputs": False}, "no-focus": {"focus": False},
+            "target": {"target": True}}
 
 
 def main() -> None:
@@ -21,11 +29,13 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    results = run_all(select(pattern), seconds, jobs, seed=seed)
+    switches = sys.argv[5:]
+    tuning = Tuning(**{k: v for sw in switches for k, v in SWITCHES[sw].items()})
+    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed)
     killed = [r for r in results if r.killed]
     shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
     print(json.dumps({
-        "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern,
+        "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches,
         "killed": len(killed), "total": len(results),
         "survivors": [r.name for r in results if not r.killed],
         "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,

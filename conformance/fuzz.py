@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import hypothesis
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, seed, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
@@ -107,6 +107,10 @@ class Tuning:
     focus: bool = True  # accesses mostly at mapped gvas; raw edits aimed at the guest's pages
     vary_scope: bool = True  # each test case on a configuration of its own (scope.py)
     wide_inputs: bool = True  # the whole input space (inputs.py): every gpte field, store widths
+    # Hypothesis target() on novelty: a test case scores the rarer spec actions it performed (each
+    # weighted by how seldom the campaign has performed it), and the targeting phase mutates the
+    # highest scorers. Measured on the catalogue: see docs/conformance.md.
+    target: bool = False
 
 
 class Drawer:
@@ -240,6 +244,7 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             super().__init__()
             self.swarm: list[str] = []
             self.drawer: Drawer | None = None
+            self.seen: set[str] = set()  # spec actions this test case performed
 
         @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1))
         def start(self, keep: tuple[bool, ...], where: int) -> None:
@@ -263,8 +268,10 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 return
             result.generated[op.action] += 1
             try:
-                runner.step(op)
+                rec = runner.step(op)
                 result.steps += 1
+                if tuning.target:
+                    self.seen.update(s.action for s in rec.spec_steps)
             except Failure as f:
                 last[0].failure = f
                 if result.first_failure_steps is None:
@@ -275,6 +282,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
         def teardown(self) -> None:
             if self.drawer is not None:
                 result.inputs.update(self.drawer.inputs)
+            if tuning.target and self.seen:
+                target(sum(1.0 / (1 + runner.coverage[a]) ** 0.5 for a in self.seen), label="novelty")
 
     return DmmMachine
 
@@ -345,7 +354,8 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
             run_state_machine_as_test(machine, settings=settings(
                 max_examples=todo, stateful_step_count=steps_per_case, deadline=None, database=None,
                 derandomize=False,  # the seed is ours (seed_ above): a loaded profile must not replace it
-                suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False,
+                suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+                phases=[Phase.generate, Phase.target, Phase.shrink] if tuning.target else [Phase.generate, Phase.shrink],
                 print_blob=False))
         except Failure as f:
             _keep(result, last, f)

@@ -116,6 +116,24 @@ def store(c: Pick) -> tuple[int, int, str]:
     return size, off, f"{size}-byte store {cls}"
 
 
+def classes() -> list[str]:
+    """Every input class the draws above name: what a campaign could have tried."""
+    frames = ("gfn ordinary", "gfn a guest table", "gfn mapped elsewhere", "gfn at the end of memory",
+              "gfn far beyond memory", "gpte reserved bit")
+    huge = ("huge frame at 0", "huge frame beyond memory", "huge frame misaligned", "gpte reserved bit")
+    out = ["gpte not present"]
+    for level in (1, 2, 3, 4):
+        out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
+        if level > 1:
+            out += [f"level {level} huge leaf; {f}" for f in huge]
+    for size in SIZES:
+        for how in ("aligned at 0", "aligned", "straddles two entries", "at the end of the page"):
+            if how == "straddles two entries" and size == 1:
+                continue
+            out += [f"{size}-byte {kind} {how}" for kind in ("load", "store")]
+    return out
+
+
 def value(c: Pick, g: Guest) -> int:
     """A store's value: a few fixed ones (pages become identical), or a gpte (the store may land in
     a guest table)."""

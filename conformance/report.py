@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from . import inputs
 from .fuzz import FuzzResult
 from .oracle import Failure
 from .runner import StepRecord
@@ -60,9 +61,19 @@ def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
     never = [a for a in actions if not result.coverage.get(a)]
     if never:
         console.print(f"[yellow]never exercised:[/] {', '.join(never)}")
+    if result.scopes:
+        console.print("scopes: " + ", ".join(f"{k} {n}" for k, n in sorted(result.scopes.items())))
+    if result.inputs:
+        tried = not_tried(result)
+        console.print(f"input classes: {len(inputs.classes()) - len(tried)} of {len(inputs.classes())} tried"
+                      + (f"; [yellow]not tried:[/] {', '.join(tried)}" if tried else ""))
     console.print(f"{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
                   f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
                   f"{result.seconds_in_oracle:.1f} s in the oracles)")
+
+
+def not_tried(result: FuzzResult) -> list[str]:
+    return [c for c in inputs.classes() if not result.inputs.get(c)]
 
 
 def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[str, Any]:
@@ -75,5 +86,7 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "coverage": coverage(result, actions),
             "never_exercised": [a for a in actions if not result.coverage.get(a)],
             "guards": {a: dict(c) for a, c in result.guards.items()},
+            "inputs": dict(sorted(result.inputs.items())), "inputs_not_tried": not_tried(result),
+            "scopes": dict(sorted(result.scopes.items())),
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures}

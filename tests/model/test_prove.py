@@ -63,6 +63,7 @@ MUTATIONS = [
     ("tlb_coherent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
      "  forall m: mfn. remove rmap(m, v, r, x)\n}"),
     ("dead_vm_empty", "vm_destroy", "  requires forall m: mfn. not in_pool(v, m)\n", ""),
+    ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
 ]
 
 

@@ -1,0 +1,111 @@
+"""The spec sees resources: running out when something is allocatable, overrunning the budget and
+leaking a swap slot are failures; running out for real, or when the harness injects it, is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmmcheck.conformance.adapter import Config, Operation
+from dmmcheck.conformance.oracle import Failure
+from dmmcheck.conformance.runner import Runner
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.spec import load
+
+SPEC = load(None)
+X = Config().gvas
+
+
+def op(action: str, **args) -> Operation:
+    return Operation(action, args)
+
+
+START = [op("vm_create", v=0), op("cr3_load", v=0, r=0)]
+
+
+def touch(g: int, x: int = X[0]) -> list[Operation]:
+    """The guest maps gva x to gfn g and writes it: a demand page for g."""
+    return [op("guest_map", v=0, r=0, x=x, g=g, w=True, u=False, nx=False, a=False, d=False),
+            op("guest_walk", v=0, x=x, a="write", u=False, value=7)]
+
+
+class Patched(BundledVmm):
+    """The bundled VMM with one resource bug switched on after reset."""
+
+    def __init__(self, bug: str) -> None:
+        super().__init__()
+        self.bug = bug
+
+    def reset(self, config: Config) -> None:
+        super().reset(config)
+        policy = self.vmm.policy  # type: ignore[union-attr]
+        if self.bug == "spurious_oom":
+            real = policy._allocate
+            policy._allocate = lambda vm: None if vm.p2m else real(vm)  # fails once the VM holds a page
+        elif self.bug == "budget_ignored":
+            policy._within_budget = lambda: True
+        elif self.bug == "slot_leaked":
+            swap, failed = policy.swap, []
+            real_write, real_release = swap.write, swap.release
+
+            def write(slot: int, data: bytes) -> None:
+                try:
+                    real_write(slot, data)
+                except Exception:
+                    failed.append(slot)  # the write failed: the VMM then "forgets" to free this slot
+                    raise
+            swap.write = write
+            swap.release = lambda slot: failed.remove(slot) if slot in failed else real_release(slot)
+
+
+def run(ops: list[Operation], adapter=None, config: Config = Config()) -> Runner:
+    r = Runner(adapter or BundledVmm(), SPEC, config)
+    r.reset()
+    for o in ops:
+        r.step(o)
+    return r
+
+
+def failure(ops: list[Operation], bug: str, config: Config = Config()) -> Failure:
+    run(ops, config=config)  # the real VMM conforms on the same steps
+    with pytest.raises(Failure) as e:
+        run(ops, Patched(bug), config)
+    return e.value
+
+
+def test_out_of_memory_while_a_page_is_allocatable_is_a_failure():
+    f = failure(START + touch(12) + touch(13, X[1]), "spurious_oom")
+    assert f.kind == "refinement" and "oom" in f.message and "not enabled" in f.message
+
+
+def test_out_of_memory_for_real_and_injected_are_legal():
+    scarce = Config(mfns=5)  # the guest's four tables take four of them
+    r = run(START + touch(12) + touch(13, X[1]) + [op("oom_injected", v=0, g=14)], config=scarce)
+    steps = [s.action for rec in r.records for s in rec.spec_steps]
+    assert "oom_injected" in steps and ("oom" in steps or "swap_out" in steps)
+
+
+def test_a_budget_overrun_is_a_failure():
+    f = failure(START + touch(12) + touch(13, X[1]), "budget_ignored", Config(budget=4))
+    assert f.kind in ("refinement", "invariant") and ("budget" in f.message or "demand_page" in f.message)
+
+
+def test_a_swap_slot_leaked_on_an_io_error_is_a_failure():
+    f = failure(START + touch(12) + [op("swap_io_error", v=0, g=12)], "slot_leaked")
+    assert f.kind in ("refinement", "invariant")
+    assert "slot_used" in f.message + f.detail or "swap_exclusive" in f.message
+
+
+def test_a_campaign_varies_its_scope_and_reaches_the_resource_paths():
+    from dmmcheck.conformance.fuzz import fuzz
+    from dmmcheck.conformance.report import not_tried
+
+    r = fuzz(BundledVmm, SPEC, Config(), examples=150, seed_=5)
+    assert r.failure is None, r.failure and f"{r.failure}\n{r.failure.detail}"
+    for cls in ("default scope", "gvas >8", "mfns < gfns (scarce)", "budget < mfns", "slots=1", "vms=3"):
+        assert r.scopes[cls] > 0, cls
+    for action in ("oom", "swap_full", "oom_injected"):
+        assert r.coverage[action] > 0, action
+    assert len(not_tried(r)) < 10, not_tried(r)
+    for cls in ("8-byte store straddles two entries", "16-byte store aligned", "level 2 huge leaf; huge frame misaligned",
+                "level 1 leaf; gfn at the end of memory"):
+        assert r.inputs[cls] > 0, cls
