@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from .adapter import Config
-from .fuzz import FuzzResult, fuzz
+from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
 from .report import as_json, show_failure, show_fuzz
 from .trace import TraceError, load_adapter, replay, spec_hash, write
@@ -38,6 +38,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--mutant", metavar="NAME", help="switch on a seeded bug of the bundled VMM (dmm mutants)")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")
+    sp.add_argument("--fixed-scope", action="store_true",
+                    help="every test case on the default configuration (campaigns otherwise vary it within "
+                         "the adapter's declared bounds)")
 
 
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
@@ -59,7 +62,8 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
 
     try:
         result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
-                      steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress)
+                      steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
+                      tuning=Tuning(vary_scope=not getattr(args, "fixed_scope", False)))
     finally:
         if status:
             status.stop()

@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from . import inputs, scope
 from .adapter import Adapter, Config, Operation
-from .operations import ACCESS_ACTIONS, EXTRA, Catalogue
+from .operations import ACCESS_ACTIONS, EXTRA, REFUSABLE, Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord
 from .scope import table_gfns
@@ -176,6 +176,9 @@ class Drawer:
             xs.append(x)
         ok = self.cat.legal(s, name, tuple(xs))
         result.guards.setdefault(name, Counter())["true" if ok else "false"] += 1
+        if not ok and self.tuning.wide_inputs and name in REFUSABLE and c.take(8) == 0:
+            self.inputs[f"request the spec forbids: {name}"] += 1
+            return Operation(name, args)  # the VMM must decline it
         if not ok:
             # Repair: the gfns that make the operation legal (resident for swap_out, swapped for
             # swap_in, shared for cow_break, ...) — uniform gfns rarely are, once memory fills.

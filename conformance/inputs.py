@@ -121,7 +121,9 @@ def classes() -> list[str]:
     frames = ("gfn ordinary", "gfn a guest table", "gfn mapped elsewhere", "gfn at the end of memory",
               "gfn far beyond memory", "gpte reserved bit")
     huge = ("huge frame at 0", "huge frame beyond memory", "huge frame misaligned", "gpte reserved bit")
-    out = ["gpte not present"]
+    from .operations import REFUSABLE
+
+    out = ["gpte not present"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:

@@ -35,6 +35,10 @@ EXTRA = {"gpte_write": ("v", "r", "x"), "set_cr4": ("v",), "share_scan": ()}
 # Composite operations: legal when the VM lives; the implementation performs the steps that make
 # the spec action enabled first (vm_destroy: give every page back, then destroy).
 WHEN_LIVE = {"vm_destroy"} | set(EXTRA) | set(ACCESS_ACTIONS)
+# Policy requests a VMM may always decline (doing nothing is a legal answer): the generator also asks
+# them now and then where the spec forbids the action itself — a swap-out or merge of a guest table,
+# a balloon of a shadowed table — and the VMM must refuse (its own checks are under test too).
+REFUSABLE = ("swap_out", "swap_io_error", "share_merge", "balloon_inflate")
 # Only the VMM itself does these; they are judged when reported, never asked for.
 INTERNAL = {"shadow_fill", "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect_gpt", "tlb_flush",
             "tlb_evict", "flush_request", "share_rehome"}
