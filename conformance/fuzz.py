@@ -35,7 +35,8 @@ VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
 GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0xE7, 0x87, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
 # The operations every swarm keeps: without them nothing else happens.
 CORE = ("vm_create", "cr3_load", "guest_map") + ACCESS_ACTIONS
-WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, "set_cr4": 2}
+WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, "set_cr4": 2, "set_cr0_wp": 2,
+          "gpte_write": 3}
 
 
 @dataclass
@@ -126,10 +127,13 @@ class Drawer:
         self.ops = ops
         self.focus = tuning.focus
         self.tables = table_gfns(config)
+        self.slots = tuple(sorted({x >> shift & 511 for x in config.gvas for shift in (12, 21, 30, 39)}))
+        self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
     def guest(self, s: Any) -> inputs.Guest:
-        return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None))
+        return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None),
+                            self.slots, tuple(self.earlier))
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: "FuzzResult") -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
@@ -159,9 +163,10 @@ class Drawer:
             return cfg.gvas[i], i
         if t == "gfn":
             g = c.take(cfg.gfns)
-            if self.tuning.wide_inputs and c.take(8) == 0:
-                # a guest table's own gfn (tables and data alias), or the last gfn of memory
-                g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1])
+            if self.tuning.wide_inputs and c.take(4) == 0:
+                # a guest table's own gfn (tables and data alias), the last gfn of memory, or a gfn
+                # some gva maps already (many gvas on one page: one zap weakens many sptes)
+                g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1] + self.mapped)
             return g, g
         if t == "access":
             i = c.take(len(self.access))
@@ -171,6 +176,7 @@ class Drawer:
 
     def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: "FuzzResult") -> Operation | None:
         args, xs = {}, []
+        self.mapped = [g for g in s[self.gmap_ix] if g is not None]
         for p in self.cat.ops[name].inputs:
             args[p.name], x = self._value(c, p.type.name, vms)
             xs.append(x)
@@ -200,7 +206,7 @@ class Drawer:
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
             args["value"] = inputs.value(c, self.guest(s)) if self.tuning.wide_inputs else c.pick(VALUES)
         if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
-            args["size"], args["offset"], cls = inputs.store(c)
+            args["size"], args["offset"], cls = inputs.store(c, self.guest(s))
             self.inputs[cls.replace("store", "load") if args["a"] == "read" else cls] += 1
         return Operation(name, args)
 
@@ -218,6 +224,7 @@ class Drawer:
             if self.tuning.wide_inputs:
                 entry, cls = inputs.gpte(c, self.guest(s), args["level"])
                 self.inputs[cls] += 1
+                self.earlier.append((args["level"], entry))
                 args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
                 return Operation(name, args)
             args.update(bits=c.pick(GPTE_BITS), g=c.take(cfg.gfns))

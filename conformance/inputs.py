@@ -42,6 +42,8 @@ class Guest:
     gfns: int
     tables: dict[int, list[int]]  # level -> gfns of the guest's tables at that level
     mapped: tuple[int, ...] = ()  # gfns some gva maps now
+    slots: tuple[int, ...] = (0,)  # entry indices the guest's gvas use, at any level (where a store into a table matters)
+    earlier: tuple[tuple[int, int], ...] = ()  # (level, entry) of the raw entries written before in this test case
 
 
 def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
@@ -63,8 +65,14 @@ def gpte(c: Pick, g: Guest, level: int) -> tuple[int, str]:
     """A guest page-table entry for `level`, with the name of its class."""
     if c.take(16) == 0:  # not present: the other bits are the guest's to use, any value at all
         return c.take(1 << 62) << 1, "gpte not present"
+    same = [e for lvl, e in g.earlier if lvl == level and e & P]
     huge = level in (2, 3) and c.take(3) == 0 or level == 4 and c.take(16) == 0  # PS in a PML4E: reserved
-    if huge:
+    if same and c.take(4) == 0:
+        # An earlier entry's frame (and size) with rights drawn anew: two paths to the same frames
+        # with different rights, the classic way shadow pages get shared under the wrong role.
+        e0 = c.pick(same)
+        huge, frame, cls = bool(e0 & PS) and level > 1, e0 & FRAME, "same frames as an earlier entry"
+    elif huge:
         frame, cls = _huge_frame(c, g, level)
     else:
         frame, cls = gfn(c, g, level)
@@ -100,17 +108,21 @@ def _huge_frame(c: Pick, g: Guest, level: int) -> tuple[int, str]:
     return (c.take(span >> 12) << 12) or 0x2000, "huge frame misaligned"
 
 
-def store(c: Pick) -> tuple[int, int, str]:
+def store(c: Pick, g: Guest | None = None) -> tuple[int, int, str]:
     """(size, offset in the page, class): mostly 8-byte aligned stores; narrower and wider ones, at
-    any alignment, straddling two 8-byte entries, or ending at the page's last byte."""
+    any alignment, straddling two 8-byte entries, or ending at the page's last byte. Where the page
+    is a guest table, only the entries the guest's gvas use matter, so offsets favour those."""
     size = 8 if c.take(2) else c.pick((1, 2, 4, 16))
     k = c.take(8)
+    used = g.slots if g is not None else (0,)
     if k < 4:
-        off, cls = 0, "aligned at 0"
+        off, cls = (0, "aligned at 0") if c.take(2) else (min(8 * c.pick(used), 4096 - size), "aligned at an entry in use")
     elif k < 6:
         off, cls = size * c.take(4096 // size), "aligned"
     elif k < 7 and size > 1:
-        off, cls = 8 * (1 + c.take(510)) - size // 2, "straddles two entries"
+        # across the boundary just before or after an entry in use
+        edge = 8 * c.pick(used) + 8 * c.take(2)
+        off, cls = min(max(edge - size // 2, 0), 4096 - size), "straddles two entries"
     else:
         off, cls = 4096 - size - c.take(2), "at the end of the page"
     return size, off, f"{size}-byte store {cls}"
@@ -124,12 +136,15 @@ def classes() -> list[str]:
     from .operations import REFUSABLE
 
     out = ["gpte not present"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
+    out += [f"level {level} {kind}; same frames as an earlier entry" for level, kind in
+            ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:
             out += [f"level {level} huge leaf; {f}" for f in huge]
     for size in SIZES:
-        for how in ("aligned at 0", "aligned", "straddles two entries", "at the end of the page"):
+        for how in ("aligned at 0", "aligned at an entry in use", "aligned", "straddles two entries",
+                    "at the end of the page"):
             if how == "straddles two entries" and size == 1:
                 continue
             out += [f"{size}-byte {kind} {how}" for kind in ("load", "store")]

@@ -1,0 +1,45 @@
+"""The generator's inputs and scopes stay inside what they promise, and every class they name is
+one the coverage report knows."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dmmcheck.conformance import inputs, scope
+from dmmcheck.conformance.adapter import Bounds, Config
+from dmmcheck.conformance.fuzz import Choices
+
+GUEST = inputs.Guest(16, {4: [0], 3: [1], 2: [2], 1: [3, 4]}, (9, 12), (0, 2, 3, 511), ((2, 0x87), (1, 0x9027)))
+BOUNDS = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True)
+
+
+@given(st.integers(0, 2 ** 63 - 1))
+def test_a_store_stays_in_its_page_and_names_a_known_class(n):
+    size, off, cls = inputs.store(Choices(n), GUEST)
+    assert size in inputs.SIZES and 0 <= off and off + size <= 4096
+    assert cls.replace("store", "load") in inputs.classes() and cls in inputs.classes()
+
+
+@given(st.integers(0, 2 ** 63 - 1), st.integers(1, 4))
+def test_a_gpte_names_a_known_class(n, level):
+    e, cls = inputs.gpte(Choices(n), GUEST, level)
+    assert cls in inputs.classes(), cls
+    assert 0 <= e < 1 << 64
+
+
+@given(st.integers(0, 2 ** 63 - 1))
+def test_a_scope_stays_within_the_bounds_and_lays_its_tables_out(n):
+    base = Config(mutant="nx_ignored")
+    c = scope.draw(Choices(n), base, BOUNDS)
+    assert c.mutant == "nx_ignored"  # the campaign's own switch survives
+    assert 1 <= c.vms <= BOUNDS.vms and 1 <= c.gfns <= BOUNDS.gfns and 1 <= c.mfns <= BOUNDS.mfns
+    assert 1 <= c.slots <= BOUNDS.slots and 1 <= len(c.roots) <= BOUNDS.roots
+    assert 1 <= len(c.gvas) <= BOUNDS.gvas and len({x >> 30 for x in c.gvas}) == 1  # one page directory
+    assert c.budget is None or 1 <= c.budget <= c.mfns
+    tables = [g for gs in scope.table_gfns(c).values() for g in gs]
+    assert len(tables) == len(set(tables)) and all(g < c.gfns for g in tables)  # every table in memory, none shared
+
+
+def test_zero_decodes_to_the_campaigns_own_scope():
+    assert scope.draw(Choices(0), Config(), BOUNDS) == Config()
