@@ -48,9 +48,14 @@ def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning())
 
 
 def select(pattern: str | None) -> list[str]:
+    """Mutants by name (glob or substring), or a part of the catalogue: `part:seeded` (mutants.py)
+    or `part:history` (mutants_history.py, the bugs KVM and Xen fixed)."""
     names = list(MUTANTS)
     if not pattern:
         return names
+    if pattern.startswith("part:"):
+        part = {"seeded": ".mutants", "history": ".mutants_history"}.get(pattern[5:])
+        return [n for n in names if part and MUTANTS[n].apply.__module__.endswith(part)]
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 
