@@ -129,6 +129,10 @@ class Drawer:
         self.tables = table_gfns(config)
         self.slots = tuple(sorted({x >> shift & 511 for x in config.gvas for shift in (12, 21, 30, 39)}))
         self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
+        self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
+        # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
+        # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
+        self.huge_heavy = self.aliasing = False
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
     def guest(self, s: Any) -> inputs.Guest:
@@ -163,7 +167,7 @@ class Drawer:
             return cfg.gvas[i], i
         if t == "gfn":
             g = c.take(cfg.gfns)
-            if self.tuning.wide_inputs and c.take(4) == 0:
+            if self.tuning.wide_inputs and c.take(2 if self.aliasing else 4) == 0:
                 # a guest table's own gfn (tables and data alias), the last gfn of memory, or a gfn
                 # some gva maps already (many gvas on one page: one zap weakens many sptes)
                 g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1] + self.mapped)
@@ -180,6 +184,11 @@ class Drawer:
         for p in self.cat.ops[name].inputs:
             args[p.name], x = self._value(c, p.type.name, vms)
             xs.append(x)
+        if name in ("guest_map", "guest_unmap") and self.focus and c.take(4):
+            # Mostly the tables the VM runs on: an edit elsewhere changes nothing it can see yet.
+            cur = s[self.root_ix][xs[0]]
+            if cur is not None:
+                xs[1], args["r"] = cur, self.config.roots[cur]
         ok = self.cat.legal(s, name, tuple(xs))
         result.guards.setdefault(name, Counter())["true" if ok else "false"] += 1
         if not ok and self.tuning.wide_inputs and name in REFUSABLE and c.take(8) == 0:
@@ -221,10 +230,23 @@ class Drawer:
         args: dict[str, Any] = {"v": c.pick(vms)}
         if name == "gpte_write":
             args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4))
+            cur = s[self.root_ix][args["v"]] if s is not None else None
+            if self.tuning.wide_inputs and cur is not None and c.take(4):
+                args["r"] = cfg.roots[cur]  # mostly the tables the VM runs on
             if self.tuning.wide_inputs:
-                entry, cls = inputs.gpte(c, self.guest(s), args["level"])
+                if self.huge_heavy and c.take(4):
+                    args["level"] = 2 + c.take(2)
+                entry, cls = inputs.gpte(c, self.guest(s), args["level"], self.huge_heavy)
                 self.inputs[cls] += 1
+                if "same frames" in cls:
+                    # the second path: a slot of the same level other than the first entry's
+                    lvl, shift = args["level"], 12 + 9 * (args["level"] - 1)
+                    first = self.written_at.get((lvl, entry & ~(inputs.RW | inputs.US | inputs.XD)), args["x"])
+                    other = [x for x in cfg.gvas if x >> shift & 511 != first >> shift & 511]
+                    if other:
+                        args["x"] = c.pick(other)
                 self.earlier.append((args["level"], entry))
+                self.written_at[(args["level"], entry & ~(inputs.RW | inputs.US | inputs.XD))] = args["x"]
                 args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
                 return Operation(name, args)
             args.update(bits=c.pick(GPTE_BITS), g=c.take(cfg.gfns))
@@ -256,8 +278,9 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             self.drawer: Drawer | None = None
             self.seen: set[str] = set()  # spec actions this test case performed
 
-        @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1))
-        def start(self, keep: tuple[bool, ...], where: int) -> None:
+        @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1),
+                    features=st.tuples(st.booleans(), st.booleans()))
+        def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> None:
             # The scope first (0 decodes to the campaign's own), then the swarm.
             config = scope.draw(Choices(where), base, bounds) if bounds is not None else base
             runner.reset(config)
@@ -267,7 +290,13 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 result.scopes[cls] += 1
             cat = Catalogue(runner.judge.it, caps.operations)  # type: ignore[union-attr]
             self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning)
-            chosen = [n for n, k in zip(ops, keep) if (n in CORE or k) and n in self.drawer.ops]
+            if tuning.wide_inputs:
+                self.drawer.huge_heavy, self.drawer.aliasing = features
+                for name, on in zip(("huge-heavy", "aliasing"), features):
+                    result.scopes[f"feature {name}"] += on
+            # a huge-page-heavy test case always has raw edits: they are how huge entries are made
+            must = CORE + (("gpte_write",) if self.drawer.huge_heavy else ())
+            chosen = [n for n, k in zip(ops, keep) if (n in must or k) and n in self.drawer.ops]
             self.swarm = [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
 
         @rule(choice=st.integers(0, 2 ** 63 - 1))

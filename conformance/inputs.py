@@ -61,18 +61,21 @@ def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
     return ((1 << (MAXPHYADDR - 12)) - 1, 1 << 20)[c.take(2)], "gfn far beyond memory"
 
 
-def gpte(c: Pick, g: Guest, level: int) -> tuple[int, str]:
-    """A guest page-table entry for `level`, with the name of its class."""
+def gpte(c: Pick, g: Guest, level: int, huge_heavy: bool = False) -> tuple[int, str]:
+    """A guest page-table entry for `level`, with the name of its class. `huge_heavy` (a swarm
+    feature of the test case): huge leaves and entries over earlier frames most of the time."""
     if c.take(16) == 0:  # not present: the other bits are the guest's to use, any value at all
         return c.take(1 << 62) << 1, "gpte not present"
     same = [e for lvl, e in g.earlier if lvl == level and e & P]
-    huge = level in (2, 3) and c.take(3) == 0 or level == 4 and c.take(16) == 0  # PS in a PML4E: reserved
-    if same and c.take(4) == 0:
-        # An earlier entry's frame (and size) with rights drawn anew: two paths to the same frames
-        # with different rights, the classic way shadow pages get shared under the wrong role.
+    huge = level in (2, 3) and (c.take(3) != 0 if huge_heavy else c.take(3) == 0) \
+        or level == 4 and c.take(16) == 0  # PS in a PML4E: reserved
+    if same and c.take(2 if huge_heavy else 4) == 0:
+        # An earlier entry with one right flipped (R/W, U/S or NX): two paths to the same frames that
+        # differ in one permission, the classic way shadow pages get shared under the wrong role.
         e0 = c.pick(same)
-        huge, frame, cls = bool(e0 & PS) and level > 1, e0 & FRAME, "same frames as an earlier entry"
-    elif huge:
+        cls = "same frames as an earlier entry"
+        return e0 ^ c.pick((RW, US, XD)), f"level {level} {'huge leaf' if e0 & PS and level > 1 else 'leaf' if level == 1 else 'table entry'}; {cls}"
+    if huge:
         frame, cls = _huge_frame(c, g, level)
     else:
         frame, cls = gfn(c, g, level)
