@@ -196,6 +196,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
                         use_cache=not args.no_cache, jobs=args.jobs)
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
+    if args.only and not results:  # a typo must not pass as "nothing failed"
+        print(f"dmm prove: no obligation matches --only {args.only!r}", file=sys.stderr)
+        return EXIT_PROVE_SPEC_ERROR
     spec_text = Path(spec.file).read_text()
     traces = []
     for r in results:
@@ -236,6 +239,7 @@ def cmd_mutants(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
+    from dmmcheck.options import count, seconds
 
     p = argparse.ArgumentParser(prog="dmm", description="Model, prove and conformance-test a VMM's Dynamic Memory Mapping layer.")
     p.add_argument("--version", action="version", version=f"dmm {__version__}")
@@ -252,17 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("explore", cmd_explore, "enumerate every reachable state within a bound and check every invariant")
     sp.add_argument("--bound", metavar="SORT=N,...", help="sort sizes (default for the bundled spec: see docs)")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
-    sp.add_argument("--max-states", type=int, default=None, help="stop after this many states (result: incomplete)")
-    sp.add_argument("--max-seconds", type=float, default=None, help="stop after this long (result: incomplete)")
+    sp.add_argument("--max-states", type=count(), default=None, help="stop after this many states (result: incomplete)")
+    sp.add_argument("--max-seconds", type=seconds(), default=None, help="stop after this long (result: incomplete)")
     sp.add_argument("--keep-going", action="store_true",
                     help="after a violation, go on to find the shortest violation of every invariant")
     sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")
     sp.add_argument("--json", action="store_true", help="print the report as JSON")
-    sp.add_argument("--bmc", type=int, default=0, metavar="K", help="also bounded model checking to depth K")
-    sp.add_argument("--k-induction", type=int, default=0, metavar="K", help="also k-induction with depth K")
-    sp.add_argument("--finite", type=int, default=None, metavar="N", help="finite universes of N per sort instead of unbounded")
-    sp.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per obligation (default 10)")
-    sp.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
+    sp.add_argument("--bmc", type=count(0), default=0, metavar="K", help="also bounded model checking to depth K")
+    sp.add_argument("--k-induction", type=count(0), default=0, metavar="K", help="also k-induction with depth K")
+    sp.add_argument("--finite", type=count(), default=None, metavar="N", help="finite universes of N per sort instead of unbounded")
+    sp.add_argument("--timeout", type=seconds(), default=10.0, metavar="S", help="seconds per obligation (default 10)")
+    sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
     sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
     sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where BMC traces are written")
@@ -277,18 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    sp.add_argument("--step-timeout", type=float, default=10.0, metavar="S", help="seconds one step may take")
+    sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
                         description="run the harness against every seeded VMM bug (and spec bug)")
     sp.set_defaults(fn=cmd_mutants)
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
-    sp.add_argument("--seconds-per-mutant", type=float, default=60.0, metavar="N", help="budget per mutant (default 60)")
+    sp.add_argument("--seconds-per-mutant", type=seconds(), default=60.0, metavar="N", help="budget per mutant (default 60)")
     sp.add_argument("--only", metavar="PATTERN", help="mutants whose name matches (glob or substring)")
-    sp.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
+    sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
     sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
-    sp.add_argument("--seed", type=int, default=0, metavar="S", help="the campaigns' seed (default 0)")
+    sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaigns' seed (default 0)")
     sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
-    sp.add_argument("--fuzz-seconds", type=float, default=60.0, metavar="N",
+    sp.add_argument("--fuzz-seconds", type=seconds(positive=False), default=60.0, metavar="N",
                     help="how long to fuzz the bundled VMM (default 60)")
     return p
 

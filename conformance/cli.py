@@ -16,6 +16,8 @@ from typing import Any
 
 from rich.console import Console
 
+from dmmcheck.options import count, seconds
+
 from .adapter import Config
 from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
@@ -30,11 +32,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--impl", default=DEFAULT_IMPL, metavar="MODULE:ATTR",
                     help="the adapter to test (default: the bundled VMM)")
     budget = sp.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float, metavar="N", help="fuzz for N seconds")
-    budget.add_argument("--examples", type=int, metavar="N", help="run N test cases (default 100)")
-    sp.add_argument("--seed", type=int, default=0, metavar="S", help="the campaign's seed (default 0)")
-    sp.add_argument("--steps", type=int, default=40, metavar="N", help="steps per test case (default 40)")
-    sp.add_argument("--step-timeout", type=float, default=10.0, metavar="S", help="seconds one step may take")
+    budget.add_argument("--seconds", type=seconds(), metavar="N", help="fuzz for N seconds")
+    budget.add_argument("--examples", type=count(), metavar="N", help="run N test cases (default 100)")
+    sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaign's seed (default 0)")
+    sp.add_argument("--steps", type=count(), default=40, metavar="N", help="steps per test case (default 40)")
+    sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp.add_argument("--mutant", metavar="NAME", help="switch on a seeded bug of the bundled VMM (dmm mutants)")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from dmmcheck.main import main
 from dmmcheck.spec import load
 
@@ -45,3 +47,22 @@ def test_console_script_runs():
 def test_usage_error_is_not_a_traceback():
     r = subprocess.run([sys.executable, "-m", "dmmcheck", "frobnicate"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "invalid choice" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["fuzz", "--seconds", "-5"], ["fuzz", "--seconds", "nan"], ["fuzz", "--seconds", "inf"], ["fuzz", "--steps", "0"],
+    ["fuzz", "--step-timeout", "nan"], ["fuzz", "--step-timeout", "-1"], ["fuzz", "--examples", "0"],
+    ["fuzz", "--seed", "-1"], ["prove", "--timeout", "0"], ["prove", "--timeout", "nan"], ["prove", "-j", "0"],
+    ["explore", "--max-seconds", "nan"], ["explore", "--max-states", "0"], ["mutants", "--seconds-per-mutant", "0"],
+    ["replay", "t.jsonl", "--step-timeout", "-3"], ["check", "--fuzz-seconds", "-1"]])
+def test_a_bad_number_is_a_usage_error_naming_the_option(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument" in err and argv[-2].lstrip("-") in err
+
+
+def test_prove_only_matching_nothing_is_not_a_pass(capsys):
+    assert main(["prove", "--only", "no-such-obligation", "--json"]) != 0
+    assert "no obligation matches" in capsys.readouterr().err
