@@ -50,13 +50,13 @@ def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
     """A frame for an entry at `level` (1: a leaf's page; 2-4: the table below, or a huge leaf's
     first frame when the caller sets PS)."""
     k = c.take(16)
-    if k < 7:
+    if k < 9:
         return c.take(g.gfns), "gfn ordinary"
-    if k < 9 and g.tables.get(max(level - 1, 1)):
+    if k < 11 and g.tables.get(max(level - 1, 1)):
         return c.pick(g.tables[max(level - 1, 1)]), "gfn a guest table"  # type: ignore[return-value]
-    if k < 11 and g.mapped:
+    if k < 13 and g.mapped:
         return c.pick(g.mapped), "gfn mapped elsewhere"  # type: ignore[return-value]
-    if k < 14:
+    if k < 15:
         return g.gfns - 1 + c.take(3), "gfn at the end of memory"  # gfns-1 (last), gfns, gfns+1 (beyond)
     return ((1 << (MAXPHYADDR - 12)) - 1, 1 << 20)[c.take(2)], "gfn far beyond memory"
 
@@ -115,7 +115,7 @@ def store(c: Pick, g: Guest | None = None) -> tuple[int, int, str]:
     """(size, offset in the page, class): mostly 8-byte aligned stores; narrower and wider ones, at
     any alignment, straddling two 8-byte entries, or ending at the page's last byte. Where the page
     is a guest table, only the entries the guest's gvas use matter, so offsets favour those."""
-    size = 8 if c.take(2) else c.pick((1, 2, 4, 16))
+    size = 8 if c.take(4) else c.pick((1, 2, 4, 16))  # what a 64-bit guest mostly does
     k = c.take(8)
     used = g.slots if g is not None else (0,)
     if k < 4:
