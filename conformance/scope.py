@@ -33,10 +33,11 @@ class Pick(Protocol):
 
 
 def draw(c: Pick, base: Config, b: Bounds) -> Config:
-    """A configuration for one test case: the base one half the time (deep shadow state needs the
-    ordinary scope as much as the edges need the others), else each dimension varied within the
-    bounds."""
-    if c.take(2) == 0:
+    """A configuration for one test case: the base one half the time, else each dimension varied
+    within the bounds. (Measured on the history mutants, seed 1: half gave 16/24 killed, three in
+    four 14/24 but each kill faster, none at all 17/24 but never a budget bug — deep shadow state
+    grows on the ordinary scope, resource bugs need the others.)"""
+    if c.take(2) == 0:  # 0, as every first choice, decodes to the base scope
         return base
     vms = 1 + c.take(b.vms)
     regions = 1 + c.take(min(b.regions, len(REGIONS)))
