@@ -224,43 +224,53 @@ class Drawer:
         return (v * len(self.config.roots) + r) * len(self.config.gvas) + x
 
     def _extra(self, c: Choices, name: str, vms: list[int], s: Any = None) -> Operation:
-        cfg = self.config
         if name == "share_scan":
             return Operation(name, {})
         args: dict[str, Any] = {"v": c.pick(vms)}
         if name == "gpte_write":
+            cfg = self.config
             args.update(r=c.pick(cfg.roots), x=c.pick(cfg.gvas), level=1 + c.take(4))
-            cur = s[self.root_ix][args["v"]] if s is not None else None
-            if self.tuning.wide_inputs and cur is not None and c.take(4):
-                args["r"] = cfg.roots[cur]  # mostly the tables the VM runs on
             if self.tuning.wide_inputs:
-                if self.huge_heavy and c.take(4):
-                    args["level"] = 2 + c.take(2)
-                entry, cls = inputs.gpte(c, self.guest(s), args["level"], self.huge_heavy)
-                self.inputs[cls] += 1
-                if "same frames" in cls:
-                    # the second path: a slot of the same level other than the first entry's
-                    lvl, shift = args["level"], 12 + 9 * (args["level"] - 1)
-                    first = self.written_at.get((lvl, entry & ~(inputs.RW | inputs.US | inputs.XD)), args["x"])
-                    other = [x for x in cfg.gvas if x >> shift & 511 != first >> shift & 511]
-                    if other:
-                        args["x"] = c.pick(other)
-                self.earlier.append((args["level"], entry))
-                self.written_at[(args["level"], entry & ~(inputs.RW | inputs.US | inputs.XD))] = args["x"]
-                args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
-                return Operation(name, args)
-            args.update(bits=c.pick(GPTE_BITS), g=c.take(cfg.gfns))
-            if self.focus and c.take(2):
-                if args["level"] > 1 and args["bits"] & 0x80:
-                    args["g"] = 0  # a huge page needs an aligned frame: the only one in guest memory
-                elif args["level"] > 1 and s is not None:
-                    # a page the guest maps as data becomes a page table: write protection must catch up
-                    used = [g for g in s[self.gmap_ix] if g is not None]
-                    if used:
-                        args["g"] = c.pick(used)
+                self._raw_entry(c, args, s)
+            else:
+                self._narrow_entry(c, args, s)
         else:
             args.update(nxe=bool(c.take(2)), smep=bool(c.take(2)), smap=bool(c.take(2)))
         return Operation(name, args)
+
+    def _raw_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
+        """A raw gpte from the whole input space, mostly in the tables the VM runs on."""
+        cur = s[self.root_ix][args["v"]] if s is not None else None
+        if cur is not None and c.take(4):
+            args["r"] = self.config.roots[cur]
+        if self.huge_heavy and c.take(4):
+            args["level"] = 2 + c.take(2)
+        level = args["level"]
+        entry, cls = inputs.gpte(c, self.guest(s), level, self.huge_heavy)
+        self.inputs[cls] += 1
+        key = (level, entry & ~(inputs.RW | inputs.US | inputs.XD))
+        if "same frames" in cls:
+            # the second path to those frames: a slot of this level other than the first entry's
+            shift = 12 + 9 * (level - 1)
+            first = self.written_at.get(key, args["x"])
+            other = [x for x in self.config.gvas if x >> shift & 511 != first >> shift & 511]
+            if other:
+                args["x"] = c.pick(other)
+        self.earlier.append((level, entry))
+        self.written_at[key] = args["x"]
+        args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+
+    def _narrow_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
+        """The narrow generator's raw gpte (kept to measure what the wide one buys)."""
+        args.update(bits=c.pick(GPTE_BITS), g=c.take(self.config.gfns))
+        if self.focus and c.take(2):
+            if args["level"] > 1 and args["bits"] & 0x80:
+                args["g"] = 0  # a huge page needs an aligned frame: the only one in guest memory
+            elif args["level"] > 1 and s is not None:
+                # a page the guest maps as data becomes a page table: write protection must catch up
+                used = [g for g in s[self.gmap_ix] if g is not None]
+                if used:
+                    args["g"] = c.pick(used)
 
 
 def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
