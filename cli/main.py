@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from dmmcheck.model import report
-    from dmmcheck.model.explore import DEFAULT_BOUND, explore
+    from dmmcheck.model.explore import default_bound, explore
     from dmmcheck.model.interp import Interpreter
     from dmmcheck.model.runner import ProveOptions, exit_status
 
@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     results, seconds = report.run_with_progress(ProveOptions(args.spec, jobs=os.cpu_count() or 1), err)
     prove_status = exit_status(results)
     s = report.summary(results)
-    bound = {k: v for k, v in DEFAULT_BOUND.items() if k in spec.sorts} if args.spec is None else {}
+    bound = default_bound(spec)
     with err.status("exploring"):
         r = explore(Interpreter(spec, bound), max_seconds=120)
     table = Table(title="dmm check")
@@ -121,7 +121,7 @@ def _parse_bound(text: str | None) -> dict[str, int]:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     """Every reachable state within the bound; exit 0 with no violation, 1 with one, 2 on a spec error."""
-    from dmmcheck.model.explore import DEFAULT_BOUND, explore
+    from dmmcheck.model.explore import default_bound, explore
     from dmmcheck.model.interp import Interpreter
     from dmmcheck.model.state import UniverseError
 
@@ -131,7 +131,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     try:
         bound = _parse_bound(args.bound)
         if not bound:
-            bound = {s: n for s, n in DEFAULT_BOUND.items() if s in spec.sorts} if args.spec is None else {}
+            bound = default_bound(spec)
         it = Interpreter(spec, bound)
     except (argparse.ArgumentTypeError, UniverseError) as e:
         print(f"dmm explore: {e}", file=sys.stderr)

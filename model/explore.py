@@ -25,6 +25,12 @@ from .state import State
 # never enabled here (the report says so); SHARING_BOUND is the smallest scope that enables every
 # action: 303,904 states, about 4 minutes (measured; docs/prover.md).
 DEFAULT_BOUND = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 2, "slot": 1}
+
+
+def default_bound(spec: Any) -> dict[str, int]:
+    """The default bound of the DMM spec, for it and any variant of it (a copy, a mutant: every
+    sort of DEFAULT_BOUND declared); another spec explores at its own declared sizes."""
+    return dict(DEFAULT_BOUND) if set(DEFAULT_BOUND) <= set(spec.sorts) else {}
 SHARING_BOUND = {"vm": 1, "root": 1, "gva": 1, "gfn": 2, "mfn": 2, "slot": 1}
 
 

@@ -116,3 +116,10 @@ def test_incomplete_is_not_a_pass(capsys):
 def test_bad_bound_exit_2(bound, capsys):
     assert main(["explore", "--bound", bound]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_copy_of_the_bundled_spec_explores_at_the_same_default_bound(tmp_path, capsys):
+    copy = tmp_path / "copy.dmm"
+    copy.write_text(open(bundled_path()).read())
+    assert main(["explore", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bound"] == DEFAULT_BOUND
