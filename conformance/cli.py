@@ -22,7 +22,7 @@ from .adapter import Config
 from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
 from .report import as_json, show_failure, show_fuzz
-from .trace import TraceError, load_adapter, replay, spec_hash, write
+from .trace import TraceError, load_adapter, replay, save, spec_hash
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT = 1, 2
@@ -71,10 +71,11 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
             status.stop()
     trace = None
     if result.failure is not None and result.shrunk:
-        path = Path(args.trace_dir) / f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl"
-        trace = str(write(path, spec=spec, seed=args.seed, adapter=args.impl, config=result.config or config,
-                          records=result.shrunk,
-                          failure=result.failure, it=result.it))
+        trace, warning = save(args.trace_dir, f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl",
+                              spec=spec, seed=args.seed, adapter=args.impl, config=result.config or config,
+                              records=result.shrunk, failure=result.failure, it=result.it)
+        if warning:
+            print(f"dmm fuzz: {warning}", file=sys.stderr)
     return result, trace
 
 

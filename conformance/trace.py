@@ -46,11 +46,34 @@ def write(path: Path, *, spec: Any, seed: int, adapter: str, config: Config, rec
     if failure is not None:
         header["failure"] = {"kind": failure.kind, "message": failure.message, "detail": failure.detail,
                              "step": len(records) - 1}
-    with path.open("w") as f:
-        f.write(json.dumps(header) + "\n")
-        for rec in records:
-            f.write(json.dumps(rec.to_json(it)) + "\n")
+    text = "".join(json.dumps(row) + "\n" for row in [header] + [rec.to_json(it) for rec in records])
+    # Written whole to a temporary name, then renamed: a full disk leaves no truncated trace.
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def save(directory: str, name: str, **kw: Any) -> tuple[str | None, str | None]:
+    """Write a failing trace to `directory`, or, if that fails (read-only, full, not a folder), to
+    the system's temporary folder. Returns (path or None, a warning saying what happened or None):
+    a failure already found is never lost to a trace that cannot be written."""
+    import tempfile
+
+    tried = []
+    for where in (Path(directory), Path(tempfile.gettempdir()) / "dmm-traces"):
+        try:
+            path = write(where / name, **kw)
+        except OSError as e:
+            tried.append(f"{where}: {e.strerror or e}")
+            continue
+        warning = f"could not write the trace to {tried[0]}; wrote it to {path}" if tried else None
+        return str(path), warning
+    return None, "could not write the trace anywhere (" + "; ".join(tried) + "); the failure is shown below"
 
 
 @dataclass

@@ -263,3 +263,16 @@ def test_a_crash_trace_holds_the_crashing_operation_and_replays_to_the_same_cras
     _, runner, again = replay(path, SPEC, CrashOnSwap)
     assert again is not None and (again.kind, again.message) == (r.failure.kind, r.failure.message)
     assert len(runner.records) == len(r.shrunk)
+
+
+def test_a_failure_is_kept_when_the_trace_folder_cannot_be_written(tmp_path, capsys):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the trace folder should be")
+    code = main(["fuzz", "--mutant", "swap_in_not_read", "--examples", "100", "--seed", "1",
+                 "--trace-dir", str(blocked), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    failure = json.loads(out)["failures"][0]
+    assert failure["kind"] == "observation" and failure["trace"] and Path(failure["trace"]).exists()
+    assert "could not write the trace to" in err and failure["trace"] in err
+    Path(failure["trace"]).unlink()
