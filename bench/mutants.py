@@ -5,7 +5,7 @@ usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
 
 TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
 case on the default scope), narrow (the narrow input generator), no-focus, target (Hypothesis
-target() on novelty).
+target() on novelty), steps=N (steps per test case, default 40).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
 trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
@@ -29,13 +29,14 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    switches = sys.argv[5:]
+    switches = [sw for sw in sys.argv[5:] if not sw.startswith("steps=")]
+    steps = int(next((sw[6:] for sw in sys.argv[5:] if sw.startswith("steps=")), 40))
     tuning = Tuning(**{k: v for sw in switches for k, v in SWITCHES[sw].items()})
-    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed)
+    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed, steps=steps)
     killed = [r for r in results if r.killed]
     shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
     print(json.dumps({
-        "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches,
+        "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches, "steps_per_case": steps,
         "killed": len(killed), "total": len(results),
         "survivors": [r.name for r in results if not r.killed],
         "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,

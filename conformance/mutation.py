@@ -36,11 +36,12 @@ class MutantResult:
     catches: str = ""
 
 
-def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning()) -> MutantResult:
+def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40) -> MutantResult:
     from .vmm_adapter import BundledVmm
 
     m = MUTANTS[name]
-    r = fuzz(BundledVmm, load(None), Config(mutant=name), seconds=seconds, seed_=seed, tuning=tuning)
+    r = fuzz(BundledVmm, load(None), Config(mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
+             steps_per_case=steps)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
@@ -59,11 +60,13 @@ def select(pattern: str | None) -> list[str]:
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 
-def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0) -> list[MutantResult]:
+def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0,
+            steps: int = 40) -> list[MutantResult]:
     if jobs <= 1:
-        return [run_one(n, seconds, seed, tuning) for n in names]
+        return [run_one(n, seconds, seed, tuning, steps) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-        return list(ex.map(run_one, names, [seconds] * len(names), [seed] * len(names), [tuning] * len(names)))
+        k = len(names)
+        return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:
