@@ -25,7 +25,7 @@ from .report import as_json, show_failure, show_fuzz
 from .trace import TraceError, load_adapter, replay, save, spec_hash
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
-EXIT_FAILURE, EXIT_INPUT = 1, 2
+EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
@@ -87,6 +87,10 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
     actions = list(spec.actions)
+    if result.interrupted:
+        print("dmm fuzz: interrupted" + (" while shrinking: the failure is shown as far as it was shrunk"
+                                         if result.failure else ": no failure found so far; this is not a pass"),
+              file=sys.stderr)
     if args.json:
         print(json.dumps(as_json(result, actions, trace)))
     else:
@@ -95,7 +99,9 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
             show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace)
         else:
             out.print("[green]no failure[/]")
-    return EXIT_FAILURE if result.failure is not None else 0
+    if result.failure is not None:
+        return EXIT_FAILURE
+    return EXIT_INTERRUPTED if result.interrupted else 0
 
 
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:

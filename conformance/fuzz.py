@@ -67,6 +67,8 @@ class FuzzResult:
     first_failure_seconds: float | None = None
     started: float = 0.0
     config: Config | None = None  # the scope of the failing test case (the trace records it)
+    interrupted: bool = False  # stopped by Ctrl-C; a failure found before is kept, maybe unshrunk
+    first: CaseResult | None = None  # the first failing test case, as found (before shrinking)
     inputs: Counter[str] = field(default_factory=Counter)  # input classes drawn
     scopes: Counter[str] = field(default_factory=Counter)  # scope classes of the test cases run
 
@@ -323,6 +325,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                     self.seen.update(s.action for s in rec.spec_steps)
             except Failure as f:
                 last[0].failure = f
+                if result.first is None:
+                    result.first = CaseResult(list(runner.records), f, last[0].config, last[0].it)
                 if result.first_failure_steps is None:
                     result.first_failure_steps = result.steps + 1
                     result.first_failure_seconds = time.perf_counter() - result.started
@@ -411,6 +415,12 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
             break
         except Flaky as e:  # the implementation answered the same steps differently: itself a finding
             _keep(result, last, Failure("crash", f"the implementation is not deterministic: {e}"))
+            break
+        except KeyboardInterrupt:
+            # Ctrl-C: a failure already found is reported (as found, when shrinking was cut short)
+            result.interrupted = True
+            if result.first is not None:
+                _keep(result, [result.first], result.first.failure)  # type: ignore[arg-type]
             break
         finally:
             result.seconds = time.perf_counter() - start

@@ -126,6 +126,8 @@ class Runner:
             raise Failure("timeout", f"{what} did not return within {self.step_timeout:g} s") from None
         except Failure:
             raise
+        except SystemExit as e:  # an implementation that exits must not end the run as a pass
+            raise Failure("crash", f"{what} called sys.exit({e.code!r})") from None
         except Exception as e:
             raise Failure("crash", f"{what} raised {type(e).__name__}: {e}",
                           traceback.format_exc(limit=-4)) from None

@@ -276,3 +276,44 @@ def test_a_failure_is_kept_when_the_trace_folder_cannot_be_written(tmp_path, cap
     assert failure["kind"] == "observation" and failure["trace"] and Path(failure["trace"]).exists()
     assert "could not write the trace to" in err and failure["trace"] in err
     Path(failure["trace"]).unlink()
+
+
+class ExitsOnCr3(BundledVmm):
+    def step(self, o: Operation):
+        if o.action == "cr3_load":
+            raise SystemExit(0)
+        return super().step(o)
+
+
+def test_an_implementation_that_exits_is_a_crash_not_a_pass():
+    f = verdict(SETUP[:2], adapter=ExitsOnCr3())
+    assert f.kind == "crash" and "sys.exit(0)" in f.message
+
+
+class InterruptedWhileShrinking(BundledVmm):
+    """Ctrl-C arrives at the first reset after the mutant's bug has been seen."""
+
+    seen = False
+
+    def reset(self, config):
+        if InterruptedWhileShrinking.seen:
+            raise KeyboardInterrupt
+        super().reset(config)
+
+    def step(self, o: Operation):
+        obs = super().step(o)
+        if o.action == "swap_in" or any(n == "swap_in" for n, _ in obs.events):
+            InterruptedWhileShrinking.seen = True
+        return obs
+
+
+def test_ctrl_c_while_shrinking_keeps_the_failure_found(tmp_path):
+    InterruptedWhileShrinking.seen = False
+    r = fuzz(InterruptedWhileShrinking, SPEC, Config(mutant="swap_in_not_read"), examples=200, seed_=1)
+    assert r.interrupted
+    assert r.failure is not None and r.failure.kind == "observation"
+    assert r.shrunk  # the failing test case as found: it replays to the same verdict
+    path = write(tmp_path / "t.jsonl", spec=SPEC, seed=1, adapter="x", config=r.config, records=r.shrunk,
+                 failure=r.failure, it=r.it)
+    _, _, again = replay(path, SPEC, BundledVmm)
+    assert again is not None and (again.kind, again.message) == (r.failure.kind, r.failure.message)
