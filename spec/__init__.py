@@ -24,7 +24,7 @@ def bundled_path() -> Path:
 
 def load(path: str | Path | None = None) -> CheckedSpec:
     """Parse and type-check a spec file (default: the bundled DMM spec), or raise SpecError."""
-    return check(parse_file(path or bundled_path()))
+    return check(parse_file(bundled_path() if path is None else path))
 
 
 __all__ = ["CheckedSpec", "Diagnostic", "SpecError", "SpecFile", "bundled_path", "check", "load", "parse",

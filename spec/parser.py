@@ -90,6 +90,8 @@ def parse(text: str, file: str = "<spec>") -> A.SpecFile:
 
 
 def parse_file(path: str | Path) -> A.SpecFile:
+    if str(path) == "":
+        raise SpecError([Diagnostic(A.Loc("''", 0, 0), "cannot read spec: the path is empty")])
     p = Path(path)
     try:
         text = p.read_text()

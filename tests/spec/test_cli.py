@@ -66,3 +66,8 @@ def test_a_bad_number_is_a_usage_error_naming_the_option(argv, capsys):
 def test_prove_only_matching_nothing_is_not_a_pass(capsys):
     assert main(["prove", "--only", "no-such-obligation", "--json"]) != 0
     assert "no obligation matches" in capsys.readouterr().err
+
+
+def test_an_empty_spec_path_is_an_error_not_the_bundled_spec(capsys):
+    assert main(["parse", ""]) == 2
+    assert "the path is empty" in capsys.readouterr().err
