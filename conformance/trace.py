@@ -83,6 +83,8 @@ class Trace:
 
 
 def read(path: Path) -> Trace:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block forever
+        raise TraceError(f"{path}: cannot read: not a regular file")
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:

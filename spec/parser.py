@@ -93,6 +93,8 @@ def parse_file(path: str | Path) -> A.SpecFile:
     if str(path) == "":
         raise SpecError([Diagnostic(A.Loc("''", 0, 0), "cannot read spec: the path is empty")])
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO or a device would block or never end
+        raise SpecError([Diagnostic(A.Loc(str(p), 0, 0), "cannot read spec: not a regular file")])
     try:
         text = p.read_text()
     except OSError as e:

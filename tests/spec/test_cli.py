@@ -71,3 +71,13 @@ def test_prove_only_matching_nothing_is_not_a_pass(capsys):
 def test_an_empty_spec_path_is_an_error_not_the_bundled_spec(capsys):
     assert main(["parse", ""]) == 2
     assert "the path is empty" in capsys.readouterr().err
+
+
+def test_a_fifo_as_spec_or_trace_is_refused_at_once(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["parse", str(fifo)]) == 2
+    assert main(["replay", str(fifo)]) == 2
+    assert capsys.readouterr().err.count("not a regular file") == 2
