@@ -44,8 +44,12 @@ class _StepTimeout(Exception):
     pass
 
 
+_armed = False  # the alarm raises only while a guarded call runs: one firing after it is ignored
+
+
 def _on_alarm(_sig: int, _frame: Any) -> None:
-    raise _StepTimeout()
+    if _armed:
+        raise _StepTimeout()
 
 
 @dataclass
@@ -116,12 +120,19 @@ class Runner:
                           f"{type(e).__name__}: {e}", traceback.format_exc(limit=-4)) from None
 
     def _guarded(self, fn: Callable[[], Any], what: str) -> Any:
+        global _armed
         timed = self.step_timeout > 0 and threading.current_thread() is threading.main_thread()
-        if timed:
-            old = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
+        old = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
         try:
-            return fn()
+            try:
+                if timed:  # armed inside the try: an alarm at any point after is a timeout verdict
+                    _armed = True
+                    signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
+                return fn()
+            finally:
+                if timed:  # disarmed before the timer is cancelled: a late alarm cannot escape
+                    _armed = False
+                    signal.setitimer(signal.ITIMER_REAL, 0)
         except _StepTimeout:
             raise Failure("timeout", f"{what} did not return within {self.step_timeout:g} s") from None
         except Failure:
@@ -133,7 +144,6 @@ class Runner:
                           traceback.format_exc(limit=-4)) from None
         finally:
             if timed:
-                signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, old)
 
 

@@ -317,3 +317,14 @@ def test_ctrl_c_while_shrinking_keeps_the_failure_found(tmp_path):
                  failure=r.failure, it=r.it)
     _, _, again = replay(path, SPEC, BundledVmm)
     assert again is not None and (again.kind, again.message) == (r.failure.kind, r.failure.message)
+
+
+def test_a_tiny_step_timeout_gives_verdicts_never_a_stray_alarm():
+    for _ in range(20):
+        r = Runner(BundledVmm(), SPEC, Config(), 1e-5)
+        try:
+            r.reset()
+            for o in SETUP:
+                r.step(o)
+        except Failure as f:
+            assert f.kind in ("timeout", "crash"), f
