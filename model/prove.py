@@ -142,7 +142,7 @@ class Prover:
         key = None
         if cache:
             key = cache.key(self.fingerprint(ob))
-            if (hit := cache.get(key)) is not None:
+            if (hit := cache.get(key, ob.name)) is not None:
                 hit.cached = True
                 hit.seconds = time.perf_counter() - start
                 return hit
@@ -404,7 +404,7 @@ class Prover:
         for ob in obs:
             if cache:
                 keys[ob.name] = cache.key(self.fingerprint(ob))
-                if (hit := cache.get(keys[ob.name])) is not None:
+                if (hit := cache.get(keys[ob.name], ob.name)) is not None:
                     hit.cached = True
                     results[ob.name] = hit
                     continue
@@ -690,18 +690,35 @@ class Cache:
     def key(self, fingerprint: str) -> str:
         return hashlib.sha256(fingerprint.encode()).hexdigest()
 
-    def get(self, key: str) -> Result | None:
+    def get(self, key: str, name: str | None = None) -> Result | None:
+        """The cached answer, only if the entry says what it answers (this key, this obligation),
+        its checksum holds, and it is proved or violated; anything else is a miss."""
         p = self.root / f"{key}.json"
         try:
-            return Result(**json.loads(p.read_text()))
-        except (OSError, ValueError, TypeError):
+            entry = json.loads(p.read_text())
+            if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("result"), dict):
+                return None
+            if entry.get("checksum") != _checksum(key, entry["result"]):
+                return None
+            res = Result(**entry["result"])
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):
             return None
+        if res.status not in ("proved", "violated") or (name is not None and res.name != name):
+            return None
+        return res
 
     def put(self, key: str, res: Result) -> None:
+        if res.status not in ("proved", "violated"):
+            return  # an unknown is never an answer to keep
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = self.root / f".{key}.{os.getpid()}"
-            tmp.write_text(json.dumps(res.to_json()))
+            body = res.to_json()
+            tmp.write_text(json.dumps({"key": key, "checksum": _checksum(key, body), "result": body}))
             tmp.replace(self.root / f"{key}.json")
         except OSError:
             pass  # a read-only cache only costs speed
+
+
+def _checksum(key: str, body: dict) -> str:
+    return hashlib.sha256((key + json.dumps(body, sort_keys=True)).encode()).hexdigest()

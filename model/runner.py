@@ -90,7 +90,7 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
         cache = Cache(opts.cache_dir)
         todo = []
         for ob in obligations:
-            hit = cache.get(cache.key(fingerprint(spec, ob, opts)))
+            hit = cache.get(cache.key(fingerprint(spec, ob, opts)), ob.name)
             if hit is None:
                 todo.append(ob)
             else:

@@ -195,3 +195,28 @@ def test_parallel_equals_sequential(tmp_path):
 def test_obligation_names():
     assert Obligation("inductive", "swap_out", "rmap_consistent").name == "inductive/swap_out/rmap_consistent"
     assert Obligation("bmc", None, "isolation", 4).name == "bmc/4/isolation"
+
+
+def test_the_cache_trusts_only_entries_that_say_what_they_answer(tmp_path):
+    import json as _json
+
+    text = (HERE / "lockserv.dmm").read_text()
+    first = prove(tmp_path, text, cache=True)
+    entries = sorted((tmp_path / "cache" / "prove").glob("*.json"))
+    assert len(entries) >= 4 and all(r.status == "proved" for r in first)
+    a, b, c, d = entries[:4]
+    raw = bytearray(a.read_bytes())
+    raw[len(raw) // 2] ^= 0x41  # a flipped byte
+    a.write_bytes(bytes(raw))
+    entry = _json.loads(b.read_text())
+    entry["result"]["status"] = "banana"  # a status that is no answer
+    b.write_text(_json.dumps(entry))
+    c.write_text(d.read_text())  # an entry under another obligation's key
+    entry = _json.loads(d.read_text())
+    entry["result"]["status"] = "unknown"  # with a matching checksum: an unknown is still not an answer
+    from dmmcheck.model.prove import _checksum
+    entry["checksum"] = _checksum(entry["key"], entry["result"])
+    d.write_text(_json.dumps(entry))
+    again = prove(tmp_path, text, cache=True)
+    assert [(r.name, r.status) for r in again] == [(r.name, r.status) for r in first]
+    assert sum(not r.cached for r in again) >= 4  # the four bad entries were misses, re-proved
