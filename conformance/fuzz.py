@@ -374,7 +374,9 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any)."""
-    adapter = adapter_factory()
+    from .trace import make_adapter
+
+    adapter = make_adapter(adapter_factory, step_timeout)
     runner = Runner(adapter, spec, config, step_timeout)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
     if seconds is None and examples is None:

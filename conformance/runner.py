@@ -120,31 +120,37 @@ class Runner:
                           f"{type(e).__name__}: {e}", traceback.format_exc(limit=-4)) from None
 
     def _guarded(self, fn: Callable[[], Any], what: str) -> Any:
-        global _armed
-        timed = self.step_timeout > 0 and threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
+        return guarded(fn, what, self.step_timeout)
+
+
+def guarded(fn: Callable[[], Any], what: str, timeout: float) -> Any:
+    """fn() under a time limit (the main thread only: SIGALRM); an exception, a sys.exit or a hang
+    becomes a Failure (crash or timeout) naming `what`."""
+    global _armed
+    timed = timeout > 0 and threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
+    try:
         try:
-            try:
-                if timed:  # armed inside the try: an alarm at any point after is a timeout verdict
-                    _armed = True
-                    signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
-                return fn()
-            finally:
-                if timed:  # disarmed before the timer is cancelled: a late alarm cannot escape
-                    _armed = False
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        except _StepTimeout:
-            raise Failure("timeout", f"{what} did not return within {self.step_timeout:g} s") from None
-        except Failure:
-            raise
-        except SystemExit as e:  # an implementation that exits must not end the run as a pass
-            raise Failure("crash", f"{what} called sys.exit({e.code!r})") from None
-        except Exception as e:
-            raise Failure("crash", f"{what} raised {type(e).__name__}: {e}",
-                          traceback.format_exc(limit=-4)) from None
+            if timed:  # armed inside the try: an alarm at any point after is a timeout verdict
+                _armed = True
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+            return fn()
         finally:
-            if timed:
-                signal.signal(signal.SIGALRM, old)
+            if timed:  # disarmed before the timer is cancelled: a late alarm cannot escape
+                _armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except _StepTimeout:
+        raise Failure("timeout", f"{what} did not return within {timeout:g} s") from None
+    except Failure:
+        raise
+    except SystemExit as e:  # an implementation that exits must not end the run as a pass
+        raise Failure("crash", f"{what} called sys.exit({e.code!r})") from None
+    except Exception as e:
+        raise Failure("crash", f"{what} raised {type(e).__name__}: {e}",
+                      traceback.format_exc(limit=-4)) from None
+    finally:
+        if timed:
+            signal.signal(signal.SIGALRM, old)
 
 
 def _first_mfn(st: Any) -> int:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapter import Adapter, Config, Operation
+from .adapter import Adapter, Capabilities, Config, Operation
 from .operations import ACCESS_ACTIONS, INTERNAL, OUTPUTS
 from .oracle import Failure
-from .runner import Runner, StepRecord
+from .runner import Runner, StepRecord, guarded
 
 FORMAT = "dmm-trace/1"
 
@@ -137,21 +137,35 @@ def _impl_value(v: Any, config: Config) -> Any:
     return v  # an enum value name (read, write, fetch)
 
 
-def load_adapter(target: str) -> Callable[[], Adapter]:
-    """MODULE:ATTR naming an adapter class (or a factory); clear errors, never a traceback."""
+def load_adapter(target: str, timeout: float = 60.0) -> Callable[[], Adapter]:
+    """MODULE:ATTR naming an adapter class (or a factory); clear errors, never a traceback, and an
+    import that hangs (or calls sys.exit) is an error too."""
     mod_name, sep, attr = target.partition(":")
     if not sep or not mod_name or not attr:
         raise TraceError(f"--impl {target!r}: expected MODULE:ATTR, e.g. mypkg.adapter:MyVmm")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # an adapter in the current project, as `python -m` would find it
     try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
-        raise TraceError(f"--impl {target}: cannot import {mod_name}: {type(e).__name__}: {e}") from None
+        mod = guarded(lambda: importlib.import_module(mod_name), f"importing {mod_name}", timeout)
+    except Failure as e:  # any import failure is the user's to fix
+        raise TraceError(f"--impl {target}: cannot import {mod_name}: {e.message}") from None
     factory = getattr(mod, attr, None)
     if factory is None or not callable(factory):
         raise TraceError(f"--impl {target}: {mod_name} has no callable {attr!r}")
     return factory
+
+
+def make_adapter(factory: Callable[[], Adapter], timeout: float) -> Adapter:
+    """Build the adapter and ask its capabilities, each under the time limit; what goes wrong is
+    bad input (TraceError), never a traceback or a hang."""
+    try:
+        adapter = guarded(factory, "building the adapter", timeout)
+        caps = guarded(adapter.capabilities, "the adapter's capabilities()", timeout)
+    except Failure as e:
+        raise TraceError(e.message) from None
+    if not isinstance(caps, Capabilities):
+        raise TraceError(f"the adapter's capabilities() returned {type(caps).__name__}, not Capabilities")
+    return adapter
 
 
 def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
@@ -162,7 +176,7 @@ def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
     if factory is None:
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)
-    runner = Runner(factory(), spec, config, step_timeout)
+    runner = Runner(make_adapter(factory, step_timeout), spec, config, step_timeout)
     ops = operations_of(trace, config)
     try:
         runner.reset()

@@ -328,3 +328,28 @@ def test_a_tiny_step_timeout_gives_verdicts_never_a_stray_alarm():
                 r.step(o)
         except Failure as f:
             assert f.kind in ("timeout", "crash"), f
+
+
+def _hangs():
+    time.sleep(30)
+
+
+def _exits():
+    raise SystemExit(0)
+
+
+def _junk_caps():
+    class A(BundledVmm):
+        def capabilities(self):
+            return None
+    return A()
+
+
+@pytest.mark.parametrize("factory, words", [(_hangs, "did not return"), (_exits, "sys.exit"),
+                                            (_junk_caps, "not Capabilities")])
+def test_a_bad_adapter_factory_is_bad_input_not_a_hang(factory, words, monkeypatch, capsys):
+    import dmmcheck.conformance.cli as cli
+
+    monkeypatch.setattr(cli, "load_adapter", lambda target: factory)
+    assert main(["fuzz", "--examples", "1", "--step-timeout", "0.5"]) == 2
+    assert words in capsys.readouterr().err
