@@ -7,7 +7,7 @@ interpreter evaluate the spec's formulas on it. The mapping is explicit about it
   mfn: the DMM-managed machine frames, in order; root: the guest root gfns named in the config;
   gva: a window of guest-virtual pages named in the config; slot: the swap device's slots.
 - What the implementation cannot show (the hardware TLB) is empty here: the TLB becomes ghost state
-  the harness tracks from the spec's own actions (issue 7); `flush_pending` is the VMM's own record.
+  the harness tracks from the spec's own actions; `flush_pending` is the VMM's own record.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Config:
     # become the page table of the other
     gvas: tuple[int, ...] = tuple(base + 0x1000 * i for base in (0x400000, 0x600000) for i in range(4))
     budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
-    mutant: str | None = None  # a seeded bug to switch on (issue 8); None: the real VMM
+    mutant: str | None = None  # a seeded bug to switch on (dmm mutants); None: the real VMM
 
     def sizes(self) -> dict[str, int]:
         """The spec's sort sizes and its budget parameter (no budget: every mfn)."""

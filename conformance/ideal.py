@@ -1,7 +1,7 @@
 """The ideal machine: what a guest should see with no VMM at all.
 
 Each VM is its own 4-level page tables over a flat guest-physical memory, walked by a walker of its
-own — written from the SDM rules in shared/reference/x86-paging.md, sharing no code with impl/, so a
+own — written from the Intel SDM's paging rules (Vol. 3A, ch. 4), sharing no code with impl/, so a
 walker bug in the VMM cannot hide behind the same bug here. DMM's promise is transparency: every
 access through the VMM must give what this machine gives — value, fault or not, #PF error code, CR2,
 and the guest's A/D bits.

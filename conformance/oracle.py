@@ -1,4 +1,4 @@
-"""The two oracles, judged at every step (DESIGN.md "Two oracles per step").
+"""The two oracles, judged at every step (docs/conformance.md).
 
 Refinement. The implementation reports the spec actions it performed (its events). Starting from
 the spec state before the step, each event must be enabled (its guard holds) and is applied; the

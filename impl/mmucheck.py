@@ -1,5 +1,5 @@
 """The software walker against the real MMU, over the combination space kvm-unit-tests' access.c
-checks (shared/reference/x86-paging.md, last section), without protection keys, plus SMAP and
+checks (every combination of the entries' rights and the control bits), without protection keys, plus SMAP and
 1 GiB leaves.
 
 Space: PTE flags W U A D NX P and one reserved bit (51); PDE flags W U A D PSE NX P and a reserved
