@@ -1,6 +1,6 @@
 """x86-64 4-level paging: entry bits, error-code bits, CPU paging mode, address helpers.
 
-Facts from the Intel SDM Vol. 3A §4.5-4.7 (condensed in shared/reference/x86-paging.md). MAXPHYADDR
+Facts from the Intel SDM Vol. 3A §4.5-4.7. MAXPHYADDR
 is 40, what Unicorn's CPU model reports (bits 51:40 of an entry are reserved, checked by probing).
 """
 

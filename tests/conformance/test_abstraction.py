@@ -1,6 +1,6 @@
 """The spec's own invariants, evaluated by the interpreter on the bundled VMM's abstracted state,
 hold after every step of a randomized workload; and a VMM bug shows up as the invariant it breaks.
-(The first link between impl and spec; the full harness is issue 7.)"""
+(The first link between impl and spec; the full harness is in tests/conformance/test_harness.py.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The heart of issue 4: the interpreter and the Z3 encoding agree on every formula.
+"""The heart of the interpreter's trustworthiness: the interpreter and the Z3 encoding agree on every formula.
 
 Hypothesis draws arbitrary small states (reachable or not) and action arguments; each disagreement
 names the guard, update or invariant concerned.
