@@ -101,9 +101,8 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         if not 0 <= slot < u.slots:
             raise AbstractionError(f"slot {slot} is used, but the swap device has {u.slots} slots")
         put("slot_used", (slot,), True)
-    for name in ("budget",):  # the model's parameters are the scope's, not the implementation's
-        if name in U.layout:
-            values[name] = [it.u.params[name][0]]
+    for name in U.params:  # the model's parameters (the budget) are the scope's, not the implementation's
+        values[name] = [U.param_value(name)]
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:
             put("ballooned", (vm_ix[v], g), True)

@@ -82,7 +82,7 @@ class Interpreter:
         value here (initial_states() has one state per value)."""
         states = self.initial_states()
         if len(states) > 1 and self.u.params:
-            top = {n: max(vs) for n, vs in self.u.params.items()}
+            top = {n: self.u.param_value(n) for n in self.u.params}
             states = [s for s in states if all(s[self.u.layout[n].index][0] == v for n, v in top.items())]
         if len(states) != 1:
             raise InterpError(f"the spec has {len(states)} initial states; pick one with initial_states()")

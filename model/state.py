@@ -67,6 +67,10 @@ class Universe:
                 size *= d
             self.layout[sym.name] = SymbolLayout(i, sym, domains, strides, size)
 
+    def param_value(self, name: str) -> int:
+        """A parameter's value where one state needs it: the bound's, or the largest it may take."""
+        return max(self.params[name])
+
     # ---- domains
     def domain_size(self, t: A.TypeRef) -> int:
         if t.name == A.BOOL:
