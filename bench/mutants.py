@@ -4,8 +4,8 @@ fuzzed at one seed with a time budget each. Prints one JSON object.
 usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
 
 TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
-case on the default scope), narrow (the narrow input generator), no-focus, target (Hypothesis
-target() on novelty), steps=N (steps per test case, default 40).
+case on the default scope), narrow (the narrow input generator), no-focus, steps=N (steps per test
+case, default 40).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
 trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
@@ -20,8 +20,7 @@ import sys
 from dmmcheck.conformance.fuzz import Tuning
 from dmmcheck.conformance.mutation import run_all, select
 
-SWITCHES = {"no-scope": {"vary_scope": False}, "narrow": {"wide_inputs": False}, "no-focus": {"focus": False},
-            "target": {"target": True}}
+SWITCHES = {"no-scope": {"vary_scope": False}, "narrow": {"wide_inputs": False}, "no-focus": {"focus": False}}
 
 
 def main() -> None:

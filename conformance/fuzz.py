@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import hypothesis
-from hypothesis import HealthCheck, Phase, seed, settings, target
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
@@ -110,17 +110,14 @@ class Tuning:
     focus: bool = True  # accesses mostly at mapped gvas; raw edits aimed at the guest's pages
     vary_scope: bool = True  # each test case on a configuration of its own (scope.py)
     wide_inputs: bool = True  # the whole input space (inputs.py): every gpte field, store widths
-    # Hypothesis target() on novelty: a test case scores the rarer spec actions it performed (each
-    # weighted by how seldom the campaign has performed it), and the targeting phase mutates the
-    # highest scorers. Measured on the catalogue: see docs/conformance.md.
-    target: bool = False
 
 
 class Drawer:
     """One operation: its name from the swarm, its inputs in implementation values; kept only when
     the spec says it is legal."""
 
-    def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning()) -> None:
+    def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning(),
+                 features: tuple[bool, bool] = (False, False)) -> None:
         self.cat, self.config, self.tuning = cat, config, tuning
         self.access = list(cat.it.spec.enums["access"])
         self.live_ix = cat.it.u.layout["live"].index
@@ -134,10 +131,12 @@ class Drawer:
         self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
-        self.huge_heavy = self.aliasing = False
+        self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
+        self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
     def guest(self, s: Any) -> inputs.Guest:
+        """What the generator aims at, read once per operation drawn."""
         return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None),
                             self.slots, tuple(self.earlier))
 
@@ -172,7 +171,8 @@ class Drawer:
             if self.tuning.wide_inputs and c.take(2 if self.aliasing else 4) == 0:
                 # a guest table's own gfn (tables and data alias), the last gfn of memory, or a gfn
                 # some gva maps already (many gvas on one page: one zap weakens many sptes)
-                g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1] + self.mapped)
+                mapped = list(self.now.mapped) if self.now is not None else []
+                g = c.pick([t for ts in self.tables.values() for t in ts] + [cfg.gfns - 1] + mapped)
             return g, g
         if t == "access":
             i = c.take(len(self.access))
@@ -182,7 +182,7 @@ class Drawer:
 
     def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: "FuzzResult") -> Operation | None:
         args, xs = {}, []
-        self.mapped = [g for g in s[self.gmap_ix] if g is not None]
+        self.now = guest = self.guest(s)
         for p in self.cat.ops[name].inputs:
             args[p.name], x = self._value(c, p.type.name, vms)
             xs.append(x)
@@ -215,9 +215,9 @@ class Drawer:
             if mapped:
                 args["x"] = c.pick(mapped)
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
-            args["value"] = inputs.value(c, self.guest(s)) if self.tuning.wide_inputs else c.pick(VALUES)
+            args["value"] = inputs.value(c, guest) if self.tuning.wide_inputs else c.pick(VALUES)
         if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
-            args["size"], args["offset"], cls = inputs.store(c, self.guest(s))
+            args["size"], args["offset"], cls = inputs.store(c, guest)
             self.inputs[cls.replace("store", "load") if args["a"] == "read" else cls] += 1
         return Operation(name, args)
 
@@ -276,7 +276,11 @@ class Drawer:
 
 
 def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
-                 tuning: Tuning = Tuning()) -> type[RuleBasedStateMachine]:
+                 tuning: Tuning = Tuning(), catalogues: dict[Config, Catalogue] | None = None
+                 ) -> type[RuleBasedStateMachine]:
+    """The state machine of one batch of test cases. `catalogues`: the operations' legality plans,
+    one per scope, kept across batches."""
+    catalogues = {} if catalogues is None else catalogues
     caps = runner.adapter.capabilities()
     base = runner.config
     spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
@@ -288,7 +292,6 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             super().__init__()
             self.swarm: list[str] = []
             self.drawer: Drawer | None = None
-            self.seen: set[str] = set()  # spec actions this test case performed
 
         @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1),
                     features=st.tuples(st.booleans(), st.booleans()))
@@ -300,12 +303,12 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             result.examples += 1
             for cls in scope.describe(config, base):
                 result.scopes[cls] += 1
-            cat = Catalogue(runner.judge.it, caps.operations)  # type: ignore[union-attr]
-            self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning)
-            if tuning.wide_inputs:
-                self.drawer.huge_heavy, self.drawer.aliasing = features
-                for name, on in zip(("huge-heavy", "aliasing"), features):
-                    result.scopes[f"feature {name}"] += on
+            if config not in catalogues:
+                catalogues[config] = Catalogue(runner.judge.it, caps.operations)  # type: ignore[union-attr]
+            cat = catalogues[config]
+            self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning, features)
+            for name, on in zip(("huge-heavy", "aliasing"), (self.drawer.huge_heavy, self.drawer.aliasing)):
+                result.scopes[f"feature {name}"] += on
             # a huge-page-heavy test case always has raw edits: they are how huge entries are made
             must = CORE + (("gpte_write",) if self.drawer.huge_heavy else ())
             chosen = [n for n, k in zip(ops, keep) if (n in must or k) and n in self.drawer.ops]
@@ -319,10 +322,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 return
             result.generated[op.action] += 1
             try:
-                rec = runner.step(op)
+                runner.step(op)
                 result.steps += 1
-                if tuning.target:
-                    self.seen.update(s.action for s in rec.spec_steps)
             except Failure as f:
                 last[0].failure = f
                 if result.first is None:
@@ -335,8 +336,6 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
         def teardown(self) -> None:
             if self.drawer is not None:
                 result.inputs.update(self.drawer.inputs)
-            if tuning.target and self.seen:
-                target(sum(1.0 / (1 + runner.coverage[a]) ** 0.5 for a in self.seen), label="novelty")
 
     return DmmMachine
 
@@ -396,13 +395,14 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
               progress: Callable[[FuzzResult], None] | None, tuning: Tuning) -> None:
     start, n = result.started, 0
+    catalogues: dict[Config, Catalogue] = {}
     while True:
         if seconds is not None and time.perf_counter() - start >= seconds:
             break
         if examples is not None and result.examples >= examples:
             break
         todo = batch if examples is None else min(batch, examples - result.examples)
-        machine = make_machine(runner, result, steps_per_case, last, tuning)
+        machine = make_machine(runner, result, steps_per_case, last, tuning, catalogues)
         seed(seed_ * 1_000_003 + n)(machine)
         n += 1
         try:
@@ -410,7 +410,7 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
                 max_examples=todo, stateful_step_count=steps_per_case, deadline=None, database=None,
                 derandomize=False,  # the seed is ours (seed_ above): a loaded profile must not replace it
                 suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
-                phases=[Phase.generate, Phase.target, Phase.shrink] if tuning.target else [Phase.generate, Phase.shrink],
+                phases=[Phase.generate, Phase.shrink],
                 print_blob=False))
         except Failure as f:
             _keep(result, last, f)
