@@ -276,11 +276,8 @@ class Drawer:
 
 
 def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
-                 tuning: Tuning = Tuning(), catalogues: dict[Config, Catalogue] | None = None
-                 ) -> type[RuleBasedStateMachine]:
-    """The state machine of one batch of test cases. `catalogues`: the operations' legality plans,
-    one per scope, kept across batches."""
-    catalogues = {} if catalogues is None else catalogues
+                 tuning: Tuning = Tuning()) -> type[RuleBasedStateMachine]:
+    """The state machine of one batch of test cases."""
     caps = runner.adapter.capabilities()
     base = runner.config
     spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
@@ -303,9 +300,11 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             result.examples += 1
             for cls in scope.describe(config, base):
                 result.scopes[cls] += 1
-            if config not in catalogues:
-                catalogues[config] = Catalogue(runner.judge.it, caps.operations)  # type: ignore[union-attr]
-            cat = catalogues[config]
+            judge = runner.judge
+            assert judge is not None
+            if judge.catalogue is None:  # the legality plans live as long as the scope's oracles
+                judge.catalogue = Catalogue(judge.it, caps.operations)
+            cat = judge.catalogue
             self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning, features)
             for name, on in zip(("huge-heavy", "aliasing"), (self.drawer.huge_heavy, self.drawer.aliasing)):
                 result.scopes[f"feature {name}"] += on
@@ -395,14 +394,13 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
               progress: Callable[[FuzzResult], None] | None, tuning: Tuning) -> None:
     start, n = result.started, 0
-    catalogues: dict[Config, Catalogue] = {}
     while True:
         if seconds is not None and time.perf_counter() - start >= seconds:
             break
         if examples is not None and result.examples >= examples:
             break
         todo = batch if examples is None else min(batch, examples - result.examples)
-        machine = make_machine(runner, result, steps_per_case, last, tuning, catalogues)
+        machine = make_machine(runner, result, steps_per_case, last, tuning)
         seed(seed_ * 1_000_003 + n)(machine)
         n += 1
         try:

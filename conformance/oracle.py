@@ -64,6 +64,7 @@ class Judge:
         self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
+        self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
 
 
 class Oracle:

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,6 +40,9 @@ class Timing:
     oracle: float = 0.0  # spec interpreter, invariants, ideal machine
 
 
+JUDGES_KEPT = 64
+
+
 class _StepTimeout(Exception):
     pass
 
@@ -63,7 +66,9 @@ class Runner:
     oracle: Oracle | None = None
     judge: Judge | None = None
     coverage: Counter[str] = field(default_factory=Counter)  # spec actions performed, over every scope
-    _judges: dict[Config, Judge] = field(default_factory=dict)
+    # What the oracles compile, per scope: the most recent ones kept (each about half a megabyte; a
+    # long campaign with scopes varied per test case meets thousands)
+    _judges: OrderedDict[Config, Judge] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
@@ -72,8 +77,11 @@ class Runner:
         """A new test case, on `config` (default: the last one)."""
         if config is not None and config != self.config:
             self.config = config
-            if config not in self._judges:  # what the oracles compile, once per scope
+            if config not in self._judges:
                 self._judges[config] = Judge(self.spec, config, self.coverage)
+                if len(self._judges) > JUDGES_KEPT:
+                    self._judges.popitem(last=False)
+            self._judges.move_to_end(config)
             self.judge = self._judges[config]
         self.records = []
         caps = self.adapter.capabilities()

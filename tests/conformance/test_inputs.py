@@ -43,3 +43,15 @@ def test_a_scope_stays_within_the_bounds_and_lays_its_tables_out(n):
 
 def test_zero_decodes_to_the_campaigns_own_scope():
     assert scope.draw(Choices(0), Config(), BOUNDS) == Config()
+
+
+def test_a_long_campaign_keeps_a_bounded_number_of_compiled_scopes():
+    from dmmcheck.conformance.runner import JUDGES_KEPT, Runner
+    from dmmcheck.conformance.vmm_adapter import BundledVmm
+    from dmmcheck.spec import load
+
+    r = Runner(BundledVmm(), load(None), Config())
+    for n in range(JUDGES_KEPT + 20):
+        r.reset(Config(gfns=16 + n % 2, mfns=10 + n))  # a new scope every time
+    assert len(r._judges) == JUDGES_KEPT
+    assert r.judge is r._judges[Config(gfns=16 + (JUDGES_KEPT + 19) % 2, mfns=10 + JUDGES_KEPT + 19)]
