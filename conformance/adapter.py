@@ -40,6 +40,10 @@ class Config:
     gvas: tuple[int, ...] = tuple(base + 0x1000 * i for base in (0x400000, 0x600000) for i in range(4))
     budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
     mutant: str | None = None  # a seeded bug to switch on (dmm mutants); None: the real VMM
+    # What a guest entry naming a gfn beyond the VM's memory does (the architecture leaves it to
+    # the platform; docs/conformance.md "Fair oracles"): "fault" (#PF with P|RSVD) or "ones"
+    # (unbacked memory: reads all-ones, writes dropped, as on bare metal).
+    beyond_memory: str = "fault"
 
     def sizes(self) -> dict[str, int]:
         """The spec's sort sizes and its budget parameter (no budget: every mfn)."""
@@ -49,12 +53,14 @@ class Config:
 
     def to_json(self) -> dict[str, Any]:
         return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
-                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "mutant": self.mutant}
+                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "mutant": self.mutant,
+                "beyond_memory": self.beyond_memory}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Config":
         return Config(vms=d["vms"], gfns=d["gfns"], mfns=d["mfns"], slots=d["slots"], roots=tuple(d["roots"]),
-                      gvas=tuple(d["gvas"]), budget=d.get("budget"), mutant=d.get("mutant"))
+                      gvas=tuple(d["gvas"]), budget=d.get("budget"), mutant=d.get("mutant"),
+                      beyond_memory=d.get("beyond_memory", "fault"))
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,11 @@ class AccessResult:
     cr2: int | None = None
     value: int | None = None  # the value a read returned
     oom: bool = False  # the VMM could not serve it: no machine page
+    gp: bool = False  # the access raised #GP (a non-canonical gva), not #PF: no error code, no CR2
 
     def to_json(self) -> dict[str, Any]:
         return {"fault": self.fault, "error_code": self.error_code, "cr2": self.cr2, "value": self.value,
-                "oom": self.oom}
+                "oom": self.oom, "gp": self.gp}
 
 
 @dataclass
@@ -122,6 +129,12 @@ class Capabilities:
     # The scopes it accepts: campaigns vary each test case's configuration within them. None: only
     # the configuration the campaign was started with.
     scope: Bounds | None = None
+    # How much of itself the VMM shows (LEVELS): "full" (events, abstract state, guest memory),
+    # "state" (abstract state and guest memory), "black-box" (accesses and guest memory only).
+    level: str = "full"
+
+
+LEVELS = ("full", "state", "black-box")
 
 
 @runtime_checkable
