@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
+    sp.add_argument("--config", metavar="FILE", help="replay on this scope (TOML) instead of the trace's own")
     sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
                         description="run the harness against every seeded VMM bug (and spec bug)")
     sp.set_defaults(fn=cmd_mutants)

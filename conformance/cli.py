@@ -37,7 +37,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaign's seed (default 0)")
     sp.add_argument("--steps", type=count(), default=40, metavar="N", help="steps per test case (default 40)")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
-    sp.add_argument("--mutant", metavar="NAME", help="switch on a seeded bug of the bundled VMM (dmm mutants)")
+    sp.add_argument("--mutant", metavar="NAME", help="switch on one of the adapter's seeded bugs (its "
+                    "Capabilities.mutants; the bundled VMM's: dmm mutants)")
+    sp.add_argument("--config", metavar="FILE", help="the scope to run at, in TOML (docs/conformance.md, "
+                    "\"Choosing the scope\"); every test case runs on it unless it says vary = true")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")
     sp.add_argument("--fixed-scope", action="store_true",
@@ -48,12 +51,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
     """The campaign, its failing trace (if any) written; progress on `console` when given."""
     factory = load_adapter(args.impl)
-    if args.mutant is not None:
-        from .mutants import MUTANTS
-
-        if args.mutant not in MUTANTS:
-            raise TraceError(f"--mutant {args.mutant!r}: no such mutant (dmm mutants lists them)")
-    config = Config(mutant=args.mutant)
+    config, vary = scope_of(args)
     status = console.status("fuzzing") if console else None
     if status:
         status.start()
@@ -65,7 +63,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     try:
         result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
-                      tuning=Tuning(vary_scope=not getattr(args, "fixed_scope", False)))
+                      tuning=Tuning(vary_scope=vary))
     finally:
         if status:
             status.stop()
@@ -77,6 +75,21 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
         if warning:
             print(f"dmm fuzz: {warning}", file=sys.stderr)
     return result, trace
+
+
+def scope_of(args: argparse.Namespace) -> tuple[Config, bool]:
+    """The campaign's configuration (--config, else the default) with --mutant switched on, and
+    whether test cases vary it (not with --fixed-scope; with --config only if the file says so)."""
+    from dataclasses import replace
+
+    from .configfile import load
+
+    if getattr(args, "config", None):
+        config, vary = load(args.config)
+    else:
+        config, vary = Config(), True
+    vary = vary and not getattr(args, "fixed_scope", False)
+    return replace(config, mutant=getattr(args, "mutant", None)), vary
 
 
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
@@ -108,7 +121,8 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     out = Console()
     try:
         factory = load_adapter(args.impl) if args.impl else None
-        trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout)
+        config = scope_of(args)[0] if getattr(args, "config", None) else None
+        trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config)
     except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
         return EXIT_INPUT

@@ -27,7 +27,7 @@ from . import inputs, scope
 from .adapter import Adapter, Config, Operation
 from .operations import ACCESS_ACTIONS, EXTRA, REFUSABLE, Catalogue
 from .oracle import Failure
-from .runner import Runner, StepRecord
+from .runner import Runner, StepRecord, guarded
 from .scope import table_gfns
 
 # The narrow generator's values (Tuning(wide_inputs=False), kept to measure what the wide one buys).
@@ -375,6 +375,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     from .trace import make_adapter
 
     adapter = make_adapter(adapter_factory, step_timeout)
+    check_scope(adapter, config, step_timeout)
     runner = Runner(adapter, spec, config, step_timeout)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
     if seconds is None and examples is None:
@@ -388,6 +389,33 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     if hasattr(adapter, "close"):
         adapter.close()  # type: ignore[attr-defined]
     return result
+
+
+def check_scope(adapter: Adapter, config: Config, timeout: float) -> None:
+    """Up front: the adapter can lay the guest out at the campaign's scope (a reset that raises
+    ValueError refuses it: bad input, exit 2, not a verdict). Any other failure is left to the
+    campaign, where it is a verdict with a trace."""
+    from .trace import TraceError
+
+    mutants = adapter.capabilities().mutants
+    if config.mutant is not None and config.mutant not in mutants:
+        listed = f"it lists {len(mutants)}: " + ", ".join(mutants[:8]) + (", ..." if len(mutants) > 8 else "") \
+            if mutants else "it lists none in Capabilities.mutants"
+        raise TraceError(f"--mutant {config.mutant!r}: not a seeded bug of this adapter ({listed})")
+
+    def attempt() -> ValueError | None:
+        try:
+            adapter.reset(config)
+        except ValueError as e:
+            return e
+        return None
+
+    try:
+        refused = guarded(attempt, "reset", timeout)
+    except Failure:
+        return
+    if refused is not None:
+        raise TraceError(f"the adapter refuses the configuration: {refused}")
 
 
 def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], seconds: float | None,

@@ -88,5 +88,6 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "guards": {a: dict(c) for a, c in result.guards.items()},
             "inputs": dict(sorted(result.inputs.items())), "inputs_not_tried": not_tried(result),
             "scopes": dict(sorted(result.scopes.items())),
+            "config": result.config.to_json() if result.config is not None else None,
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures}

@@ -8,8 +8,9 @@ is never full. The draw below is mostly ordinary and sometimes at the edges, and
 choice is the campaign's own configuration, so a shrunk failure moves toward the scope it started
 from.
 
-The guest layout convention the harness assumes when it picks roots and biases page-table edits:
-root r is a PML4 at gfn r, its PDPT and PD at r+1 and r+2, then one PT per 2 MiB region of the gvas
+The guest layout convention the harness assumes when it picks roots and biases page-table edits
+(`guest_tables`): root r is a PML4 at gfn r, followed by one PDPT per 512 GiB region of the gvas,
+one PD per 1 GiB region, one PT per 2 MiB region, at consecutive gfns
 (docs/writing-an-adapter.md, "The guest the adapter plays"). An adapter that lays its tables out
 otherwise still runs: only the generator's aim is off.
 """
@@ -23,9 +24,13 @@ from .adapter import Bounds, Config
 
 PAGE = 0x1000
 REGION = 1 << 21  # what one page table maps
-# 2 MiB regions of the first GiB the gvas may come from: the default two, the first and the last
-# (an index at the edge of the page directory), and one in the middle.
-REGIONS = (2, 3, 0, 511, 200)
+SHIFT = {4: 39, 3: 30, 2: 21, 1: 12}  # the gva bits each level's table is indexed from
+# 2 MiB regions the gvas may come from, as base addresses: the default two, the first and last of
+# the first GiB (an index at the edge of the page directory), one in the middle, the second GiB
+# (another PD), the top of the lower half and the bottom of the upper half (PML4 entries 255 and
+# 256, where canonical addresses change sign), and a page-directory edge high in the upper half.
+REGIONS = (0x400000, 0x600000, 0x0, 0x3FE00000, 0x19000000, 0x40000000, 0x7FFFFFE00000,
+           0xFFFF800000000000, 0xFFFFFF7FFFE00000)
 
 
 class Pick(Protocol):
@@ -42,9 +47,8 @@ def draw(c: Pick, base: Config, b: Bounds) -> Config:
     vms = 1 + c.take(b.vms)
     regions = 1 + c.take(min(b.regions, len(REGIONS)))
     gvas = _gvas(c, regions, max(1, min(b.gvas, regions * 512)))
-    used = sorted({x // REGION for x in gvas})
     roots_n = 1 + c.take(b.roots)
-    stride = 3 + len(used)
+    stride = tables_per_root(gvas)
     while roots_n > 1 and roots_n * stride + 1 > b.gfns:
         roots_n -= 1
     if stride + 1 > b.gfns:  # no room for the tables: keep the base scope
@@ -67,7 +71,7 @@ def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
     """`most` or fewer gva pages over `regions` 2 MiB regions: consecutive runs from a random start,
     or spread, with the first and last page of a region among them now and then."""
     n = 1 + c.take(most)
-    chosen = sorted(REGIONS[:regions], key=lambda r: c.take(8))
+    chosen = sorted(REGIONS, key=lambda r: c.take(8))[:regions]  # all zeros: the first ones
     out: set[int] = set()
     for i, region in enumerate(chosen):
         k = n // regions + (1 if i < n % regions else 0)
@@ -80,19 +84,48 @@ def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
             pages = range(512 - k, 512)
         else:  # spread
             pages = {c.take(512) for _ in range(k)}
-        out.update(region * REGION + p * PAGE for p in pages)
-    return tuple(sorted(out)) or (REGIONS[0] * REGION,)
+        out.update(region + p * PAGE for p in pages)
+    return tuple(sorted(out)) or (REGIONS[0],)
+
+
+def canonical(gva: int) -> bool:
+    """Bits 63:47 all equal: an address the CPU translates (others raise #GP)."""
+    top = gva >> 47
+    return 0 <= gva < 1 << 64 and top in (0, (1 << 17) - 1)
+
+
+def _prefixes(gvas: tuple[int, ...], level: int) -> list[int]:
+    """The distinct tables of `level` the gvas need, by the gva bits above what one of them maps."""
+    return sorted({x >> (SHIFT[level] + 9) for x in gvas})
+
+
+def tables_per_root(gvas: tuple[int, ...]) -> int:
+    """Guest tables one root needs for the gvas: its PML4 and the PDPTs, PDs and PTs under it."""
+    return 1 + sum(len(_prefixes(gvas, lvl)) for lvl in (3, 2, 1))
+
+
+def guest_tables(root: int, gvas: tuple[int, ...]) -> dict[tuple[int, int], int]:
+    """The layout convention: {(level, gva >> (its shift + 9)): gfn} of root's tables — the PML4 at
+    the root, then the PDPTs, PDs and PTs in order of the gvas they serve, at consecutive gfns."""
+    out, g = {(4, 0): root}, root + 1
+    for lvl in (3, 2, 1):
+        for prefix in _prefixes(gvas, lvl):
+            out[(lvl, prefix)] = g
+            g += 1
+    return out
+
+
+def table_for(tables: dict[tuple[int, int], int], gva: int, level: int) -> int:
+    """The gfn of the `level` table on gva's path."""
+    return tables[(level, gva >> (SHIFT[level] + 9) if level < 4 else 0)]
 
 
 def table_gfns(config: Config) -> dict[int, list[int]]:
     """The gfns of the guest's tables by level under the layout convention above."""
-    regions = sorted({x // REGION for x in config.gvas})
     out: dict[int, list[int]] = {4: [], 3: [], 2: [], 1: []}
     for r in config.roots:
-        out[4].append(r)
-        out[3].append(r + 1)
-        out[2].append(r + 2)
-        out[1].extend(r + 3 + i for i in range(len(regions)))
+        for (lvl, _), g in guest_tables(r, config.gvas).items():
+            out[lvl].append(g)
     return {lvl: [g for g in gs if g < config.gfns] for lvl, gs in out.items()}
 
 
@@ -105,9 +138,12 @@ def describe(config: Config, default: Config) -> list[str]:
     out.append(f"roots={len(config.roots)}")
     n = len(config.gvas)
     out.append("gvas 1" if n == 1 else "gvas 2-7" if n < 8 else "gvas 8" if n == 8 else "gvas >8")
-    regions = {x // REGION for x in config.gvas}
-    if regions & {0, 511}:
+    if any((x >> 21) % 512 in (0, 511) for x in config.gvas):
         out.append("gvas at a page directory edge")
+    if len({x >> 30 for x in config.gvas}) > 1:
+        out.append("gvas in several 1 GiB regions")
+    if any(x >> 63 for x in config.gvas):
+        out.append("gvas in the upper half")
     if any((x // PAGE) % 512 in (0, 511) for x in config.gvas):
         out.append("gvas at a page table edge")
     if config.mfns < config.gfns:

@@ -137,6 +137,15 @@ def _impl_value(v: Any, config: Config) -> Any:
     return v  # an enum value name (read, write, fetch)
 
 
+def _config_of(path: Path, trace: Trace) -> Config:
+    if "config" not in trace.header:
+        return Config()
+    try:
+        return Config.from_json(trace.header["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TraceError(f"{path}:1: the header's config is not a configuration ({type(e).__name__}: {e})") from None
+
+
 def load_adapter(target: str, timeout: float = 60.0) -> Callable[[], Adapter]:
     """MODULE:ATTR naming an adapter class (or a factory); clear errors, never a traceback, and an
     import that hangs (or calls sys.exit) is an error too."""
@@ -169,10 +178,12 @@ def make_adapter(factory: Callable[[], Adapter], timeout: float) -> Adapter:
 
 
 def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
-           step_timeout: float = 10.0) -> tuple[Trace, Runner, Failure | None]:
-    """Re-run a trace's operations; the verdict is the first failure, or None."""
+           step_timeout: float = 10.0, config: Config | None = None) -> tuple[Trace, Runner, Failure | None]:
+    """Re-run a trace's operations (on its own configuration, or `config`); the verdict is the
+    first failure, or None."""
     trace = read(path)
-    config = Config.from_json(trace.header["config"]) if "config" in trace.header else Config()
+    if config is None:
+        config = _config_of(path, trace)
     if factory is None:
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)

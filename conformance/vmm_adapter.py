@@ -1,9 +1,10 @@
 """The adapter for the bundled VMM (impl/): the only module of conformance/ that imports impl.
 
-The guest is played here. Guest layout: root r (a gfn) is the PML4; its PDPT and PD are the next
-two gfns, then one PT per 2 MiB region the configuration's gvas touch (all in one 1 GiB region). `guest_map` writes the
-leaf (and the upper entries it needs) as the guest's own stores, which the VMM traps when the table
-is shadowed. Page-table edits are reported as guest writes so the ideal machine makes them too.
+The guest is played here, on the harness's layout convention (scope.guest_tables): root r (a gfn)
+is the PML4, then at consecutive gfns one PDPT per 512 GiB region, one PD per 1 GiB region and one
+PT per 2 MiB region the configuration's gvas touch. `guest_map` writes the leaf (and the upper
+entries it needs) as the guest's own stores, which the VMM traps when the table is shadowed.
+Page-table edits are reported as guest writes so the ideal machine makes them too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dmmcheck.impl.x86 import Access
 
 from .adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
 from .mutants import MUTANTS, apply_mutant
+from .scope import guest_tables, table_for
 
 UPPER = x86.P | x86.RW | x86.US | x86.A
 ACCESS_OPS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
@@ -42,7 +44,7 @@ class BundledVmm:
     def __init__(self) -> None:
         self.vmm: Vmm | None = None
         self.config = Config()
-        self.regions: list[int] = []
+        self.tables: dict[int, dict[tuple[int, int], int]] = {}  # root -> its tables' gfns
 
     def capabilities(self) -> Capabilities:
         return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS), scope=SCOPE)
@@ -51,9 +53,8 @@ class BundledVmm:
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
         self.config = config
-        if len({x >> 30 for x in config.gvas}) != 1:
-            raise ValueError("the bundled adapter keeps every gva under one page directory (one 1 GiB region)")
-        self.regions = sorted({x >> 21 for x in config.gvas})
+        self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
+        _check_layout(config, self.tables)
         cpu = self.vmm.cpu if self.vmm is not None else None
         self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu)
         self.vmm.events = []
@@ -128,7 +129,7 @@ class BundledVmm:
     def _edit(self, vm: Any, root: int, gva: int, level: int, entry: int, obs: Observation) -> None:
         """The guest writes one entry on gva's path in root's tables (and the upper entries above it
         that are not there yet). Each store that happened is reported."""
-        tables = {4: root, 3: root + 1, 2: root + 2, 1: root + 3 + self.regions.index(gva >> 21)}
+        tables = {lvl: table_for(self.tables[root], gva, lvl) for lvl in (4, 3, 2, 1)}
         for lvl in (4, 3, 2, 1):
             table = tables[lvl]
             gpa = (table << x86.PAGE_SHIFT) + 8 * x86.index(gva, lvl)
@@ -163,3 +164,19 @@ class BundledVmm:
     def close(self) -> None:
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
+
+
+def _check_layout(config: Config, tables: dict[int, dict[tuple[int, int], int]]) -> None:
+    """What this adapter cannot lay out: a ValueError the harness shows as a refused configuration."""
+    for x in config.gvas:
+        if x86.index(x, 4) == 511:
+            raise ValueError(f"gva {x:#x}: the top 512 GiB (PML4 entry 511) hold the bundled VMM's own code page")
+    owner: dict[int, int] = {}
+    for r, ts in tables.items():
+        for g in ts.values():
+            if g >= config.gfns:
+                raise ValueError(f"root {r}'s page tables need gfns {r}..{max(ts.values())}, beyond the "
+                                 f"{config.gfns} gfns of guest memory")
+            if owner.setdefault(g, r) != r:
+                raise ValueError(f"roots {owner[g]} and {r} would share gfn {g} for their page tables "
+                                 f"(each root needs {len(ts)} consecutive gfns for these gvas)")

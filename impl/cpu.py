@@ -107,8 +107,11 @@ class Cpu:
         self.uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         # A fetch must only fetch: the instruction at the guest address is translated (so the MMU
         # checks execute rights) and then not run — whatever bytes the guest keeps there. The CPU's
-        # own code lives in the hole, above this range, so the hook costs nothing for loads and stores.
-        self.uc.hook_add(UC_HOOK_CODE, lambda uc, _a, _s, _d: uc.emu_stop(), begin=0, end=(1 << 47) - 1)
+        # own code lives in the hole, in the last 512 GiB (PML4 entry 511), outside both ranges: the
+        # hooks cost nothing for loads and stores. Both halves of the canonical space are guest's.
+        stop = lambda uc, _a, _s, _d: uc.emu_stop()  # noqa: E731
+        self.uc.hook_add(UC_HOOK_CODE, stop, begin=0, end=(1 << 47) - 1)
+        self.uc.hook_add(UC_HOOK_CODE, stop, begin=0xFFFF_8000_0000_0000, end=0xFFFF_FF7F_FFFF_FFFF)
         self._build_hole()
         self._base_context = self.uc.context_save()
         self._ec_offset: int | None = None

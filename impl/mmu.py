@@ -186,7 +186,7 @@ class Mmu:
         self.rmap.setdefault(mfn, set()).add((sp.mfn, idx))  # rmap: present leaf <-> in rmap
         if self.vmm.events is not None:
             for root, base in self.paths(sp):
-                self.vmm.emit("shadow_fill", v=sp.vm, r=root, x=base | idx << x86.PAGE_SHIFT, g=gfn, m=mfn,
+                self.vmm.emit("shadow_fill", v=sp.vm, r=root, x=x86.at(base, 1, idx), g=gfn, m=mfn,
                               w=bool(rights & x86.RW), nx=bool(rights & x86.XD))
 
     def test_and_clear_young(self, mfn: int) -> bool:
@@ -210,8 +210,7 @@ class Mmu:
         for parent_mfn, idx in sp.parents:
             parent = self.by_mfn.get(parent_mfn)
             if parent is not None:
-                shift = x86.LEVEL_SHIFT[parent.role.level]
-                out += [(root, base | idx << shift) for root, base in self.paths(parent)]
+                out += [(root, x86.at(base, parent.role.level, idx)) for root, base in self.paths(parent)]
         return out
 
     def leaves(self, sp: Sp, base: int = 0) -> Iterator[int]:
@@ -220,11 +219,10 @@ class Mmu:
 
     def leaf_entries(self, sp: Sp, base: int = 0) -> Iterator[tuple[int, Sp, int, int]]:
         """(gva, leaf sp, index, spte) of every present leaf spte under sp."""
-        shift = x86.LEVEL_SHIFT[sp.role.level]
         for idx, e in enumerate(array("Q", self.cpu.read(sp.paddr, x86.PAGE_SIZE))):
             if not e & x86.P or (sp.role.level == 4 and idx == 511):
                 continue
-            va = base | idx << shift
+            va = x86.at(base, sp.role.level, idx)
             if sp.role.level == 1:
                 yield va, sp, idx, e
             else:
@@ -233,10 +231,9 @@ class Mmu:
     def _report_link(self, parent: Sp, idx: int, child: Sp) -> None:
         """A new link makes the leaves already under child reachable by new (root, gva) paths:
         for each, the spec sees an spte filled."""
-        shift = x86.LEVEL_SHIFT[parent.role.level]
         vm = self.vmm.vms[parent.vm]
         for root, base in self.paths(parent):
-            for x, leaf_sp, i, e in self.leaf_entries(child, base | idx << shift):
+            for x, leaf_sp, i, e in self.leaf_entries(child, x86.at(base, parent.role.level, idx)):
                 if leaf_sp.role.direct:
                     gfn = leaf_sp.gfn + i
                 else:  # the guest's own entry says which gfn this leaf maps
@@ -246,21 +243,16 @@ class Mmu:
                               w=bool(e & x86.RW), nx=bool(e & x86.XD))
 
     def _report_zap(self, sp: Sp, idx: int, entry: int) -> None:
-        shift = x86.LEVEL_SHIFT[sp.role.level]
         for root, base in self.paths(sp):
-            va = base | idx << shift
+            va = x86.at(base, sp.role.level, idx)
             gvas = [va] if sp.role.level == 1 else \
                 self.leaves(self.by_mfn[(entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
             for x in gvas:
                 self.vmm.emit("zap_spte", v=sp.vm, r=root, x=x)
 
     def gvas_of(self, sp: Sp, idx: int) -> set[int]:
-        """The (canonical) gvas that reach leaf idx of sp, through any cached root."""
-        out = set()
-        for _root, base in self.paths(sp):
-            va = base | idx << x86.PAGE_SHIFT
-            out.add(va | 0xFFFF_0000_0000_0000 if va >> 47 & 1 else va)
-        return out
+        """The gvas that reach leaf idx of sp, through any cached root."""
+        return {x86.at(base, 1, idx) for _root, base in self.paths(sp)}
 
     def owe_flush(self, vm_id: int, gvas: set[int] | None = FULL) -> None:
         """The VM may not run again before its TLB is flushed (an spte was weakened or dropped):

@@ -480,7 +480,7 @@ class Vmm:
         for idx, e in enumerate(array("Q", self.cpu.read(table, x86.PAGE_SIZE))):
             if not e & x86.P or (level == 4 and idx == 511):
                 continue
-            va = base | (idx << x86.LEVEL_SHIFT[level])
+            va = x86.at(base, level, idx)
             if level == 1:
                 leaves[va] = (table + 8 * idx, e)
             else:

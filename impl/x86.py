@@ -67,6 +67,13 @@ def canonical(gva: int) -> bool:
     return top == 0 or top == (1 << 17) - 1
 
 
+def at(base: int, level: int, idx: int) -> int:
+    """The gva that entry idx of a level's table starts, under gva prefix base: sign-extended from
+    bit 47, so that the upper half (PML4 entries 256..511) gets its canonical addresses."""
+    va = base | idx << LEVEL_SHIFT[level]
+    return va | 0xFFFF_0000_0000_0000 if va >> 47 & 1 else va
+
+
 def index(gva: int, level: int) -> int:
     return (gva >> LEVEL_SHIFT[level]) & (ENTRIES - 1)
 

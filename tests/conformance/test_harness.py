@@ -195,7 +195,7 @@ def test_dmm_fuzz_json_and_exit_statuses(capsys, tmp_path):
 
 def test_bad_input_is_a_message_and_exit_two(capsys, tmp_path):
     assert main(["fuzz", "--mutant", "no_such_bug", "--examples", "1"]) == 2
-    assert "no such mutant" in capsys.readouterr().err
+    assert "not a seeded bug of this adapter" in capsys.readouterr().err
     path = tmp_path / "bmc.jsonl"
     path.write_text('{"format": "dmm-trace/1", "source": "dmm prove --bmc"}\n{"step": 0, "action": "vm_create", "args": {"v": "vm7"}}\n')
     assert main(["replay", str(path)]) == 2
