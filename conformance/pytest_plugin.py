@@ -4,7 +4,8 @@ One line in a VMM team's CI. Without --dmm-impl the plugin adds nothing. With it
 - `dmm-conformance::initial-state`: a reset implementation is the spec's initial state;
 - `dmm-conformance::fuzz`: a fuzz campaign (--dmm-examples cases, or --dmm-seconds), failing with the
   shrunk trace table and the saved trace's replay command;
-- `dmm-conformance::replay[<trace>]`: every trace in --dmm-traces, replayed as a regression test.
+- `dmm-conformance::replay[<trace>]`: every trace in --dmm-traces (default `dmm-traces/`, where the
+  fuzz item writes a failing trace), replayed as a regression test: a bug found once stays tested.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dmm-seconds", type=float, default=None, metavar="N", help="fuzz for N seconds instead")
     g.addoption("--dmm-seed", type=int, default=0, metavar="S", help="fuzz seed (default 0)")
     g.addoption("--dmm-spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
-    g.addoption("--dmm-traces", metavar="DIR", help="replay every trace in DIR; failing traces are written there")
+    g.addoption("--dmm-traces", metavar="DIR", default="dmm-traces",
+                help="replay every trace in DIR; failing traces are written there (default dmm-traces)")
+    g.addoption("--dmm-config", metavar="FILE", help="the scope to fuzz at, in TOML (as dmm fuzz --config)")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,7 +36,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.append(ConformanceItem.from_parent(session, name="dmm-conformance::initial-state", kind="init"))
     items.append(ConformanceItem.from_parent(session, name="dmm-conformance::fuzz", kind="fuzz"))
     traces = config.getoption("--dmm-traces")
-    if traces and Path(traces).is_dir():
+    if Path(traces).is_dir():
         for t in sorted(Path(traces).glob("*.jsonl")):
             items.append(ConformanceItem.from_parent(session, name=f"dmm-conformance::replay[{t.name}]",
                                                      kind="replay", trace=t))
@@ -55,6 +58,7 @@ class ConformanceItem(pytest.Item):
 
         from .adapter import Config
         from .cli import run_fuzz
+        from .configfile import load as load_config
         from .report import show_failure
         from .runner import Runner
         from .trace import load_adapter, replay
@@ -63,7 +67,8 @@ class ConformanceItem(pytest.Item):
         spec = load(opt("--dmm-spec"))
         console = Console(record=True, width=140, file=io.StringIO())
         if self.kind == "init":
-            Runner(load_adapter(opt("--dmm-impl"))(), spec, Config()).reset()  # raises Failure
+            config = load_config(opt("--dmm-config"))[0] if opt("--dmm-config") else Config()
+            Runner(load_adapter(opt("--dmm-impl"))(), spec, config).reset()  # raises Failure
             return
         if self.kind == "replay":
             _, runner, failure = replay(self.trace, spec, load_adapter(opt("--dmm-impl")))  # type: ignore[arg-type]
@@ -74,7 +79,7 @@ class ConformanceItem(pytest.Item):
         args = argparse.Namespace(impl=opt("--dmm-impl"), seconds=opt("--dmm-seconds"),
                                   examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
                                   seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
-                                  trace_dir=opt("--dmm-traces") or "dmm-traces")
+                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"))
         result, trace = run_fuzz(spec, args)
         if result.failure is not None:
             show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace)
@@ -87,6 +92,8 @@ class ConformanceItem(pytest.Item):
 
         if isinstance(excinfo.value, Failure):
             return f"{excinfo.value}\n{excinfo.value.detail}"
+        if isinstance(excinfo.value, ValueError):  # bad input (a trace, a config, an adapter): its message
+            return f"dmm: {excinfo.value}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
