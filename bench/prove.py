@@ -23,7 +23,7 @@ from dmmcheck.model.runner import ProveOptions, exit_status, run  # noqa: E402
 def main() -> None:
     jobs = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as cache:
-        opts = ProveOptions(None, None, 10.0, 0, 0, None, cache_dir=cache, use_cache=True, jobs=jobs)
+        opts = ProveOptions(None, None, cache_dir=cache, use_cache=True, jobs=jobs)
         cold, seconds_cold = run(opts)
         warm, seconds_warm = run(opts)
         env = {**os.environ, "DMM_CACHE_DIR": cache}

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from dmmcheck.model.limits import BACKSTOP, RLIMIT
 from dmmcheck.spec import SpecError, load
 
 EXIT_SPEC_ERROR = 2
@@ -193,7 +194,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if spec is None:
         return EXIT_PROVE_SPEC_ERROR
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
-                        use_cache=not args.no_cache, jobs=args.jobs)
+                        use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit)
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
     if args.only and not results:  # a typo must not pass as "nothing failed"
@@ -265,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bmc", type=count(0), default=0, metavar="K", help="also bounded model checking to depth K")
     sp.add_argument("--k-induction", type=count(0), default=0, metavar="K", help="also k-induction with depth K")
     sp.add_argument("--finite", type=count(), default=None, metavar="N", help="finite universes of N per sort instead of unbounded")
-    sp.add_argument("--timeout", type=seconds(), default=10.0, metavar="S", help="seconds per obligation (default 10)")
+    sp.add_argument("--rlimit", type=count(), default=RLIMIT, metavar="N",
+                    help=f"Z3 resource units per check (default {RLIMIT:,}: about 10 s idle); the limit that decides "
+                         "unknown, the same on a loaded machine as on an idle one")
+    sp.add_argument("--timeout", type=seconds(), default=BACKSTOP, metavar="S",
+                    help=f"wall-clock backstop per check (default {BACKSTOP:g} s), for what the resource limit misses")
     sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
     sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
     sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")

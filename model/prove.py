@@ -30,6 +30,7 @@ from dmmcheck.spec.checker import CheckedSpec
 
 from .counting import Counts, Unsupported
 from .evaluate import blame
+from .limits import BACKSTOP, COUNTS_RLIMIT, QUICK_RLIMIT, RLIMIT
 from .state import Universe
 from .z3enc import Encoding, Updated, Vocab
 
@@ -37,11 +38,6 @@ SEED = 0
 MAX_CTI_SIZE = 4
 # Bump when the encoding changes in a way that could change a result: it invalidates the cache.
 ENCODING_VERSION = "dmm-encoding/1"
-# The first attempt at an inductive goal, without the count axioms, gets this long (ms).
-QUICK_MS = 300
-# The second pass, with the count axioms: proofs there take well under 0.1 s; a goal still open after
-# this long is more likely violated, and the full path looks for a finite counterexample first.
-COUNTS_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -77,10 +73,11 @@ class Result:
 
 
 class Prover:
-    def __init__(self, spec: CheckedSpec, *, finite: int | None = None, timeout: float = 10.0,
-                 seed: int = SEED) -> None:
+    def __init__(self, spec: CheckedSpec, *, finite: int | None = None, timeout: float = BACKSTOP,
+                 seed: int = SEED, rlimit: int = RLIMIT) -> None:
         self.spec = spec
-        self.timeout_ms = int(timeout * 1000)
+        self.timeout_ms = int(timeout * 1000)  # the wall-clock backstop
+        self.rlimit = rlimit
         self.seed = seed
         self.finite_n = finite
         # Finite universe for bmc and vacuity (and for everything with --finite N).
@@ -124,8 +121,8 @@ class Prover:
         return obs
 
     def solver(self) -> z3.Solver:
-        sv = z3.Solver()
-        sv.set(timeout=self.timeout_ms, random_seed=self.seed, unsat_core=True)
+        sv = _Solver()
+        sv.set(timeout=self.timeout_ms, rlimit=self.rlimit, random_seed=self.seed, unsat_core=True)
         return sv
 
     def check(self, ob: Obligation, cache: "Cache | None" = None) -> Result:
@@ -154,7 +151,7 @@ class Prover:
         sv, tracked, interpret, bound = built
         quick = ob.kind == "inductive" and self.finite_n is None and bound is None
         if quick:  # first without count axioms, briefly: most goals need none (see below)
-            sv.set(timeout=min(self.timeout_ms, QUICK_MS))
+            sv.set(rlimit=min(self.rlimit, QUICK_RLIMIT))
         r = sv.check()
         if r != z3.unsat and quick:
             # Z3 rarely builds a model for these quantified formulas, but a finite universe is a real
@@ -180,16 +177,17 @@ class Prover:
         return res
 
     def fingerprint(self, ob: Obligation) -> str:
-        return self.fingerprint_of(self.spec, ob, self.finite_n, self.timeout_ms / 1000, self.seed)
+        return self.fingerprint_of(self.spec, ob, self.finite_n, self.rlimit, self.seed)
 
     @staticmethod
-    def fingerprint_of(spec: CheckedSpec, ob: Obligation, finite: int | None, timeout: float, seed: int = SEED) -> str:
+    def fingerprint_of(spec: CheckedSpec, ob: Obligation, finite: int | None, rlimit: int = RLIMIT,
+                       seed: int = SEED) -> str:
         """Everything an obligation's result depends on, as text: the resolved declarations, init,
         axioms and invariants, its own action (not the others), the encoding and solver settings."""
         base, per_action, all_actions = _spec_digests(spec)
         bound = sorted((s, finite or b or 2) for s, b in spec.sorts.items())
         parts = [ENCODING_VERSION, z3.get_version_string(), ob.name, str(ob.depth),
-                 f"timeout={int(timeout * 1000)} seed={seed} finite={finite} bound={bound}", base]
+                 f"rlimit={rlimit} seed={seed} finite={finite} bound={bound}", base]
         if ob.action:
             parts.append(per_action[ob.action])
         elif ob.kind in ("bmc", "kinduction", "vacuity"):
@@ -211,7 +209,7 @@ class Prover:
                 return self._result(ob, "proved", core=core, reason=finite_note)
             if r == z3.sat:
                 return self._result(ob, "violated", counterexample=self._cti(ob, sv.model()), reason=finite_note)
-            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+            return self._result(ob, "unknown", reason=self.why_unknown(sv))
         return interpret
 
     def _encoding(self, finite: dict[str, int] | None) -> Encoding:
@@ -267,7 +265,7 @@ class Prover:
         """Prove the obligation in every finite universe up to the bound instead."""
         n = max(self.bound.values())
         sizes = {s: n for s in self.bound}
-        sub = Prover(self.spec, finite=n, timeout=self.timeout_ms / 1000, seed=self.seed)
+        sub = Prover(self.spec, finite=n, timeout=self.timeout_ms / 1000, seed=self.seed, rlimit=self.rlimit)
         sv, tracked, interpret, _ = sub._build_inductive(ob)
 
         def interpret2(sv2: z3.Solver, r: z3.CheckSatResult, tr: dict[str, str]) -> Result:
@@ -313,7 +311,7 @@ class Prover:
                 return self._result(ob, "proved", reason="witness found")
             if r == z3.unsat:
                 return self._result(ob, "violated", reason=what + f" (universe {_sizes(self.bound)})")
-            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+            return self._result(ob, "unknown", reason=self.why_unknown(sv))
         return sv, {}, interpret, self.bound
 
     def _build_bmc(self, ob: Obligation):
@@ -332,7 +330,7 @@ class Prover:
             if r == z3.sat:
                 return self._result(ob, "violated", counterexample=self._bmc_trace(ob, sv.model(), enc,
                                                                                   states[: sv.depth + 1], sels))
-            return self._result(ob, "unknown", reason=sv.reason_unknown() or "unknown")
+            return self._result(ob, "unknown", reason=self.why_unknown(sv))
         return bmc, {}, interpret, self.bound
 
     def _build_kinduction(self, ob: Obligation):
@@ -413,7 +411,7 @@ class Prover:
             if not pending:
                 break
             sv = self.solver()
-            sv.set(timeout=min(self.timeout_ms, COUNTS_MS if with_counts else QUICK_MS))
+            sv.set(rlimit=min(self.rlimit, COUNTS_RLIMIT if with_counts else QUICK_RLIMIT))
             sv.add(self.axiom_formula, guards, *(self.pre_count_axioms if with_counts else ()))
             tracked = _assume(sv, self.pre_invariants)
             left = []
@@ -473,6 +471,16 @@ class Prover:
             cores += list(sub.unsat_core())
         sv.unsat_core = lambda: cores  # type: ignore[method-assign]
         return z3.unsat
+
+    def why_unknown(self, sv: Any) -> str:
+        """Which limit stopped the solver, in the user's terms."""
+        why = sv.reason_unknown() or "unknown"
+        # Z3 says "canceled" for both limits: the backstop's only if the check ran that long.
+        if getattr(sv, "seconds", 0.0) >= 0.9 * self.timeout_ms / 1000:
+            return f"wall-clock backstop reached (--timeout {self.timeout_ms / 1000:g} s)"
+        if "resource" in why or why in ("canceled", "timeout"):
+            return f"resource limit reached (--rlimit {self.rlimit})"
+        return why
 
     # ---------------------------------------------------------------- counterexamples
     def _cti(self, ob: Obligation, model: z3.ModelRef) -> dict[str, Any]:
@@ -559,6 +567,19 @@ def _spec_digests(spec: CheckedSpec) -> tuple[str, dict[str, str], str]:
     return hit[1], hit[2], hit[3]
 
 
+class _Solver(z3.Solver):
+    """A solver that records how long its last check took."""
+
+    seconds = 0.0
+
+    def check(self, *assumptions: Any) -> z3.CheckSatResult:
+        t = time.perf_counter()
+        try:
+            return super().check(*assumptions)
+        finally:
+            self.seconds = time.perf_counter() - t
+
+
 def _holds(u: Universe, s, spec: CheckedSpec, name: str | None) -> bool:
     from .evaluate import evaluate
 
@@ -625,7 +646,8 @@ class _SizesSolver:
     def check(self) -> z3.CheckSatResult:
         cores = []
         for k in range(1, self.n + 1):
-            sub = Prover(self.prover.spec, finite=k, timeout=self.prover.timeout_ms / 1000, seed=self.prover.seed)
+            sub = Prover(self.prover.spec, finite=k, timeout=self.prover.timeout_ms / 1000, seed=self.prover.seed,
+                         rlimit=self.prover.rlimit)
             sv, tracked, _, _ = sub._build_inductive(self.ob)
             r = sv.check()
             if r == z3.sat:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from dmmcheck.spec import load
 
+from .limits import BACKSTOP, RLIMIT
 from .prove import Cache, Obligation, Prover, Result
 
 _WORKER: dict[str, object] = {}
@@ -24,13 +25,14 @@ _WORKER: dict[str, object] = {}
 class ProveOptions:
     spec_path: str | None = None
     finite: int | None = None
-    timeout: float = 10.0
+    timeout: float = BACKSTOP  # wall-clock backstop per check; the limit that decides is rlimit
     bmc: int = 0
     kinduction: int = 0
     only: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
     jobs: int = 1
+    rlimit: int = RLIMIT  # Z3 resource units per check: verdicts independent of the machine's load
 
 
 def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
@@ -43,7 +45,7 @@ def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
 
 def _init_worker(opts: ProveOptions) -> None:
     spec = _WORKER.get("spec") or load(opts.spec_path)
-    _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout)  # type: ignore[arg-type]
+    _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)  # type: ignore[arg-type]
     _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None
 
 
@@ -124,7 +126,7 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
 
 
 def fingerprint(spec, ob: Obligation, opts: ProveOptions) -> str:
-    return Prover.fingerprint_of(spec, ob, opts.finite, opts.timeout)
+    return Prover.fingerprint_of(spec, ob, opts.finite, opts.rlimit)
 
 
 def kinduction_holds(results: list[Result]) -> bool:

@@ -12,6 +12,7 @@ import pytest
 from dmmcheck.main import main
 from dmmcheck.model.prove import Obligation
 from dmmcheck.model.runner import ProveOptions, exit_status, run
+from dmmcheck.model.limits import RLIMIT
 from dmmcheck.spec import bundled_path, check, load, parse
 
 HERE = Path(__file__).parent / "prove"
@@ -19,13 +20,13 @@ BUNDLED = bundled_path().read_text()
 
 
 def prove(tmp_path: Path, text: str | None = None, *, only: str | None = None, bmc: int = 0, kind: int = 0,
-          jobs: int = 1, cache: bool = False, timeout: float = 10.0):
+          jobs: int = 1, cache: bool = False, timeout: float = 120.0, rlimit: int = RLIMIT):
     path = None
     if text is not None:
         path = tmp_path / "spec.dmm"
         path.write_text(text)
     opts = ProveOptions(str(path) if path else None, None, timeout, bmc, kind, only,
-                        cache_dir=str(tmp_path / "cache"), use_cache=cache, jobs=jobs)
+                        cache_dir=str(tmp_path / "cache"), use_cache=cache, jobs=jobs, rlimit=rlimit)
     results, _ = run(opts)
     return results
 
@@ -150,15 +151,37 @@ def test_exit_statuses(tmp_path, capsys):
 
 
 def test_unknown_is_never_proved(tmp_path):
-    # With no time at all, nothing can be proved: every obligation must say unknown, and the exit
-    # status must say so too.
-    results = prove(tmp_path, only="inductive/share_merge/", timeout=0.001)
-    assert results and all(r.status in ("unknown", "violated") for r in results) is False or \
-        any(r.status == "unknown" for r in results)
-    assert all(r.status != "proved" or r.core is not None for r in results)
-    if any(r.status == "unknown" for r in results):
-        assert exit_status(results) == 3
-        assert all(r.reason for r in results if r.status == "unknown")
+    # With almost no resource budget nothing can be proved: every obligation says unknown, with the
+    # limit that stopped it, and the exit status says so too.
+    results = prove(tmp_path, only="inductive/share_merge/", rlimit=1)
+    assert results and all(r.status == "unknown" for r in results), [(r.name, r.status) for r in results]
+    assert all(r.reason == "resource limit reached (--rlimit 1)" for r in results), {r.reason for r in results}
+    assert exit_status(results) == 3
+
+
+def test_verdicts_do_not_change_with_the_machines_load(tmp_path):
+    """The solver's limit is resource units, not seconds: at a budget where some obligations prove
+    and others run out, a machine loaded with busy processes gives the same verdicts as an idle
+    one. (Under a wall-clock limit, the load turned proofs into unknowns.)"""
+    import multiprocessing as mp
+
+    only, budget = "inductive/cow_break/", 10_000  # between the easy and the hard cow_break proofs
+    idle = {r.name: r.status for r in prove(tmp_path, only=only, rlimit=budget)}
+    assert {"proved", "unknown"} <= set(idle.values()), idle  # the budget does cut somewhere
+    burners = [mp.Process(target=_burn, daemon=True) for _ in range(2 * (os.cpu_count() or 1))]
+    for b in burners:
+        b.start()
+    try:
+        loaded = {r.name: r.status for r in prove(tmp_path, only=only, rlimit=budget)}
+    finally:
+        for b in burners:
+            b.kill()
+    assert loaded == idle
+
+
+def _burn() -> None:
+    while True:
+        pass
 
 
 def test_json_shape(tmp_path, capsys):

@@ -52,7 +52,7 @@ def test_usage_error_is_not_a_traceback():
 @pytest.mark.parametrize("argv", [
     ["fuzz", "--seconds", "-5"], ["fuzz", "--seconds", "nan"], ["fuzz", "--seconds", "inf"], ["fuzz", "--steps", "0"],
     ["fuzz", "--step-timeout", "nan"], ["fuzz", "--step-timeout", "-1"], ["fuzz", "--examples", "0"],
-    ["fuzz", "--seed", "-1"], ["prove", "--timeout", "0"], ["prove", "--timeout", "nan"], ["prove", "-j", "0"],
+    ["fuzz", "--seed", "-1"], ["prove", "--timeout", "0"], ["prove", "--timeout", "nan"], ["prove", "--rlimit", "0"], ["prove", "--rlimit", "x"], ["prove", "-j", "0"],
     ["explore", "--max-seconds", "nan"], ["explore", "--max-states", "0"], ["mutants", "--seconds-per-mutant", "0"],
     ["replay", "t.jsonl", "--step-timeout", "-3"], ["check", "--fuzz-seconds", "-1"]])
 def test_a_bad_number_is_a_usage_error_naming_the_option(argv, capsys):

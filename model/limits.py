@@ -1,0 +1,14 @@
+"""The prover's solver limits (no Z3 import: the CLI reads them to describe its options)."""
+
+# Solver limits are Z3 resource units (rlimit), not seconds: the same query gets the same budget and
+# so the same verdict on an idle or a loaded machine. Calibrated on the bundled spec (bench/prove.py
+# and a per-check census): its hardest proof takes 0.4 M units (0.14 s); Z3 runs about 2-3 M units
+# per second on one core here. The wall-clock timeout stays only as a backstop against a query the
+# resource count does not see.
+RLIMIT = 30_000_000  # per check: about 10 s idle
+# The first attempt at an inductive goal, without the count axioms (about 0.3 s).
+QUICK_RLIMIT = 1_000_000
+# The second pass, with the count axioms: proofs there take well under 0.1 s; a goal still open after
+# this is more likely violated, and the full path looks for a finite counterexample first (about 2 s).
+COUNTS_RLIMIT = 6_000_000
+BACKSTOP = 120.0  # seconds per check, only for what the resource limit misses
