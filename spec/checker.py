@@ -16,7 +16,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from . import ast as A
-from .errors import Diagnostic, SpecError
+from .errors import Diagnostic, SpecError, source_lines
 
 BOOL = A.TypeRef(A.BOOL)
 INT = A.TypeRef(A.INT)
@@ -138,7 +138,7 @@ class _Checker:
             except _Fail:
                 pass
         if self.out.mutable_symbols and not any(isinstance(d, A.InitDecl) for d in self.spec.decls):
-            lines = self.spec.source.splitlines() or [""]
+            lines = source_lines(self.spec.source.removesuffix("\n"))
             self.error(A.Loc(self.spec.file, len(lines), 1), "the spec has mutable state but no init block",
                        "init { ... } assigning every mutable symbol")
         if self.diags:
@@ -176,7 +176,15 @@ class _Checker:
                 self.declare(name, d.loc, "definition")
                 env = self.binders({}, params)
                 res = self.check_type(result, allow_optional=True, allow_int=True)
-                self.define_bodies[name] = self.expect(body, env, res)
+                inlined = self.expect(body, env, res)
+                if _size(inlined, MAX_DEFINE_NODES) > MAX_DEFINE_NODES:
+                    # Definitions are inlined where they are used: one that uses another twice doubles
+                    # in size, and a chain of them grows exponentially. Refused here, where it is cheap.
+                    raise self.error(d.loc, f"definition {name!r} expands to more than {MAX_DEFINE_NODES:,} "
+                                            "formula nodes once the definitions it uses are inlined",
+                                     "definitions that use other definitions several times each: "
+                                     "share a sub-formula through a state symbol or restructure")
+                self.define_bodies[name] = inlined
                 self.out.defines[name] = d
             case A.AxiomDecl(name, formula):
                 self.declare(name, d.loc, "axiom")
@@ -444,6 +452,19 @@ def free_vars(e: A.Expr) -> set[str]:
         case A.Quant(_, vs, body) | A.Count(vs, body):
             return free_vars(body) - {v.name for v in vs}  # type: ignore[union-attr]
     return set().union(*(free_vars(c) for c in A.children(e))) if A.children(e) else set()
+
+
+MAX_DEFINE_NODES = 200_000
+
+
+def _size(e: A.Expr, limit: int) -> int:
+    """Nodes in e, counting no further than just past limit."""
+    n, todo = 0, [e]
+    while todo and n <= limit:
+        x = todo.pop()
+        n += 1
+        todo.extend(A.children(x))
+    return n
 
 
 def substitute(e: A.Expr, sub: dict[str, A.Expr]) -> A.Expr:

@@ -10,7 +10,9 @@ import lark
 from lark import Lark, Token, Transformer, v_args
 
 from . import ast as A
-from .errors import Diagnostic, SpecError
+from .errors import Diagnostic, SpecError, source_lines
+
+MAX_INT_DIGITS = 18
 
 # How terminals are named in "expected: ..." lines.
 _TERMINAL_WORDS = {
@@ -59,7 +61,7 @@ def _describe(terminals: set[str] | frozenset[str]) -> str:
 
 
 def _end_loc(file: str, text: str) -> A.Loc:
-    lines = text.splitlines() or [""]
+    lines = source_lines(text[:-1] if text.endswith("\n") else text)  # the end of the last line
     return A.Loc(file, len(lines), len(lines[-1]) + 1)
 
 
@@ -83,8 +85,13 @@ def parse(text: str, file: str = "<spec>") -> A.SpecFile:
         raise SpecError([Diagnostic(loc, f"unexpected character {ch!r}", expected)], text) from None
     except lark.UnexpectedEOF as e:
         raise SpecError([Diagnostic(_end_loc(file, text), "unexpected end of file", _describe(set(e.expected)))], text) from None
-    decls = _ToAst(file).transform(tree)
-    lines = text.splitlines()
+    try:
+        decls = _ToAst(file).transform(tree)
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            raise SpecError(e.orig_exc.diagnostics, text) from None
+        raise
+    lines = source_lines(text)
     decls = tuple(_with_doc(d, lines) for d in decls.children)
     return A.SpecFile(decls, file=file, source=text)
 
@@ -100,7 +107,10 @@ def parse_file(path: str | Path) -> A.SpecFile:
     except OSError as e:
         raise SpecError([Diagnostic(A.Loc(str(p), 0, 0), f"cannot read spec: {e.strerror}")]) from None
     except UnicodeDecodeError as e:
-        raise SpecError([Diagnostic(A.Loc(str(p), 0, 0), f"spec is not UTF-8 text ({e.reason})")]) from None
+        before = e.object[:e.start]
+        line, col = before.count(b"\n") + 1, e.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError([Diagnostic(A.Loc(str(p), line, col), f"spec is not UTF-8 text: byte {e.object[e.start]:#04x} "
+                                    f"({e.reason})", "UTF-8 text")]) from None
     return parse(text, str(p))
 
 
@@ -145,7 +155,7 @@ class _ToAst(Transformer):
 
     # ---- declarations
     def sort_decl(self, meta, c):
-        return A.SortDecl(str(c[0]), int(c[1]) if len(c) > 1 else None, loc=self._loc(meta))
+        return A.SortDecl(str(c[0]), self._int(c[1], meta) if len(c) > 1 else None, loc=self._loc(meta))
 
     def enum_decl(self, meta, c):
         return A.EnumDecl(str(c[0]), tuple(str(x) for x in c[1:]), loc=self._loc(meta))
@@ -241,7 +251,14 @@ class _ToAst(Transformer):
         return A.BinOp(str(c[1]), c[0], c[2], loc=self._tloc(c[1]))
 
     def int_lit(self, meta, c):
-        return A.IntLit(int(c[0]), loc=self._loc(meta))
+        return A.IntLit(self._int(c[0], meta), loc=self._loc(meta))
+
+    def _int(self, digits: str, meta: object) -> int:
+        # Counts and sizes: anything past 18 digits is a mistake (and Python refuses 4,300 or more)
+        if len(digits) > MAX_INT_DIGITS:
+            raise SpecError([Diagnostic(self._loc(meta), f"integer literal of {len(digits)} digits",
+                                        f"at most {MAX_INT_DIGITS} digits")])
+        return int(digits)
 
     def true_lit(self, meta, c):
         return A.BoolLit(True, loc=self._loc(meta))

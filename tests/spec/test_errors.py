@@ -145,3 +145,47 @@ def test_cli_subprocess_no_traceback():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "syntax_missing_paren.dmm:3:1: error:" in r.stderr or "syntax_missing_paren.dmm:2:" in r.stderr
+
+
+# ---------------------------------------------------------------- limits of the front end, stated as errors
+def test_definitions_that_double_each_other_are_a_located_error_not_an_exponential_blowup():
+    defs = "".join(f"define d{i}(): int = d{i - 1}() + d{i - 1}()\n" if i else "define d0(): int = 1\n" for i in range(40))
+    text = f"sort vm\nfunction x(vm): int\n{defs}init {{\n  forall v: vm. x(v) := d39()\n}}\n"
+    err = diagnose(text, "exp.dmm")
+    first = err.diagnostics[0]
+    assert "definition 'd17' expands to more than 200,000 formula nodes" in first.message
+    assert first.loc.line == 3 + 17  # the first definition past the limit, where it is declared
+    assert_well_formed(err, text)
+
+
+def test_an_integer_literal_too_long_is_located():
+    text = "sort vm\nfunction x(vm): int\ninit {\n  forall v: vm. x(v) := " + "9" * 5000 + "\n}\n"
+    with pytest.raises(SpecError) as e:
+        parse(text, "big.dmm")
+    d = e.value.diagnostics[0]
+    assert (d.loc.line, d.loc.col) == (4, 25) and "integer literal of 5000 digits" in d.message
+    block = d.render(text).splitlines()  # the long line is shown as a window, the caret on its column
+    assert len(block[1]) < 420 and block[1][block[2].index("^")] == "9"
+
+
+def test_bytes_that_are_not_utf8_are_located(tmp_path: Path, capsys):
+    p = tmp_path / "bin.dmm"
+    p.write_bytes(b"sort vm\nrelation r(vm)\n# caf\xe9\n")
+    assert main(["parse", str(p)]) == 2
+    assert f"{p}:3:6: error: spec is not UTF-8 text: byte 0xe9" in capsys.readouterr().err
+
+
+def test_a_form_feed_or_nel_does_not_shift_the_line_shown():
+    text = "sort vm\f\nsort gfn  # a NEL \x85 and a line separator \u2028 in a comment\nfrobnicate\n"
+    err = diagnose(text, "ff.dmm")
+    d = err.diagnostics[0]
+    assert d.loc.line == 3 and d.render(text).splitlines()[1].strip() == "frobnicate"
+
+
+def test_many_diagnostics_are_counted_past_the_first_hundred():
+    text = "sort vm\nrelation r(vm)\ninit {\n  forall v: vm. r(v) := false\n}\n" + \
+        "".join(f"invariant i{i}: nope{i}\n" for i in range(5000))
+    err = diagnose(text, "many.dmm")
+    assert len(err.diagnostics) == 5000
+    out = err.render()
+    assert out.count(": error: ") == 100 and out.endswith("... and 4900 more errors (the first 100 are shown)")
