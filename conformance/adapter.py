@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 Event = tuple[str, dict[str, Any]]
+# What an entry naming memory beyond the VM does (Config.beyond_memory; docs/conformance.md "Fair
+# oracles"): "fault" — the access faults with P|RSVD; "ones" — unbacked memory as on bare metal
+# (reads all-ones, so a table there faults RSVD; a leaf's frame there reads all-ones, drops stores).
+BEYOND_MEMORY = ("fault", "ones")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ class Config:
     # the platform; docs/conformance.md "Fair oracles"): "fault" (#PF with P|RSVD) or "ones"
     # (unbacked memory: reads all-ones, writes dropped, as on bare metal).
     beyond_memory: str = "fault"
+
+    def __post_init__(self) -> None:
+        # Checked where every configuration is made (a trace header, a config file, a scope drawn):
+        # the oracles have no rule for another value.
+        if self.beyond_memory not in BEYOND_MEMORY:
+            raise ValueError(f"beyond_memory must be one of {', '.join(map(repr, BEYOND_MEMORY))}, "
+                             f"not {self.beyond_memory!r}")
 
     def sizes(self) -> dict[str, int]:
         """The spec's sort sizes and its budget parameter (no budget: every mfn)."""

@@ -219,6 +219,11 @@ class Drawer:
         if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
             args["size"], args["offset"], cls = inputs.store(c, guest)
             self.inputs[cls.replace("store", "load") if args["a"] == "read" else cls] += 1
+        if name in ACCESS_ACTIONS and self.tuning.wide_inputs and c.take(64) == 0:
+            # An address the CPU does not translate: #GP, no walk. (Drawn last, so every other
+            # choice of the step is what it would have been.)
+            args["x"] = inputs.non_canonical(c, args["x"])
+            self.inputs["non-canonical gva"] += 1
         return Operation(name, args)
 
     def _point(self, v: int, s: Any, x: int) -> int:

@@ -6,21 +6,30 @@ walker bug in the VMM cannot hide behind the same bug here. DMM's promise is tra
 access through the VMM must give what this machine gives — value, fault or not, #PF error code, CR2,
 and the guest's A/D bits.
 
-The TLB is where the architecture leaves the outcome open: after the guest changes an entry and
-before it invalidates (invlpg, CR3 load), a CPU may still use the old translation. The machine keeps,
-per gva, the translations the guest may still be using, and `access` accepts the fresh walk or any
-of those. A gfn beyond the VM's memory named by an entry faults with P|RSVD (this harness's rule for
-memory that does not exist; adapters follow it).
+Where the architecture leaves the outcome open, the machine offers every allowed outcome (the
+candidates), and the oracle accepts any of them (docs/conformance.md, "Fair oracles"):
+- the TLB: after the guest changes an entry and before it invalidates (invlpg, CR3 load), a CPU may
+  still use the old translation, to succeed or to take a "spurious" #PF (SDM 4.10.4.3). The machine
+  keeps, per gva page, the translations the guest may still be using; any #PF drops them (4.10.4.1);
+- A bits on a walk that faults (4.8): unchanged, or A set on a top-down prefix of the entries the
+  walk used (`Outcome.may_set_a`); never D, never an entry the walk did not use;
+- memory beyond the VM (a table, or a leaf's frame, at or past `gfns`): the configuration chooses
+  the convention (`beyond`): "fault" (#PF with P|RSVD) or "ones" (unbacked memory as on bare metal:
+  reads all-ones, so a table there faults RSVD; a leaf there reads all-ones and drops writes).
+A non-canonical gva raises #GP(0): no walk, no #PF, no CR2 (SDM 3A 3.3.7.1, 6.15).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 PAGE = 4096
 P, RW, US, A, D, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
 XD = 1 << 63
 PF_P, PF_W, PF_U, PF_RSVD, PF_I = 1, 2, 4, 8, 16
+ONES = (1 << 64) - 1  # what a read of memory that does not exist returns on bare metal
+BEYOND_MEMORY = ("fault", "ones")  # the conventions for memory beyond the VM (Config.beyond_memory)
 MAXPHYADDR = 40
 FRAME = ((1 << MAXPHYADDR) - 1) & ~(PAGE - 1)
 HIGH_RSVD = ((1 << 52) - 1) & ~((1 << MAXPHYADDR) - 1)
@@ -29,10 +38,31 @@ SHIFT = {4: 39, 3: 30, 2: 21, 1: 12}
 
 @dataclass(frozen=True)
 class Translation:
-    paddr_base: int  # physical address of byte 0 of the gva's 4 KiB page
+    paddr_base: int  # physical base of the page the leaf maps (4 KiB, 2 MiB or 1 GiB)
     rw: bool
     us: bool
     nx: bool
+    level: int = 1  # the leaf's level: 1, 2 (2 MiB), 3 (1 GiB)
+
+    def paddr(self, gva: int) -> int:
+        return self.paddr_base | (gva & ((1 << SHIFT[self.level]) - 1))
+
+    def order(self) -> tuple:
+        return (self.level, self.paddr_base, self.rw, self.us, self.nx)
+
+
+@dataclass(frozen=True)
+class Upper:
+    """A paging-structure-cache entry (SDM 4.10.3.1): the table the walk under a PML4E, PDPTE or
+    PDE goes to next, the rights accumulated down to it, and the entries it stands for."""
+    table: int
+    rw: bool
+    us: bool
+    nx: bool
+    above: tuple[int, ...]  # addresses of the entries it was made from (A set in each)
+
+    def order(self) -> tuple:
+        return (self.table, self.rw, self.us, self.nx, self.above)
 
 
 @dataclass
@@ -42,7 +72,16 @@ class Outcome:
     cr2: int | None = None
     value: int | None = None
     paddr: int | None = None  # where a successful access went
-    touched: list[int] = field(default_factory=list)  # entry addresses used (their A/D are observed)
+    # Entry addresses the walk read (in memory): after the access each is what this outcome makes
+    # it — with A (and D) as set by a successful fresh walk, unchanged by a stale translation, and
+    # on a fault unchanged but for A in `may_set_a`.
+    touched: list[int] = field(default_factory=list)
+    gp: bool = False  # #GP(0): a non-canonical gva (no error code, no CR2)
+    # A faulting walk: the entries it used, top-down, whose A it may have set (a prefix of them).
+    may_set_a: tuple[int, ...] = ()
+    # The upper-level entries the walk used, as the paging-structure caches may keep them:
+    # ((level, gva >> its shift), Upper).
+    uppers: tuple = ()
 
 
 @dataclass
@@ -54,15 +93,30 @@ class Controls:
 
 
 class GuestMemory:
-    def __init__(self, gfns: int) -> None:
+    def __init__(self, gfns: int, beyond: str = "fault") -> None:
+        if beyond not in BEYOND_MEMORY:
+            raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond!r}")
         self.mem = bytearray(gfns * PAGE)
         self.gfns = gfns
+        self.beyond = beyond
 
     def has(self, paddr: int, n: int = 8) -> bool:
         return 0 <= paddr and paddr + n <= len(self.mem)
 
     def read64(self, paddr: int) -> int:
+        if not self.has(paddr):
+            return ONES  # (only the "ones" convention reads there)
         return int.from_bytes(self.mem[paddr:paddr + 8], "little")
+
+    def read(self, paddr: int, n: int) -> bytes:
+        """n bytes within one page; a page beyond memory reads as all-ones."""
+        return bytes(self.mem[paddr:paddr + n]) if self.has(paddr, n) else b"\xff" * n
+
+    def write(self, paddr: int, data: bytes) -> None:
+        """n bytes within one page; a store beyond memory is dropped (a bytearray slice past its
+        end would grow the memory instead)."""
+        if self.has(paddr, len(data)):
+            self.mem[paddr:paddr + len(data)] = data
 
     def write64(self, paddr: int, value: int) -> None:
         self.mem[paddr:paddr + 8] = (value & (1 << 64) - 1).to_bytes(8, "little")
@@ -84,6 +138,11 @@ def reserved(level: int, e: int, nxe: bool) -> bool:
     return False
 
 
+def canonical(gva: int) -> bool:
+    """Bits 63:47 all equal (SDM 3A 3.3.7.1): the only addresses the CPU translates."""
+    return gva >> 47 in (0, (1 << 17) - 1)
+
+
 def permits(acc: str, user: bool, ac: bool, c: Controls, rw: bool, us: bool, nx: bool) -> bool:
     if acc == "fetch":
         return not nx and (us if user else not (us and c.smep))
@@ -95,58 +154,128 @@ def permits(acc: str, user: bool, ac: bool, c: Controls, rw: bool, us: bool, nx:
 
 
 class IdealVm:
-    def __init__(self, gfns: int) -> None:
-        self.mem = GuestMemory(gfns)
+    """One VM: its memory, CR3 and controls, and what its TLB may still hold (SDM 4.10): whole
+    translations (`tlb`: 4 KiB, 2 MiB or 1 GiB, as cached by a successful access) and upper-level
+    entries (`psc`, the paging-structure caches: where the walk under a PML4E, PDPTE or PDE goes
+    next). A processor may use either instead of memory until the guest invalidates it."""
+
+    def __init__(self, gfns: int, beyond: str = "fault") -> None:
+        self.mem = GuestMemory(gfns, beyond)
         self.cr3: int | None = None
         self.ctl = Controls()
-        self.tlb: dict[int, set[Translation]] = {}  # gva page -> translations it may still use
+        # (level of the leaf, gva >> its shift) -> translations the guest may still be using
+        self.tlb: dict[tuple[int, int], set[Translation]] = {}
+        # (level of the entry, gva >> its shift) -> cached upper-level entries
+        self.psc: dict[tuple[int, int], set[Upper]] = {}
 
     def code(self, acc: str, user: bool) -> int:
         return ((PF_W if acc == "write" else 0) | (PF_U if user else 0)
                 | (PF_I if acc == "fetch" and (self.ctl.nxe or self.ctl.smep) else 0))
 
     def walk(self, gva: int, acc: str, user: bool, ac: bool = False) -> tuple[Outcome, Translation | None, list]:
-        """The fresh walk; A/D not yet written (see commit)."""
+        """The fresh walk; A/D not yet written (see commit). `used`: the entries it read in memory,
+        as (address, entry), top-down."""
+        if not canonical(gva):
+            return Outcome(True, gp=True), None, []  # #GP before any translation: nothing read
+        return self._walk(gva, acc, user, ac, 4, (self.cr3 or 0) * PAGE, True, True, False, ())
+
+    def _walk(self, gva: int, acc: str, user: bool, ac: bool, start: int, table: int, rw: bool, us: bool,
+              nx: bool, skipped: tuple[int, ...]) -> tuple[Outcome, Translation | None, list]:
+        """A walk from the table of level `start` with the rights accumulated above it; `skipped`:
+        the entries above it, not read this time (a paging-structure cache stood in for them)."""
         base = self.code(acc, user)
-        table = (self.cr3 or 0) * PAGE
-        rw = us = True
-        nx = False
         used: list[tuple[int, int]] = []
-        for level in (4, 3, 2, 1):
+        uppers: list[tuple[tuple[int, int], Upper]] = []
+
+        def fault(code: int, above: list) -> tuple[Outcome, None, list]:
+            # SDM 4.8: an entry the walk used may have its A set even though the access faults;
+            # 4.5: an entry that is not present or sets a reserved bit is used for nothing.
+            return Outcome(True, code, gva, touched=list(skipped) + [a for a, _ in used],
+                           may_set_a=tuple(a for a, _ in above), uppers=tuple(uppers)), None, used
+
+        for level in range(start, 0, -1):
             addr = table + 8 * (gva >> SHIFT[level] & 511)
-            if not self.mem.has(addr):
-                return Outcome(True, PF_P | PF_RSVD | base, gva), None, used
-            e = self.mem.read64(addr)
-            used.append((addr, e))
+            above = list(used)  # the entries that led here
+            if self.mem.has(addr):
+                e = self.mem.read64(addr)
+                used.append((addr, e))
+            elif self.mem.beyond == "fault":
+                return fault(PF_P | PF_RSVD | base, above)
+            else:
+                e = ONES  # a table in memory that does not exist: P and reserved bits set
             if not e & P:
-                return Outcome(True, base, gva), None, used
+                return fault(base, above)
             if reserved(level, e, self.ctl.nxe):
-                return Outcome(True, PF_P | PF_RSVD | base, gva), None, used
+                return fault(PF_P | PF_RSVD | base, above)
             rw, us = rw and bool(e & RW), us and bool(e & US)
             nx = nx or (self.ctl.nxe and bool(e & XD))
             if level == 1 or e & PS:
-                size = 1 << SHIFT[level]
-                frame = (e & FRAME) & ~(size - 1)
-                paddr_base = frame | (gva & (size - 1) & ~(PAGE - 1))
+                frame = (e & FRAME) & ~((1 << SHIFT[level]) - 1)
                 break
             table = e & FRAME
-        t = Translation(paddr_base, rw, us, nx)
+            uppers.append(((level, gva >> SHIFT[level]),
+                           Upper(table, rw, us, nx, skipped + tuple(a for a, _ in used))))
+        t = Translation(frame, rw, us, nx, level)
+        # Rights before memory: they belong to the translation, which is complete (every entry was
+        # used: 4.7, "a valid translation ... but its access rights do not permit the access"); the
+        # memory access comes only after the check, so a permission fault wins over the frame.
         if not permits(acc, user, ac, self.ctl, rw, us, nx):
-            return Outcome(True, PF_P | base, gva), None, used
-        if not self.mem.has(paddr_base, PAGE):
-            return Outcome(True, PF_P | PF_RSVD | base, gva), None, used
-        return Outcome(False, paddr=paddr_base | (gva & (PAGE - 1)), touched=[a for a, _ in used]), t, used
+            return fault(PF_P | base, used)
+        paddr = t.paddr(gva)
+        if not self.mem.has(paddr & ~(PAGE - 1), PAGE) and self.mem.beyond == "fault":
+            return fault(PF_P | PF_RSVD | base, used)
+        # ("ones": a frame beyond memory is a translation like any, to memory that reads all-ones)
+        return Outcome(False, paddr=paddr, touched=list(skipped) + [a for a, _ in used], uppers=tuple(uppers)), t, used
 
     def candidates(self, gva: int, acc: str, user: bool, ac: bool = False) -> list[tuple[Outcome, Translation | None, list]]:
-        """Every outcome the architecture allows: the fresh walk first, then stale TLB entries."""
-        out = [self.walk(gva, acc, user, ac)]
-        for t in self.tlb.get(gva & ~(PAGE - 1), ()):
-            if permits(acc, user, ac, self.ctl, t.rw, t.us, t.nx) and t != out[0][1]:
-                out.append((Outcome(False, paddr=t.paddr_base | (gva & (PAGE - 1))), t, []))
+        """Every outcome the architecture allows, the fresh walk first. Then (SDM 4.10) a walk that
+        starts from each cached upper-level entry instead of memory, and each cached translation —
+        a success where it permits the access, else a "spurious" #PF with P set (4.10.4.3: a rights
+        upgrade not yet invalidated may fault once). Outcomes that would leave the same guest-
+        visible result (exception, where the access goes, the entries it leaves) are offered once."""
+        fresh = self.walk(gva, acc, user, ac)
+        out = [fresh]
+        if fresh[0].gp:
+            return out
+        seen = {self._effect(acc, *fresh)}
+        mine = dict(fresh[0].uppers)
+        for (level, key), ups in sorted(self.psc.items(), key=lambda kv: -kv[0][0]):
+            if key != gva >> SHIFT[level]:
+                continue
+            for u in sorted(ups, key=Upper.order):
+                if u == mine.get((level, key)) and all(self.mem.read64(a) & A for a in u.above):
+                    continue  # what memory says, A already set: the fresh walk's outcome again
+                c = self._walk(gva, acc, user, ac, level - 1, u.table, u.rw, u.us, u.nx, u.above)
+                if (k := self._effect(acc, *c)) not in seen:
+                    seen.add(k)
+                    out.append(c)
+        # A stale outcome walks nothing: the entries the fresh walk would read stay as they are.
+        read = [a for a, _ in fresh[2]]
+        for level in (1, 2, 3):
+            for t in sorted(self.tlb.get((level, gva >> SHIFT[level]), ()), key=Translation.order):
+                if t == fresh[1]:
+                    continue
+                if permits(acc, user, ac, self.ctl, t.rw, t.us, t.nx):
+                    o = Outcome(False, paddr=t.paddr(gva), touched=read)
+                elif fresh[0].fault and fresh[0].error_code == PF_P | self.code(acc, user):
+                    continue  # the fresh fault allows this too (every A bit unchanged included)
+                else:
+                    o = Outcome(True, PF_P | self.code(acc, user), gva, touched=read)
+                if (k := self._effect(acc, o, t, [])) not in seen:
+                    seen.add(k)
+                    out.append((o, t, []))
         return out
 
+    def _effect(self, acc: str, o: Outcome, t: Translation | None, used: list) -> tuple:
+        """What an outcome leaves that the guest can see: two candidates with the same effect are
+        one."""
+        if o.fault:
+            return (True, o.error_code, tuple(o.touched), o.may_set_a)
+        ad = self.ad_writes(acc, used)
+        return (False, o.paddr, t, tuple((a, ad.get(a, self.mem.read64(a))) for a in o.touched))
+
     def ad_writes(self, acc: str, used: list) -> dict[int, int]:
-        """The A/D bits a successful fresh walk sets: {entry address: new entry}."""
+        """The A/D bits a successful walk sets: {entry address: new entry}."""
         out = {}
         for i, (addr, e) in enumerate(used):
             new = e | A | (D if acc == "write" and i == len(used) - 1 else 0)
@@ -158,44 +287,97 @@ class IdealVm:
         """What a load of `size` bytes through outcome o returns: the walk's A/D writes come first
         (a page table read through a mapping of itself sees its own A bit)."""
         assert o.paddr is not None
+        if not self.mem.has(o.paddr, size):
+            return (1 << 8 * size) - 1  # the "ones" convention: unbacked memory reads all-ones
         ad = self.ad_writes(acc, used)
         first, last = o.paddr & ~7, (o.paddr + size + 7) & ~7
         words = b"".join(ad.get(a, self.mem.read64(a)).to_bytes(8, "little") for a in range(first, last, 8))
         return int.from_bytes(words[o.paddr - first:o.paddr - first + size], "little")
 
     def commit(self, gva: int, acc: str, o: Outcome, t: Translation | None, used: list, value: int,
-               size: int = 8) -> Outcome:
-        """Perform the chosen outcome: A on every entry used and D on the leaf of a write (a fresh
-        walk only), cache the translation, do the load or store."""
+               size: int = 8, adopted: dict[int, int] | None = None) -> Outcome:
+        """Perform the chosen outcome: A on every entry its walk used and D on the leaf of a write,
+        cache what the walk may cache (the translation; the upper-level entries), do the load or
+        store. A #PF instead makes the A bits `adopted` (what the implementation's faulting walk
+        set: fault_ad) and drops what the gva's translation could come from (SDM 4.10.4.1: a page
+        fault invalidates the TLB entries of its linear address and the paging-structure-cache
+        entries that would be used for it). #GP changes nothing."""
+        if o.gp:
+            return o
         if o.fault:
+            for addr, new in (adopted or {}).items():
+                self.mem.write64(addr, new)
+            self._drop(gva)
             return o
         for addr, new in self.ad_writes(acc, used).items():
             self.mem.write64(addr, new)
         if t is not None:
-            self.tlb.setdefault(gva & ~(PAGE - 1), set()).add(t)
+            self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), set()).add(t)
+        for key, u in o.uppers:  # (their A bits set just above: 4.10.3.1 caches no entry with A clear)
+            self.psc.setdefault(key, set()).add(u)
         assert o.paddr is not None
         if acc == "write":
-            self.mem.mem[o.paddr:o.paddr + size] = (value & (1 << 8 * size) - 1).to_bytes(size, "little")
+            self.mem.write(o.paddr, (value & (1 << 8 * size) - 1).to_bytes(size, "little"))
         elif acc == "read":
-            o.value = int.from_bytes(self.mem.mem[o.paddr:o.paddr + size], "little")
+            o.value = int.from_bytes(self.mem.read(o.paddr, size), "little")
         return o
 
+    def fault_ad(self, o: Outcome, read64: Any) -> tuple[dict[int, int], str | None]:
+        """The A bits a faulting access left on its walk (read64: the implementation's guest
+        memory), if the architecture allows them: each entry read is unchanged, or — for one in
+        o.may_set_a — has gained A, and then so has every entry above it (the CPU sets A as it walks
+        down). Never D, never another bit. Returns ({address: entry} to adopt, None) or ({}, why)."""
+        may = list(dict.fromkeys(o.may_set_a))
+        adopted: dict[int, int] = {}
+        for addr in dict.fromkeys(o.touched):
+            want, got = self.mem.read64(addr), read64(addr)
+            if got == want:
+                continue
+            if addr in may and got == want | A:
+                adopted[addr] = got
+                continue
+            allowed = f"{want:#x} or {want | A:#x} (A set)" if addr in may and not want & A else f"{want:#x}"
+            return {}, (f"the page-table entry at gpa {addr:#x} is {got:#x} after a faulting access; the "
+                        f"ideal machine allows {allowed}: a walk that faults sets no D and no A on an entry "
+                        f"it did not use")
+        for i, addr in enumerate(may):
+            if addr in adopted:
+                gap = [b for b in may[:i] if not (adopted.get(b, self.mem.read64(b)) & A)]
+                if gap:
+                    return {}, (f"the page-table entry at gpa {addr:#x} gained A on a faulting walk while the "
+                                f"entry above it at gpa {gap[0]:#x} did not: a CPU sets A top-down as it walks")
+        return adopted, None
+
+    def _drop(self, gva: int) -> None:
+        """What a #PF at gva invalidates: its translations of every size, and the cached upper-level
+        entries its walk would use."""
+        for level in (1, 2, 3, 4):
+            self.tlb.pop((level, gva >> SHIFT[level]), None)
+            self.psc.pop((level, gva >> SHIFT[level]), None)
+
     def invlpg(self, gva: int) -> None:
-        self.tlb.pop(gva & ~(PAGE - 1), None)
+        """SDM 4.10.4.1: INVLPG drops the translations of gva's page (of any size: a 2 MiB page
+        cached as one entry or as many 4 KiB ones goes whole) and every paging-structure-cache entry."""
+        for level in (1, 2, 3):
+            self.tlb.pop((level, gva >> SHIFT[level]), None)
+        self.psc.clear()
 
     def flush(self) -> None:
         self.tlb.clear()
+        self.psc.clear()
 
 
 class Ideal:
     """One IdealVm per live VM, mirrored from the operations the harness sends."""
 
-    def __init__(self, gfns: int) -> None:
-        self.gfns = gfns
+    def __init__(self, gfns: int, beyond: str = "fault") -> None:
+        if beyond not in BEYOND_MEMORY:
+            raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond!r}")
+        self.gfns, self.beyond = gfns, beyond
         self.vms: dict[int, IdealVm] = {}
 
     def create(self, v: int) -> None:
-        self.vms[v] = IdealVm(self.gfns)
+        self.vms[v] = IdealVm(self.gfns, self.beyond)
 
     def destroy(self, v: int) -> None:
         self.vms.pop(v, None)

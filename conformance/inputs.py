@@ -131,6 +131,12 @@ def store(c: Pick, g: Guest | None = None) -> tuple[int, int, str]:
     return size, off, f"{size}-byte store {cls}"
 
 
+def non_canonical(c: Pick, gva: int) -> int:
+    """A non-canonical address made from a canonical gva (bits 63:47 no longer all equal): bit 47
+    flipped, or bits 63:48 — either way every byte of the page is non-canonical."""
+    return gva ^ (1 << 47 if c.take(2) else 0xFFFF << 48)
+
+
 def classes() -> list[str]:
     """Every input class the draws above name: what a campaign could have tried."""
     frames = ("gfn ordinary", "gfn a guest table", "gfn mapped elsewhere", "gfn at the end of memory",
@@ -138,7 +144,7 @@ def classes() -> list[str]:
     huge = ("huge frame at 0", "huge frame beyond memory", "huge frame misaligned", "gpte reserved bit")
     from .operations import REFUSABLE
 
-    out = ["gpte not present"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
+    out = ["gpte not present", "non-canonical gva"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
     out += [f"level {level} {kind}; same frames as an earlier entry" for level, kind in
             ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
     for level in (1, 2, 3, 4):

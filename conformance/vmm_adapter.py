@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from dmmcheck.impl import x86
-from dmmcheck.impl.vmm import OutOfMemory, Vmm
+from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
 from dmmcheck.impl.x86 import Access
 
 from .adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
@@ -50,13 +50,17 @@ class BundledVmm:
         return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS), scope=SCOPE)
 
     def reset(self, config: Config) -> None:
+        if config.beyond_memory not in BEYOND_MEMORY:  # refused before anything changes
+            raise ValueError(f"the bundled VMM knows the beyond-memory conventions {', '.join(BEYOND_MEMORY)}, "
+                             f"not {config.beyond_memory!r}")
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
         self.config = config
         self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
         _check_layout(config, self.tables)
         cpu = self.vmm.cpu if self.vmm is not None else None
-        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu)
+        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu,
+                       beyond_memory=config.beyond_memory)
         self.vmm.events = []
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
 
@@ -147,7 +151,7 @@ class BundledVmm:
         acc = Access(a["a"])
         r = self.vmm.access(vm, a["x"] + a.get("offset", 0), acc, user=a["u"], value=a.get("value", 0),  # type: ignore[union-attr]
                             size=a.get("size", 8))
-        return AccessResult(r.fault, r.error_code, r.cr2, r.value, r.oom)
+        return AccessResult(r.fault, r.error_code, r.cr2, r.value, r.oom, r.gp)
 
     # ---------------------------------------------------------------- reading back
     def abstract_state(self) -> dict[str, Any]:

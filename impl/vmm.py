@@ -29,9 +29,16 @@ from .walker import access_error_code, walk
 from .x86 import Access, Mode
 
 MAX_RETRIES = 8
-# A guest entry naming a gfn beyond the VM's memory: the access faults for the guest, with RSVD
-# set (the entry names memory that does not exist; the ideal machine applies the same rule).
+# What a guest entry naming a gfn beyond the VM's memory does (a guest table there, or a leaf's
+# frame), as the conformance harness names the conventions:
+# - "fault": the access faults for the guest with P|RSVD (BAD_GFN_CODE) and W/U/I as for any fault;
+# - "ones": memory that does not exist, as on bare metal: it reads all-ones and ignores writes. A
+#   guest table there is all-ones entries, so the walk faults RSVD on it; a leaf's frame there is
+#   a translation like any (A/D written), whose loads return all-ones and whose stores are dropped.
+# Either way a missing right is reported first: the translation is checked before memory is touched.
+BEYOND_MEMORY = ("fault", "ones")
 BAD_GFN_CODE = x86.PF_P | x86.PF_RSVD
+ONES = (1 << 64) - 1
 
 
 @lru_cache(maxsize=None)
@@ -82,7 +89,10 @@ class Result:
 class Vmm:
     def __init__(self, machine_frames: int = 256, private_frames: int = 256, *, swap_slots: int = 0,
                  swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
-                 reclaim: bool = True, cpu: Cpu | None = None) -> None:
+                 reclaim: bool = True, cpu: Cpu | None = None, beyond_memory: str = "fault") -> None:
+        if beyond_memory not in BEYOND_MEMORY:
+            raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond_memory!r}")
+        self.beyond_memory = beyond_memory
         total = 1 + machine_frames + private_frames + HOLE_PAGES + 4
         if cpu is not None and cpu.phys_bytes >= total * x86.PAGE_SIZE:
             cpu.wipe()  # a CPU at least as large, reused (a conformance harness resets thousands of times)
@@ -286,13 +296,16 @@ class Vmm:
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
         ad: list[tuple[int, int]] = []  # the walk's A/D writes, made once the walk is decided
+        read = self._table_reader(vm)
         try:
-            w = self.walk(lambda a: self.read64(vm, a), lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
+            w = self.walk(read, lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
             bad_gfn = not w.fault and w.paddr >> x86.PAGE_SHIFT >= vm.nr_gfns
-        except IndexError:
+        except IndexError:  # a guest table beyond memory ("fault": no read of it succeeds)
             bad_gfn = True
         except OutOfMemory:  # a guest table could not be paged in
             return Result(True, 0, gva, oom=True)
+        if bad_gfn and self.beyond_memory == "ones":
+            return self._unbacked(vm, gva, acc, ad, size)
         if bad_gfn:
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
@@ -327,6 +340,27 @@ class Vmm:
             except OutOfMemory:
                 return Result(True, 0, gva, oom=True)
         return None
+
+    def _table_reader(self, vm: Vm) -> Any:
+        """How the software walk reads the guest's tables: through p2m (paging a table in if need
+        be); under "ones" an entry beyond memory reads all-ones (present, reserved bits set)."""
+        if self.beyond_memory == "ones":
+            return lambda a: self.read64(vm, a) if 0 <= a >> x86.PAGE_SHIFT < vm.nr_gfns else ONES
+        return lambda a: self.read64(vm, a)
+
+    def _unbacked(self, vm: Vm, gva: int, acc: Access, ad: list[tuple[int, int]], size: int) -> Result:
+        """"ones": the guest's translation names a frame beyond its memory. The walk succeeded, so
+        its A/D bits are written as for any access; there is no machine page to map, so no spte is
+        made and every access there comes back here, emulated: a load returns all-ones, a store is
+        dropped, a fetch succeeds (its bytes would be all-ones; only the translation is judged).
+        No spec action: for the DMM the gva maps nothing (the gfn is outside the universe)."""
+        try:
+            for addr, entry in ad:
+                self.gpa_write(vm, addr, entry.to_bytes(8, "little"), walker=True)
+        except OutOfMemory:
+            return Result(True, 0, gva, oom=True)
+        self.stats["emulated"] += 1
+        return Result(False, value=(1 << 8 * size) - 1 if acc is Access.READ else None, emulated=True)
 
     def _shadow_path(self, vm: Vm, gva: int, w: Any, dirty: bool) -> tuple[Any, int]:
         """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva. `dirty`:
