@@ -122,7 +122,7 @@ def _parse_bound(text: str | None) -> dict[str, int]:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     """Every reachable state within the bound; exit 0 with no violation, 1 with one, 2 on a spec error."""
-    from dmmcheck.model.explore import default_bound, explore
+    from dmmcheck.model.explore import MAX_PERMUTATIONS, default_bound, explore
     from dmmcheck.model.interp import Interpreter
     from dmmcheck.model.state import UniverseError
 
@@ -130,9 +130,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if spec is None:
         return EXIT_SPEC_ERROR
     try:
-        bound = _parse_bound(args.bound)
-        if not bound:
-            bound = default_bound(spec)
+        given = _parse_bound(args.bound)
+        # the sorts --bound leaves out take the default bound's sizes (the spec's declared ones when
+        # it has no default), as with no --bound at all
+        bound = {**default_bound(spec), **given}
         it = Interpreter(spec, bound)
     except (argparse.ArgumentTypeError, UniverseError) as e:
         print(f"dmm explore: {e}", file=sys.stderr)
@@ -142,7 +143,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         def progress(states: int, frontier: int) -> None:
             print(f"\r  {states} states, {frontier} queued", end="", file=sys.stderr, flush=True)
     r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress,
-                keep_going=args.keep_going)
+                keep_going=args.keep_going, max_memory=args.max_memory and args.max_memory << 20)
     if progress:
         print(file=sys.stderr)
     violations = [{"invariant": v.invariant, "blame": str(v.blame),
@@ -152,12 +153,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(json.dumps({"bound": r.bound, "states": r.states, "transitions": r.transitions,
                           "seconds": round(r.seconds, 3), "states_per_second": round(r.states_per_second),
                           "complete": r.complete, "stopped_by": r.stopped_by or None,
+                          "symmetry": r.symmetry, "not_symmetric": r.not_symmetric,
                           "never_enabled": [a for a, n in r.action_counts.items() if n == 0],
                           "violations": violations}))
     else:
         print(f"dmm explore: bound {it.u.describe()}")
+        sym = (f"symmetry reduced over {', '.join(r.symmetry)}" if r.symmetry else "no symmetry reduction") + \
+            (f"; not over {', '.join(r.not_symmetric)} (more than {MAX_PERMUTATIONS:,} permutations)"
+             if r.not_symmetric else "")
         print(f"  {r.states} states, {r.transitions} transitions in {r.seconds:.1f} s "
-              f"({r.states_per_second:.0f} states/s, symmetry reduced)")
+              f"({r.states_per_second:.0f} states/s, {sym})")
         if not r.complete and not r.violations:
             print(f"  INCOMPLETE: stopped by {r.stopped_by}; states beyond it were not explored")
         dead = [a for a, n in r.action_counts.items() if n == 0]
@@ -259,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--max-states", type=count(), default=None, help="stop after this many states (result: incomplete)")
     sp.add_argument("--max-seconds", type=seconds(), default=None, help="stop after this long (result: incomplete)")
+    sp.add_argument("--max-memory", type=count(), default=None, metavar="MIB",
+                    help="stop before the states kept pass this many MiB (default: half the memory available; "
+                         "result: incomplete)")
     sp.add_argument("--keep-going", action="store_true",
                     help="after a violation, go on to find the shortest violation of every invariant")
     sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")

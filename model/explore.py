@@ -11,7 +11,9 @@ Actions that modify nothing are self-loops and are counted but not applied.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,10 +53,53 @@ class ExploreResult:
     violations: list[tuple[Violation, list[TraceStep]]] = field(default_factory=list)
     action_counts: dict[str, int] = field(default_factory=dict)
     stopped_by: str = ""
+    symmetry: list[str] = field(default_factory=list)  # sorts reduced by symmetry
+    not_symmetric: list[str] = field(default_factory=list)  # sorts too large for it (MAX_PERMUTATIONS)
+    memory_states: int | None = None  # the states the memory budget holds
 
     @property
     def states_per_second(self) -> float:
         return self.states / self.seconds if self.seconds else 0.0
+
+
+# Symmetry tables: one index map per permutation, as large as the state; each state visited is
+# canonicalised against every one. Past this many permutations (7!) the tables' memory and the cost
+# per state outgrow what the reduction saves: the largest sorts are left unreduced (and said so).
+MAX_PERMUTATIONS = 5040
+# Without --max-memory: the states kept may use at most this share of the memory available.
+MEMORY_SHARE = 0.5
+
+
+def symmetric_sorts(sizes: dict[str, int], wanted: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(sorts reduced by symmetry, sorts left out): the smallest first, while the permutations of
+    all of them together stay within MAX_PERMUTATIONS."""
+    chosen, left, total = [], [], 1
+    for s in sorted((s for s in (wanted if wanted is not None else sizes) if sizes[s] > 1), key=lambda s: sizes[s]):
+        n = math.factorial(sizes[s])
+        if total * n <= MAX_PERMUTATIONS:
+            chosen.append(s)
+            total *= n
+        else:
+            left.append(s)
+    return chosen, left
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux: MemAvailable), or 4 GiB when it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+def state_bytes(s: State) -> int:
+    """About what one stored state costs: its tuples, and its entries in the visited set, the parent
+    map and the queue."""
+    return sys.getsizeof(s) + sum(sys.getsizeof(t) for t in s) + 3 * 100
 
 
 class Symmetry:
@@ -62,7 +107,8 @@ class Symmetry:
 
     def __init__(self, it: Interpreter, sorts: list[str] | None = None) -> None:
         u = it.u
-        sorts = [s for s in (sorts if sorts is not None else u.sizes) if u.sizes[s] > 1]
+        sorts, self.left_out = symmetric_sorts(u.sizes, sorts)
+        self.sorts = sorts
         per_sort = [list(itertools.permutations(range(u.sizes[s]))) for s in sorts]
         self.maps: list[list[tuple[int, Callable[[tuple], tuple], dict | None]]] = []
         for combo in itertools.product(*per_sort):
@@ -101,15 +147,21 @@ class Symmetry:
 
 def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: float | None = None,
             symmetry: bool = True, progress: Callable[[int, int], None] | None = None,
-            keep_going: bool = False) -> ExploreResult:
+            keep_going: bool = False, max_memory: int | None = None) -> ExploreResult:
     """BFS over the reachable states. Stops at the first violation unless keep_going, which goes on to
-    find the first (shortest-trace) violation of every invariant."""
+    find the first (shortest-trace) violation of every invariant; stops (incomplete) at max_states,
+    max_seconds, or when the states kept would pass max_memory bytes (default: half of what is
+    available)."""
     sym = Symmetry(it) if symmetry else None
     canon = sym.canonical if sym and sym.maps else (lambda s: s)
     start = time.perf_counter()
     parent: dict[State, tuple[State | None, str, tuple[Any, ...]]] = {}
     queue: deque[State] = deque()
     result = ExploreResult(dict(it.u.sizes), 0, 0, 0.0, True)
+    if sym is not None:
+        result.symmetry, result.not_symmetric = list(sym.sorts), list(sym.left_out)
+    budget = max_memory if max_memory is not None else int(available_memory() * MEMORY_SHARE)
+    most_states: int | None = None  # from the first state's size: the memory budget in states
     counts = {n: 0 for n in it.actions}
     seen_broken: set[str] = set()
     noop = {n for n, ca in it.actions.items() if not ca.action.modifies}
@@ -133,6 +185,9 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
 
     for s0 in it.initial_states():
         visit(s0, (None, "init", ()))
+        if most_states is None:
+            most_states = max(1, budget // state_bytes(s0))
+    result.memory_states = most_states
     while queue:
         if result.violations and not keep_going:
             result.complete, result.stopped_by = False, "first violation"
@@ -143,26 +198,44 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             result.complete, result.stopped_by = False, f"time limit {max_seconds:g} s"
             break
+        if most_states is not None and len(parent) >= most_states:
+            result.complete, result.stopped_by = False, (
+                f"memory limit {budget / 2**20:,.0f} MiB (about {most_states:,} states of this bound)")
+            break
         s = queue.popleft()
-        for n in noop:
-            k = sum(1 for _ in it.actions[n].enabled(s))
-            counts[n] += k
-            result.transitions += k
-        for n, enabled, apply in changing:
-            k = 0
-            for args in enabled(s):
-                k += 1
-                s2 = apply(s, *args)
-                if s2 not in raw_seen:  # most transitions revisit a known successor: skip the call
-                    visit(s2, (s, n, args))
-            counts[n] += k
-            result.transitions += k
+        if not _expand(s, it, noop, changing, counts, result, raw_seen, visit, start, max_seconds):
+            result.complete, result.stopped_by = False, f"time limit {max_seconds:g} s (within one state's successors)"
+            break
         if progress and len(parent) % 20000 < 50:
             progress(len(parent), len(queue))
     result.states = len(parent)
     result.seconds = time.perf_counter() - start
     result.action_counts = counts
     return result
+
+
+def _expand(s: State, it: Interpreter, noop: set[str], changing: list, counts: dict[str, int], result: ExploreResult,
+            raw_seen: set[State], visit: Callable, start: float, max_seconds: float | None) -> bool:
+    """Every transition out of s; False when the time limit passed on the way (a large bound can
+    have hundreds of thousands of transitions out of one state)."""
+    for n in noop:
+        k = sum(1 for _ in it.actions[n].enabled(s))
+        counts[n] += k
+        result.transitions += k
+    for n, enabled, apply in changing:
+        k = 0
+        for args in enabled(s):
+            k += 1
+            s2 = apply(s, *args)
+            if s2 not in raw_seen:  # most transitions revisit a known successor: skip the call
+                visit(s2, (s, n, args))
+            if k & 15 == 0 and max_seconds is not None and time.perf_counter() - start > max_seconds:
+                counts[n] += k
+                result.transitions += k
+                return False
+        counts[n] += k
+        result.transitions += k
+    return True
 
 
 def _trace(it: Interpreter, parent: dict, s: State, canon: Callable[[State], State]) -> list[TraceStep]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -123,3 +124,34 @@ def test_a_copy_of_the_bundled_spec_explores_at_the_same_default_bound(tmp_path,
     copy.write_text(open(bundled_path()).read())
     assert main(["explore", str(copy), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bound"] == DEFAULT_BOUND
+
+
+def test_a_large_bound_is_bounded_in_memory_symmetry_and_time(capsys):
+    """A bound far past what exploration can finish: the symmetry tables stay within
+    MAX_PERMUTATIONS (the largest sorts left out, and said so), and the time limit holds even
+    inside one state's hundreds of thousands of successors."""
+    import time
+
+    from dmmcheck.model.explore import MAX_PERMUTATIONS, symmetric_sorts
+
+    chosen, left = symmetric_sorts({"vm": 8, "root": 3, "gva": 8, "gfn": 8, "mfn": 12, "slot": 4})
+    assert chosen == ["root", "slot"] and set(left) == {"vm", "gva", "gfn", "mfn"}
+    assert math.prod(math.factorial(n) for n in (3, 4)) <= MAX_PERMUTATIONS
+    t = time.perf_counter()
+    assert main(["explore", "--bound", "vm=4,gfn=6,mfn=8,gva=6,root=2,slot=2", "--max-seconds", "2", "--json"]) == 3
+    assert time.perf_counter() - t < 60  # set-up and one state's expansion no longer run unbounded
+    out = json.loads(capsys.readouterr().out)
+    assert not out["complete"] and out["stopped_by"].startswith("time limit 2 s")
+    assert out["not_symmetric"] and set(out["symmetry"]) | set(out["not_symmetric"]) == {"vm", "gfn", "mfn", "gva", "root", "slot"}
+
+
+def test_the_memory_budget_stops_exploration_as_incomplete(capsys):
+    assert main(["explore", "--bound", "vm=2", "--max-memory", "10", "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert not out["complete"] and out["stopped_by"].startswith("memory limit 10 MiB")
+    assert 0 < out["states"] < 30_000  # the full vm=2 bound has more than that
+
+
+def test_a_partial_bound_takes_the_default_bound_for_the_other_sorts(capsys):
+    assert main(["explore", "--bound", "vm=2", "--max-states", "50", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["bound"] == {**DEFAULT_BOUND, "vm": 2}
