@@ -27,11 +27,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .adapter import Config
+from .adapter import BEYOND_MEMORY, Config
 from .scope import canonical
 
 STRIDES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
-BEYOND = ("fault", "ones")
+BEYOND = BEYOND_MEMORY  # one list, adapter.py's: Config itself refuses anything else
 KEYS = ("vms", "gfns", "mfns", "slots", "budget", "roots", "gvas", "beyond_memory", "vary")
 # Past these the spec state of one scope (its largest relation is rmap: mfns x vms x roots x gvas
 # points) is too large to judge at any useful speed.

@@ -239,11 +239,10 @@ class IdealVm:
             return out
         seen = {self._effect(acc, *fresh)}
         mine = dict(fresh[0].uppers)
-        for (level, key), ups in sorted(self.psc.items(), key=lambda kv: -kv[0][0]):
-            if key != gva >> SHIFT[level]:
-                continue
-            for u in sorted(ups, key=Upper.order):
-                if u == mine.get((level, key)) and all(self.mem.read64(a) & A for a in u.above):
+        for level in (4, 3, 2):
+            key = (level, gva >> SHIFT[level])
+            for u in sorted(self.psc.get(key, ()), key=Upper.order):
+                if u == mine.get(key) and all(self.mem.read64(a) & A for a in u.above):
                     continue  # what memory says, A already set: the fresh walk's outcome again
                 c = self._walk(gva, acc, user, ac, level - 1, u.table, u.rw, u.us, u.nx, u.above)
                 if (k := self._effect(acc, *c)) not in seen:

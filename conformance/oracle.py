@@ -295,7 +295,8 @@ class Oracle:
                 continue
             if o.fault:
                 # What the walk left in the guest's tables, adopted when the architecture allows it.
-                adopted, bad = vm.fault_ad(o, lambda addr: int.from_bytes(read_guest(v, addr, 8), "little"))
+                entries = self._entries(v, o.touched, read_guest)
+                adopted, bad = vm.fault_ad(o, entries.__getitem__)
                 if bad is not None:
                     why = why or f"VM {v}: {bad}"
                     continue
@@ -335,6 +336,13 @@ class Oracle:
                 if want != got:
                     raise Failure("observation", f"VM {v}: after the store, gpa {o.paddr:#x} holds {got.hex()}, "
                                   f"the ideal machine's {want.hex()}")
+
+    def _entries(self, v: int, addrs: list[int], read_guest: Any) -> dict[int, int]:
+        """Guest page-table entries as the implementation has them: {gpa: entry}, in one request
+        when the adapter can (read_guest_many, as _check_ad reads them)."""
+        many = getattr(getattr(read_guest, "__self__", None), "read_guest_many", None)
+        got = many([(v, a, 8) for a in addrs]) if many else [read_guest(v, a, 8) for a in addrs]
+        return {a: int.from_bytes(e, "little") for a, e in zip(addrs, got)}
 
     def _check_ad(self, v: int, o: Outcome, read_guest: Any) -> None:
         mem = self.ideal.vms[v].mem

@@ -25,7 +25,8 @@ def failure_table(records: list[StepRecord], failure: Failure) -> Table:
         did = ", ".join(n for n, _ in rec.observation.events) or "nothing"
         if rec.observation.access is not None:
             a = rec.observation.access
-            did += f" → {'#PF ' + hex(a.error_code) if a.fault else 'ok'}" + (f" value {a.value:#x}" if a.value is not None else "")
+            shown = "#GP" if a.gp else "out of memory" if a.oom else f"#PF {a.error_code:#x}" if a.fault else "ok"
+            did += f" → {shown}" + (f" value {a.value:#x}" if a.value is not None else "")
         last = rec is records[-1]
         expected = failure.message if last else (", ".join(s.action for s in rec.spec_steps) or "nothing")
         t.add_row(str(rec.index), rec.op.action, ", ".join(f"{k}={_hexish(k, v)}" for k, v in rec.op.args.items()),
