@@ -1,7 +1,8 @@
 """The `dmm` command: one subcommand per job, each a thin layer over the library.
 
-Exit statuses are part of the public interface (CI scripts read them); each subcommand documents its
-own. A spec error never ends in a traceback: it prints file:line:col diagnostics.
+Exit statuses are part of the public interface (CI scripts read them): one table for every command
+(docs/exit-codes.md, the EXIT_ constants below). A spec error never ends in a traceback: it prints
+file:line:col diagnostics.
 """
 
 from __future__ import annotations
@@ -16,24 +17,33 @@ from typing import Callable
 from dmmcheck.model.limits import BACKSTOP, RLIMIT
 from dmmcheck.spec import SpecError, load
 
-EXIT_SPEC_ERROR = 2
+# Exit statuses, the same in every command (docs/exit-codes.md): a verdict never shares a code with
+# a usage error.
+EXIT_FOUND = 1  # something is wrong with what was checked: a violation, a failure, a survivor
+EXIT_USAGE = 2  # bad input: options, files that cannot be read, traces, configurations, adapters
+EXIT_INCOMPLETE = 3  # not everything could be checked: unknown obligations, a search stopped by a limit
+EXIT_SPEC_ERROR = 4  # the spec has errors (located diagnostics)
+EXIT_NOT_INDUCTIVE = 5  # dmm prove: a counterexample to induction, and no reachable violation
 
 
 def _load_or_report(path: str | None):
+    """The checked spec, or the exit status after printing why there is none: a spec with errors
+    (4), or a file that cannot be read at all (2)."""
     try:
         return load(path)
     except SpecError as e:
         print(e.render(), file=sys.stderr)
         n = len(e.diagnostics)
         print(f"dmm: {n} error{'s' if n != 1 else ''} in {e.diagnostics[0].loc.file}", file=sys.stderr)
-        return None
+        unreadable = all(d.loc.line == 0 for d in e.diagnostics)  # missing, a folder, a FIFO, no path
+        return EXIT_USAGE if unreadable else EXIT_SPEC_ERROR
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    """Parse and type-check a spec. Exit 0, or 2 on a spec error."""
+    """Parse and type-check a spec. Exit 0, 4 on a spec error, 2 when it cannot be read."""
     spec = _load_or_report(args.spec)
-    if spec is None:
-        return EXIT_SPEC_ERROR
+    if isinstance(spec, int):
+        return spec
     s = spec.summary()
     if args.json:
         print(json.dumps(s))
@@ -55,8 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dmmcheck.model.runner import ProveOptions, exit_status
 
     spec = _load_or_report(args.spec)
-    if spec is None:
-        return EXIT_SPEC_ERROR
+    if isinstance(spec, int):
+        return spec
     out = Console()
     err = Console(stderr=True)
     out.print(f"dmm check: {spec.file}: parsed and type-checked ({len(spec.actions)} actions, "
@@ -104,10 +114,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         show_failure(out, fr.shrunk, fr.failure, seed=0, trace=trace)  # type: ignore[arg-type]
     if prove_status:
         return prove_status
-    return 0 if explore_ok and fuzz_ok else 1
-
-
-EXIT_VIOLATION = 1
+    if r.violations or not fuzz_ok:
+        return EXIT_FOUND
+    return 0 if r.complete else EXIT_INCOMPLETE
 
 
 def _parse_bound(text: str | None) -> dict[str, int]:
@@ -121,14 +130,15 @@ def _parse_bound(text: str | None) -> dict[str, int]:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    """Every reachable state within the bound; exit 0 with no violation, 1 with one, 2 on a spec error."""
+    """Every reachable state within the bound; exit 0 with no violation, 1 with one, 3 stopped by a
+    limit, 2 a bad bound, 4 a spec error."""
     from dmmcheck.model.explore import MAX_PERMUTATIONS, default_bound, explore
     from dmmcheck.model.interp import Interpreter
     from dmmcheck.model.state import UniverseError
 
     spec = _load_or_report(args.spec)
-    if spec is None:
-        return EXIT_SPEC_ERROR
+    if isinstance(spec, int):
+        return spec
     try:
         given = _parse_bound(args.bound)
         # the sorts --bound leaves out take the default bound's sizes (the spec's declared ones when
@@ -137,7 +147,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         it = Interpreter(spec, bound)
     except (argparse.ArgumentTypeError, UniverseError) as e:
         print(f"dmm explore: {e}", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return EXIT_USAGE
     progress = None
     if not args.json and sys.stderr.isatty():
         def progress(states: int, frontier: int) -> None:
@@ -178,16 +188,13 @@ def cmd_explore(args: argparse.Namespace) -> int:
         if not r.violations:
             print("  no invariant violated" + ("" if r.complete else " in the explored part"))
     if r.violations:
-        return EXIT_VIOLATION
-    return 0 if r.complete else 3
-
-
-EXIT_PROVE_SPEC_ERROR = 4
+        return EXIT_FOUND
+    return 0 if r.complete else EXIT_INCOMPLETE
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    """Exit 0 all proved; 1 a reachable violation; 2 a counterexample to induction (or a vacuity or
-    init failure) and no reachable violation; 3 some unknown; 4 a spec error."""
+    """Exit 0 all proved; 1 a reachable violation; 5 a counterexample to induction (or a vacuity or
+    init failure) and no reachable violation; 3 some unknown; 4 a spec error; 2 bad options."""
     import hashlib
 
     from rich.console import Console
@@ -196,15 +203,15 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from dmmcheck.model.runner import ProveOptions, exit_status, write_trace
 
     spec = _load_or_report(args.spec)
-    if spec is None:
-        return EXIT_PROVE_SPEC_ERROR
+    if isinstance(spec, int):
+        return spec
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit)
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
     if args.only and not results:  # a typo must not pass as "nothing failed"
         print(f"dmm prove: no obligation matches --only {args.only!r}", file=sys.stderr)
-        return EXIT_PROVE_SPEC_ERROR
+        return EXIT_USAGE
     spec_text = Path(spec.file).read_text()
     traces = []
     for r in results:
@@ -225,7 +232,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from dmmcheck.conformance import cli
 
     spec = _load_or_report(args.spec)
-    return EXIT_PROVE_SPEC_ERROR if spec is None else cli.cmd_fuzz(spec, args)
+    return spec if isinstance(spec, int) else cli.cmd_fuzz(spec, args)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -233,7 +240,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from dmmcheck.conformance import cli
 
     spec = _load_or_report(args.spec)
-    return EXIT_PROVE_SPEC_ERROR if spec is None else cli.cmd_replay(spec, args)
+    return spec if isinstance(spec, int) else cli.cmd_replay(spec, args)
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
@@ -320,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a message
+    except (Exception, BaseException) as e:  # noqa: BLE001 - the one place that turns a bug into a message
+        if isinstance(e, SystemExit):
+            raise
         print(f"dmm: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("dmm: this is a bug in dmm; please report it with the command that caused it", file=sys.stderr)
         return 70

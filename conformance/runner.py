@@ -153,7 +153,9 @@ def guarded(fn: Callable[[], Any], what: str, timeout: float) -> Any:
         raise
     except SystemExit as e:  # an implementation that exits must not end the run as a pass
         raise Failure("crash", f"{what} called sys.exit({e.code!r})") from None
-    except Exception as e:
+    except KeyboardInterrupt:  # the user's Ctrl-C: the campaign keeps what it found
+        raise
+    except BaseException as e:  # noqa: BLE001 - any other exception class an adapter defines is its crash
         raise Failure("crash", f"{what} raised {type(e).__name__}: {e}",
                       traceback.format_exc(limit=-4)) from None
     finally:

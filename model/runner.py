@@ -145,12 +145,13 @@ def effective(results: list[Result]) -> list[Result]:
 
 
 def exit_status(results: list[Result]) -> int:
-    """0 all proved; 1 a reachable violation (bmc); 2 another violation; 3 some unknown."""
+    """0 all proved; 1 a reachable violation (bmc); 5 another violation (a counterexample to
+    induction, a failed init or vacuity obligation); 3 some unknown (docs/exit-codes.md)."""
     results = effective(results)
     if any(r.status == "violated" and r.kind == "bmc" for r in results):
         return 1
     if any(r.status == "violated" for r in results):
-        return 2
+        return 5
     if any(r.status == "unknown" for r in results):
         return 3
     return 0

@@ -82,7 +82,7 @@ def test_broken_variant_is_reported_violated(tmp_path, invariant, action, old, n
     assert r.status == "violated", (r.name, r.status, r.reason)
     assert r.counterexample and invariant in r.counterexample.get("blame", "") or r.invariant == invariant
     assert r.counterexample["action"] == action
-    assert exit_status(results) == 2
+    assert exit_status(results) == 5
 
 
 def _golden_view(results) -> list[dict]:
@@ -134,7 +134,7 @@ action reset_all(p: page) {
 
 def test_exit_statuses(tmp_path, capsys):
     assert main(["prove", str(HERE / "lockserv.dmm"), "--no-cache", "--json", "-j", "1"]) == 0
-    assert main(["prove", str(HERE / "broken_lock.dmm"), "--no-cache", "--json", "-j", "1"]) == 2
+    assert main(["prove", str(HERE / "broken_lock.dmm"), "--no-cache", "--json", "-j", "1"]) == 5
     tr = tmp_path / "traces"
     assert main(["prove", str(HERE / "broken_lock.dmm"), "--no-cache", "--json", "-j", "1", "--bmc", "3",
                  "--trace-dir", str(tr)]) == 1

@@ -81,3 +81,33 @@ def test_a_fifo_as_spec_or_trace_is_refused_at_once(tmp_path, capsys):
     assert main(["parse", str(fifo)]) == 2
     assert main(["replay", str(fifo)]) == 2
     assert capsys.readouterr().err.count("not a regular file") == 2
+
+
+def test_one_exit_status_table_for_every_command(tmp_path, capsys):
+    """docs/exit-codes.md: a spec error is 4 in every command, an unreadable file or a bad pattern
+    is 2, never a verdict's code."""
+    bad = tmp_path / "bad.dmm"
+    bad.write_text("sort vm\nrelation r(vmm)\n")
+    for cmd in (["parse"], ["explore"], ["prove", "--no-cache"], ["fuzz", "--examples", "1"], ["replay", "t.jsonl", "--spec"],
+                ["check", "--fuzz-seconds", "0"]):
+        argv = cmd + [str(bad)]
+        assert main(argv) == 4, argv
+    for argv in (["parse", str(tmp_path / "missing.dmm")], ["explore", str(tmp_path)],
+                 ["prove", "--only", "no/such/obligation", "--no-cache"]):
+        assert main(argv) == 2, argv
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_adapter_raising_a_baseexception_subclass_is_a_crash_verdict(tmp_path, capsys, monkeypatch):
+    mod = tmp_path / "odd_adapter.py"
+    mod.write_text(
+        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
+        "class Odd(BaseException):\n    pass\n"
+        "class Vmm(BundledVmm):\n"
+        "    def step(self, op):\n"
+        "        if op.action == 'cr3_load':\n            raise Odd('not an Exception')\n"
+        "        return super().step(op)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["fuzz", "--impl", "odd_adapter:Vmm", "--examples", "5", "--json", "--trace-dir", str(tmp_path / "t")]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["failures"][0]["kind"] == "crash" and "raised Odd: not an Exception" in out["failures"][0]["message"]

@@ -118,9 +118,9 @@ def test_mutant_gets_located_message(name: str, variant: str):
     assert_well_formed(err, variant)
 
 
-def test_cli_exit_2_and_no_traceback(tmp_path: Path, capsys):
+def test_cli_exit_4_and_no_traceback(tmp_path: Path, capsys):
     for path in CASES[:10]:
-        assert main(["parse", str(path)]) == 2
+        assert main(["parse", str(path)]) == 4  # a spec error, in every command
         err = capsys.readouterr().err
         assert "Traceback" not in err
         assert HEAD.match(err.splitlines()[0])
@@ -134,7 +134,7 @@ def test_cli_missing_file(tmp_path: Path, capsys):
 def test_cli_binary_file(tmp_path: Path, capsys):
     p = tmp_path / "bin.dmm"
     p.write_bytes(b"\xff\xfe\x00sort")
-    assert main(["parse", str(p)]) == 2
+    assert main(["parse", str(p)]) == 4  # located: a spec error, not an unreadable file
     assert "not UTF-8" in capsys.readouterr().err
 
 
@@ -142,7 +142,7 @@ def test_cli_subprocess_no_traceback():
     """The installed entry point, end to end, on a malformed spec."""
     r = subprocess.run([sys.executable, "-m", "dmmcheck", "parse", str(BAD / "syntax_missing_paren.dmm")],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
+    assert r.returncode == 4
     assert "Traceback" not in r.stderr
     assert "syntax_missing_paren.dmm:3:1: error:" in r.stderr or "syntax_missing_paren.dmm:2:" in r.stderr
 
@@ -171,7 +171,7 @@ def test_an_integer_literal_too_long_is_located():
 def test_bytes_that_are_not_utf8_are_located(tmp_path: Path, capsys):
     p = tmp_path / "bin.dmm"
     p.write_bytes(b"sort vm\nrelation r(vm)\n# caf\xe9\n")
-    assert main(["parse", str(p)]) == 2
+    assert main(["parse", str(p)]) == 4
     assert f"{p}:3:6: error: spec is not UTF-8 text: byte 0xe9" in capsys.readouterr().err
 
 
