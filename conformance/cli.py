@@ -100,6 +100,8 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
     actions = list(spec.actions)
+    for warning in result.warnings:
+        print(f"dmm fuzz: warning: {warning}", file=sys.stderr)
     if result.interrupted:
         print("dmm fuzz: interrupted" + (" while shrinking: the failure is shown as far as it was shrunk"
                                          if result.failure else ": no failure found so far; this is not a pass"),

@@ -71,6 +71,7 @@ class FuzzResult:
     first: CaseResult | None = None  # the first failing test case, as found (before shrinking)
     inputs: Counter[str] = field(default_factory=Counter)  # input classes drawn
     scopes: Counter[str] = field(default_factory=Counter)  # scope classes of the test cases run
+    warnings: list[str] = field(default_factory=list)  # what went wrong besides the verdict (a failing close)
 
     @property
     def steps_per_second(self) -> float:
@@ -392,7 +393,10 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning)
     result.seconds = time.perf_counter() - start
     if hasattr(adapter, "close"):
-        adapter.close()  # type: ignore[attr-defined]
+        try:  # a close() that fails or hangs must not lose what the campaign found
+            guarded(adapter.close, "the adapter's close()", step_timeout)  # type: ignore[attr-defined]
+        except Failure as e:
+            result.warnings.append(e.message)
     return result
 
 

@@ -32,6 +32,9 @@ ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped"
                 "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom"),
                 "swap_out": ("swap_out", "swap_full")}
 EXTRA = {"gpte_write": ("v", "r", "x"), "set_cr4": ("v",), "share_scan": ()}
+# Every argument of the extra operations (a trace that lacks one is broken).
+EXTRA_ARGS = {"gpte_write": ("v", "r", "x", "level", "g", "bits"), "set_cr4": ("v", "nxe", "smep", "smap"),
+              "share_scan": ()}
 # Composite operations: legal when the VM lives; the implementation performs the steps that make
 # the spec action enabled first (vm_destroy: give every page back, then destroy).
 WHEN_LIVE = {"vm_destroy"} | set(EXTRA) | set(ACCESS_ACTIONS)

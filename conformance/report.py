@@ -91,4 +91,5 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "scopes": dict(sorted(result.scopes.items())),
             "config": result.config.to_json() if result.config is not None else None,
             "seconds_in_impl": round(result.seconds_in_impl, 3),
-            "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures}
+            "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
+            "warnings": result.warnings}

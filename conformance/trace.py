@@ -13,12 +13,12 @@ import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .adapter import Adapter, Capabilities, Config, Operation
-from .operations import ACCESS_ACTIONS, INTERNAL, OUTPUTS
+from .operations import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
 
@@ -80,6 +80,7 @@ def save(directory: str, name: str, **kw: Any) -> tuple[str | None, str | None]:
 class Trace:
     header: dict[str, Any]
     ops: list[Operation]
+    lines: list[int] = field(default_factory=list)  # the file line of each step
 
 
 def read(path: Path) -> Trace:
@@ -105,7 +106,31 @@ def read(path: Path) -> Trace:
         if not isinstance(row, dict) or not isinstance(row.get("action"), str) or not isinstance(row.get("args"), dict):
             raise TraceError(f"{path}:{n}: a step needs \"action\" (a string) and \"args\" (an object)")
         ops.append(Operation(row["action"], row["args"]))
-    return Trace(header, ops)
+    return Trace(header, ops, [n for n, _ in rows[1:]])
+
+
+def check_steps(path: Path, trace: Trace, ops: list[Operation], spec: Any, operations: frozenset[str]) -> None:
+    """A broken trace is bad input, named by its line — never replayed as a crash of the
+    implementation: every step an operation the adapter accepts, with the arguments it needs."""
+    for i, op in enumerate(ops):
+        where = f"{path}:{trace.lines[i]}" if trace.header.get("values") == "impl" and i < len(trace.lines) \
+            else f"{path}: step {i}"
+        if op.action not in operations:
+            raise TraceError(f"{where}: {op.action!r} is not an operation of this adapter "
+                             f"(it accepts {', '.join(sorted(operations))})")
+        need = list(EXTRA_ARGS.get(op.action, ()))
+        if op.action in spec.actions:
+            outs = set(OUTPUTS.get(op.action, ())) | ({"r"} if op.action in ACCESS_ACTIONS else set())
+            need = [p.name for p in spec.actions[op.action].params if p.name not in outs]
+        if op.action == "cow_break" and trace.header.get("values") == "impl":
+            need.append("value")  # the guest's store that breaks the sharing (a bmc trace's is 0)
+        missing = [k for k in need if k not in op.args]
+        if missing:
+            raise TraceError(f"{where}: {op.action} lacks argument(s) {', '.join(missing)}")
+        bad = [k for k in need if not isinstance(op.args[k], (int, str))]
+        if bad:
+            raise TraceError(f"{where}: {op.action}: argument {bad[0]} is {op.args[bad[0]]!r}, not a number, "
+                             "boolean or name")
 
 
 def operations_of(trace: Trace, config: Config) -> list[Operation]:
@@ -184,11 +209,16 @@ def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
     trace = read(path)
     if config is None:
         config = _config_of(path, trace)
+    if factory is None and isinstance(trace.header.get("impl_cmd"), str):
+        from .child import child_factory
+
+        factory = child_factory(trace.header["impl_cmd"], step_timeout)
     if factory is None:
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)
     runner = Runner(make_adapter(factory, step_timeout), spec, config, step_timeout)
     ops = operations_of(trace, config)
+    check_steps(path, trace, ops, spec, runner.adapter.capabilities().operations)
     try:
         runner.reset()
         for op in ops:

@@ -111,7 +111,7 @@ class BundledVmm:
             elif name == "share_scan":
                 vmm.policy.scan()
             elif name == "cow_break":
-                data = a["value"].to_bytes(8, "little")
+                data = a.get("value", 0).to_bytes(8, "little")  # a bmc trace names no value
                 vmm.gpa_write(vm, a["g"] << x86.PAGE_SHIFT, data)
                 obs.guest_writes.append((a["v"], a["g"] << x86.PAGE_SHIFT, data))
             elif name.startswith("balloon_inflate"):

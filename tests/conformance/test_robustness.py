@@ -1,0 +1,50 @@
+"""Hostile input to the harness: a broken trace is bad input named by its line (never a crash of the
+implementation), an adapter whose close() fails keeps the campaign's verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.main import main
+
+HEADER = {"format": "dmm-trace/1", "values": "impl",
+          "config": {"vms": 2, "gfns": 16, "mfns": 24, "slots": 4, "roots": [0, 5], "gvas": [0x400000],
+                     "budget": None, "mutant": None}}
+
+
+def trace(tmp_path: Path, *steps: dict) -> Path:
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps(x) for x in (HEADER, *steps)) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("steps, what", [
+    ([{"action": "frobnicate", "args": {}}], ":2: 'frobnicate' is not an operation of this adapter"),
+    ([{"action": "vm_create", "args": {"v": 0}}, {"action": "cr3_load", "args": {"v": 0}}],
+     ":3: cr3_load lacks argument(s) r"),
+    ([{"action": "vm_create", "args": {"v": [0]}}], ":2: vm_create: argument v is [0]"),
+    ([{"action": "vm_create", "args": {"v": 0}}, {"action": "gpte_write", "args": {"v": 0, "r": 0, "x": 0x400000}}],
+     ":3: gpte_write lacks argument(s) level, g, bits"),
+])
+def test_a_broken_trace_is_bad_input_named_by_its_line(tmp_path, capsys, steps, what):
+    p = trace(tmp_path, *steps)
+    assert main(["replay", str(p), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}{what}" in err and "Traceback" not in err, err
+
+
+def test_a_close_that_fails_keeps_the_campaigns_verdict(tmp_path, capsys, monkeypatch):
+    (tmp_path / "closing.py").write_text(
+        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
+        "class Vmm(BundledVmm):\n"
+        "    def close(self):\n        raise OSError('device gone')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["fuzz", "--impl", "closing:Vmm", "--mutant", "accessed_not_set", "--seconds", "60", "--json",
+               "--trace-dir", str(tmp_path / "t")])
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert rc == 1 and result["failures"] and Path(result["failures"][0]["trace"]).exists()
+    assert "close() raised OSError: device gone" in err and result["warnings"]
