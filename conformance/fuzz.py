@@ -11,9 +11,10 @@ Hypothesis and the shrunk run's steps, with the scope they ran on, are the trace
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -389,7 +390,9 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     start = result.started = time.perf_counter()
     result.it, result.config = runner.judge.it, config  # type: ignore[union-attr]
     last: list[CaseResult] = []
-    with seed_alone():
+    # Whatever the campaign prints (Hypothesis's notes on a failing example, an adapter's debug
+    # output) goes to stderr: stdout is the result's alone, and with --json it is pure JSON.
+    with seed_alone(), redirect_stdout(sys.stderr):
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning)
     result.seconds = time.perf_counter() - start
     if hasattr(adapter, "close"):

@@ -48,3 +48,14 @@ def test_a_close_that_fails_keeps_the_campaigns_verdict(tmp_path, capsys, monkey
     result = json.loads(out)
     assert rc == 1 and result["failures"] and Path(result["failures"][0]["trace"]).exists()
     assert "close() raised OSError: device gone" in err and result["warnings"]
+
+
+def test_json_output_stays_json_when_the_adapter_prints(tmp_path, capsys, monkeypatch):
+    (tmp_path / "chatty.py").write_text(
+        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
+        "class Vmm(BundledVmm):\n"
+        "    def step(self, op):\n        print('debug:', op.action)\n        return super().step(op)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["fuzz", "--impl", "chatty:Vmm", "--examples", "3", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["examples"] == 3 and "debug: vm_create" in err
