@@ -23,15 +23,15 @@ class SwapIoError(OSError):
 class SwapDevice:
     def __init__(self, slots: int, path: str | None = None, sync: bool = True) -> None:
         if path is None:
-            fd, path = tempfile.mkstemp(prefix="dmm-swap-", suffix=".img")
-            os.close(fd)
-            self._owned = True
+            # A real file, unlinked as soon as it is open: the open descriptor keeps it, and nothing
+            # is left in the temporary folder however the process ends (Ctrl-C, a crash, SIGKILL).
+            self.fd, tmp = tempfile.mkstemp(prefix="dmm-swap-", suffix=".img")
+            os.unlink(tmp)
         else:
-            self._owned = False
-        self.path = path
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.path = path  # None: the anonymous file above
         self.slots = slots
         self.sync = sync
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.ftruncate(self.fd, slots * PAGE_SIZE)
         self.free: list[int] = list(range(slots - 1, -1, -1))  # pop() hands out the lowest slot first
         self.used: set[int] = set()
@@ -74,8 +74,6 @@ class SwapDevice:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-            if self._owned:
-                os.unlink(self.path)
 
     def __del__(self) -> None:
         try:

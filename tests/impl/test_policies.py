@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import random
 import sys
 from pathlib import Path
@@ -222,8 +223,7 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
     assert mapped_at_write == [False] * 4
     swap.write = real_write
     assert len({s for s, _ in slots.values()}) == 4
-    with open(vmm.policy.swap.path, "rb") as f:
-        disk = f.read()
+    disk = os.pread(vmm.policy.swap.fd, 16 * 4096, 0)  # the file itself (unlinked: nothing left behind)
     for i, (slot, mfn) in slots.items():
         page = disk[slot * 4096:(slot + 1) * 4096]
         assert int.from_bytes(page[0:8], "little") == 0x1000 + i
@@ -942,3 +942,20 @@ def test_every_event_is_a_spec_action_with_its_parameters():
             continue
         assert name in actions, name
         assert set(args) == {p.name for p in actions[name].params}, (name, args)
+
+
+def test_a_swap_device_leaves_no_file_behind_even_when_killed(tmp_path):
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, signal, tempfile
+        tempfile.tempdir = os.environ["TMP_FOR_SWAP"]
+        from dmmcheck.impl.swap import SwapDevice
+        d = SwapDevice(4, sync=False)
+        d.write(1, b"x" * 4096)
+        os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: as after a crash
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMP_FOR_SWAP": str(tmp_path)}, timeout=60)
+    assert r.returncode == -9
+    assert list(tmp_path.iterdir()) == []
