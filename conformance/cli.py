@@ -63,6 +63,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     try:
         result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
+                      memory_limit_mib=getattr(args, "memory_limit", 4096),
                       tuning=Tuning(vary_scope=vary))
     finally:
         if status:

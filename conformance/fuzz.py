@@ -11,6 +11,7 @@ Hypothesis and the shrunk run's steps, with the scope they ran on, are the trace
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -73,6 +74,9 @@ class FuzzResult:
     inputs: Counter[str] = field(default_factory=Counter)  # input classes drawn
     scopes: Counter[str] = field(default_factory=Counter)  # scope classes of the test cases run
     warnings: list[str] = field(default_factory=list)  # what went wrong besides the verdict (a failing close)
+    memory_limit_mib: int | None = 4096  # the implementation's resident memory may not pass this
+    memory_mib_start: float = 0.0
+    memory_mib_peak: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
@@ -375,7 +379,7 @@ def seed_alone() -> Iterator[None]:
 def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
-         tuning: Tuning = Tuning()) -> FuzzResult:
+         tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any)."""
@@ -384,7 +388,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     adapter = make_adapter(adapter_factory, step_timeout)
     check_scope(adapter, config, step_timeout)
     runner = Runner(adapter, spec, config, step_timeout)
-    result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_)
+    result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_, memory_limit_mib=memory_limit_mib)
     if seconds is None and examples is None:
         examples = 100
     start = result.started = time.perf_counter()
@@ -430,11 +434,45 @@ def check_scope(adapter: Adapter, config: Config, timeout: float) -> None:
         raise TraceError(f"the adapter refuses the configuration: {refused}")
 
 
+def memory_mib(adapter: Adapter) -> float:
+    """The implementation's resident memory in MiB: an adapter that runs it elsewhere says how much
+    (`rss_bytes()`); an in-process one is the harness process itself."""
+    rss = getattr(adapter, "rss_bytes", None)
+    if callable(rss):
+        try:
+            return float(rss()) / 2**20
+        except Exception:  # noqa: BLE001 - a child that died: its verdict comes from the step, not here
+            return 0.0
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the peak
+
+
+def _over_memory(runner: Runner, result: FuzzResult) -> bool:
+    """Checked between batches of test cases: memory grows across them, so a leak is a verdict on
+    the campaign, not on one shrinkable test case (it has no trace)."""
+    now = memory_mib(runner.adapter)
+    result.memory_mib_peak = max(result.memory_mib_peak, now)
+    if result.memory_limit_mib and now > result.memory_limit_mib:
+        result.failure = Failure("memory", f"the implementation's memory grew from {result.memory_mib_start:,.0f} "
+                                           f"MiB to {now:,.0f} MiB in {result.steps:,} steps ({result.examples:,} test "
+                                           f"cases), past the limit of {result.memory_limit_mib:,} MiB (--memory-limit)")
+        return True
+    return False
+
+
 def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], seconds: float | None,
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
               progress: Callable[[FuzzResult], None] | None, tuning: Tuning) -> None:
     start, n = result.started, 0
+    result.memory_mib_start = result.memory_mib_peak = memory_mib(runner.adapter)
     while True:
+        if _over_memory(runner, result):
+            break
         if seconds is not None and time.perf_counter() - start >= seconds:
             break
         if examples is not None and result.examples >= examples:

@@ -71,6 +71,9 @@ def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
     console.print(f"{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
                   f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
                   f"{result.seconds_in_oracle:.1f} s in the oracles)")
+    console.print(f"implementation memory: {result.memory_mib_start:,.0f} MiB at the start, {result.memory_mib_peak:,.0f} MiB "
+                  f"at most (limit {result.memory_limit_mib:,} MiB)" if result.memory_limit_mib else
+                  f"implementation memory: {result.memory_mib_start:,.0f} MiB at the start, {result.memory_mib_peak:,.0f} MiB at most")
 
 
 def not_tried(result: FuzzResult) -> list[str]:
@@ -92,4 +95,6 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "config": result.config.to_json() if result.config is not None else None,
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
-            "warnings": result.warnings}
+            "warnings": result.warnings,
+            "memory": {"start_mib": round(result.memory_mib_start, 1), "peak_mib": round(result.memory_mib_peak, 1),
+                       "limit_mib": result.memory_limit_mib}}

@@ -59,3 +59,24 @@ def test_json_output_stays_json_when_the_adapter_prints(tmp_path, capsys, monkey
     assert main(["fuzz", "--impl", "chatty:Vmm", "--examples", "3", "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["examples"] == 3 and "debug: vm_create" in err
+
+
+def test_an_adapter_that_leaks_memory_is_a_verdict_not_a_pass():
+    from dmmcheck.conformance.fuzz import fuzz, memory_mib
+    from dmmcheck.conformance.vmm_adapter import BundledVmm
+    from dmmcheck.conformance.adapter import Config
+    from dmmcheck.spec import load
+
+    class Leaky(BundledVmm):
+        hoard: list[bytearray] = []
+
+        def reset(self, config):
+            self.hoard.append(bytearray(b"\x01" * (8 << 20)))  # 8 MiB kept per test case
+            super().reset(config)
+
+    limit = int(memory_mib(BundledVmm())) + 120
+    r = fuzz(Leaky, load(None), Config(), examples=200, seed_=0, memory_limit_mib=limit)
+    Leaky.hoard.clear()
+    assert r.failure is not None and r.failure.kind == "memory", r.failure
+    assert f"past the limit of {limit:,} MiB" in r.failure.message and r.examples < 200
+    assert r.memory_mib_peak > limit
