@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import multiprocessing as mp
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
     return [o for o in obs if (fnmatch.fnmatch(o.name, pattern) if globby else pattern in o.name)]
 
 
-def _init_worker(opts: ProveOptions) -> None:
+def _init_worker(opts: ProveOptions, in_pool: bool = False) -> None:
+    if in_pool:  # the parent answers Ctrl-C and stops the workers; they must not each print a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = _WORKER.get("spec") or load(opts.spec_path)
     _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)  # type: ignore[arg-type]
     _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None
@@ -109,8 +112,9 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
                 done(r)
     else:
         ctx = mp.get_context("fork")
-        with ProcessPoolExecutor(min(opts.jobs, len(groups)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(opts,)) as pool:
+        pool = ProcessPoolExecutor(min(opts.jobs, len(groups)), mp_context=ctx, initializer=_init_worker,
+                                   initargs=(opts, True))
+        try:
             futures = {pool.submit(_run, g): g for g in groups}
             for fut in as_completed(futures):
                 try:
@@ -120,6 +124,14 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
                                  reason=f"worker failed: {e}") for ob in futures[fut]]
                 for r in rs:
                     done(r)
+        except KeyboardInterrupt:
+            # Ctrl-C now, not after every queued obligation: the workers (which ignore SIGINT) are
+            # stopped and nothing queued starts.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     order = {ob.name: i for i, ob in enumerate(obligations)}
     results.sort(key=lambda r: order[r.name])
     return results, time.perf_counter() - start

@@ -243,3 +243,32 @@ def test_the_cache_trusts_only_entries_that_say_what_they_answer(tmp_path):
     again = prove(tmp_path, text, cache=True)
     assert [(r.name, r.status) for r in again] == [(r.name, r.status) for r in first]
     assert sum(not r.cached for r in again) >= 4  # the four bad entries were misses, re-proved
+
+
+def test_ctrl_c_stops_prove_at_once_not_after_every_queued_obligation(tmp_path):
+    """SIGINT to a `dmm prove -j 2` with hundreds of obligations queued: it exits 130 within
+    seconds, and no worker process is left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "DMM_CACHE_DIR": str(tmp_path / "cache")}
+    # many obligations, each slow: the k-induction and bmc ones on the bundled spec
+    p = subprocess.Popen([sys.executable, "-m", "dmmcheck", "prove", "-j", "2", "--no-cache", "--bmc", "6",
+                          "--k-induction", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    time.sleep(8)  # the pool is up and working
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    t = time.perf_counter()
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert time.perf_counter() - t < 30
+    assert b"Traceback" not in err
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
