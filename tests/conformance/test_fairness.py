@@ -318,6 +318,13 @@ def test_error_code_i_only_with_nxe_or_smep():
     impl.access(AccessResult(True, PF_I, X), a="fetch")
 
 
+def test_a_reserved_bit_fault_carries_p():
+    impl = Impl()
+    impl.tables(leaf=0x9003 | (1 << 40))  # bit 40: above MAXPHYADDR, reserved
+    caught(impl, AccessResult(True, PF_RSVD, X))  # RSVD without P
+    impl.access(AccessResult(True, PF_P | PF_RSVD, X))
+
+
 def test_a_successful_walk_must_set_a_everywhere_and_d_on_a_huge_leaf():
     impl = Impl()
     impl.tables(leaf=0, pde=UP | 0x80)  # a 2 MiB leaf at frame 0
