@@ -64,6 +64,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
         result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
                       memory_limit_mib=getattr(args, "memory_limit", 4096),
+                      shrink_seconds=getattr(args, "shrink_seconds", 60.0),
                       tuning=Tuning(vary_scope=vary))
     finally:
         if status:
@@ -103,6 +104,9 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     actions = list(spec.actions)
     for warning in result.warnings:
         print(f"dmm fuzz: warning: {warning}", file=sys.stderr)
+    if result.shrink_cut:
+        print(f"dmm fuzz: shrinking stopped after {getattr(args, 'shrink_seconds', 60.0):g} s (--shrink-seconds): "
+              "the smallest failing case found so far is shown", file=sys.stderr)
     if result.interrupted:
         print("dmm fuzz: interrupted" + (" while shrinking: the failure is shown as far as it was shrunk"
                                          if result.failure else ": no failure found so far; this is not a pass"),

@@ -70,7 +70,10 @@ class FuzzResult:
     started: float = 0.0
     config: Config | None = None  # the scope of the failing test case (the trace records it)
     interrupted: bool = False  # stopped by Ctrl-C; a failure found before is kept, maybe unshrunk
+    shrink_cut: bool = False  # shrinking ran out of its time (shrink_seconds): the smallest so far is kept
     first: CaseResult | None = None  # the first failing test case, as found (before shrinking)
+    smallest: CaseResult | None = None  # the shortest failing test case seen while shrinking
+    shrink_until: float | None = None  # shrinking stops here (perf_counter), keeping the smallest
     inputs: Counter[str] = field(default_factory=Counter)  # input classes drawn
     scopes: Counter[str] = field(default_factory=Counter)  # scope classes of the test cases run
     warnings: list[str] = field(default_factory=list)  # what went wrong besides the verdict (a failing close)
@@ -286,8 +289,12 @@ class Drawer:
                     args["g"] = c.pick(used)
 
 
+class _ShrinkBudget(KeyboardInterrupt):
+    """Shrinking ran out of time (a KeyboardInterrupt, so that Hypothesis lets it through at once)."""
+
+
 def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
-                 tuning: Tuning = Tuning()) -> type[RuleBasedStateMachine]:
+                 tuning: Tuning = Tuning(), shrink_seconds: float = 60.0) -> type[RuleBasedStateMachine]:
     """The state machine of one batch of test cases."""
     caps = runner.adapter.capabilities()
     base = runner.config
@@ -304,6 +311,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
         @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1),
                     features=st.tuples(st.booleans(), st.booleans()))
         def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> None:
+            if result.shrink_until is not None and time.perf_counter() > result.shrink_until:
+                raise _ShrinkBudget()  # (see step)
             # The scope first (0 decodes to the campaign's own), then the swarm.
             config = scope.draw(Choices(where), base, bounds) if bounds is not None else base
             runner.reset(config)
@@ -327,6 +336,10 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
         @rule(choice=st.integers(0, 2 ** 63 - 1))
         def step(self, choice: int) -> None:
             assert self.drawer is not None
+            if result.shrink_until is not None and time.perf_counter() > result.shrink_until:
+                # Shrinking replays the failure many times: an implementation that hangs until the
+                # step timeout would make that take hours. The smallest failing case so far is kept.
+                raise _ShrinkBudget()
             op = self.drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
             if op is None:
                 return
@@ -336,8 +349,12 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 result.steps += 1
             except Failure as f:
                 last[0].failure = f
+                found = CaseResult(list(runner.records), f, last[0].config, last[0].it)
                 if result.first is None:
-                    result.first = CaseResult(list(runner.records), f, last[0].config, last[0].it)
+                    result.first = found
+                    result.shrink_until = time.perf_counter() + shrink_seconds
+                if result.smallest is None or len(found.records) < len(result.smallest.records):
+                    result.smallest = found
                 if result.first_failure_steps is None:
                     result.first_failure_steps = result.steps + 1
                     result.first_failure_seconds = time.perf_counter() - result.started
@@ -379,7 +396,7 @@ def seed_alone() -> Iterator[None]:
 def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
-         tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096) -> FuzzResult:
+         tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any)."""
@@ -397,7 +414,8 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     # Whatever the campaign prints (Hypothesis's notes on a failing example, an adapter's debug
     # output) goes to stderr: stdout is the result's alone, and with --json it is pure JSON.
     with seed_alone(), redirect_stdout(sys.stderr):
-        _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning)
+        _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning,
+                  shrink_seconds)
     result.seconds = time.perf_counter() - start
     if hasattr(adapter, "close"):
         try:  # a close() that fails or hangs must not lose what the campaign found
@@ -467,7 +485,7 @@ def _over_memory(runner: Runner, result: FuzzResult) -> bool:
 
 def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], seconds: float | None,
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
-              progress: Callable[[FuzzResult], None] | None, tuning: Tuning) -> None:
+              progress: Callable[[FuzzResult], None] | None, tuning: Tuning, shrink_seconds: float = 60.0) -> None:
     start, n = result.started, 0
     result.memory_mib_start = result.memory_mib_peak = memory_mib(runner.adapter)
     while True:
@@ -478,7 +496,7 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
         if examples is not None and result.examples >= examples:
             break
         todo = batch if examples is None else min(batch, examples - result.examples)
-        machine = make_machine(runner, result, steps_per_case, last, tuning)
+        machine = make_machine(runner, result, steps_per_case, last, tuning, shrink_seconds)
         seed(seed_ * 1_000_003 + n)(machine)
         n += 1
         try:
@@ -493,6 +511,10 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
             break
         except Flaky as e:  # the implementation answered the same steps differently: itself a finding
             _keep(result, last, Failure("crash", f"the implementation is not deterministic: {e}"))
+            break
+        except _ShrinkBudget:
+            result.shrink_cut = True
+            _keep(result, [result.smallest], result.smallest.failure)  # type: ignore[list-item, union-attr]
             break
         except KeyboardInterrupt:
             # Ctrl-C: a failure already found is reported (as found, when shrinking was cut short)

@@ -95,6 +95,6 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "config": result.config.to_json() if result.config is not None else None,
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
-            "warnings": result.warnings,
+            "warnings": result.warnings, "shrink_cut": result.shrink_cut,
             "memory": {"start_mib": round(result.memory_mib_start, 1), "peak_mib": round(result.memory_mib_peak, 1),
                        "limit_mib": result.memory_limit_mib}}

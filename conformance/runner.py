@@ -43,8 +43,9 @@ class Timing:
 JUDGES_KEPT = 64
 
 
-class _StepTimeout(Exception):
-    pass
+class _StepTimeout(BaseException):
+    """Raised by the alarm: a BaseException, so that no `except Exception` on the way (in an
+    adapter, in the harness's own wrappers) can turn a timeout into something else."""
 
 
 _armed = False  # the alarm raises only while a guarded call runs: one firing after it is ignored

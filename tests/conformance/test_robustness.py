@@ -80,3 +80,23 @@ def test_an_adapter_that_leaks_memory_is_a_verdict_not_a_pass():
     assert r.failure is not None and r.failure.kind == "memory", r.failure
     assert f"past the limit of {limit:,} MiB" in r.failure.message and r.examples < 200
     assert r.memory_mib_peak > limit
+
+
+def test_shrinking_an_implementation_that_hangs_stops_at_its_budget(tmp_path):
+    """Every replay of a hang waits out the step timeout: shrinking it fully would take hours. The
+    budget stops it and keeps the smallest failing case found by then."""
+    import time
+
+    from dmmcheck.conformance.adapter import Config
+    from dmmcheck.conformance.fuzz import fuzz
+    from dmmcheck.conformance.vmm_adapter import BundledVmm
+    from dmmcheck.spec import load
+
+    class Hangs(BundledVmm):
+        def read_guest(self, vm, gpa, n):
+            time.sleep(3600)
+
+    t = time.perf_counter()
+    r = fuzz(Hangs, load(None), Config(), examples=5, step_timeout=0.5, shrink_seconds=3)
+    assert r.failure is not None and r.failure.kind == "timeout" and r.shrunk
+    assert r.shrink_cut and time.perf_counter() - t < 40
