@@ -250,6 +250,22 @@ def cmd_mutants(args: argparse.Namespace) -> int:
     return cli.cmd_mutants(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve an in-process adapter over dmm-adapter/1 on stdin/stdout. Exit 0 after `close` or end
+    of input, 2 when the adapter cannot be loaded."""
+    from dmmcheck.conformance import serve
+
+    return serve.run(args.impl)
+
+
+def cmd_adapter_check(args: argparse.Namespace) -> int:
+    """Drive an adapter through canned sequences and name each protocol violation. Exit 0 clean,
+    1 violations, 2 bad input."""
+    from dmmcheck.conformance import adapter_check
+
+    return adapter_check.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmmcheck import __version__
     from dmmcheck.options import count, seconds
@@ -298,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="re-run a saved trace on an implementation, deterministically")
     sp.set_defaults(fn=cmd_replay)
     sp.add_argument("trace", metavar="TRACE", help="a dmm-trace/1 file (from dmm fuzz or dmm prove --bmc)")
-    sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
+    from dmmcheck.conformance.cli import add_impl_arguments
+
+    add_impl_arguments(sp, None, "the one the trace names")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
@@ -312,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
     sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
     sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaigns' seed (default 0)")
+    add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
+    sp = sub.add_parser("serve", help="serve an adapter over the wire protocol dmm-adapter/1 on stdin/stdout",
+                        description="serve an in-process adapter over dmm-adapter/1 on stdin/stdout "
+                                    "(docs/adapter-protocol.md)")
+    sp.set_defaults(fn=cmd_serve)
+    sp.add_argument("--impl", default="dmmcheck.conformance.vmm_adapter:BundledVmm", metavar="MODULE:ATTR",
+                    help="the adapter to serve (default: the bundled VMM)")
+    sp = sub.add_parser("adapter-check", help="self-test an adapter: name every protocol violation",
+                        description="drive an adapter through canned sequences (handshake, reset, a few steps, "
+                                    "reads, an unknown operation, close) and name each protocol violation")
+    sp.set_defaults(fn=cmd_adapter_check)
+    add_impl_arguments(sp, None, "none: one of the two is required")
+    sp.add_argument("--timeout", type=seconds(), default=10.0, metavar="S", help="seconds one call may take (default 10)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     sp.add_argument("--fuzz-seconds", type=seconds(positive=False), default=60.0, metavar="N",
                     help="how long to fuzz the bundled VMM (default 60)")

@@ -293,10 +293,11 @@ class ChildAdapter:
             self.channel.start()
         except OSError as e:
             raise Failure("crash", f"{what}: cannot start it: {e.strerror or e}") from None
-        ok = self._call("hello", {"call": "hello", "protocol": PROTOCOL}, f"{what}: the handshake (hello)")
+        hello = f"{what}: the handshake (hello)"
+        ok = self._call("hello", {"call": "hello", "protocol": PROTOCOL}, hello)
         if ok["protocol"] != PROTOCOL:
             self.channel.kill()
-            raise Failure("crash", f"{what}: the implementation speaks {ok['protocol']!r}; this harness speaks "
+            raise Failure("crash", f"{hello}: the implementation speaks {ok['protocol']!r}; this harness speaks "
                           f"{PROTOCOL!r} (docs/adapter-protocol.md)")
         self.peer = ok.get("name", "")
         self.starts.append(time.perf_counter() - t0)

@@ -12,13 +12,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
 from dmmcheck.options import count, seconds
 
-from .adapter import Config
+from .adapter import Adapter, Config
+from .child import child_factory
 from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
 from .report import as_json, show_failure, show_fuzz
@@ -28,9 +29,36 @@ DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
+def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAULT_IMPL, what: str = "the bundled VMM") -> None:
+    """--impl MODULE:ATTR (an adapter in this process) or --impl-cmd 'CMD ARGS' (a program speaking
+    dmm-adapter/1 on its stdin and stdout, docs/adapter-protocol.md): one or the other."""
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--impl", default=default, metavar="MODULE:ATTR", help=f"the adapter to test (default: {what})")
+    g.add_argument("--impl-cmd", metavar="'CMD ARGS'",
+                   help="test a VMM in another process: the command that starts it, speaking dmm-adapter/1 "
+                        "on stdin/stdout (docs/adapter-protocol.md)")
+
+
+def adapter_factory(args: argparse.Namespace) -> Callable[[], Adapter]:
+    """What --impl-cmd or --impl names (bad input: TraceError or ValueError, with a message)."""
+    cmd = getattr(args, "impl_cmd", None)
+    if cmd is not None:
+        return child_factory(cmd, getattr(args, "step_timeout", 10.0))
+    return load_adapter(args.impl)
+
+
+def close_adapter(adapter: Any) -> None:
+    """Release an adapter (an out-of-process one: its child) when the command is done with it."""
+    close = getattr(adapter, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the verdict is in; a failing close must not hide it
+            pass
+
+
 def add_arguments(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--impl", default=DEFAULT_IMPL, metavar="MODULE:ATTR",
-                    help="the adapter to test (default: the bundled VMM)")
+    add_impl_arguments(sp)
     budget = sp.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=seconds(), metavar="N", help="fuzz for N seconds")
     budget.add_argument("--examples", type=count(), metavar="N", help="run N test cases (default 100)")
@@ -50,7 +78,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
     """The campaign, its failing trace (if any) written; progress on `console` when given."""
-    factory = load_adapter(args.impl)
+    factory = adapter_factory(args)
     config, vary = scope_of(args)
     status = console.status("fuzzing") if console else None
     if status:
@@ -72,7 +100,8 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     trace = None
     if result.failure is not None and result.shrunk:
         trace, warning = save(args.trace_dir, f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl",
-                              spec=spec, seed=args.seed, adapter=args.impl, config=result.config or config,
+                              spec=spec, seed=args.seed, impl_cmd=getattr(args, "impl_cmd", None),
+                              adapter=None if getattr(args, "impl_cmd", None) is not None else args.impl, config=result.config or config,
                               records=result.shrunk, failure=result.failure, it=result.it)
         if warning:
             print(f"dmm fuzz: {warning}", file=sys.stderr)
@@ -127,9 +156,10 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     out = Console()
     try:
-        factory = load_adapter(args.impl) if args.impl else None
+        factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
         config = scope_of(args)[0] if getattr(args, "config", None) else None
         trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config)
+        close_adapter(runner.adapter)
     except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -167,15 +197,26 @@ def cmd_mutants(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from .mutation import run_all, run_spec_mutants, select, summary
+    from .mutation import adapter_mutants, run_all, run_spec_mutants, select, summary
 
-    names = select(args.only)
+    impl, impl_cmd = getattr(args, "impl", None), getattr(args, "impl_cmd", None)
+    catalogue = None  # the bundled VMM's
+    if impl or impl_cmd is not None:  # another adapter's: the mutants it lists in its capabilities
+        try:
+            catalogue = adapter_mutants(impl, impl_cmd)
+        except (TraceError, ValueError) as e:
+            print(f"dmm mutants: {e}", file=sys.stderr)
+            return EXIT_INPUT
+        if not catalogue:
+            print(f"dmm mutants: {impl if impl_cmd is None else impl_cmd} lists no mutants (Capabilities.mutants)", file=sys.stderr)
+            return EXIT_INPUT
+    names = select(args.only, catalogue)
     if not names and not args.spec_mutants:
         print(f"dmm mutants: no mutant matches {args.only!r}", file=sys.stderr)
         return EXIT_INPUT
     err = Console(stderr=True)
     with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
-        results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed)
+        results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed, impl=impl, impl_cmd=impl_cmd)
     out = summary(results)
     spec_results = run_spec_mutants(args.seconds_per_mutant, args.jobs, args.only) if args.spec_mutants else []
     if args.json:

@@ -36,37 +36,61 @@ class MutantResult:
     catches: str = ""
 
 
-def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40) -> MutantResult:
+def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40,
+            impl: str | None = None, impl_cmd: str | None = None) -> MutantResult:
+    """One mutant, switched on through the reset's Config.mutant: of the bundled VMM in process, or
+    of the adapter `impl` (MODULE:ATTR) or the child `impl_cmd` (dmm-adapter/1), which list their
+    mutants in Capabilities.mutants."""
+    from .child import child_factory
+    from .trace import load_adapter
     from .vmm_adapter import BundledVmm
 
-    m = MUTANTS[name]
-    r = fuzz(BundledVmm, load(None), Config(mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
+    factory: Any = child_factory(impl_cmd) if impl_cmd is not None else load_adapter(impl) if impl else BundledVmm
+    m = MUTANTS.get(name)
+    r = fuzz(factory, load(None), Config(mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
              steps_per_case=steps)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
-                        m.description, m.catches)
+                        m.description if m else "", m.catches if m else "")
 
 
-def select(pattern: str | None) -> list[str]:
-    """Mutants by name (glob or substring), or a part of the catalogue: `part:seeded` (mutants.py)
-    or `part:history` (mutants_history.py, the bugs KVM and Xen fixed)."""
-    names = list(MUTANTS)
+def adapter_mutants(impl: str | None = None, impl_cmd: str | None = None, timeout: float = 60.0) -> list[str]:
+    """The mutants an adapter declares (Capabilities.mutants); bad input is a ValueError saying why."""
+    from .child import child_factory
+    from .trace import load_adapter, make_adapter
+
+    adapter = make_adapter(child_factory(impl_cmd, timeout) if impl_cmd is not None else load_adapter(impl or ""),
+                           timeout)
+    try:
+        return list(adapter.capabilities().mutants)
+    finally:
+        close = getattr(adapter, "close", None)
+        if close is not None:
+            close()
+
+
+def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]:
+    """Mutants by name (glob or substring), or a part of the bundled catalogue: `part:seeded`
+    (mutants.py) or `part:history` (mutants_history.py, the bugs KVM and Xen fixed). `catalogue`:
+    the names to choose from (default: the bundled VMM's)."""
+    names = list(MUTANTS) if catalogue is None else catalogue
     if not pattern:
         return names
     if pattern.startswith("part:"):
         part = {"seeded": ".mutants", "history": ".mutants_history"}.get(pattern[5:])
-        return [n for n in names if part and MUTANTS[n].apply.__module__.endswith(part)]
+        return [n for n in names if part and n in MUTANTS and MUTANTS[n].apply.__module__.endswith(part)]
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 
 def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0,
-            steps: int = 40) -> list[MutantResult]:
+            steps: int = 40, impl: str | None = None, impl_cmd: str | None = None) -> list[MutantResult]:
     if jobs <= 1:
-        return [run_one(n, seconds, seed, tuning, steps) for n in names]
+        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
         k = len(names)
-        return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k))
+        return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k, [impl] * k,
+                           [impl_cmd] * k))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:

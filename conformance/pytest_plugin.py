@@ -1,6 +1,8 @@
 """The pytest plugin: `pytest --dmm-impl MODULE:ATTR` runs the conformance suite against an adapter.
 
-One line in a VMM team's CI. Without --dmm-impl the plugin adds nothing. With it, the session gains:
+One line in a VMM team's CI. `--dmm-impl-cmd 'CMD ARGS'` instead tests a VMM in another process, over
+dmm-adapter/1 (docs/adapter-protocol.md). Without either the plugin adds nothing. With one, the
+session gains:
 - `dmm-conformance::initial-state`: a reset implementation is the spec's initial state;
 - `dmm-conformance::fuzz`: a fuzz campaign (--dmm-examples cases, or --dmm-seconds), failing with the
   shrunk trace table and the saved trace's replay command;
@@ -21,6 +23,9 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("dmm", "dmm conformance suite")
     g.addoption("--dmm-impl", metavar="MODULE:ATTR", help="run the dmm conformance suite against this adapter")
+    g.addoption("--dmm-impl-cmd", metavar="'CMD ARGS'",
+                help="run it against a VMM in another process: the command that starts it, speaking dmm-adapter/1 "
+                     "on stdin/stdout (docs/adapter-protocol.md)")
     g.addoption("--dmm-examples", type=int, default=50, metavar="N", help="fuzz test cases (default 50)")
     g.addoption("--dmm-seconds", type=float, default=None, metavar="N", help="fuzz for N seconds instead")
     g.addoption("--dmm-seed", type=int, default=0, metavar="S", help="fuzz seed (default 0)")
@@ -31,8 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--dmm-impl"):
+    if not config.getoption("--dmm-impl") and config.getoption("--dmm-impl-cmd") is None:
         return
+    if config.getoption("--dmm-impl") and config.getoption("--dmm-impl-cmd") is not None:
+        raise pytest.UsageError("--dmm-impl and --dmm-impl-cmd name the implementation both: give one")
     items.append(ConformanceItem.from_parent(session, name="dmm-conformance::initial-state", kind="init"))
     items.append(ConformanceItem.from_parent(session, name="dmm-conformance::fuzz", kind="fuzz"))
     traces = config.getoption("--dmm-traces")
@@ -57,26 +64,32 @@ class ConformanceItem(pytest.Item):
         from dmmcheck.spec import load
 
         from .adapter import Config
-        from .cli import run_fuzz
+        from .cli import DEFAULT_IMPL, adapter_factory, close_adapter, run_fuzz
         from .configfile import load as load_config
         from .report import show_failure
         from .runner import Runner
-        from .trace import load_adapter, replay
+        from .trace import make_adapter, replay
 
         opt = self.config.getoption
         spec = load(opt("--dmm-spec"))
         console = Console(record=True, width=140, file=io.StringIO())
+        impl = argparse.Namespace(impl=opt("--dmm-impl") or DEFAULT_IMPL, impl_cmd=opt("--dmm-impl-cmd"), step_timeout=10.0)
         if self.kind == "init":
             config = load_config(opt("--dmm-config"))[0] if opt("--dmm-config") else Config()
-            Runner(load_adapter(opt("--dmm-impl"))(), spec, config).reset()  # raises Failure
+            adapter = make_adapter(adapter_factory(impl), 10.0)
+            try:
+                Runner(adapter, spec, config).reset()  # raises Failure
+            finally:
+                close_adapter(adapter)
             return
         if self.kind == "replay":
-            _, runner, failure = replay(self.trace, spec, load_adapter(opt("--dmm-impl")))  # type: ignore[arg-type]
+            _, runner, failure = replay(self.trace, spec, adapter_factory(impl))  # type: ignore[arg-type]
+            close_adapter(runner.adapter)
             if failure is not None:
                 show_failure(console, runner.records, failure, seed=0, trace=str(self.trace))
                 raise ConformanceFailed(console.export_text())
             return
-        args = argparse.Namespace(impl=opt("--dmm-impl"), seconds=opt("--dmm-seconds"),
+        args = argparse.Namespace(impl=impl.impl, impl_cmd=impl.impl_cmd, seconds=opt("--dmm-seconds"),
                                   examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
                                   seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
                                   trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"))
@@ -97,4 +110,4 @@ class ConformanceItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.config.getoption("--dmm-impl") or "dmm", None, self.name
+        return self.config.getoption("--dmm-impl") or self.config.getoption("--dmm-impl-cmd") or "dmm", None, self.name
