@@ -33,8 +33,8 @@ def spec_hash(spec: Any) -> str:
     return hashlib.sha256(Path(spec.file).read_bytes()).hexdigest()
 
 
-def write(path: Path, *, spec: Any, seed: int, adapter: str, config: Config, records: list[StepRecord],
-          failure: Failure | None, it: Any) -> Path:
+def write(path: Path, *, spec: Any, seed: int, adapter: str | None, config: Config, records: list[StepRecord],
+          failure: Failure | None, it: Any, impl_cmd: str | None = None) -> Path:
     import hypothesis
 
     from dmmcheck import __version__
@@ -43,6 +43,8 @@ def write(path: Path, *, spec: Any, seed: int, adapter: str, config: Config, rec
     header = {"format": FORMAT, "source": "dmm fuzz", "spec": spec.file, "spec_hash": spec_hash(spec),
               "seed": seed, "dmm_version": __version__, "hypothesis_version": hypothesis.__version__, "adapter": adapter, "config": config.to_json(),
               "values": "impl"}
+    if impl_cmd is not None:  # an implementation out of process: replay starts the same command
+        header["impl_cmd"] = impl_cmd
     if failure is not None:
         header["failure"] = {"kind": failure.kind, "message": failure.message, "detail": failure.detail,
                              "step": len(records) - 1}
