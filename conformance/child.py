@@ -398,6 +398,18 @@ class ChildAdapter:
         if len(ok) != len(ranges):
             raise Failure("crash", f"{what}: asked for {len(ranges)} ranges, the reply has {len(ok)}")
 
+    def rss_bytes(self) -> int:
+        """The child's resident memory (the campaign's memory limit is on the implementation, not
+        on the harness); 0 when no child runs."""
+        proc = self.channel.proc
+        if proc is None:
+            return 0
+        try:
+            with open(f"/proc/{proc.pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
     def close(self) -> None:
         """Ask the child to exit; kill it if it does not."""
         self.channel.finish(encode({"call": "close"}), "close")
