@@ -124,7 +124,8 @@ def _sequence(c: Checker, config: Config) -> None:
     msg = {"call": "capabilities"}
     caps = c.call("capabilities", msg)
     if caps is not NO_REPLY:
-        problems = [f"operations lacks {op!r} (every campaign needs it)" for op in NEEDED if op not in caps["operations"]]
+        problems = [f"operations lacks {op!r} (every campaign needs it)" for op in NEEDED
+                    if op not in caps["operations"]]
         problems += [f"{k} is false: the harness needs it" for k in ("events", "guest_memory") if not caps.get(k, True)]
         c.expect("capabilities", problems)
 
@@ -137,8 +138,8 @@ def _sequence(c: Checker, config: Config) -> None:
     for name, args, want in (
             ("vm_create", {"v": 0}, "vm_create"),
             ("cr3_load", {"v": 0, "r": root}, "cr3_load"),
-            ("guest_map", {"v": 0, "r": root, "x": x, "g": g, "w": True, "u": True, "nx": False, "a": False, "d": False},
-             None),
+            ("guest_map", {"v": 0, "r": root, "x": x, "g": g, "w": True, "u": True, "nx": False, "a": False,
+                           "d": False}, None),
             ("guest_walk", {"v": 0, "x": x, "a": "write", "u": False, "value": VALUE}, None)):
         msg = {"call": "step", "op": {"action": name, "args": args}}
         obs = c.call(f"step {name}", msg)
@@ -177,7 +178,8 @@ def _sequence(c: Checker, config: Config) -> None:
     if got is not NO_REPLY:
         problems, page = _bytes(got, [4096])
         if page is not None and int.from_bytes(page[0][:8], "little") != VALUE:
-            problems.append(f"the page starts with {int.from_bytes(page[0][:8], 'little'):#x}; the guest stored {VALUE:#x}")
+            first = int.from_bytes(page[0][:8], "little")
+            problems.append(f"the page starts with {first:#x}; the guest stored {VALUE:#x}")
         c.expect("read_guest of a page", problems)
 
     msg = {"call": "read_guest", "ranges": [[0, gpa, 8], [0, 0, 8]]}

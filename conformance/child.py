@@ -38,6 +38,7 @@ STDERR_SHOWN = 3000  # characters of it a verdict shows
 ALARM_MARGIN = 0.05  # s: a call ends this much before the runner's own alarm, so the verdict is ours
 EXIT_GRACE = 2.0  # s a child may take to exit after `close`, or after closing its stdout
 READ = 1 << 20
+MAX_REPLY = 256 << 20  # bytes: a reply line longer than this is a protocol violation, not a memory hog
 
 
 class CommandError(ValueError):
@@ -212,6 +213,9 @@ class Channel:
             if not chunk:
                 raise self._died(what, bytes(buf), "before it replied")
             buf += chunk
+            if len(buf) > MAX_REPLY:
+                raise Failure("crash", f"{what}: the reply is longer than {MAX_REPLY >> 20} MiB with no end of line: "
+                              f"{quote(bytes(buf[:1000]))}", self.stderr_tail())
 
     def _timeout(self, what: str) -> Failure:
         self.kill()
@@ -316,8 +320,8 @@ class ChildAdapter:
             raise self._broken(what, f"the reply is not a line of JSON ({e})", line) from None
         if "error" in reply:  # refused or failed: the child is in step and lives on
             err = reply["error"]
-            raise Failure("crash", f"{what} raised {reply['type']}: {err}" if "type" in reply else f"{what} failed: {err}",
-                          reply.get("detail", ""))
+            said = f"{what} raised {reply['type']}: {err}" if "type" in reply else f"{what} failed: {err}"
+            raise Failure("crash", said, reply.get("detail", ""))
         return reply["ok"]
 
     def _broken(self, what: str, problem: str, line: bytes) -> Failure:
@@ -350,7 +354,8 @@ class ChildAdapter:
             raise Failure("crash", f"{what}: the reply breaks {PROTOCOL} (guest_writes: {e})") from None
 
     def abstract_state(self) -> dict[str, Any]:
-        return state_from_json(self._call("abstract_state", {"call": "abstract_state"}, f"abstract_state {self._after()}"))
+        ok = self._call("abstract_state", {"call": "abstract_state"}, f"abstract_state {self._after()}")
+        return state_from_json(ok)
 
     def read_guest(self, vm: int, gpa: int, n: int) -> bytes:
         got = self._pages.get((vm, gpa, n))

@@ -29,7 +29,8 @@ DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAULT_IMPL, what: str = "the bundled VMM") -> None:
+def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAULT_IMPL,
+                       what: str = "the bundled VMM") -> None:
     """--impl MODULE:ATTR (an adapter in this process) or --impl-cmd 'CMD ARGS' (a program speaking
     dmm-adapter/1 on its stdin and stdout, docs/adapter-protocol.md): one or the other."""
     g = sp.add_mutually_exclusive_group()
@@ -101,7 +102,8 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     if result.failure is not None and result.shrunk:
         trace, warning = save(args.trace_dir, f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl",
                               spec=spec, seed=args.seed, impl_cmd=getattr(args, "impl_cmd", None),
-                              adapter=None if getattr(args, "impl_cmd", None) is not None else args.impl, config=result.config or config,
+                              adapter=None if getattr(args, "impl_cmd", None) is not None else args.impl,
+                              config=result.config or config,
                               records=result.shrunk, failure=result.failure, it=result.it)
         if warning:
             print(f"dmm fuzz: {warning}", file=sys.stderr)
@@ -208,7 +210,8 @@ def cmd_mutants(args: argparse.Namespace) -> int:
             print(f"dmm mutants: {e}", file=sys.stderr)
             return EXIT_INPUT
         if not catalogue:
-            print(f"dmm mutants: {impl if impl_cmd is None else impl_cmd} lists no mutants (Capabilities.mutants)", file=sys.stderr)
+            print(f"dmm mutants: {impl if impl_cmd is None else impl_cmd} lists no mutants (Capabilities.mutants)",
+                  file=sys.stderr)
             return EXIT_INPUT
     names = select(args.only, catalogue)
     if not names and not args.spec_mutants:

@@ -73,7 +73,8 @@ class ConformanceItem(pytest.Item):
         opt = self.config.getoption
         spec = load(opt("--dmm-spec"))
         console = Console(record=True, width=140, file=io.StringIO())
-        impl = argparse.Namespace(impl=opt("--dmm-impl") or DEFAULT_IMPL, impl_cmd=opt("--dmm-impl-cmd"), step_timeout=10.0)
+        impl = argparse.Namespace(impl=opt("--dmm-impl") or DEFAULT_IMPL, impl_cmd=opt("--dmm-impl-cmd"),
+                                  step_timeout=10.0)
         if self.kind == "init":
             config = load_config(opt("--dmm-config"))[0] if opt("--dmm-config") else Config()
             adapter = make_adapter(adapter_factory(impl), 10.0)

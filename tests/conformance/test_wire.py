@@ -157,8 +157,8 @@ def test_the_runners_alarm_cannot_fire_first():
     assert not a.channel.running
 
 
-@pytest.mark.parametrize("mode, how", [("segv", "killed by signal 11 (SIGSEGV)"), ("abort", "killed by signal 6 (SIGABRT)"),
-                                       ("exit", "exited with status 3")])
+@pytest.mark.parametrize("mode, how", [("segv", "killed by signal 11 (SIGSEGV)"),
+                                       ("abort", "killed by signal 6 (SIGABRT)"), ("exit", "exited with status 3")])
 def test_a_child_that_dies_is_a_crash_naming_the_step_and_how_it_ended(mode, how):
     a = misbehave(mode, "step:3")
     pid = a.channel.proc.pid
@@ -198,7 +198,8 @@ def test_a_schema_violation_is_a_crash_quoting_the_reply():
 def test_an_error_reply_is_a_crash_and_the_child_lives_on():
     a = ChildAdapter(SERVE)
     f = verdict(a, [op("vm_create", v=0), op("no_such_operation")])
-    assert f.kind == "crash" and f.message == "step 1 (no_such_operation) raised ValueError: unknown operation 'no_such_operation'"
+    assert f.kind == "crash"
+    assert f.message == "step 1 (no_such_operation) raised ValueError: unknown operation 'no_such_operation'"
     assert "Traceback" in f.detail and a.channel.running
     # the same verdict in process
     g = verdict(BundledVmm(), [op("vm_create", v=0), op("no_such_operation")])
