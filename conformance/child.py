@@ -35,7 +35,8 @@ from .wire import (PROTOCOL, WireError, caps_from_json, check_reply, decode, enc
 
 STDERR_KEPT = 64 * 1024  # bytes of the child's stderr kept (the latest)
 STDERR_SHOWN = 3000  # characters of it a verdict shows
-ALARM_MARGIN = 0.05  # s: a call ends this much before the runner's own alarm, so the verdict is ours
+ALARM_MARGIN = 0.25  # s (at most a fifth of the time left): a call ends this much before the runner's
+# own alarm, leaving the time to kill and reap the child, so that the verdict is this call's
 EXIT_GRACE = 2.0  # s a child may take to exit after `close`, or after closing its stdout
 READ = 1 << 20
 MAX_REPLY = 256 << 20  # bytes: a reply line longer than this is a protocol violation, not a memory hog
@@ -173,7 +174,7 @@ class Channel:
         # Inside the runner's guarded() a SIGALRM is armed for the same step timeout: end first, so
         # the verdict names this call and the child is killed here, whichever limit is shorter.
         alarm = signal.getitimer(signal.ITIMER_REAL)[0]
-        return max(0.0, min(t, alarm - ALARM_MARGIN)) if alarm > 0 else t
+        return max(0.0, min(t, alarm - min(ALARM_MARGIN, alarm / 5))) if alarm > 0 else t
 
     def _send(self, data: bytes, what: str, deadline: float) -> None:
         assert self.proc is not None and self.proc.stdin is not None
