@@ -67,6 +67,15 @@ def child_factory(cmd: str, timeout: float = 10.0) -> Callable[[], "ChildAdapter
     return lambda: ChildAdapter(cmd, timeout)
 
 
+class ErrorReply(Failure):
+    """The child refused or failed a call (an `{"error": ...}` reply): a crash verdict; the child is
+    in step and lives on."""
+
+    def __init__(self, message: str, detail: str, error: str, type_: str | None) -> None:
+        super().__init__("crash", message, detail)
+        self.error, self.type = error, type_
+
+
 def describe_exit(status: int | None) -> str:
     if status is None:
         return "still running"
@@ -322,7 +331,7 @@ class ChildAdapter:
         if "error" in reply:  # refused or failed: the child is in step and lives on
             err = reply["error"]
             said = f"{what} raised {reply['type']}: {err}" if "type" in reply else f"{what} failed: {err}"
-            raise Failure("crash", said, reply.get("detail", ""))
+            raise ErrorReply(said, reply.get("detail", ""), err, reply.get("type"))
         return reply["ok"]
 
     def _broken(self, what: str, problem: str, line: bytes) -> Failure:
@@ -343,7 +352,12 @@ class ChildAdapter:
         self._steps, self._pages = 0, {}
         if not self.channel.running:  # it died or was killed: a new one for the new test case
             self._start("reset: restarting the implementation")
-        self._call("reset", {"call": "reset", "config": config.to_json()}, "reset")
+        try:
+            self._call("reset", {"call": "reset", "config": config.to_json()}, "reset")
+        except ErrorReply as e:
+            if e.type == "ValueError":  # a configuration it cannot lay out, refused as in process
+                raise ValueError(e.error) from None
+            raise
 
     def step(self, op: Operation) -> Observation:
         i, self._steps, self._pages = self._steps, self._steps + 1, {}

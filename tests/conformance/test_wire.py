@@ -207,6 +207,21 @@ def test_an_error_reply_is_a_crash_and_the_child_lives_on():
     a.close()
 
 
+def test_a_configuration_refused_out_of_process_is_bad_input_as_in_process(tmp_path, monkeypatch, capsys):
+    (tmp_path / "refuse.py").write_text(
+        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
+        "class Vmm(BundledVmm):\n"
+        "    def reset(self, config):\n"
+        "        if config.vms > 1:\n"
+        "            raise ValueError('this VMM runs one VM at a time')\n"
+        "        super().reset(config)\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["fuzz", "--impl", "refuse:Vmm", "--examples", "1"]) == 2
+    assert main(["fuzz", "--impl-cmd", f"{SERVE} --impl refuse:Vmm", "--examples", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["dmm fuzz: the adapter refuses the configuration: this VMM runs one VM at a time"] * 2
+
+
 def test_a_child_flooding_stderr_never_blocks_the_harness():
     a = misbehave("flood", "none:0")
     r = Runner(a, SPEC, Config())
