@@ -194,8 +194,8 @@ class Channel:
                 continue
             except BlockingIOError:
                 pass
-            except (BrokenPipeError, ConnectionResetError):
-                raise self._died(what, b"", "before it read the request") from None
+            except (BrokenPipeError, ConnectionResetError):  # worded as when the reply does not come:
+                raise self._died(what, b"", "before it replied") from None  # which happens first is timing
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._timeout(what)
@@ -298,7 +298,10 @@ class ChildAdapter:
         self._steps = 0  # steps since reset
         self._pages: dict[tuple[int, int, int], bytes] = {}  # bytes fetched since the last step
         self._digests: dict[tuple[int, int], tuple[bytes, str]] = {}  # (vm, gpa) -> the last expected page, its sha256
-        self._start(f"starting {cmd!r}")
+        try:
+            self._start(f"starting {cmd!r}")
+        except Failure as f:  # bad input, shown as a message alone: the child's stderr is the best clue
+            raise Failure(f.kind, f"{f.message}\n{f.detail}" if f.detail else f.message, f.detail) from None
 
     # ---------------------------------------------------------------- the child
     def _start(self, what: str) -> None:

@@ -296,6 +296,8 @@ def test_adapter_check_of_an_in_process_adapter_and_bad_input(capsys):
     (["fuzz", "--impl-cmd", "no-such-program --serve"], "no such program 'no-such-program'"),
     (["fuzz", "--impl-cmd", "'unbalanced"], "cannot parse the command"),
     (["fuzz", "--impl-cmd", "true"], "the handshake (hello): the implementation died (exited with status 0)"),
+    (["fuzz", "--impl-cmd", "sh -c 'echo cannot open the device >&2; exit 1'"],
+     "(exited with status 1) before it replied\nthe implementation's stderr (the end):\ncannot open the device"),
     (["mutants", "--impl-cmd", ""], "--impl-cmd '': expected a command"),
     (["mutants", "--impl-cmd", "no-such-program"], "no such program"),
 ])
