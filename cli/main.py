@@ -294,9 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="after a violation, go on to find the shortest violation of every invariant")
     sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")
     sp.add_argument("--json", action="store_true", help="print the report as JSON")
-    sp.add_argument("--bmc", type=count(0), default=0, metavar="K", help="also bounded model checking to depth K")
-    sp.add_argument("--k-induction", type=count(0), default=0, metavar="K", help="also k-induction with depth K")
-    sp.add_argument("--finite", type=count(), default=None, metavar="N", help="finite universes of N per sort instead of unbounded")
+    sp.add_argument("--bmc", type=count(0, 64), default=0, metavar="K", help="also bounded model checking to depth K (at most 64)")
+    sp.add_argument("--k-induction", type=count(0, 64), default=0, metavar="K", help="also k-induction with depth K (at most 64)")
+    sp.add_argument("--finite", type=count(1, 64), default=None, metavar="N",
+                    help="finite universes of N per sort instead of unbounded (at most 64)")
     sp.add_argument("--rlimit", type=count(), default=RLIMIT, metavar="N",
                     help=f"Z3 resource units per check (default {RLIMIT:,}: about 10 s idle); the limit that decides "
                          "unknown, the same on a loaded machine as on an idle one")

@@ -24,15 +24,16 @@ def seconds(positive: bool = True) -> Callable[[str], float]:
     return parse
 
 
-def count(least: int = 1) -> Callable[[str], int]:
-    """A whole number, at least `least`."""
+def count(least: int = 1, most: int | None = None) -> Callable[[str], int]:
+    """A whole number, at least `least` (and at most `most`: past it a run would not end)."""
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if v < least:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least {least}")
+        if v < least or (most is not None and v > most):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {least}"
+                                             + (f" to {most}" if most is not None else " up"))
         return v
     return parse

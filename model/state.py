@@ -22,6 +22,9 @@ State = tuple  # tuple[tuple[Any, ...], ...]
 DEFAULT_SIZE = 2
 
 
+MAX_POINTS = 1 << 22  # values in one state: past this, compiling and storing states cannot finish
+
+
 class UniverseError(ValueError):
     """A bound that makes no sense (unknown sort, size < 1)."""
 
@@ -66,6 +69,11 @@ class Universe:
             for d in domains:
                 size *= d
             self.layout[sym.name] = SymbolLayout(i, sym, domains, strides, size)
+        points = sum(lay.size for lay in self.layout.values())
+        if points > MAX_POINTS:
+            big = max(self.layout.values(), key=lambda lay: lay.size)
+            raise UniverseError(f"this bound makes a state of {points:,} values (at most {MAX_POINTS:,}; "
+                                f"{big.symbol.name} alone has {big.size:,}): make it smaller")
 
     def param_value(self, name: str) -> int:
         """A parameter's value where one state needs it: the bound's, or the largest it may take."""

@@ -111,3 +111,16 @@ def test_an_adapter_raising_a_baseexception_subclass_is_a_crash_verdict(tmp_path
     assert main(["fuzz", "--impl", "odd_adapter:Vmm", "--examples", "5", "--json", "--trace-dir", str(tmp_path / "t")]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["failures"][0]["kind"] == "crash" and "raised Odd: not an Exception" in out["failures"][0]["message"]
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["prove", "--finite", "99999999999999999999999"], "expected a whole number from 1 to 64"),
+    (["prove", "--bmc", "100000"], "expected a whole number from 0 to 64"),
+    (["explore", "--bound", "vm=100,mfn=100,gva=100,root=10"], "rmap alone has 10,000,000"),
+])
+def test_a_bound_that_could_never_finish_is_refused_up_front(argv, what, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2 and what in capsys.readouterr().err
