@@ -37,6 +37,7 @@ class Check:
     sent: str = ""  # the request, as sent
     reply: str = ""  # the reply, quoted
     problem: str = ""
+    ran: bool = True  # False: not run (the child was gone); not a violation of its own
 
 
 class _Gone(Exception):
@@ -69,6 +70,9 @@ class Checker:
             self.channel.kill()
             self.fail(name, sent, raw, f"the reply is not a line of JSON ({e})")
             raise _Gone() from None
+        if expect_error and not (isinstance(reply, dict) and "error" in reply):
+            self.fail(name, sent, raw, "this request must be refused with an error reply ({\"error\": message})")
+            return NO_REPLY
         try:
             check_reply(schema or msg["call"], reply)
         except WireError as e:
@@ -76,10 +80,7 @@ class Checker:
             self.fail(name, sent, raw, f"the reply breaks {PROTOCOL} ({e})")
             raise _Gone() from None
         if expect_error:
-            if "error" in reply:
-                self.passed(name, sent, raw)
-            else:
-                self.fail(name, sent, raw, "this request must be refused with an error reply ({\"error\": message})")
+            self.passed(name, sent, raw)
             return NO_REPLY
         if "error" in reply:
             self.fail(name, sent, raw, f"refused: {reply['error']}")
@@ -107,7 +108,8 @@ def run_checks(channel: Channel, config: Config = Config()) -> list[Check]:
     try:
         _sequence(c, config)
     except _Gone:
-        c.checks.append(Check("the checks after this point", False, problem="not run: the implementation is gone"))
+        c.checks.append(Check("the checks after this point", False, problem="not run: the implementation is gone",
+                              ran=False))
     return c.checks
 
 
@@ -288,7 +290,7 @@ def main(args: argparse.Namespace) -> int:
         checks = run_checks(channel)
     finally:
         channel.kill()
-    bad = [ch for ch in checks if not ch.ok]
+    bad = [ch for ch in checks if not ch.ok and ch.ran]
     if args.json:
         print(json.dumps({"adapter": label, "protocol": PROTOCOL, "checks": [asdict(ch) for ch in checks],
                           "violations": len(bad)}))
@@ -300,7 +302,7 @@ def main(args: argparse.Namespace) -> int:
 def _show(label: str, checks: list[Check]) -> None:
     print(f"dmm adapter-check: {label} ({PROTOCOL})")
     for ch in checks:
-        print(f"  {'ok  ' if ch.ok else 'FAIL'}  {ch.name}")
+        print(f"  {'ok  ' if ch.ok else 'FAIL' if ch.ran else 'skip'}  {ch.name}")
         if not ch.ok:
             for line in ch.problem.splitlines() or [""]:
                 print(f"        {line}")
@@ -308,6 +310,6 @@ def _show(label: str, checks: list[Check]) -> None:
                 print(f"        sent:  {ch.sent}")
             if ch.reply:
                 print(f"        reply: {ch.reply}")
-    bad = sum(not ch.ok for ch in checks)
-    print(f"{len(checks)} checks, {bad} violation{'s' if bad != 1 else ''}")
+    bad = sum(not ch.ok and ch.ran for ch in checks)
+    print(f"{sum(ch.ran for ch in checks)} checks, {bad} violation{'s' if bad != 1 else ''}")
 

@@ -279,6 +279,9 @@ def test_adapter_check_names_each_violation_with_its_message(capsys, mode, cue, 
     out = json.loads(capsys.readouterr().out)
     bad = [c for c in out["checks"] if not c["ok"]]
     assert bad[0]["name"] == check and problem in bad[0]["problem"] and bad[0]["sent"].startswith("'{\"call\"")
+    assert out["violations"] == sum(c["ran"] for c in bad) >= 1
+    if mode == "segv":  # the child is gone: what follows is not run, and not counted
+        assert out["violations"] == 1 and not out["checks"][-1]["ran"]
 
 
 def test_adapter_check_of_an_in_process_adapter_and_bad_input(capsys):
