@@ -66,6 +66,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaign's seed (default 0)")
     sp.add_argument("--steps", type=count(), default=40, metavar="N", help="steps per test case (default 40)")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
+    sp.add_argument("--shrink-seconds", type=seconds(), default=60.0, metavar="S",
+                    help="how long shrinking a failure may take (default 60); then the smallest case so far is kept")
+    sp.add_argument("--memory-limit", type=count(), default=4096, metavar="MIB",
+                    help="the implementation's resident memory may not pass this (default 4096; a verdict)")
     sp.add_argument("--mutant", metavar="NAME", help="switch on one of the adapter's seeded bugs (its "
                     "Capabilities.mutants; the bundled VMM's: dmm mutants)")
     sp.add_argument("--config", metavar="FILE", help="the scope to run at, in TOML (docs/conformance.md, "
