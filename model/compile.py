@@ -153,10 +153,20 @@ def compile_action(u: Universe, action: Action) -> CompiledAction:
     entries = ", ".join(f"tuple(n{k})" if k in modified else f"s[{k}]" for k in range(len(u.layout)))
     lines.append(f"    return ({entries},)")
 
-    # enabled: nested loops with early guard checks and direct bindings
+    lines += _enabled_source(em, action, "def enabled(s):", lambda k, p: em.domain(p.type))
+    source = "\n".join(lines) + "\n"
+    ns: dict[str, Any] = {}
+    exec(compile(source, f"<action {action.name}>", "exec"), ns)
+    return CompiledAction(action, ns["guard"], ns["apply"], ns["enabled"], source)
+
+
+def _enabled_source(em: _Emitter, action: Action, header: str, domain: Callable[[int, Any], str]) -> list[str]:
+    """`enabled`: nested loops over each parameter's `domain` (source of an iterable), with early
+    guard checks and direct bindings."""
+    params = [_py(p.name) for p in action.params]
     parts = [c for g in action.guards for c in conjuncts(g)]
     placed: set[int] = set()
-    lines.append("def enabled(s):")
+    lines = [header]
     indent = "    "
     bound: set[str] = set()
 
@@ -167,7 +177,7 @@ def compile_action(u: Universe, action: Action) -> CompiledAction:
                 placed.add(i)
 
     emit_ready()
-    for p in action.params:
+    for k, p in enumerate(action.params):
         binder = next(((i, t) for i, c in enumerate(parts) if i not in placed
                        and (t := _binding(c, p.name, bound)) is not None), None)
         if binder is not None:
@@ -177,16 +187,21 @@ def compile_action(u: Universe, action: Action) -> CompiledAction:
             lines.append(f"{indent}if {_py(p.name)} is None: continue")
             placed.add(i)
         else:
-            lines.append(f"{indent}for {_py(p.name)} in {em.domain(p.type)}:")
+            lines.append(f"{indent}for {_py(p.name)} in {domain(k, p)}:")
             indent += "    "
         bound.add(p.name)
         emit_ready()
     lines.append(f"{indent}yield ({''.join(x + ', ' for x in params)})")
+    return lines
 
-    source = "\n".join(lines) + "\n"
+
+def compile_enabled_within(u: Universe, action: Action) -> Callable[..., Iterator[tuple[Any, ...]]]:
+    """`enabled` over given candidates: `f(s, D)` yields the enabled argument tuples whose
+    parameters not bound by a guard (`term = p`) range over D[i] (one iterable per parameter)."""
+    source = "\n".join(_enabled_source(_Emitter(u), action, "def enabled_within(s, D):", lambda k, p: f"D[{k}]")) + "\n"
     ns: dict[str, Any] = {}
-    exec(compile(source, f"<action {action.name}>", "exec"), ns)
-    return CompiledAction(action, ns["guard"], ns["apply"], ns["enabled"], source)
+    exec(compile(source, f"<action {action.name} within>", "exec"), ns)
+    return ns["enabled_within"]
 
 
 def compile_formula(u: Universe, e: A.Expr, params: tuple[str, ...] = (), name: str = "formula") -> Callable[..., Any]:
