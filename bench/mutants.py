@@ -5,7 +5,7 @@ usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
 
 TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
 case on the default scope), narrow (the narrow input generator), no-focus, steps=N (steps per test
-case, default 40).
+case, default 40), level=LEVEL (judge at a conformance level below full: state, black-box).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
 trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
@@ -28,14 +28,16 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    switches = [sw for sw in sys.argv[5:] if not sw.startswith("steps=")]
+    switches = [sw for sw in sys.argv[5:] if not sw.startswith(("steps=", "level="))]
     steps = int(next((sw[6:] for sw in sys.argv[5:] if sw.startswith("steps=")), 40))
+    level = next((sw[6:] for sw in sys.argv[5:] if sw.startswith("level=")), None)
     tuning = Tuning(**{k: v for sw in switches for k, v in SWITCHES[sw].items()})
-    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed, steps=steps)
+    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed, steps=steps, level=level)
     killed = [r for r in results if r.killed]
     shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
     print(json.dumps({
         "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches, "steps_per_case": steps,
+        "level": level or "full",
         "killed": len(killed), "total": len(results),
         "survivors": [r.name for r in results if not r.killed],
         "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,
@@ -43,7 +45,7 @@ def main() -> None:
         "median_shrunk_steps": statistics.median(shrunk) if shrunk else None,
         "max_shrunk_steps": max(shrunk, default=None),
         "mutants": {r.name: {"killed": r.killed, "seconds": r.seconds, "steps": r.steps,
-                             "shrunk": r.shrunk_steps, "oracle": r.oracle} for r in results},
+                             "shrunk": r.shrunk_steps, "oracle": r.oracle, "message": r.message} for r in results},
     }))
 
 

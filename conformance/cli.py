@@ -18,7 +18,7 @@ from rich.console import Console
 
 from dmmcheck.options import count, seconds
 
-from .adapter import Adapter, Config
+from .adapter import LEVELS, Adapter, Config
 from .child import child_factory
 from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
@@ -79,6 +79,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--fixed-scope", action="store_true",
                     help="every test case on the default configuration (campaigns otherwise vary it within "
                          "the adapter's declared bounds)")
+    add_level_argument(sp)
+
+
+def add_level_argument(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--level", choices=LEVELS, metavar="LEVEL",
+                    help="judge the implementation using only what this conformance level provides: "
+                         f"{', '.join(LEVELS)} (default: the level the adapter declares; one above it is an error)")
 
 
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
@@ -98,7 +105,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
                       memory_limit_mib=getattr(args, "memory_limit", 4096),
                       shrink_seconds=getattr(args, "shrink_seconds", 60.0),
-                      tuning=Tuning(vary_scope=vary))
+                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None))
     finally:
         if status:
             status.stop()
@@ -108,7 +115,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
                               spec=spec, seed=args.seed, impl_cmd=getattr(args, "impl_cmd", None),
                               adapter=None if getattr(args, "impl_cmd", None) is not None else args.impl,
                               config=result.config or config,
-                              records=result.shrunk, failure=result.failure, it=result.it)
+                              records=result.shrunk, failure=result.failure, it=result.it, level=result.level)
         if warning:
             print(f"dmm fuzz: {warning}", file=sys.stderr)
     return result, trace
@@ -151,7 +158,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     else:
         show_fuzz(out, result, actions)
         if result.failure is not None:
-            show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace)
+            show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
         else:
             out.print("[green]no failure[/]")
     if result.failure is not None:
@@ -164,7 +171,8 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     try:
         factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
         config = scope_of(args)[0] if getattr(args, "config", None) else None
-        trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config)
+        trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config,
+                                        getattr(args, "level", None))
         close_adapter(runner.adapter)
     except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
@@ -175,13 +183,13 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[yellow]dmm replay: the trace was recorded against another version of the spec "
                                    f"({trace.header.get('spec', '?')}); the verdict may differ[/]")
     if args.json:
-        print(json.dumps({"trace": args.trace, "steps": len(runner.records),
+        print(json.dumps({"trace": args.trace, "level": runner.level, "steps": len(runner.records),
                           "verdict": failure.kind if failure else "pass",
                           "message": failure.message if failure else None,
                           "same_as_recorded": _same(saved, failure)}))
     else:
         if failure is not None:
-            show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None)
+            show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None, level=runner.level)
         else:
             out.print(f"[green]{len(runner.records)} steps replayed: no failure[/]")
         if saved is not None:
@@ -222,16 +230,21 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         print(f"dmm mutants: no mutant matches {args.only!r}", file=sys.stderr)
         return EXIT_INPUT
     err = Console(stderr=True)
-    with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
-        results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed, impl=impl, impl_cmd=impl_cmd)
-    out = summary(results)
+    try:
+        with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
+            results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed, impl=impl, impl_cmd=impl_cmd,
+                              level=getattr(args, "level", None))
+    except (TraceError, ValueError) as e:  # a --level above what the adapter provides
+        print(f"dmm mutants: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    out = {"level": getattr(args, "level", None) or "full", **summary(results)}
     spec_results = run_spec_mutants(args.seconds_per_mutant, args.jobs, args.only) if args.spec_mutants else []
     if args.json:
         out["spec_mutants"] = [asdict(r) for r in spec_results]
         print(json.dumps(out))
     else:
         con = Console()
-        t = Table(title="VMM mutants")
+        t = Table(title=f"VMM mutants at level {out['level']}")
         for col in ("mutant", "killed", "seconds", "steps", "shrunk", "oracle", "what it breaks"):
             t.add_column(col, overflow="fold")
         for r in results:

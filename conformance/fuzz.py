@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from . import inputs, scope
+from . import inputs, levels, scope
 from .adapter import Adapter, Config, Operation
 from .operations import ACCESS_ACTIONS, EXTRA, REFUSABLE, Catalogue
 from .oracle import Failure
@@ -80,6 +80,7 @@ class FuzzResult:
     memory_limit_mib: int | None = 4096  # the implementation's resident memory may not pass this
     memory_mib_start: float = 0.0
     memory_mib_peak: float = 0.0
+    level: str = "full"  # the conformance level the implementation was judged at (levels.py)
 
     @property
     def steps_per_second(self) -> float:
@@ -324,7 +325,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             assert judge is not None
             if judge.catalogue is None:  # the legality plans live as long as the scope's oracles
                 judge.catalogue = Catalogue(judge.it, caps.operations)
-            cat = judge.catalogue
+            # (at level black-box the spec state has no VMM side: the VMM's operations go unfiltered)
+            cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
             self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning, features)
             for name, on in zip(("huge-heavy", "aliasing"), (self.drawer.huge_heavy, self.drawer.aliasing)):
                 result.scopes[f"feature {name}"] += on
@@ -396,16 +398,19 @@ def seed_alone() -> Iterator[None]:
 def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, seconds: float | None = None,
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
-         tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0) -> FuzzResult:
+         tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0,
+         level: str | None = None) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
-    is the campaign's own scope (and the mutant, if any)."""
+    is the campaign's own scope (and the mutant, if any). `level`: judge the implementation at this
+    conformance level (levels.py; None: the one it declares)."""
     from .trace import make_adapter
 
-    adapter = make_adapter(adapter_factory, step_timeout)
+    adapter = levels.at_level(make_adapter(adapter_factory, step_timeout), level)
     check_scope(adapter, config, step_timeout)
     runner = Runner(adapter, spec, config, step_timeout)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_, memory_limit_mib=memory_limit_mib)
+    result.level = levels.declared(adapter.capabilities())
     if seconds is None and examples is None:
         examples = 100
     start = result.started = time.perf_counter()

@@ -67,6 +67,7 @@ class Judge:
         self.inc = IncrementalChecker(self.it)
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
+        self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
 
 
 class Oracle:
@@ -245,9 +246,12 @@ class Oracle:
         return steps
 
     # ---------------------------------------------------------------- observation
-    def observe(self, op: Operation, obs: Observation, read_guest: Any) -> None:
+    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None) -> None:
+        """`events`: what the implementation did, where it does not report it (conformance levels
+        below full: levels.py derives them); by default its own events."""
         a, ideal = op.args, self.ideal
-        for name, args in obs.events:
+        events = obs.events if events is None else events
+        for name, args in events:
             if name == "vm_create":
                 ideal.create(args["v"])
             elif name.startswith("balloon_inflate") and args["v"] in ideal.vms:
@@ -267,8 +271,8 @@ class Oracle:
         elif op.action == "invlpg" and vm is not None:
             vm.invlpg(a["x"])
         elif obs.access is not None and vm is not None:
-            self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in obs.events))
-        if any(n == "vm_destroy" for n, _ in obs.events):
+            self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in events))
+        if any(n == "vm_destroy" for n, _ in events):
             ideal.destroy(a["v"])
         if obs.access is None or a.get("a") != "read":
             self.compare_memory(read_guest)

@@ -33,6 +33,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dmm-traces", metavar="DIR", default="dmm-traces",
                 help="replay every trace in DIR; failing traces are written there (default dmm-traces)")
     g.addoption("--dmm-config", metavar="FILE", help="the scope to fuzz at, in TOML (as dmm fuzz --config)")
+    g.addoption("--dmm-level", metavar="LEVEL", choices=("full", "state", "black-box"),
+                help="judge the adapter using only what this conformance level provides (as dmm fuzz --level; "
+                     "default: the level it declares)")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not config.getoption("--dmm-impl") and config.getoption("--dmm-impl-cmd") is None:
+        return None
+    level = config.getoption("--dmm-level")
+    return f"dmm conformance: level {level}" if level else \
+        "dmm conformance: at the level the adapter declares (shown in each failure)"
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,6 +77,7 @@ class ConformanceItem(pytest.Item):
         from .adapter import Config
         from .cli import DEFAULT_IMPL, adapter_factory, close_adapter, run_fuzz
         from .configfile import load as load_config
+        from .levels import at_level
         from .report import show_failure
         from .runner import Runner
         from .trace import make_adapter, replay
@@ -79,24 +91,25 @@ class ConformanceItem(pytest.Item):
             config = load_config(opt("--dmm-config"))[0] if opt("--dmm-config") else Config()
             adapter = make_adapter(adapter_factory(impl), 10.0)
             try:
-                Runner(adapter, spec, config).reset()  # raises Failure
+                Runner(at_level(adapter, opt("--dmm-level")), spec, config).reset()  # raises Failure
             finally:
                 close_adapter(adapter)
             return
         if self.kind == "replay":
-            _, runner, failure = replay(self.trace, spec, adapter_factory(impl))  # type: ignore[arg-type]
+            _, runner, failure = replay(self.trace, spec, adapter_factory(impl),  # type: ignore[arg-type]
+                                        level=opt("--dmm-level"))
             close_adapter(runner.adapter)
             if failure is not None:
-                show_failure(console, runner.records, failure, seed=0, trace=str(self.trace))
+                show_failure(console, runner.records, failure, seed=0, trace=str(self.trace), level=runner.level)
                 raise ConformanceFailed(console.export_text())
             return
         args = argparse.Namespace(impl=impl.impl, impl_cmd=impl.impl_cmd, seconds=opt("--dmm-seconds"),
                                   examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
                                   seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
-                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"))
+                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"), level=opt("--dmm-level"))
         result, trace = run_fuzz(spec, args)
         if result.failure is not None:
-            show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace)
+            show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
             raise ConformanceFailed(console.export_text())
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import inputs
+from . import inputs, levels
 from .fuzz import FuzzResult
 from .oracle import Failure
 from .runner import StepRecord
@@ -17,8 +17,8 @@ def _hexish(k: str, v: Any) -> str:
     return f"{v:#x}" if k in ("x", "gpa", "value", "bits") and isinstance(v, int) else str(v)
 
 
-def failure_table(records: list[StepRecord], failure: Failure) -> Table:
-    t = Table(title=f"{failure.kind} failure: shrunk to {len(records)} step(s)", show_lines=True)
+def failure_table(records: list[StepRecord], failure: Failure, level: str = "full") -> Table:
+    t = Table(title=f"{failure.kind} failure at level {level}: shrunk to {len(records)} step(s)", show_lines=True)
     for col in ("step", "operation", "arguments", "implementation did", "spec expected"):
         t.add_column(col, overflow="fold")
     for rec in records:
@@ -34,8 +34,9 @@ def failure_table(records: list[StepRecord], failure: Failure) -> Table:
     return t
 
 
-def show_failure(console: Console, records: list[StepRecord], failure: Failure, *, seed: int, trace: str | None) -> None:
-    console.print(failure_table(records, failure))
+def show_failure(console: Console, records: list[StepRecord], failure: Failure, *, seed: int, trace: str | None,
+                 level: str = "full") -> None:
+    console.print(failure_table(records, failure, level))
     if failure.detail:
         console.print("[bold]spec state against implementation state at the failing step[/]"
                       if failure.kind == "refinement" else "[bold]detail[/]")
@@ -50,7 +51,16 @@ def coverage(result: FuzzResult, actions: list[str]) -> dict[str, int]:
 
 
 def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
-    t = Table(title="spec coverage")
+    console.print(f"conformance level: {result.level} ({levels.WHAT[result.level]})")
+    if result.level == "black-box":
+        console.print("spec coverage: not observable at level black-box (the implementation shows no spec actions)")
+    else:
+        _coverage_table(console, result, actions)
+    _summary(console, result)
+
+
+def _coverage_table(console: Console, result: FuzzResult, actions: list[str]) -> None:
+    t = Table(title="spec coverage" + (" (the actions of the sequences found)" if result.level == "state" else ""))
     for col in ("action", "performed", "asked", "guard true/false"):
         t.add_column(col)
     for a in actions:
@@ -62,6 +72,9 @@ def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
     never = [a for a in actions if not result.coverage.get(a)]
     if never:
         console.print(f"[yellow]never exercised:[/] {', '.join(never)}")
+
+
+def _summary(console: Console, result: FuzzResult) -> None:
     if result.scopes:
         console.print("scopes: " + ", ".join(f"{k} {n}" for k, n in sorted(result.scopes.items())))
     if result.inputs:
@@ -85,10 +98,12 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
     if result.failure is not None:
         failures.append({"trace": trace, "steps": len(result.shrunk), "kind": result.failure.kind,
                          "message": result.failure.message})
-    return {"impl": result.impl, "seed": result.seed, "examples": result.examples, "steps": result.steps,
-            "seconds": round(result.seconds, 3), "steps_per_second": round(result.steps_per_second, 1),
-            "coverage": coverage(result, actions),
-            "never_exercised": [a for a in actions if not result.coverage.get(a)],
+    seen = result.level != "black-box"  # no spec actions to count at black-box: null, not zeros
+    return {"impl": result.impl, "level": result.level, "seed": result.seed, "examples": result.examples,
+            "steps": result.steps, "seconds": round(result.seconds, 3),
+            "steps_per_second": round(result.steps_per_second, 1),
+            "coverage": coverage(result, actions) if seen else None,
+            "never_exercised": [a for a in actions if not result.coverage.get(a)] if seen else None,
             "guards": {a: dict(c) for a, c in result.guards.items()},
             "inputs": dict(sorted(result.inputs.items())), "inputs_not_tried": not_tried(result),
             "scopes": dict(sorted(result.scopes.items())),

@@ -15,7 +15,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .adapter import Adapter, AdapterError, Config, Observation, Operation
+from .adapter import Adapter, Config, Observation, Operation
+from . import levels
 from .oracle import Failure, Judge, Oracle, SpecStep
 
 
@@ -70,6 +71,7 @@ class Runner:
     # What the oracles compile, per scope: the most recent ones kept (each about half a megabyte; a
     # long campaign with scopes varied per test case meets thousands)
     _judges: OrderedDict[Config, Judge] = field(default_factory=OrderedDict)
+    level: str = "full"  # the adapter's conformance level (levels.py), read at each reset
 
     def __post_init__(self) -> None:
         self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
@@ -85,11 +87,12 @@ class Runner:
             self._judges.move_to_end(config)
             self.judge = self._judges[config]
         self.records = []
-        caps = self.adapter.capabilities()
-        if not (caps.events and caps.guest_memory):
-            raise AdapterError("the harness needs an adapter that reports its events and reads guest memory "
-                               "(Capabilities.events and .guest_memory; docs/writing-an-adapter.md)")
+        self.level = levels.declared(self.adapter.capabilities())  # what it shows decides what is judged
         self._guarded(lambda: self.adapter.reset(self.config), "reset")
+        if self.level == "black-box":
+            self.oracle = Oracle(self.judge)  # type: ignore[arg-type]
+            self.oracle.state = levels.guest_view(self.oracle)
+            return
         st = self._guarded(self.adapter.abstract_state, "abstract_state after reset")
         self.oracle = Oracle(self.judge, _first_mfn(st))  # type: ignore[arg-type]
         self._judge(lambda: self.oracle.start(st))  # type: ignore[union-attr]
@@ -107,14 +110,24 @@ class Runner:
                 raise Failure("crash", f"step {rec.index} ({op.action}) returned {type(obs).__name__}, "
                               "not an Observation")
             rec.observation = obs
-            st = self._guarded(self.adapter.abstract_state, f"abstract_state after step {rec.index}")
+            st = None if self.level == "black-box" else \
+                self._guarded(self.adapter.abstract_state, f"abstract_state after step {rec.index}")
         finally:
             self.timing.impl += time.perf_counter() - t0
         t1 = time.perf_counter()
+        oracle, read = self.oracle, self.adapter.read_guest
         try:
+            if self.level == "full":
+                judge = lambda: oracle.check(op, obs, st, read)  # noqa: E731
+            elif self.level == "state":
+                # The search for the spec steps is the harness's own work: outside the time limit
+                reach = levels.reach_of(oracle, self.judge)
+                ex = self._judge(lambda: levels.explain(oracle, reach, op, st))  # type: ignore[arg-type]
+                judge = lambda: levels.judge_state(oracle, reach, op, obs, ex, read)  # noqa: E731
+            else:
+                judge = lambda: levels.judge_black_box(oracle, op, obs, read)  # noqa: E731
             rec.spec_steps = self._guarded(  # read_guest is the adapter's too: under the same timeout
-                lambda: self._judge(lambda: self.oracle.check(op, obs, st, self.adapter.read_guest)),  # type: ignore[union-attr]
-                f"judging step {rec.index} ({op.action})")
+                lambda: self._judge(judge), f"judging step {rec.index} ({op.action})")
         finally:
             self.timing.oracle += time.perf_counter() - t1
         return rec

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapter import Adapter, Capabilities, Config, Operation
+from . import levels
+from .adapter import LEVELS, Adapter, Capabilities, Config, Operation
 from .operations import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
@@ -34,7 +35,7 @@ def spec_hash(spec: Any) -> str:
 
 
 def write(path: Path, *, spec: Any, seed: int, adapter: str | None, config: Config, records: list[StepRecord],
-          failure: Failure | None, it: Any, impl_cmd: str | None = None) -> Path:
+          failure: Failure | None, it: Any, impl_cmd: str | None = None, level: str = "full") -> Path:
     import hypothesis
 
     from dmmcheck import __version__
@@ -42,7 +43,7 @@ def write(path: Path, *, spec: Any, seed: int, adapter: str | None, config: Conf
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "source": "dmm fuzz", "spec": spec.file, "spec_hash": spec_hash(spec),
               "seed": seed, "dmm_version": __version__, "hypothesis_version": hypothesis.__version__, "adapter": adapter, "config": config.to_json(),
-              "values": "impl"}
+              "values": "impl", "level": level}
     if impl_cmd is not None:  # an implementation out of process: replay starts the same command
         header["impl_cmd"] = impl_cmd
     if failure is not None:
@@ -205,9 +206,11 @@ def make_adapter(factory: Callable[[], Adapter], timeout: float) -> Adapter:
 
 
 def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
-           step_timeout: float = 10.0, config: Config | None = None) -> tuple[Trace, Runner, Failure | None]:
+           step_timeout: float = 10.0, config: Config | None = None,
+           level: str | None = None) -> tuple[Trace, Runner, Failure | None]:
     """Re-run a trace's operations (on its own configuration, or `config`); the verdict is the
-    first failure, or None."""
+    first failure, or None. Judged at `level`, else at the level the trace was recorded at (when
+    the adapter provides it), else at the adapter's own."""
     trace = read(path)
     if config is None:
         config = _config_of(path, trace)
@@ -218,7 +221,11 @@ def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
     if factory is None:
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)
-    runner = Runner(make_adapter(factory, step_timeout), spec, config, step_timeout)
+    adapter = make_adapter(factory, step_timeout)
+    if level is None:
+        recorded, own = trace.header.get("level"), levels.declared(adapter.capabilities())
+        level = recorded if recorded in LEVELS and levels.rank(recorded) >= levels.rank(own) else None
+    runner = Runner(levels.at_level(adapter, level), spec, config, step_timeout)
     ops = operations_of(trace, config)
     check_steps(path, trace, ops, spec, runner.adapter.capabilities().operations)
     try:
