@@ -7,10 +7,12 @@ where it is taken, and the last state must equal the implementation's, point for
 ghost state: never compared). The search is bounded three ways, and a verdict says so:
 
 - **elements**: each parameter ranges only over the elements the step changed (the arguments and
-  the sort-valued values of every point where the two states differ) and the operation's own
-  arguments; a parameter a guard pins to a symbol (`p2m(v, g) = m`) is read off the state instead;
+  the sort-valued values of every point where the two states differ), the operation's own
+  arguments, a spare slot and one page each VM holds (`Reach.elements`); a parameter a guard pins
+  to a symbol (`p2m(v, g) = m`) is read off the state instead;
 - **length**: at most `Bound.actions` actions;
-- **work**: at most `Bound.states` states expanded, best first by how many points still differ.
+- **work**: at most `Bound.states` states expanded, best first by how many points still differ
+  (`_Search`).
 
 The guest's own page-table edits are not searched over: as at level full, each (vm, root, gva)
 whose guest mapping differs from the implementation's is a guest_map (or guest_unmap) to exactly
@@ -20,9 +22,9 @@ the implementation's values, which the search may place anywhere in the sequence
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 import itertools
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -37,8 +39,11 @@ GUEST_EDITS = ("guest_map", "guest_unmap")
 # How far uphill the lookahead's first action may go (points): freeing a page for the next
 # allocation changes its descriptor, its pool lists and a slot.
 UPHILL = 12
+# The sorts of which one unused element joins the search, and of which each VM lends one it holds
+# (Reach.elements).
 SPARE = ("slot",)
 BORROW = ("mfn",)
+# A point about the guest's own elements weighs this many points about resources (Reach.weights).
 HEAVY = 8
 # Regression: the most promising disabled actions tried at a ridge, and the states each may take.
 REGRESS_WANTED = 6
@@ -174,11 +179,13 @@ class Reach:
                 out.setdefault(sort, set()).add(spare)
         for sort in BORROW:
             for v in sorted(out.get("vm", ())):
+                # the lowest element of the sort that a point of v names in both states, and
+                # nothing else names
                 for e, (k, point) in sorted(held.get(sort, {}).items()):
-                    args = dict(zip((t.name for t in self.types[k].args), point))
-                    if args.get("vm") == v and before[k] == target[k] or e not in out.get(sort, ()) and \
-                            args.get("vm") == v and target[k][self.it.u.index(self.types[k].name, point)] == e:
-                        for t, x in zip(self.types[k].args, point):
+                    sym = self.types[k]
+                    if e not in out.get(sort, ()) and ("vm", v) in zip((t.name for t in sym.args), point) \
+                            and target[k][self.it.u.index(sym.name, point)] == e:
+                        for t, x in zip(sym.args, point):
                             out.setdefault(t.name, set()).add(x)
                         out.setdefault(sort, set()).add(e)
                         break
@@ -316,7 +323,7 @@ class _Search:
         self.heap: list[tuple[int, int, int, int, tuple, Any]] = []
         self.seen: set[tuple[int, ...]] = set()
         self.given = given
-        self.best = 1 << 62
+        self.best = 1 << 62  # the nearest distance expanded so far: ridges are crossed from there
 
     def run(self) -> Outcome:
         root = self.run_.node(self.before)
@@ -376,8 +383,8 @@ class _Search:
         self._count()
         for name, args, child in self.successors(node):
             self._offer(child, depth + 1, (path, name, args))
-        if node[3] <= self.best:  # a ridge is crossed from the nearest states only
-            self.best = node[3]
+        if node[3] <= self.best:  # a ridge is crossed from the nearest states only (else every side
+            self.best = node[3]  # step of a plateau would pay for a lookahead)
             self._push(node, depth, path, stage=1)
 
     def _lookahead(self, node: tuple, depth: int, path: Any) -> bool:
