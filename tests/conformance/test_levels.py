@@ -189,3 +189,22 @@ def test_a_bad_level_is_bad_input(capsys, monkeypatch):
     assert "--level full: the adapter provides level state" in capsys.readouterr().err
     assert main(["fuzz", "--examples", "2", "--json"]) == 0  # at its own level, it passes
     assert json.loads(capsys.readouterr().out)["level"] == "state"
+
+
+def test_the_pytest_plugin_judges_at_dmm_level_and_its_failure_names_the_level(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_nothing.py").write_text("def test_theirs():\n    pass\n")
+
+    def pytest_in(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+                               "--rootdir", str(tmp_path), "--dmm-impl", "dmmcheck.conformance.vmm_adapter:BundledVmm",
+                               "--dmm-traces", str(tmp_path / "traces"), *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600, env={**os.environ, **env})
+
+    r = pytest_in("--dmm-examples", "3", "--dmm-level", "state")
+    assert r.returncode == 0 and "3 passed" in r.stdout and "dmm conformance: level state" in r.stdout, r.stdout
+    r = pytest_in("--dmm-examples", "40", "--dmm-level", "black-box", DMM_MUTANT="swap_in_not_read")
+    assert r.returncode == 1 and "observation failure at level black-box" in r.stdout, r.stdout
