@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="mutants run at once")
     sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
     sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaigns' seed (default 0)")
+    sp.add_argument("--config", metavar="FILE", help="run every mutant's campaign at this scope (TOML, as dmm fuzz --config)")
     add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
     add_level_argument(sp)
     sp = sub.add_parser("serve", help="serve an adapter over the wire protocol dmm-adapter/1 on stdin/stdout",

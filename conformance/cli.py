@@ -231,9 +231,10 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     err = Console(stderr=True)
     try:
+        config, vary = scope_of(args) if getattr(args, "config", None) else (None, True)
         with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
-            results = run_all(names, args.seconds_per_mutant, args.jobs, seed=args.seed, impl=impl, impl_cmd=impl_cmd,
-                              level=getattr(args, "level", None))
+            results = run_all(names, args.seconds_per_mutant, args.jobs, Tuning(vary_scope=vary), seed=args.seed,
+                              impl=impl, impl_cmd=impl_cmd, level=getattr(args, "level", None), config=config)
     except (TraceError, ValueError) as e:  # a --level above what the adapter provides
         print(f"dmm mutants: {e}", file=sys.stderr)
         return EXIT_INPUT

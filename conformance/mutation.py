@@ -12,7 +12,7 @@ import multiprocessing as mp
 import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ class MutantResult:
 
 
 def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40,
-            impl: str | None = None, impl_cmd: str | None = None, level: str | None = None) -> MutantResult:
+            impl: str | None = None, impl_cmd: str | None = None, level: str | None = None,
+            config: Config | None = None) -> MutantResult:
     """One mutant, switched on through the reset's Config.mutant: of the bundled VMM in process, or
     of the adapter `impl` (MODULE:ATTR) or the child `impl_cmd` (dmm-adapter/1), which list their
     mutants in Capabilities.mutants."""
@@ -47,7 +48,7 @@ def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(),
 
     factory: Any = child_factory(impl_cmd) if impl_cmd is not None else load_adapter(impl) if impl else BundledVmm
     m = MUTANTS.get(name)
-    r = fuzz(factory, load(None), Config(mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
+    r = fuzz(factory, load(None), replace(config or Config(), mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
              steps_per_case=steps, level=level)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
@@ -85,14 +86,15 @@ def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]
 
 def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0,
             steps: int = 40, impl: str | None = None, impl_cmd: str | None = None,
-            level: str | None = None) -> list[MutantResult]:
-    """`level`: the conformance level the harness judges at (levels.py; None: the adapter's own)."""
+            level: str | None = None, config: Config | None = None) -> list[MutantResult]:
+    """`level`: the conformance level the harness judges at (levels.py; None: the adapter's own);
+    `config`: the campaigns' scope (--config; None: the default)."""
     if jobs <= 1:
-        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level) for n in names]
+        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
         k = len(names)
         return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k, [impl] * k,
-                           [impl_cmd] * k, [level] * k))
+                           [impl_cmd] * k, [level] * k, [config] * k))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:

@@ -133,3 +133,13 @@ def test_a_failing_trace_records_the_files_scope_and_replays_on_it(tmp_path, cap
     assert header["config"]["gvas"] == [0xFFFF800000000000, 0xFFFF800000001000] and header["config"]["gfns"] == 12
     assert main(["replay", str(trace), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["same_as_recorded"] is True
+
+
+def test_dmm_mutants_runs_at_the_files_scope(tmp_path, capsys):
+    cfg = write(tmp_path, 'vms = 1\ngfns = 12\nmfns = 10\nroots = [0]\ngvas = [{ base = "0xffff800000000000", pages = 2 }]\n')
+    assert main(["mutants", "--only", "accessed_not_set", "--config", str(cfg), "--seconds-per-mutant", "60",
+                 "-j", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["killed"] == 1
+    bad = write(tmp_path, "vms = 0\n", "bad.toml")
+    assert main(["mutants", "--only", "accessed_not_set", "--config", str(bad), "-j", "1"]) == 2
+    assert f"{bad}:1: vms" in capsys.readouterr().err
