@@ -5,16 +5,10 @@ finding lost."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tests.hostile import cases  # noqa: E402
-
-from dmmcheck.main import main  # noqa: E402
+from dmmcheck.main import main
+from tests.hostile import cases
 
 SAMPLE = cases(15, seed=1)
 

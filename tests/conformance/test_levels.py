@@ -17,20 +17,9 @@ from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.main import main
 from dmmcheck.spec import load
+from tests.scenarios import SETUP, X, op
 
 SPEC = load(None)
-X = Config().gvas
-
-
-def op(action: str, **args) -> Operation:
-    return Operation(action, args)
-
-
-# A guest that maps gva X[0] to data gfn 12 and writes it through a hidden fault: an spte exists.
-SETUP = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
-         op("guest_map", v=0, r=0, x=X[0], g=12, w=True, u=True, nx=False, a=False, d=False),
-         op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
-         op("shadow_hit", v=0, x=X[0], a="read", u=False)]
 
 
 def run(ops: list[Operation], level: str | None, adapter=None, mutant: str | None = None) -> Runner:

@@ -23,22 +23,14 @@ from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.main import main
 from dmmcheck.spec import load
+from tests.scenarios import SETUP, X, op
 
 SPEC = load(None)
-X = Config().gvas
 PY = sys.executable
 SERVE = f"{PY} -m dmmcheck.conformance.serve"
 MISBEHAVE = f"{PY} {Path(__file__).parent / 'children' / 'misbehave.py'}"
 
 
-def op(action: str, **args) -> Operation:
-    return Operation(action, args)
-
-
-SETUP = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
-         op("guest_map", v=0, r=0, x=X[0], g=12, w=True, u=True, nx=False, a=False, d=False),
-         op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
-         op("shadow_hit", v=0, x=X[0], a="read", u=False)]
 # Everything the state can hold: swap, sharing, balloon, a second VM, several gvas and roots.
 BUSY = SETUP + [op("vm_create", v=1), op("cr3_load", v=1, r=5),
                 op("guest_map", v=1, r=5, x=X[1], g=13, w=True, u=False, nx=True, a=True, d=True),
