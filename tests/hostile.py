@@ -25,7 +25,13 @@ GOOD_STEPS = [{"action": "vm_create", "args": {"v": 0}}, {"action": "cr3_load", 
               {"action": "guest_map", "args": {"v": 0, "r": 0, "x": 4194304, "g": 12, "w": True, "u": True,
                                                "nx": False, "a": False, "d": False}},
               {"action": "guest_walk", "args": {"v": 0, "x": 4194304, "a": "write", "u": False, "value": 5}}]
-BAD_VALUES = ["-1", "0", "nan", "inf", "-inf", "1e400", "", "x", "99999999999999999999999", "0x10", "1.5"]
+# Values each kind of option must refuse (a large value is valid where nothing caps it: it only
+# asks for a long run; the capped options refuse it).
+SECONDS = {"--seconds", "--step-timeout", "--timeout", "--max-seconds", "--seconds-per-mutant", "--shrink-seconds"}
+CAPPED = {"--finite", "--bmc", "--k-induction"}
+BAD_SECONDS = ["-1", "0", "nan", "inf", "-inf", "1e400", "", "x", "0x10"]
+BAD_COUNTS = ["-1", "nan", "inf", "", "x", "0x10", "1.5"]
+BAD_BOUNDS = ["vm=0", "vmm=2", "vm", "x", "vm=-1", "vm=1e3", "vm=100,mfn=100,gva=100,root=10", "=3"]
 NUMERIC = {"fuzz": ["--seconds", "--examples", "--seed", "--steps", "--step-timeout", "--memory-limit"],
            "prove": ["--timeout", "--rlimit", "--bmc", "--k-induction", "--finite", "-j"],
            "explore": ["--max-states", "--max-seconds", "--max-memory", "--bound"],
@@ -42,7 +48,6 @@ MISBEHAVIOURS = {
     "hang": "import time; time.sleep(3600)",
 }
 ZERO_OK = {"--seed", "--bmc", "--k-induction"}  # 0 is a valid value of these
-ANY_SIZE = {"--seed"}  # any whole number is valid here (a huge one too)
 METHODS = ("step", "abstract_state", "reset", "read_guest", "capabilities", "__init__")
 
 
@@ -60,6 +65,14 @@ class Case:
         for name, text in self.files.items():
             (where / name).write_text(text)
         return [a.replace("{dir}", str(where)) for a in self.argv]
+
+
+def bad_values(opt: str) -> list[str]:
+    if opt == "--bound":
+        return BAD_BOUNDS
+    if opt in SECONDS:
+        return BAD_SECONDS
+    return BAD_COUNTS + ([] if opt in ZERO_OK else ["0"]) + (["99999999999999999999999"] if opt in CAPPED else [])
 
 
 def bad_spec(rng: random.Random) -> str:
@@ -152,8 +165,7 @@ def cases(n: int, seed: int = 0) -> list[Case]:
         elif kind == "option":
             cmd = rng.choice(sorted(NUMERIC))
             opt = rng.choice(NUMERIC[cmd])
-            value = rng.choice([v for v in BAD_VALUES if not (v == "0" and opt in ZERO_OK) and not (v == "" and opt == "--bound")
-                                and not (v.isdigit() and opt in ANY_SIZE)])
+            value = rng.choice(bad_values(opt))
             argv = [cmd] + (["{dir}/none.jsonl"] if cmd == "replay" else []) + [opt, value]
             out.append(Case("option", argv, {2}))
         else:
