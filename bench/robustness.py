@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,12 +30,19 @@ def run(case: Case) -> dict:
         argv = case.materialize(Path(d))
         env = {**os.environ, "PYTHONPATH": d, "DMM_CACHE_DIR": str(Path(d) / "cache")}
         t = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "dmmcheck", *argv], cwd=d, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
         try:
-            p = subprocess.run([sys.executable, "-m", "dmmcheck", *argv], cwd=d, env=env, capture_output=True,
-                               text=True, timeout=case.timeout, errors="replace")
-            rc, err = p.returncode, p.stderr
+            _, err = p.communicate(timeout=case.timeout)
+            rc = p.returncode
         except subprocess.TimeoutExpired:
             rc, err = None, ""
+        finally:
+            try:  # the whole session: a command's workers too
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.communicate()
         seconds = time.perf_counter() - t
     problems = []
     if rc is None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dmmcheck.model.runner import die_with_parent
 from dmmcheck.spec import bundled_path, load
 
 from .adapter import Config
@@ -91,7 +92,7 @@ def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tu
     `config`: the campaigns' scope (--config; None: the default)."""
     if jobs <= 1:
         return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config) for n in names]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"), initializer=die_with_parent) as ex:
         k = len(names)
         return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k, [impl] * k,
                            [impl_cmd] * k, [level] * k, [config] * k))

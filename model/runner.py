@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import multiprocessing as mp
+import os
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,9 +45,24 @@ def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
     return [o for o in obs if (fnmatch.fnmatch(o.name, pattern) if globby else pattern in o.name)]
 
 
+def die_with_parent() -> None:
+    """In a pool worker: end when the parent process does (Linux; elsewhere nothing). A parent
+    killed outright (SIGKILL, a CI timeout) cannot stop its workers itself, and they would run on."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: nothing will send the signal
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker(opts: ProveOptions, in_pool: bool = False) -> None:
     if in_pool:  # the parent answers Ctrl-C and stops the workers; they must not each print a traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        die_with_parent()
     spec = _WORKER.get("spec") or load(opts.spec_path)
     _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)  # type: ignore[arg-type]
     _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None

@@ -100,3 +100,28 @@ def test_shrinking_an_implementation_that_hangs_stops_at_its_budget(tmp_path):
     r = fuzz(Hangs, load(None), Config(), examples=5, step_timeout=0.5, shrink_seconds=3)
     assert r.failure is not None and r.failure.kind == "timeout" and r.shrunk
     assert r.shrink_cut and time.perf_counter() - t < 40
+
+
+def test_killing_dmm_mutants_outright_leaves_no_worker_running(tmp_path):
+    """A CI timeout kills the parent with SIGKILL: its pool workers must not run on for an hour."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "dmmcheck", "mutants", "-j", "2", "--only", "part:seeded",
+                          "--seconds-per-mutant", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    time.sleep(8)  # the workers are up and fuzzing
+    workers = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker started"
+    p.kill()
+    p.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True).returncode == 0:
+        time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    for pid in left:
+        os.kill(int(pid), signal.SIGKILL)
+    assert left == []
