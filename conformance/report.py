@@ -22,7 +22,7 @@ def failure_table(records: list[StepRecord], failure: Failure, level: str = "ful
     for col in ("step", "operation", "arguments", "implementation did", "spec expected"):
         t.add_column(col, overflow="fold")
     for rec in records:
-        did = ", ".join(n for n, _ in rec.observation.events) or "nothing"
+        did = ", ".join(n for n, _ in rec.observation.events) or ("nothing" if level == "full" else "(not shown)")
         if rec.observation.access is not None:
             a = rec.observation.access
             shown = "#GP" if a.gp else "out of memory" if a.oom else f"#PF {a.error_code:#x}" if a.fault else "ok"
