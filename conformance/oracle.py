@@ -29,7 +29,7 @@ from typing import Any
 
 from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
-from dmmcheck.model.state import State
+from dmmcheck.model.state import State, unflatten
 
 from .abstraction import AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
@@ -217,7 +217,7 @@ class Oracle:
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):
                 continue
-            v, r, x = _unflatten(k, lays[0].domains)
+            v, r, x = unflatten(k, lays[0].domains)
             if now[0] is None:
                 s = self._apply(s, "guest_unmap", (v, r, x), steps, "guest edit", True)
             else:
@@ -375,14 +375,6 @@ class Oracle:
                 raise Failure("observation", f"VM {v} gfn {g}: guest memory differs from the ideal machine's "
                               f"at gpa {g * PAGE + off:#x}: {int.from_bytes(got[off:off + 8], 'little'):#x} "
                               f"instead of {int.from_bytes(want[off:off + 8], 'little'):#x}")
-
-
-def _unflatten(k: int, domains: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for d in reversed(domains):
-        out.append(k % d)
-        k //= d
-    return tuple(reversed(out))
 
 
 def _same(o: Outcome, r: AccessResult) -> bool:

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from dmmcheck.model.compile import compile_enabled_within, compile_formula, conjuncts
 from dmmcheck.model.interp import Interpreter
-from dmmcheck.model.state import State
+from dmmcheck.model.state import State, unflatten
 from dmmcheck.spec import ast as A
 
 from .operations import OUTPUTS, _pins
@@ -158,20 +158,11 @@ class Reach:
           through, and gets back)."""
         out: dict[str, set[Any]] = {s: set(v) for s, v in given.items()}
         sorts = self.it.u.sizes
-        for k in self.keys:
-            x, y = before[k], target[k]
-            if x == y:
-                continue
-            sym = self.types[k]
-            lay = self.it.u.layout[sym.name]
-            res = sym.result.name if sym.result.name in sorts else None
-            for i, (a, b) in enumerate(zip(x, y)):
-                if a == b:
-                    continue
-                for t, v in zip(sym.args, _unflatten(i, lay.domains)):
-                    out.setdefault(t.name, set()).add(v)
-                if res is not None:
-                    out.setdefault(res, set()).update(v for v in (a, b) if v is not None)
+        for k, sym, point, res, a, b in self._differences(before, target):
+            for t, v in zip(sym.args, point):
+                out.setdefault(t.name, set()).add(v)
+            if res is not None:
+                out.setdefault(res, set()).update(v for v in (a, b) if v is not None)
         used, held = self._mentions(before)
         for sort in SPARE:
             spare = next((e for e in range(sorts[sort]) if e not in used.get(sort, ())), None)
@@ -196,26 +187,29 @@ class Reach:
         state; and the elements named as the value of exactly one point (with that point)."""
         used: dict[str, set[Any]] = {}
         once: dict[str, dict[Any, tuple[int, tuple] | None]] = {}
+        for k, sym, point, res, a, _b in self._differences(s, self.init):
+            for t, v in zip(sym.args, point):
+                used.setdefault(t.name, set()).add(v)
+            if res is not None and a is not None:
+                used.setdefault(res, set()).add(a)
+                seen = once.setdefault(res, {})
+                seen[a] = (k, point) if a not in seen else None
+        held = {sort: {e: at for e, at in m.items() if at is not None} for sort, m in once.items()}
+        return used, held  # type: ignore[return-value]
+
+    def _differences(self, x: State, y: State) -> Iterator[tuple[int, Any, tuple, str | None, Any, Any]]:
+        """Every point where x and y differ: (symbol's index, symbol, point, the sort of its value
+        or None, x's value, y's value)."""
         sorts = self.it.u.sizes
         for k in self.keys:
-            x, y = s[k], self.init[k]
-            if x == y:
+            if x[k] == y[k]:
                 continue
             sym = self.types[k]
             lay = self.it.u.layout[sym.name]
             res = sym.result.name if sym.result.name in sorts else None
-            for i, (a, b) in enumerate(zip(x, y)):
-                if a == b:
-                    continue
-                point = _unflatten(i, lay.domains)
-                for t, v in zip(sym.args, point):
-                    used.setdefault(t.name, set()).add(v)
-                if res is not None and a is not None:
-                    used.setdefault(res, set()).add(a)
-                    seen = once.setdefault(res, {})
-                    seen[a] = (k, point) if a not in seen else None
-        held = {sort: {e: at for e, at in m.items() if at is not None} for sort, m in once.items()}
-        return used, held  # type: ignore[return-value]
+            for i, (a, b) in enumerate(zip(x[k], y[k])):
+                if a != b:
+                    yield k, sym, unflatten(i, lay.domains), res, a, b
 
     # ---------------------------------------------------------------- the search
     def search(self, before: State, target: State, given: dict[str, set[Any]]) -> Outcome:
@@ -286,7 +280,7 @@ class Reach:
             now = tuple(target[i][k] for i in self.gmap_ix)
             if now == tuple(s[i][k] for i in self.gmap_ix):
                 continue
-            point = _unflatten(k, self.gmap_domains)
+            point = unflatten(k, self.gmap_domains)
             name, args = ("guest_unmap", point) if now[0] is None else ("guest_map", point + now)
             if self.it.is_enabled(s, name, args):
                 yield name, args, self.it.apply(s, name, args)
@@ -494,10 +488,3 @@ def _unwind(step: Any) -> list[tuple[str, tuple[Any, ...]]]:
         out.append((name, args))
     return out[::-1]
 
-
-def _unflatten(k: int, domains: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for d in reversed(domains):
-        out.append(k % d)
-        k //= d
-    return tuple(reversed(out))

@@ -240,3 +240,13 @@ def _jsonable(t: A.TypeRef, v: Any, u: Universe) -> Any:
     if t.name in (A.BOOL, A.INT):
         return v
     return u.show_value(t, v)
+
+
+def unflatten(k: int, domains: tuple[int, ...]) -> tuple[int, ...]:
+    """The point (argument tuple) at flat index k of a symbol whose arguments have these domains
+    (row-major, as SymbolLayout.strides)."""
+    out = []
+    for d in reversed(domains):
+        out.append(k % d)
+        k //= d
+    return tuple(reversed(out))
