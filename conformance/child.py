@@ -16,7 +16,6 @@ request line on the child's stdin and one reply line from its stdout. The harnes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import shlex
@@ -30,8 +29,8 @@ from typing import Any, Callable
 
 from .adapter import Capabilities, Config, Observation, Operation
 from .oracle import Failure
-from .wire import (PROTOCOL, WireError, caps_from_json, check_reply, decode, encode, observation_from_json, quote,
-                   state_from_json, unb64)
+from .wire import (PROTOCOL, PageDigests, WireError, caps_from_json, check_reply, decode, encode,
+                   observation_from_json, quote, state_from_json, unb64)
 
 STDERR_KEPT = 64 * 1024  # bytes of the child's stderr kept (the latest)
 STDERR_SHOWN = 3000  # characters of it a verdict shows
@@ -297,7 +296,7 @@ class ChildAdapter:
         self._caps: Capabilities | None = None
         self._steps = 0  # steps since reset
         self._pages: dict[tuple[int, int, int], bytes] = {}  # bytes fetched since the last step
-        self._digests: dict[tuple[int, int], tuple[bytes, str]] = {}  # (vm, gpa) -> the last expected page, its sha256
+        self._digest = PageDigests()  # (vm, gpa) -> the last page seen, its sha256
         try:
             self._start(f"starting {cmd!r}")
         except Failure as f:  # bad input, shown as a message alone: the child's stderr is the best clue
@@ -406,16 +405,6 @@ class ChildAdapter:
                         what)
         self._count(what, ok, ranges)
         return [(vm, gpa) for (vm, gpa, want), d in zip(pages, ok) if self._digest(vm, gpa, want) != d]
-
-    def _digest(self, vm: int, gpa: int, want: bytes) -> str:
-        # Most pages do not change from one step to the next: comparing with the last copy is far
-        # cheaper than hashing again.
-        last = self._digests.get((vm, gpa))
-        if last is not None and last[0] == want:
-            return last[1]
-        d = hashlib.sha256(want).hexdigest()
-        self._digests[(vm, gpa)] = (want, d)
-        return d
 
     def _count(self, what: str, ok: list[str], ranges: list[tuple[int, int, int]]) -> None:
         if len(ok) != len(ranges):

@@ -12,15 +12,14 @@ reply (the harness makes a crash verdict of it); the server lives on until `clos
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import traceback
 from typing import Any, BinaryIO, Callable
 
 from .adapter import Adapter, Config, Operation
-from .wire import (PROTOCOL, WireError, b64, caps_to_json, check_request, decode, encode, observation_to_json,
-                   state_to_json)
+from .wire import (PROTOCOL, PageDigests, WireError, b64, caps_to_json, check_request, decode, encode,
+                   observation_to_json, state_to_json)
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 
@@ -28,7 +27,7 @@ DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 class Server:
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
-        self._digests: dict[tuple[int, int], tuple[bytes, str]] = {}  # (vm, gpa) -> last bytes, their sha256
+        self._digest = PageDigests()  # (vm, gpa) -> the last page seen, its sha256
 
     def handle(self, line: bytes) -> tuple[dict[str, Any], bool]:
         """One request line: (the reply, whether to stop)."""
@@ -67,16 +66,6 @@ class Server:
         if msg.get("digest") == "sha256":
             return [self._digest(v, gpa, read(v, gpa, n)) for v, gpa, n in msg["ranges"]]
         return [b64(read(v, gpa, n)) for v, gpa, n in msg["ranges"]]
-
-    def _digest(self, v: int, gpa: int, data: bytes) -> str:
-        # The harness asks for every page after most steps and few change: compare with the last
-        # copy (a memcmp) before hashing again.
-        last = self._digests.get((v, gpa))
-        if last is not None and last[0] == data:
-            return last[1]
-        d = hashlib.sha256(data).hexdigest()
-        self._digests[(v, gpa)] = (data, d)
-        return d
 
     def _close(self, msg: dict[str, Any]) -> None:
         close = getattr(self.adapter, "close", None)

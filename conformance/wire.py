@@ -128,6 +128,22 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class PageDigests:
+    """sha256 of guest pages, remembered per (vm, gpa). Both sides hash every page after most
+    steps and few change: comparing with the last copy (a memcmp) is far cheaper than hashing."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int], tuple[bytes, str]] = {}
+
+    def __call__(self, vm: int, gpa: int, data: bytes) -> str:
+        last = self._last.get((vm, gpa))
+        if last is not None and last[0] == data:
+            return last[1]
+        d = digest(data)
+        self._last[(vm, gpa)] = (data, d)
+        return d
+
+
 # ---------------------------------------------------------------- capabilities
 def caps_to_json(c: Capabilities) -> dict[str, Any]:
     scope = None
