@@ -15,6 +15,13 @@ HEADER = {"format": "dmm-trace/1", "values": "impl",
                      "budget": None, "mutant": None}}
 
 
+def adapter_module(where: Path, monkeypatch, name: str, methods: str) -> None:
+    """An importable module `name` whose Vmm is the bundled adapter with these methods replaced."""
+    (where / f"{name}.py").write_text("from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
+                                      "class Vmm(BundledVmm):\n" + methods)
+    monkeypatch.syspath_prepend(str(where))
+
+
 def trace(tmp_path: Path, *steps: dict) -> Path:
     p = tmp_path / "t.jsonl"
     p.write_text("\n".join(json.dumps(x) for x in (HEADER, *steps)) + "\n")
@@ -37,11 +44,7 @@ def test_a_broken_trace_is_bad_input_named_by_its_line(tmp_path, capsys, steps, 
 
 
 def test_a_close_that_fails_keeps_the_campaigns_verdict(tmp_path, capsys, monkeypatch):
-    (tmp_path / "closing.py").write_text(
-        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
-        "class Vmm(BundledVmm):\n"
-        "    def close(self):\n        raise OSError('device gone')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    adapter_module(tmp_path, monkeypatch, "closing", "    def close(self):\n        raise OSError('device gone')\n")
     rc = main(["fuzz", "--impl", "closing:Vmm", "--mutant", "accessed_not_set", "--seconds", "60", "--json",
                "--trace-dir", str(tmp_path / "t")])
     out, err = capsys.readouterr()
@@ -51,11 +54,8 @@ def test_a_close_that_fails_keeps_the_campaigns_verdict(tmp_path, capsys, monkey
 
 
 def test_json_output_stays_json_when_the_adapter_prints(tmp_path, capsys, monkeypatch):
-    (tmp_path / "chatty.py").write_text(
-        "from dmmcheck.conformance.vmm_adapter import BundledVmm\n"
-        "class Vmm(BundledVmm):\n"
-        "    def step(self, op):\n        print('debug:', op.action)\n        return super().step(op)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    adapter_module(tmp_path, monkeypatch, "chatty",
+                   "    def step(self, op):\n        print('debug:', op.action)\n        return super().step(op)\n")
     assert main(["fuzz", "--impl", "chatty:Vmm", "--examples", "3", "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["examples"] == 3 and "debug: vm_create" in err
