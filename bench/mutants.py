@@ -5,7 +5,10 @@ usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
 
 TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
 case on the default scope), narrow (the narrow input generator), no-focus, steps=N (steps per test
-case, default 40), level=LEVEL (judge at a conformance level below full: state, black-box).
+case, default 40), level=LEVEL (judge at a conformance level below full: state, black-box),
+impl-cmd=CMD (the bundled VMM in another process, spoken to over the wire protocol dmm-adapter/1:
+e.g. "impl-cmd=dmm serve"; its mutants are those the served adapter lists, switched on through the
+reset's configuration).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
 trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
@@ -18,7 +21,7 @@ import statistics
 import sys
 
 from dmmcheck.conformance.fuzz import Tuning
-from dmmcheck.conformance.mutation import run_all, select
+from dmmcheck.conformance.mutation import adapter_mutants, run_all, select
 
 SWITCHES = {"no-scope": {"vary_scope": False}, "narrow": {"wide_inputs": False}, "no-focus": {"focus": False}}
 
@@ -28,16 +31,18 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    switches = [sw for sw in sys.argv[5:] if not sw.startswith(("steps=", "level="))]
+    switches = [sw for sw in sys.argv[5:] if not sw.startswith(("steps=", "level=", "impl-cmd="))]
     steps = int(next((sw[6:] for sw in sys.argv[5:] if sw.startswith("steps=")), 40))
     level = next((sw[6:] for sw in sys.argv[5:] if sw.startswith("level=")), None)
+    impl_cmd = next((sw[9:] for sw in sys.argv[5:] if sw.startswith("impl-cmd=")), None)
     tuning = Tuning(**{k: v for sw in switches for k, v in SWITCHES[sw].items()})
-    results = run_all(select(pattern), seconds, jobs, tuning=tuning, seed=seed, steps=steps, level=level)
+    names = select(pattern, adapter_mutants(impl_cmd=impl_cmd) if impl_cmd is not None else None)
+    results = run_all(names, seconds, jobs, tuning=tuning, seed=seed, steps=steps, level=level, impl_cmd=impl_cmd)
     killed = [r for r in results if r.killed]
     shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
     print(json.dumps({
         "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches, "steps_per_case": steps,
-        "level": level or "full",
+        "level": level or "full", "impl_cmd": impl_cmd,
         "killed": len(killed), "total": len(results),
         "survivors": [r.name for r in results if not r.killed],
         "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,
