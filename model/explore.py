@@ -4,17 +4,22 @@ Breadth first from every initial state, every enabled action with every argument
 checked in every new state; the first violation of each invariant comes with a shortest trace.
 Symmetry reduction: elements of a sort are interchangeable, so each state is stored as a canonical
 representative of its orbit under permutations of the sorts' elements (the permuted copy with the
-smallest hash: a deterministic choice per orbit, up to hash ties, which only cost a duplicate visit).
+smallest digest: a deterministic choice per orbit, up to digest ties, which only cost a duplicate
+visit). The digest is a CRC of the state's marshalled bytes, not Python's hash: hash(None) is an
+address, different in every process, so a hash-chosen representative (and with it the search order,
+the trace and the elements a blame names) would change from one run to the next.
 Actions that modify nothing are self-loops and are counted but not applied.
 """
 
 from __future__ import annotations
 
 import itertools
+import marshal
 import math
 import operator
 import sys
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -102,6 +107,11 @@ def state_bytes(s: State) -> int:
     return sys.getsizeof(s) + sum(sys.getsizeof(t) for t in s) + 3 * 100
 
 
+def _digest(s: State) -> int:
+    """A digest of a state that is the same in every process (see the module docstring)."""
+    return zlib.crc32(marshal.dumps(s, 2))  # version 2: no back-references, which depend on sharing
+
+
 class Symmetry:
     """Permutations of each sort's elements, precomputed as index and value maps per symbol."""
 
@@ -133,13 +143,13 @@ class Symmetry:
             self.maps.append(entry)
 
     def canonical(self, s: State) -> State:
-        best, best_h = s, hash(s)
+        best, best_h = s, _digest(s)
         for entry in self.maps:
             t = list(s)
             for k, pick, remap in entry:
                 t[k] = pick(s[k]) if remap is None else tuple(map(remap.__getitem__, pick(s[k])))
             c = tuple(t)
-            h = hash(c)
+            h = _digest(c)
             if h < best_h:
                 best, best_h = c, h
         return best
@@ -181,7 +191,11 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
         for v in it.check(c) if not it.all_hold(c) else ():
             if v.invariant not in seen_broken:
                 seen_broken.add(v.invariant)
-                result.violations.append((v, _trace(it, parent, c, canon)))
+                trace = _trace(it, parent, c, canon)
+                # The blame of the trace's last state, not of the stored representative (a
+                # permutation of it): the elements it names are the ones the trace shows.
+                v = next(iter(it.check(trace[-1].state, [v.invariant])), v)
+                result.violations.append((v, trace))
 
     for s0 in it.initial_states():
         visit(s0, (None, "init", ()))

@@ -123,7 +123,55 @@ def test_a_copy_of_the_bundled_spec_explores_at_the_same_default_bound(tmp_path,
     copy = tmp_path / "copy.dmm"
     copy.write_text(open(bundled_path()).read())
     assert main(["explore", str(copy), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["bound"] == DEFAULT_BOUND
+    from_file = json.loads(capsys.readouterr().out)
+    assert from_file["bound"] == DEFAULT_BOUND
+    assert main(["explore", "--json"]) == 0
+    bundled = json.loads(capsys.readouterr().out)
+    for key in ("seconds", "states_per_second"):
+        del from_file[key], bundled[key]
+    assert from_file == bundled
+
+
+_ZAP = "  insert flush_pending(v)\n}\n\n# ---------------------------------------------------------------- TLB"
+
+
+def _explore_in_a_new_process(path) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dmmcheck", "explore", str(path), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_violation_names_the_same_elements_in_every_run_and_in_blame_and_trace(tmp_path):
+    """The representative of each orbit does not depend on the process (hash(None) does), and the
+    blame is of the trace's last state: two runs, from two files, agree on every name, and the page
+    the blame names is the one the trace mapped."""
+    text = _broken("  forall m: mfn. remove rmap(m, v, r, x)\n" + _ZAP, _ZAP)
+    runs = []
+    for name in ("a.dmm", "b.dmm"):
+        (tmp_path / name).write_text(text)
+        runs.append(_explore_in_a_new_process(tmp_path / name))
+    for r in runs:
+        del r["seconds"], r["states_per_second"]
+    assert runs[0] == runs[1]
+    (v,) = runs[0]["violations"]
+    fill = next(st for st in v["trace"] if st["action"] == "shadow_fill")
+    page = dict(a.split("=") for a in fill["args"].split(", "))["m"]
+    assert f"m={page}," in v["blame"]
+
+
+def test_blame_is_of_the_trace_last_state():
+    from dmmcheck.model.evaluate import blame
+
+    spec = check(parse(_broken("  forall m: mfn. remove rmap(m, v, r, x)\n" + _ZAP, _ZAP), "b.dmm"))
+    it = Interpreter(spec, DEFAULT_BOUND)
+    r = explore(it)
+    (v, trace) = r.violations[0]
+    inv = next(i for i in spec.invariants if i.name == v.invariant)
+    assert str(v.blame) == str(blame(it.u, trace[-1].state, inv.formula))
 
 
 def test_a_large_bound_is_bounded_in_memory_symmetry_and_time(capsys):
