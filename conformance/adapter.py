@@ -96,10 +96,13 @@ class AccessResult:
     value: int | None = None  # the value a read returned
     oom: bool = False  # the VMM could not serve it: no machine page
     gp: bool = False  # the access raised #GP (a non-canonical gva), not #PF: no error code, no CR2
+    # The adapter could not perform this access safely and did nothing (e.g. a fetch whose
+    # instruction could write memory the adapter cannot predict): not judged, counted as skipped.
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"fault": self.fault, "error_code": self.error_code, "cr2": self.cr2, "value": self.value,
-                "oom": self.oom, "gp": self.gp}
+                "oom": self.oom, "gp": self.gp, "skipped": self.skipped}
 
 
 @dataclass

@@ -81,6 +81,7 @@ class FuzzResult:
     memory_mib_start: float = 0.0
     memory_mib_peak: float = 0.0
     level: str = "full"  # the conformance level the implementation was judged at (levels.py)
+    skipped: Counter[str] = field(default_factory=Counter)  # accesses not performed by the adapter, by kind
 
     @property
     def steps_per_second(self) -> float:
@@ -531,6 +532,7 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
             result.seconds = time.perf_counter() - start
             result.seconds_in_impl, result.seconds_in_oracle = runner.timing.impl, runner.timing.oracle
             result.coverage = runner.coverage
+            result.skipped = runner.skipped
             if progress:
                 progress(result)
 

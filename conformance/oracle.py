@@ -82,6 +82,7 @@ class Oracle:
         self.state = self._init
         self.ideal = Ideal(config.gfns, config.beyond_memory)
         self.coverage = judge.coverage
+        self.skipped: Counter[str] = Counter()  # accesses the adapter did not perform, by kind (runner.py shares one)
         self._root_ix = {r: i for i, r in enumerate(config.roots)}
         self._gva_ix = {x: i for i, x in enumerate(config.gvas)}
         self._access = {n: i for i, n in enumerate(spec.enums["access"])}
@@ -270,6 +271,8 @@ class Oracle:
             vm.ctl.nxe, vm.ctl.smep, vm.ctl.smap = a["nxe"], a["smep"], a["smap"]
         elif op.action == "invlpg" and vm is not None:
             vm.invlpg(a["x"])
+        elif obs.access is not None and obs.access.skipped:
+            self.skipped[a.get("a", op.action)] += 1  # not performed: nothing happened, nothing to judge
         elif obs.access is not None and vm is not None:
             self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in events))
         if any(n == "vm_destroy" for n, _ in events):

@@ -81,6 +81,9 @@ def _summary(console: Console, result: FuzzResult) -> None:
         tried = not_tried(result)
         console.print(f"input classes: {len(inputs.classes()) - len(tried)} of {len(inputs.classes())} tried"
                       + (f"; [yellow]not tried:[/] {', '.join(tried)}" if tried else ""))
+    if result.skipped:
+        console.print(f"[yellow]not performed by the adapter (skipped, not judged):[/] "
+                      + ", ".join(f"{n} {k}" for k, n in sorted(result.skipped.items())))
     console.print(f"{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
                   f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
                   f"{result.seconds_in_oracle:.1f} s in the oracles)")
@@ -107,6 +110,7 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "guards": {a: dict(c) for a, c in result.guards.items()},
             "inputs": dict(sorted(result.inputs.items())), "inputs_not_tried": not_tried(result),
             "scopes": dict(sorted(result.scopes.items())),
+            "skipped": dict(sorted(result.skipped.items())),
             "config": result.config.to_json() if result.config is not None else None,
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,

@@ -72,6 +72,8 @@ class Runner:
     # long campaign with scopes varied per test case meets thousands)
     _judges: OrderedDict[Config, Judge] = field(default_factory=OrderedDict)
     level: str = "full"  # the adapter's conformance level (levels.py), read at each reset
+    # accesses the adapter could not perform safely (AccessResult.skipped), by kind, over every test case
+    skipped: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
@@ -91,10 +93,12 @@ class Runner:
         self._guarded(lambda: self.adapter.reset(self.config), "reset")
         if self.level == "black-box":
             self.oracle = Oracle(self.judge)  # type: ignore[arg-type]
+            self.oracle.skipped = self.skipped
             self.oracle.state = levels.guest_view(self.oracle)
             return
         st = self._guarded(self.adapter.abstract_state, "abstract_state after reset")
         self.oracle = Oracle(self.judge, _first_mfn(st))  # type: ignore[arg-type]
+        self.oracle.skipped = self.skipped
         self._judge(lambda: self.oracle.start(st))  # type: ignore[union-attr]
 
     def step(self, op: Operation) -> StepRecord:

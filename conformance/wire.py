@@ -175,7 +175,7 @@ def observation_from_json(d: dict[str, Any]) -> Observation:
     access = None
     if a is not None:
         access = AccessResult(a["fault"], a.get("error_code", 0), a.get("cr2"), a.get("value"), a.get("oom", False),
-                              a.get("gp", False))
+                              a.get("gp", False), a.get("skipped", False))
     return Observation([(n, args) for n, args in d["events"]], access,
                        [(v, gpa, unb64(data)) for v, gpa, data in d.get("guest_writes", ())], d.get("note", ""))
 
