@@ -10,8 +10,9 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable
 
@@ -127,30 +128,143 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
             for r in _run(g):
                 done(r)
     else:
-        ctx = mp.get_context("fork")
-        pool = ProcessPoolExecutor(min(opts.jobs, len(groups)), mp_context=ctx, initializer=_init_worker,
-                                   initargs=(opts, True))
-        try:
-            futures = {pool.submit(_run, g): g for g in groups}
-            for fut in as_completed(futures):
-                try:
-                    rs = fut.result()
-                except Exception as e:  # a dead worker is an unknown, never a lost obligation
-                    rs = [Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", 0.0,
-                                 reason=f"worker failed: {e}") for ob in futures[fut]]
-                for r in rs:
-                    done(r)
-        except KeyboardInterrupt:
-            # Ctrl-C now, not after every queued obligation: the workers (which ignore SIGINT) are
-            # stopped and nothing queued starts.
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        _run_pool(groups, opts, done)
+    # Never missing: an obligation without a result (which would be a bug here) is reported unknown.
+    answered = {r.name for r in results}
+    for ob in obligations:
+        if ob.name not in answered:
+            done(Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", 0.0,
+                        reason="internal error: no result came back for it"))
     order = {ob.name: i for i, ob in enumerate(obligations)}
     results.sort(key=lambda r: order[r.name])
     return results, time.perf_counter() - start
+
+
+# A test hook, read only in pool workers: DMM_TEST_CRASH="HOW:GLOB[:FILE]" makes a worker die as it
+# starts a group with an obligation whose name matches GLOB, as a solver crash would: HOW is `kill`
+# (SIGKILL), `abort` (SIGABRT) or `exit` (os._exit(3), no signal). With FILE, only while FILE does not
+# exist (the worker creates it first): the crash happens once, and the retry runs normally.
+CRASH_ENV = "DMM_TEST_CRASH"
+
+
+def _maybe_crash(group: list[Obligation]) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    how, _, rest = spec.partition(":")
+    pattern, _, once = rest.partition(":")
+    if not any(fnmatch.fnmatch(ob.name, pattern) for ob in group):
+        return
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGABRT if how == "abort" else signal.SIGKILL)
+
+
+def _worker_main(conn: Connection, opts: ProveOptions) -> None:
+    """A pool worker: one group at a time from the parent, its results sent back."""
+    _init_worker(opts, in_pool=True)
+    while True:
+        try:
+            group = conn.recv()
+        except EOFError:
+            return
+        if group is None:
+            return
+        _maybe_crash(group)
+        try:
+            rs = _run(group)
+        except Exception as e:  # noqa: BLE001 - every obligation answered, never a lost group
+            rs = [Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", 0.0,
+                         reason=f"internal error: {type(e).__name__}: {e}") for ob in group]
+        conn.send(rs)
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {-code}"
+    return f"exit status {code}"
+
+
+def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, done: Callable[[Result], None]) -> None:
+    """Run groups in worker processes, each worker one group at a time, so that a worker that dies
+    (Z3 can segfault) is known with the group it was running. That group is retried once, each
+    obligation on its own (so that a second death pins down one obligation); an obligation whose
+    worker dies again is reported unknown, `worker died (signal N)`: never missing, never proved."""
+    ctx = mp.get_context("fork")
+    # (group, tries so far, how its worker died on the first try)
+    todo: deque[tuple[list[Obligation], int, str]] = deque((g, 0, "") for g in groups)
+    n = min(opts.jobs, len(groups))
+    busy: dict[Connection, tuple[mp.process.BaseProcess, list[Obligation], int, str]] = {}
+    idle: list[tuple[Connection, mp.process.BaseProcess]] = []
+
+    def start() -> tuple[Connection, mp.process.BaseProcess]:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, opts), daemon=True)
+        proc.start()
+        child.close()
+        return parent, proc
+
+    try:
+        while todo or busy:
+            while todo and (idle or len(busy) < n):
+                conn, proc = idle.pop() if idle else start()
+                group, tries, why = todo.popleft()
+                try:
+                    conn.send(group)
+                except OSError:  # died while idle: its group is not lost, a new worker takes it
+                    proc.join()
+                    conn.close()
+                    todo.appendleft((group, tries, why))
+                    continue
+                busy[conn] = (proc, group, tries, why)
+            ready = wait(list(busy) + [p.sentinel for p, _, _, _ in busy.values()])
+            for conn in [c for c in busy if c in ready or busy[c][0].sentinel in ready]:
+                proc, group, tries, why = busy.pop(conn)
+                try:
+                    rs = conn.recv() if conn.poll() else None
+                except (EOFError, OSError):
+                    rs = None
+                if rs is not None:
+                    for r in rs:
+                        if why:  # a retry: the result stands, and says what happened on the first try
+                            r.reason = "; ".join(filter(None, [r.reason, f"retried: its {why}"]))
+                        done(r)
+                    idle.append((conn, proc))
+                    continue
+                proc.join()
+                conn.close()
+                died = f"worker died ({_death(proc.exitcode)})"
+                if tries == 0:
+                    todo.extend(([ob], 1, died) for ob in group)
+                else:
+                    for ob in group:
+                        done(Result(ob.name, ob.kind, ob.action, ob.invariant, "unknown", 0.0,
+                                    reason=f"{died}, on its first try and again on the retry"))
+    except KeyboardInterrupt:
+        # Ctrl-C now, not after every queued obligation: the workers (which ignore SIGINT) are
+        # stopped and nothing queued starts.
+        for proc in [p for p, _, _, _ in busy.values()] + [p for _, p in idle]:
+            proc.terminate()
+        raise
+    finally:
+        for conn, proc in idle:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for conn, proc in idle:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+            conn.close()
+        for conn, (proc, _, _, _) in busy.items():
+            proc.kill()
+            proc.join()
 
 
 def fingerprint(spec, ob: Obligation, opts: ProveOptions) -> str:
