@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_adapter_check)
     add_impl_arguments(sp, None, "none: one of the two is required")
     sp.add_argument("--timeout", type=seconds(), default=10.0, metavar="S", help="seconds one call may take (default 10)")
+    sp.add_argument("--config", metavar="FILE", help="reset the adapter on this configuration (TOML, as dmm fuzz --config) "
+                                                    "instead of the default one")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp = add("check", cmd_check, "the main job: everything dmm can check about a spec and the bundled VMM")
     sp.add_argument("--fuzz-seconds", type=seconds(positive=False), default=60.0, metavar="N",
