@@ -219,10 +219,10 @@ class KvmVmm:
         if res.vector == 14 and res.cr2 == x:
             st.cached.pop(x >> 12, None)
             return AccessResult(True, res.error_code, res.cr2)
-        if res.vector == 13 and res.rip == G.LAYOUT.iret + len(bytes.fromhex(G.IRET)) - 2:
-            if canonical(x):
-                raise GuestError(f"fetch of {x:#x}: iretq raised #GP")
-            return AccessResult(True, gp=True)  # iretq to a non-canonical RIP
+        if res.vector == 13 and not canonical(x) and res.rip in (x, G.LAYOUT.iret + len(bytes.fromhex(G.IRET)) - 2):
+            # iretq to a non-canonical RIP: #GP, saved with the iretq's RIP (Intel) or, as here
+            # (AMD), with the non-canonical target's
+            return AccessResult(True, gp=True)
         # Anything else — the single-step trap, another exception of the instruction run there,
         # hlt, an exit — came after the fetch: it succeeded.
         if res.exit not in ("hlt", "internal_error"):  # (internal_error: KVM cannot emulate a fetch from MMIO)
