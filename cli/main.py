@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from dmmcheck.model.limits import BACKSTOP, RLIMIT
+from dmmcheck.model.limits import BACKSTOP, REACH_SECONDS, RLIMIT
 from dmmcheck.spec import SpecError, load
 
 # Exit statuses, the same in every command (docs/exit-codes.md): a verdict never shares a code with
@@ -71,7 +71,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out.print(f"dmm check: {spec.file}: parsed and type-checked ({len(spec.actions)} actions, "
               f"{len(spec.invariants)} invariants)")
-    results, seconds = report.run_with_progress(ProveOptions(args.spec, jobs=os.cpu_count() or 1), err)
+    results, seconds = report.run_with_progress(ProveOptions(args.spec, jobs=os.cpu_count() or 1,
+                                                             reach_seconds=REACH_SECONDS), err)
     prove_status = exit_status(results)
     s = report.summary(results)
     bound = default_bound(spec)
@@ -110,6 +111,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for res in results:
         if res.status != "proved":
             out.print(f"  {res.status}: {res.name} {res.reason}")
+            if res.reachability:
+                out.print(f"    {res.reachability['text']}")
     if args.spec is None and not fuzz_ok:
         show_failure(out, fr.shrunk, fr.failure, seed=0, trace=trace)  # type: ignore[arg-type]
     if prove_status:
@@ -206,7 +209,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if isinstance(spec, int):
         return spec
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
-                        use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit)
+                        use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
+                        reach_seconds=args.reach_seconds)
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
     if args.only and not results:  # a typo must not pass as "nothing failed"
@@ -218,6 +222,13 @@ def cmd_prove(args: argparse.Namespace) -> int:
         if r.kind == "bmc" and r.status == "violated":
             path = Path(args.trace_dir) / f"bmc-{r.invariant}.jsonl"
             write_trace(path, spec.file, hashlib.sha256(spec_text.encode()).hexdigest(), r)
+            traces.append(str(path))
+        if r.kind == "inductive" and (r.reachability or {}).get("verdict") == "reachable":
+            from dmmcheck.model.reachable import write_trace as write_reached
+
+            path = Path(args.trace_dir) / f"cti-{r.action}-{r.invariant}.jsonl"
+            write_reached(path, spec.file, hashlib.sha256(spec_text.encode()).hexdigest(), r)
+            r.reachability["trace_file"] = str(path)
             traces.append(str(path))
     if args.json:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
@@ -306,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
     sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
     sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")
-    sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where BMC traces are written")
+    sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR",
+                    help="where BMC traces and traces reaching a counterexample to induction are written")
+    sp.add_argument("--reach-seconds", type=seconds(positive=False), default=REACH_SECONDS, metavar="S",
+                    help=f"search at most this long for an execution reaching each counterexample to induction "
+                         f"(all share one search; default {REACH_SECONDS:g}; 0: no search)")
     sp = add("fuzz", cmd_fuzz, "differential fuzzing of a VMM implementation against the spec")
     from dmmcheck.conformance.cli import add_arguments
 

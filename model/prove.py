@@ -66,6 +66,8 @@ class Result:
     reason: str = ""
     bound: dict[str, int] | None = None  # finite universe the result is about; None = unbounded
     cached: bool = False
+    # A counterexample to induction: is it reachable from init? (reachable.py; None: not searched)
+    reachability: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

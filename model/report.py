@@ -84,6 +84,11 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
     fallbacks = [r for r in results if r.bound and r.kind == "inductive" and r.status == "proved"]
     console.print(f"dmm prove: {s['proved']} proved, {s['violated']} violated, {s['unknown']} unknown "
                   f"in {seconds:.2f} s ({sum(r.cached for r in results)} from cache)")
+    reach = [r.reachability["verdict"] for r in results if r.reachability]
+    if reach:
+        console.print("  counterexamples to induction: " + ", ".join(
+            f"{reach.count(v)} {v}" for v in ("reachable", "not reached", "unknown"))
+            + " (an execution reaching each searched for; --reach-seconds)")
     if fallbacks:
         console.print(f"  {len(fallbacks)} inductive obligations proved only in finite universes: "
                       + "; ".join(sorted({r.reason for r in fallbacks})))
@@ -117,3 +122,19 @@ def _show_counterexample(console: Console, r: Result) -> None:
         console.print(t)
     else:
         console.print(f"  {cx.get('note', '')}")
+    _show_reachability(console, r)
+
+
+def _show_reachability(console: Console, r: Result) -> None:
+    """Whether an execution reaches the counterexample to induction (reachable.py)."""
+    reach = r.reachability
+    if not reach:
+        return
+    color = {"reachable": "red", "not reached": "yellow"}.get(reach["verdict"], "yellow")
+    console.print(f"  [{color}]{reach['text']}[/]", highlight=False)
+    if reach["verdict"] != "reachable":
+        return
+    for i, st in enumerate(reach["trace"]):
+        console.print(f"    {i + 1}. {st['action']}({', '.join(f'{k}={v}' for k, v in st['args'].items())})",
+                      highlight=False)
+    console.print(f"  {r.invariant} fails afterwards: {reach['blame']}", highlight=False)

@@ -36,6 +36,9 @@ class ProveOptions:
     use_cache: bool = True
     jobs: int = 1
     rlimit: int = RLIMIT  # Z3 resource units per check: verdicts independent of the machine's load
+    # Seconds the search for a reachable instance of the counterexamples to induction may take (all
+    # of them share one search; reachable.py); 0: no search. `dmm prove` searches by default.
+    reach_seconds: float = 0.0
 
 
 def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
@@ -137,6 +140,11 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
                         reason="internal error: no result came back for it"))
     order = {ob.name: i for i, ob in enumerate(obligations)}
     results.sort(key=lambda r: order[r.name])
+    if opts.reach_seconds > 0:
+        from .reachable import annotate
+
+        annotate(spec, [r for r in effective(results) if r.kind == "inductive" and r.status == "violated"],
+                 opts.reach_seconds)
     return results, time.perf_counter() - start
 
 
@@ -287,10 +295,12 @@ def effective(results: list[Result]) -> list[Result]:
 
 
 def exit_status(results: list[Result]) -> int:
-    """0 all proved; 1 a reachable violation (bmc); 5 another violation (a counterexample to
-    induction, a failed init or vacuity obligation); 3 some unknown (docs/exit-codes.md)."""
+    """0 all proved; 1 a reachable violation (bmc, or a counterexample to induction found
+    reachable); 5 another violation (a counterexample to induction, a failed init or vacuity
+    obligation); 3 some unknown (docs/exit-codes.md)."""
     results = effective(results)
-    if any(r.status == "violated" and r.kind == "bmc" for r in results):
+    if any(r.status == "violated" and (r.kind == "bmc" or (r.reachability or {}).get("verdict") == "reachable")
+           for r in results):
         return 1
     if any(r.status == "violated" for r in results):
         return 5

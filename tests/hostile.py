@@ -27,13 +27,14 @@ GOOD_STEPS = [{"action": "vm_create", "args": {"v": 0}}, {"action": "cr3_load", 
               {"action": "guest_walk", "args": {"v": 0, "x": 4194304, "a": "write", "u": False, "value": 5}}]
 # Values each kind of option must refuse (a large value is valid where nothing caps it: it only
 # asks for a long run; the capped options refuse it).
-SECONDS = {"--seconds", "--step-timeout", "--timeout", "--max-seconds", "--seconds-per-mutant", "--shrink-seconds"}
+SECONDS = {"--seconds", "--step-timeout", "--timeout", "--max-seconds", "--seconds-per-mutant", "--shrink-seconds",
+           "--reach-seconds"}
 CAPPED = {"--finite", "--bmc", "--k-induction"}
 BAD_SECONDS = ["-1", "0", "nan", "inf", "-inf", "1e400", "", "x", "0x10"]
 BAD_COUNTS = ["-1", "nan", "inf", "", "x", "0x10", "1.5"]
 BAD_BOUNDS = ["vm=0", "vmm=2", "vm", "x", "vm=-1", "vm=1e3", "vm=100,mfn=100,gva=100,root=10", "=3"]
 NUMERIC = {"fuzz": ["--seconds", "--examples", "--seed", "--steps", "--step-timeout", "--memory-limit"],
-           "prove": ["--timeout", "--rlimit", "--bmc", "--k-induction", "--finite", "-j"],
+           "prove": ["--timeout", "--rlimit", "--bmc", "--k-induction", "--finite", "-j", "--reach-seconds"],
            "explore": ["--max-states", "--max-seconds", "--max-memory", "--bound"],
            "mutants": ["--seconds-per-mutant", "-j", "--seed"],
            "replay": ["--step-timeout"]}
@@ -47,7 +48,7 @@ MISBEHAVIOURS = {
     "junk": "return 'junk'",
     "hang": "import time; time.sleep(3600)",
 }
-ZERO_OK = {"--seed", "--bmc", "--k-induction"}  # 0 is a valid value of these
+ZERO_OK = {"--seed", "--bmc", "--k-induction", "--reach-seconds"}  # 0 is a valid value of these
 METHODS = ("step", "abstract_state", "reset", "read_guest", "capabilities", "__init__")
 
 
@@ -71,7 +72,7 @@ def bad_values(opt: str) -> list[str]:
     if opt == "--bound":
         return BAD_BOUNDS
     if opt in SECONDS:
-        return BAD_SECONDS
+        return [v for v in BAD_SECONDS if not (v == "0" and opt in ZERO_OK)]
     return BAD_COUNTS + ([] if opt in ZERO_OK else ["0"]) + (["99999999999999999999999"] if opt in CAPPED else [])
 
 
