@@ -45,7 +45,7 @@ def main() -> int:
            "seconds_in_oracle": r["seconds_in_oracle"],
            "coverage": {"inputs_tried": len(r["inputs"]), "inputs_not_tried": r["inputs_not_tried"],
                         "scopes": r["scopes"], "skipped": r.get("skipped", {})},
-           "known_divergences": (r.get("known_divergences") or {}).get("hits") if r.get("known_divergences") else None,
+           "known_divergences": r.get("known_divergences"),
            "verdict": "pass" if f is None else f"{f['kind']}: {f['message']}", "trace": f and f["trace"]}
     print(json.dumps(out))
     return 0

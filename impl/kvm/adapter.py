@@ -22,7 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dmmcheck.conformance.adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
+from dmmcheck.conformance.adapter import (
+    AccessResult,
+    Bounds,
+    Capabilities,
+    Config,
+    Observation,
+    Operation,
+)
 from dmmcheck.conformance.scope import guest_tables, table_for
 
 from . import fetch as F
@@ -233,7 +240,7 @@ class KvmVmm:
         return AccessResult(False)
 
     def _cache(self, m: Machine, st: GuestState, x: int) -> None:
-        used, frame = self._walk(m, st, x)
+        _, frame = self._walk(m, st, x)
         if frame is not None and frame != NO_1G:
             st.cached.setdefault(x >> 12, set()).add(frame & ~(PAGE - 1))
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dmmcheck.conformance.adapter import Config, Operation
 from dmmcheck.impl.kvm.ioctl import usable
 
