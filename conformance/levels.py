@@ -29,7 +29,7 @@ from dmmcheck.model.state import State
 from .adapter import LEVELS, Adapter, AdapterError, Capabilities, Config, Event, Observation, Operation
 from .ideal import PAGE, A, Controls, D
 from .operations import ACCESS_ACTIONS, EXTRA
-from .oracle import GHOST, Failure, Oracle, SpecStep
+from .oracle import Failure, Oracle, SpecStep
 from .reach import GUEST_EDITS, Outcome, Reach
 
 WHAT = {"full": "refinement from events, invariants, observation",
@@ -122,14 +122,15 @@ class Explained:
 
 def reach_of(oracle: Oracle, judge: Any) -> Reach:
     if judge.reach is None:
-        judge.reach = Reach(oracle.it, GHOST)
+        judge.reach = Reach(oracle.it, judge.ghost)
     return judge.reach
 
 
 def explain(oracle: Oracle, reach: Reach, op: Operation, st: dict[str, Any]) -> Explained:
     impl = oracle.abstract(st)
-    if oracle.inc.check(oracle.state, oracle.with_ghost(impl, oracle._init)):
-        return Explained(impl, True)
+    if any(v.invariant not in oracle.ghostly
+           for v in oracle.inc.check(oracle.state, oracle.with_ghost(impl, oracle.state))):
+        return Explained(impl, True)  # broken whatever steps led there (ghost-free invariants only)
     given = named(oracle, op)
     target = oracle.with_ghost(impl, oracle.state)
     return Explained(impl, False, reach.search(oracle.state, target, given),
@@ -142,7 +143,7 @@ def judge_state(oracle: Oracle, reach: Reach, op: Operation, obs: Observation, e
     found = ex.outcome.steps if ex.outcome is not None else None
     oracle.observe(op, obs, read_guest, observed(oracle, op, obs, read_guest))
     if ex.broken:
-        oracle.invariants(oracle.state, oracle.with_ghost(ex.impl, oracle._init))
+        oracle.unexplained(ex.impl)
     assert ex.outcome is not None
     if found is None:
         raise Failure("refinement", unreachable(reach, ex.outcome),

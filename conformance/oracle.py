@@ -30,12 +30,12 @@ from typing import Any
 from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State, unflatten
+from dmmcheck.spec.ast import syms
 
 from .abstraction import AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
 from .ideal import PAGE, Ideal, Outcome
 
-GHOST = ("tlb", "tlb_write")
 MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
                   "balloon_inflate_swapped", "balloon_inflate_unmapped"}
 GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
@@ -65,6 +65,11 @@ class Judge:
         # the scope's sort sizes, and the model's parameters (the budget) that this spec has
         self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
+        # state no implementation shows (the spec's `ghost` symbols): tracked from the spec's own actions
+        self.ghost: tuple[str, ...] = tuple(s.name for s in spec.symbols.values() if s.ghost)
+        # the invariants that read ghost state: they cannot be judged on a state no spec step explains
+        self.ghostly = frozenset(inv.name for inv in spec.invariants
+                                 if {sym.name for sym in syms(inv.formula)} & set(self.ghost))
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
@@ -75,6 +80,7 @@ class Oracle:
         config, spec = judge.config, judge.spec
         self.config = config
         self.it, self.inc = judge.it, judge.inc
+        self.ghost, self.ghostly = judge.ghost, judge.ghostly
         self.u = self.it.u
         self.au = Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots,
                            config.gvas, config.slots)
@@ -111,7 +117,7 @@ class Oracle:
 
     def with_ghost(self, impl: State, spec: State) -> State:
         s = list(impl)
-        for name in GHOST:
+        for name in self.ghost:
             s[self._lay[name].index] = spec[self._lay[name].index]
         return tuple(s)
 
@@ -225,8 +231,14 @@ class Oracle:
                 s = self._apply(s, "guest_map", (v, r, x) + now, steps, "guest edit", True)
         return s
 
-    def invariants(self, before: State, after: State) -> None:
-        bad = self.inc.check(before, after)
+    def unexplained(self, impl: State) -> None:
+        """Judge the invariants on a state no spec step explains (the step failed refinement, or
+        the search found none): the ghost state is then unknown, so the invariants that read it are
+        left out; the rest name the property lost, the better verdict when there is one."""
+        self.invariants(self.state, self.with_ghost(impl, self.state), skip=self.ghostly)
+
+    def invariants(self, before: State, after: State, skip: frozenset[str] = frozenset()) -> None:
+        bad = [v for v in self.inc.check(before, after) if v.invariant not in skip]
         if bad:
             raise Failure("invariant", "; ".join(f"{v.invariant} fails" for v in bad),
                           "\n".join(str(v) for v in bad))
@@ -238,9 +250,7 @@ class Oracle:
         try:
             steps, after = self.refine(obs, impl)
         except Failure:
-            # A broken invariant names the property lost: the better verdict, when there is one.
-            # (The TLB is the spec's ghost; with the steps failed, an empty one is the safe stand-in.)
-            self.invariants(self.state, self.with_ghost(impl, self._init))
+            self.unexplained(impl)
             raise
         self.invariants(self.state, after)
         self.state = after

@@ -104,6 +104,10 @@ class Mmu:
         sp = self.sps.get(key)
         if sp is not None:
             return sp
+        if not role.direct and (vm.id, gfn) not in self.shadowed:
+            # gpt_resident: a shadowed table is resident (paged in first, if reclaim took it since the
+            # walk read it; from then on reclaim, sharing and the balloon leave it alone).
+            self.vmm.gfn_mfn(vm, gfn)
         mfn = self.vmm.private.alloc()
         self.cpu.write(mfn << x86.PAGE_SHIFT, bytes(x86.PAGE_SIZE))
         sp = Sp(mfn, vm.id, gfn, role)

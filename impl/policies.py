@@ -140,6 +140,7 @@ class Policies:
             self.swap.release(slot)
             self.vmm.emit("swap_io_error", v=vm.id, g=gfn)
             return False
+        self._leave(vm, gfn, mfn)
         self.vmm.unmap_gfn(vm, gfn)
         vm.swapped[gfn] = slot
         self._drop(mfn)
@@ -163,6 +164,22 @@ class Policies:
         self.stats["swap_ins"] += 1
         self.vmm.emit("swap_in", v=vm.id, g=gfn, s=slot, m=mfn)
         return mfn
+
+    def _leave(self, vm: "Vm", gfn: int, mfn: int) -> None:
+        """(vm, gfn) is about to let go of mfn. owner_holds: a shared page is charged to one of its
+        holders, so when the VM it is charged to lets go of it for the last time, the page first
+        moves to another holder's active list (Xen charges a shared page to a holder the same way)."""
+        d = self.machine.desc[mfn]
+        if d.status != SHARED or d.owner != vm.id:
+            return
+        holders = self.vmm.holders.get(mfn, ())
+        if any(v == vm.id and g != gfn for v, g in holders):
+            return  # the VM still holds it through another gfn
+        others = sorted((v, g) for v, g in holders if v != vm.id)
+        if others:
+            w, g = others[0]
+            self.machine.rehome(mfn, w)
+            self.vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
 
     def _drop(self, mfn: int, to_vmm: bool = False) -> None:
         # refcount: one holder fewer; the last one frees the page (to its owner's idle pool, or the VMM's)
@@ -213,6 +230,7 @@ class Policies:
             self._report_oom(vm, gfn)
             return None
         self.vmm.write_frame(n, self.vmm.read_frame(m))
+        self._leave(vm, gfn, m)
         self.vmm.unmap_gfn(vm, gfn)
         self.vmm.map_gfn(vm, gfn, n)
         self._drop(m)
@@ -228,6 +246,7 @@ class Policies:
             return False
         mfn = vm.p2m.get(gfn)
         if mfn is not None:
+            self._leave(vm, gfn, mfn)
             self.vmm.unmap_gfn(vm, gfn)
             self._drop(mfn, to_vmm=True)
             vm.ballooned.add(gfn)
@@ -272,14 +291,9 @@ class Policies:
 
     # ---------------------------------------------------------------- VM teardown
     def release_all(self, vm: "Vm") -> None:
-        """Give back everything the VM holds (before vm_destroy): shared pages it owns move to
-        another holder, resident gfns are ballooned out, slots freed, idle pages returned."""
-        for mfn in list(self.machine.active[vm.id]):
-            others = sorted((v, g) for v, g in self.vmm.holders.get(mfn, ()) if v != vm.id)
-            if self.machine.desc[mfn].status == SHARED and others:
-                w, g = others[0]
-                self.machine.rehome(mfn, w)
-                self.vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
+        """Give back everything the VM holds (before vm_destroy): resident gfns are ballooned out
+        (shared pages it is charged to move to another holder on the way), slots freed, idle pages
+        returned."""
         for gfn in sorted(set(vm.p2m) | set(vm.swapped)):
             self.balloon_inflate(vm, gfn)
         while self.pool_shrink(vm) is not None:

@@ -203,7 +203,10 @@ class Vmm:
     # ---------------------------------------------------------------- guest CPU state
     def load_cr3(self, vm: Vm, root_gfn: int) -> None:
         vm.cr3_gfn = root_gfn
-        self.mmu.root(vm)
+        try:
+            self.mmu.root(vm)
+        except OutOfMemory:
+            pass  # no page for the root table yet: it is shadowed at the first access instead
         # A CR3 load flushes the TLB: the CPU is reloaded (and flushed) before the guest runs again,
         # which pays whatever flush the VM owed.
         self._loaded = None
@@ -245,7 +248,10 @@ class Vmm:
             return Result(True, access_error_code(acc, vm.mode(user, ac)), gva)
         res = Result(False)
         for _ in range(MAX_RETRIES):
-            self._enter(vm)
+            try:
+                self._enter(vm)
+            except OutOfMemory:
+                return Result(True, 0, gva, oom=True)
             out = self.cpu.access(gva, acc, value=value, user=user, ac=ac, size=size)
             if not out.fault:
                 self.stats["hits"] += 1
@@ -318,6 +324,9 @@ class Vmm:
         try:
             for addr, entry in ad:  # a write into a guest table, propagated like any
                 self.gpa_write(vm, addr, entry.to_bytes(8, "little"), walker=True)
+            # The tables first: shadowing one may page it in (gpt_resident), and that may reclaim
+            # any page not yet shadowed — so the data page's mfn is only read afterwards.
+            sp, access = self._shadow_path(vm, gva, w, bool(w.leaf[2] & x86.D) or acc is Access.WRITE)
             mfn = self.gfn_mfn(vm, gfn)
         except OutOfMemory:
             return Result(True, 0, gva, oom=True)
@@ -326,7 +335,6 @@ class Vmm:
             mfn = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
             if mfn is None:
                 return Result(True, 0, gva, oom=True)
-        sp, access = self._shadow_path(vm, gva, w, bool(w.leaf[2] & x86.D) or acc is Access.WRITE)
         rights = self.mmu.leaf_rights(vm, w, access, gfn, mfn, acc is Access.WRITE, user)
         self.mmu.install_leaf(sp, x86.index(gva, 1), gfn, mfn, rights, bool(access & 1))
         self.stats["hidden_faults"] += 1
@@ -398,6 +406,9 @@ class Vmm:
         mfn = vm.p2m.pop(gfn, None)
         if mfn is not None:
             self.mmu.zap_mfn(vm.id, mfn)
+            # tlb_isolated: no TLB entry may reach the page once the gfn lets go of it, so the
+            # translations are shot down now, before the page can be reused — not at the next entry.
+            self.cpu.flush_tlb()
             refs = self.holders[mfn]
             refs.discard((vm.id, gfn))
             if not refs:

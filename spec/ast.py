@@ -288,6 +288,7 @@ class RelationDecl:
     mutable: bool = True
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
+    ghost: bool = False  # state no implementation shows (mutable)
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ class FunctionDecl:
     mutable: bool = True
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
+    ghost: bool = False  # state no implementation shows (mutable)
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,7 @@ class ConstDecl:
     mutable: bool = True
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
+    ghost: bool = False  # state no implementation shows (mutable)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class Symbol:
     mutable: bool
     doc: tuple[str, ...] = ()
     loc: A.Loc | None = None
+    ghost: bool = False  # no implementation shows it: the harness tracks it from the spec's actions
 
 
 @dataclass(frozen=True)
@@ -162,16 +163,16 @@ class _Checker:
             case A.RelationDecl(name, args, mutable):
                 self.declare(name, d.loc, "relation")
                 targs = tuple(self.check_type(t, allow_optional=False, allow_int=False) for t in args)
-                self.out.symbols[name] = Symbol(name, "relation", targs, BOOL, mutable, d.doc, d.loc)
+                self.out.symbols[name] = Symbol(name, "relation", targs, BOOL, mutable, d.doc, d.loc, d.ghost)
             case A.FunctionDecl(name, args, result, mutable):
                 self.declare(name, d.loc, "function")
                 targs = tuple(self.check_type(t, allow_optional=False, allow_int=False) for t in args)
                 res = self.check_type(result, allow_optional=True, allow_int=True)
-                self.out.symbols[name] = Symbol(name, "function", targs, res, mutable, d.doc, d.loc)
+                self.out.symbols[name] = Symbol(name, "function", targs, res, mutable, d.doc, d.loc, d.ghost)
             case A.ConstDecl(name, type_, mutable):
                 self.declare(name, d.loc, "constant")
                 res = self.check_type(type_, allow_optional=True, allow_int=True)
-                self.out.symbols[name] = Symbol(name, "const", (), res, mutable, d.doc, d.loc)
+                self.out.symbols[name] = Symbol(name, "const", (), res, mutable, d.doc, d.loc, d.ghost)
             case A.DefineDecl(name, params, result, body):
                 self.declare(name, d.loc, "definition")
                 env = self.binders({}, params)

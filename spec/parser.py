@@ -20,6 +20,7 @@ _TERMINAL_WORDS = {
     "INT": "an integer",
     "ADDOP": "'+' or '-'",
     "IMMUTABLE": "'immutable'",
+    "GHOST": "'ghost'",
     "OPTIONAL": "'?'",
     "$END": "end of file",
 }
@@ -161,21 +162,22 @@ class _ToAst(Transformer):
         return A.EnumDecl(str(c[0]), tuple(str(x) for x in c[1:]), loc=self._loc(meta))
 
     def _split_mut(self, c):
-        if c and isinstance(c[0], Token) and c[0].type == "IMMUTABLE":
-            return False, c[1:]
-        return True, c
+        """(mutable, ghost, the rest) from a declaration's optional modifier."""
+        if c and isinstance(c[0], Token) and c[0].type in ("IMMUTABLE", "GHOST"):
+            return c[0].type == "GHOST", c[0].type == "GHOST", c[1:]
+        return True, False, c
 
     def relation_decl(self, meta, c):
-        mutable, c = self._split_mut(c)
-        return A.RelationDecl(str(c[0]), tuple(c[1:]), mutable, loc=self._loc(meta))
+        mutable, ghost, c = self._split_mut(c)
+        return A.RelationDecl(str(c[0]), tuple(c[1:]), mutable, loc=self._loc(meta), ghost=ghost)
 
     def function_decl(self, meta, c):
-        mutable, c = self._split_mut(c)
-        return A.FunctionDecl(str(c[0]), tuple(c[1:-1]), c[-1], mutable, loc=self._loc(meta))
+        mutable, ghost, c = self._split_mut(c)
+        return A.FunctionDecl(str(c[0]), tuple(c[1:-1]), c[-1], mutable, loc=self._loc(meta), ghost=ghost)
 
     def const_decl(self, meta, c):
-        mutable, c = self._split_mut(c)
-        return A.ConstDecl(str(c[0]), c[1], mutable, loc=self._loc(meta))
+        mutable, ghost, c = self._split_mut(c)
+        return A.ConstDecl(str(c[0]), c[1], mutable, loc=self._loc(meta), ghost=ghost)
 
     def define_decl(self, meta, c):
         return A.DefineDecl(str(c[0]), tuple(c[1:-2]), c[-2], c[-1], loc=self._loc(meta))

@@ -95,8 +95,8 @@ def show_update(u: A.Update) -> str:
     return " ".join(line.strip() for line in _stmt(u, ""))
 
 
-def _mut(mutable: bool) -> str:
-    return "" if mutable else "immutable "
+def _mut(d: A.RelationDecl | A.FunctionDecl | A.ConstDecl) -> str:
+    return "ghost " if d.ghost else "" if d.mutable else "immutable "
 
 
 def show_decl(d: A.Decl) -> str:
@@ -106,12 +106,12 @@ def show_decl(d: A.Decl) -> str:
             lines.append(f"sort {name}" + (f" [{bound}]" if bound is not None else ""))
         case A.EnumDecl(name, values):
             lines.append(f"enum {name} {{ {', '.join(values)} }}")
-        case A.RelationDecl(name, args, mutable):
-            lines.append(f"{_mut(mutable)}relation {name}({', '.join(map(show_type, args))})")
-        case A.FunctionDecl(name, args, result, mutable):
-            lines.append(f"{_mut(mutable)}function {name}({', '.join(map(show_type, args))}): {show_type(result)}")
-        case A.ConstDecl(name, type_, mutable):
-            lines.append(f"{_mut(mutable)}const {name}: {show_type(type_)}")
+        case A.RelationDecl(name, args):
+            lines.append(f"{_mut(d)}relation {name}({', '.join(map(show_type, args))})")
+        case A.FunctionDecl(name, args, result):
+            lines.append(f"{_mut(d)}function {name}({', '.join(map(show_type, args))}): {show_type(result)}")
+        case A.ConstDecl(name, type_):
+            lines.append(f"{_mut(d)}const {name}: {show_type(type_)}")
         case A.DefineDecl(name, params, result, body):
             lines.append(f"define {name}({show_binders(params)}): {show_type(result)} =")
             lines.append(f"  {show_expr(body)}")

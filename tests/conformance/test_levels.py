@@ -11,7 +11,7 @@ import pytest
 from dmmcheck.conformance.adapter import AdapterError, Config, Operation
 from dmmcheck.conformance.fuzz import fuzz
 from dmmcheck.conformance.levels import Hiding, at_level, declared
-from dmmcheck.conformance.oracle import GHOST, Failure
+from dmmcheck.conformance.oracle import Failure
 from dmmcheck.conformance.reach import Bound, Reach
 from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
@@ -89,7 +89,7 @@ def test_a_state_no_spec_sequence_reaches_is_killed_at_state_level_and_the_verdi
 
 def test_a_search_cut_short_by_its_budget_says_so():
     r = Runner(at_level(BundledVmm(), "state"), SPEC, Config())
-    r.judge.reach = Reach(r.judge.it, GHOST, Bound(actions=200, states=1))
+    r.judge.reach = Reach(r.judge.it, r.judge.ghost, Bound(actions=200, states=1))
     r.reset()
     with pytest.raises(Failure) as e:  # one state expanded: no two-action step is found
         for o in SETUP:

@@ -46,7 +46,7 @@ def test_bundled_spec_proves_completely(tmp_path):
 MUTATIONS = [
     ("rmap_consistent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
      "  insert flush_pending(v)\n}"),
-    ("no_stale_spte", "guest_map", "  g_dirty(v, r, x) := d\n  spte(v, r, x) := none\n", "  g_dirty(v, r, x) := d\n"),
+    ("no_stale_spte", "guest_map", "  g_wrote(v, r, x) := d\n  spte(v, r, x) := none\n", "  g_wrote(v, r, x) := d\n"),
     ("spte_rights", "shadow_fill", "  s_user(v, r, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)",
      "  s_user(v, r, x) := true"),
     ("ad_emulated", "shadow_fill", "p2m(v, g) = m and g_accessed(v, r, x)", "p2m(v, g) = m"),
@@ -54,8 +54,9 @@ MUTATIONS = [
     ("descriptor_status", "pool_shrink", "  owner(m) := none\n  status(m) := free", "  owner(m) := none"),
     ("isolation", "share_merge", "  refcount(m1) := refcount(m1) + 1\n  status(m1) := shared",
      "  refcount(m1) := refcount(m1) + 1"),
-    ("cow_readonly", "share_merge", "  forall w: vm, r: root, x: gva. if spte(w, r, x) = m1 {\n    remove s_write(w, r, x)\n  }\n", ""),
-    ("guest_pt_protected", "protect_gpt", "  forall r: root, x: gva. if gmap(v, r, x) = g {\n    remove s_write(v, r, x)\n  }\n", ""),
+    ("cow_readonly", "share_merge", "  forall w: vm, r: root, x: gva. if rmap(m1, w, r, x) {\n    remove s_write(w, r, x)\n  }\n", ""),
+    ("guest_pt_protected", "protect_gpt",
+     "  forall r: root, x: gva. if exists m: mfn. p2m(v, g) = m and rmap(m, v, r, x) {\n    remove s_write(v, r, x)\n  }\n", ""),
     ("swap_exclusive", "swap_out", "not gpt_page(v, g) and not slot_used(s)", "not gpt_page(v, g)"),
     ("refcount_exact", "balloon_inflate", "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free",
      "  if refcount(m) = 1 {\n    status(m) := free"),
@@ -64,6 +65,21 @@ MUTATIONS = [
     ("tlb_coherent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
      "  forall m: mfn. remove rmap(m, v, r, x)\n}"),
     ("dead_vm_empty", "vm_destroy", "  requires forall m: mfn. not in_pool(v, m)\n", ""),
+    # an access served while a TLB flush is owed
+    ("access_sound", "tlb_hit", "u: bool) {\n  requires runnable(v, r)\n  requires tlb(v, x) != none",
+     "u: bool) {\n  requires live(v) and cur_root(v) = r\n  requires tlb(v, x) != none"),
+    # the guest's D bit set on a read
+    ("ad_justified", "guest_walk", "  insert g_used(v, r, x)\n  if a = write {\n    insert g_dirty(v, r, x)\n",
+     "  insert g_used(v, r, x)\n  insert g_dirty(v, r, x)\n  if a = write {\n"),
+    # swap-out frees the page while the TLB still maps it (the first shootdown is swap_out's)
+    ("tlb_isolated", "swap_out",
+     "  forall x: gva. if tlb_gfn(v, x) = g {\n    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n  }\n", ""),
+    # a shadowed guest table swapped out
+    ("gpt_resident", "swap_out", "requires p2m(v, g) = m and not gpt_page(v, g) and not slot_used(s)",
+     "requires p2m(v, g) = m and not slot_used(s)"),
+    # the VM a shared page is charged to swaps its hold out (the first such guard is swap_out's)
+    ("owner_holds", "swap_out",
+     "  requires status(m) = shared and owner(m) = v implies refcount(m) = 1 or (exists h: gfn. h != g and p2m(v, h) = m)\n", ""),
     ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
 ]
 
