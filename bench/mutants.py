@@ -11,12 +11,15 @@ e.g. "impl-cmd=dmm serve"; its mutants are those the served adapter lists, switc
 reset's configuration).
 
 killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
-trace length, and per mutant: killed, seconds, steps, shrunk steps, oracle.
+trace length, and per mutant: killed, seconds, steps (to the first failure), shrunk steps, oracle,
+steps_run (every step judged, shrinking included; for a survivor, what the budget bought); the
+machine's load average before and after (the budgets are wall-clock time).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 
@@ -36,6 +39,7 @@ def main() -> None:
     level = next((sw[6:] for sw in sys.argv[5:] if sw.startswith("level=")), None)
     impl_cmd = next((sw[9:] for sw in sys.argv[5:] if sw.startswith("impl-cmd=")), None)
     tuning = Tuning(**{k: v for sw in switches for k, v in SWITCHES[sw].items()})
+    load_start = os.getloadavg()  # the runs are timed: another job on the machine slows every campaign
     names = select(pattern, adapter_mutants(impl_cmd=impl_cmd) if impl_cmd is not None else None)
     results = run_all(names, seconds, jobs, tuning=tuning, seed=seed, steps=steps, level=level, impl_cmd=impl_cmd)
     killed = [r for r in results if r.killed]
@@ -43,6 +47,7 @@ def main() -> None:
     print(json.dumps({
         "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches, "steps_per_case": steps,
         "level": level or "full", "impl_cmd": impl_cmd,
+        "cores": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "killed": len(killed), "total": len(results),
         "survivors": [r.name for r in results if not r.killed],
         "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,
@@ -50,7 +55,8 @@ def main() -> None:
         "median_shrunk_steps": statistics.median(shrunk) if shrunk else None,
         "max_shrunk_steps": max(shrunk, default=None),
         "mutants": {r.name: {"killed": r.killed, "seconds": r.seconds, "steps": r.steps,
-                             "shrunk": r.shrunk_steps, "oracle": r.oracle, "message": r.message} for r in results},
+                             "shrunk": r.shrunk_steps, "oracle": r.oracle, "message": r.message,
+                             "steps_run": r.steps_run} for r in results},
     }))
 
 

@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="re-run a saved trace on an implementation, deterministically")
     sp.set_defaults(fn=cmd_replay)
     sp.add_argument("trace", metavar="TRACE", help="a dmm-trace/1 file (from dmm fuzz or dmm prove --bmc)")
-    from dmmcheck.conformance.cli import add_impl_arguments, add_level_argument
+    from dmmcheck.conformance.cli import add_impl_arguments, add_known_argument, add_level_argument
 
     add_impl_arguments(sp, None, "the one the trace names")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp.add_argument("--config", metavar="FILE", help="replay on this scope (TOML) instead of the trace's own")
     add_level_argument(sp)
+    add_known_argument(sp)
     sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
                         description="run the harness against every seeded VMM bug (and spec bug)")
     sp.set_defaults(fn=cmd_mutants)
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", metavar="FILE", help="run every mutant's campaign at this scope (TOML, as dmm fuzz --config)")
     add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
     add_level_argument(sp)
+    add_known_argument(sp)
     sp = sub.add_parser("serve", help="serve an adapter over the wire protocol dmm-adapter/1 on stdin/stdout",
                         description="serve an in-process adapter over dmm-adapter/1 on stdin/stdout "
                                     "(docs/adapter-protocol.md)")

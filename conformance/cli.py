@@ -80,6 +80,23 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     help="every test case on the default configuration (campaigns otherwise vary it within "
                          "the adapter's declared bounds)")
     add_level_argument(sp)
+    add_known_argument(sp)
+
+
+def add_known_argument(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--known-divergences", metavar="FILE",
+                    help="accepted divergences of the implementation, in TOML (docs/conformance.md, \"Known "
+                         "divergences\"): a failure an entry matches ends its test case, counted, instead of the run")
+
+
+def known_of(spec: Any, args: argparse.Namespace) -> Any:
+    """The --known-divergences file's entries, or None (a bad file: DivergenceFileError, exit 2)."""
+    path = getattr(args, "known_divergences", None)
+    if path is None:
+        return None
+    from .divergences import load as load_known
+
+    return load_known(path, spec)
 
 
 def add_level_argument(sp: argparse.ArgumentParser) -> None:
@@ -90,8 +107,9 @@ def add_level_argument(sp: argparse.ArgumentParser) -> None:
 
 def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
     """The campaign, its failing trace (if any) written; progress on `console` when given."""
-    factory = adapter_factory(args)
+    known = known_of(spec, args)  # checked before anything runs
     config, vary = scope_of(args)
+    factory = adapter_factory(args)
     status = console.status("fuzzing") if console else None
     if status:
         status.start()
@@ -105,7 +123,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
                       memory_limit_mib=getattr(args, "memory_limit", 4096),
                       shrink_seconds=getattr(args, "shrink_seconds", 60.0),
-                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None))
+                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None), known=known)
     finally:
         if status:
             status.stop()
@@ -169,6 +187,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     out = Console()
     try:
+        known = known_of(spec, args)
         factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
         config = scope_of(args)[0] if getattr(args, "config", None) else None
         trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config,
@@ -177,6 +196,7 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     except (TraceError, ValueError) as e:
         print(f"dmm replay: {e}", file=sys.stderr)
         return EXIT_INPUT
+    accepted = known.match(failure) if known is not None and failure is not None else None
     saved = trace.header.get("failure")
     recorded = trace.header.get("spec_hash")
     if recorded and recorded != spec_hash(spec):
@@ -184,18 +204,23 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
                                    f"({trace.header.get('spec', '?')}); the verdict may differ[/]")
     if args.json:
         print(json.dumps({"trace": args.trace, "level": runner.level, "steps": len(runner.records),
-                          "verdict": failure.kind if failure else "pass",
+                          "verdict": "accepted" if accepted else failure.kind if failure else "pass",
                           "message": failure.message if failure else None,
+                          "accepted_by": accepted.name if accepted else None,
                           "same_as_recorded": _same(saved, failure)}))
     else:
-        if failure is not None:
+        if accepted is not None:
+            out.print(f"step {len(runner.records) - 1}: accepted divergence {accepted.name!r} ({known.path}: "  # type: ignore[union-attr]
+                      f"{accepted.reason}): {failure.kind}: {failure.message}\nthe replay stops there: past a "  # type: ignore[union-attr]
+                      "divergence the rest cannot be judged", markup=False, highlight=False)
+        elif failure is not None:
             show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None, level=runner.level)
         else:
             out.print(f"[green]{len(runner.records)} steps replayed: no failure[/]")
         if saved is not None:
             out.print("same verdict as recorded" if _same(saved, failure) else
                       f"[yellow]recorded verdict was {saved.get('kind')}: {saved.get('message')}[/]")
-    return EXIT_FAILURE if failure is not None else 0
+    return EXIT_FAILURE if failure is not None and accepted is None else 0
 
 
 def _same(saved: dict[str, Any] | None, failure: Failure | None) -> bool:
@@ -231,10 +256,15 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     err = Console(stderr=True)
     try:
+        from dmmcheck.spec import load
+
+        known = getattr(args, "known_divergences", None)
+        known_of(load(None), args)  # checked here, before any campaign (each loads it again)
         config, vary = scope_of(args) if getattr(args, "config", None) else (None, True)
         with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
             results = run_all(names, args.seconds_per_mutant, args.jobs, Tuning(vary_scope=vary), seed=args.seed,
-                              impl=impl, impl_cmd=impl_cmd, level=getattr(args, "level", None), config=config)
+                              impl=impl, impl_cmd=impl_cmd, level=getattr(args, "level", None), config=config,
+                              known=known)
     except (TraceError, ValueError) as e:  # a --level above what the adapter provides
         print(f"dmm mutants: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -246,11 +276,14 @@ def cmd_mutants(args: argparse.Namespace) -> int:
     else:
         con = Console()
         t = Table(title=f"VMM mutants at level {out['level']}")
-        for col in ("mutant", "killed", "seconds", "steps", "shrunk", "oracle", "what it breaks"):
+        cols = ("mutant", "killed", "seconds", "steps", "shrunk", "oracle") + (("accepted",) if known else ()) \
+            + ("what it breaks",)
+        for col in cols:
             t.add_column(col, overflow="fold")
         for r in results:
+            accepted = (", ".join(f"{k} {n}" for k, n in r.accepted.items() if n) or "-",) if known else ()
             t.add_row(r.name, "[green]killed[/]" if r.killed else "[red]survived[/]", f"{r.seconds:.1f}",
-                      str(r.steps or "-"), str(r.shrunk_steps or "-"), r.oracle or "-", r.description)
+                      str(r.steps or "-"), str(r.shrunk_steps or "-"), r.oracle or "-", *accepted, r.description)
         con.print(t)
         con.print(f"{out['killed']}/{out['total']} killed; median {out['median_seconds']} s to the first failure, "
                   f"median shrunk trace {out['median_shrunk_steps']} steps")

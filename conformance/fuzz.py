@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, seed, settings
@@ -31,6 +31,9 @@ from .operations import ACCESS_ACTIONS, EXTRA, REFUSABLE, Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
 from .scope import table_gfns
+
+if TYPE_CHECKING:
+    from .divergences import KnownDivergences, Tally
 
 # The narrow generator's values (Tuning(wide_inputs=False), kept to measure what the wide one buys).
 VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
@@ -81,6 +84,7 @@ class FuzzResult:
     memory_mib_start: float = 0.0
     memory_mib_peak: float = 0.0
     level: str = "full"  # the conformance level the implementation was judged at (levels.py)
+    known: Tally | None = None  # the accepted divergences met (--known-divergences), per entry
     skipped: Counter[str] = field(default_factory=Counter)  # accesses not performed by the adapter, by kind
 
     @property
@@ -309,6 +313,7 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
             super().__init__()
             self.swarm: list[str] = []
             self.drawer: Drawer | None = None
+            self.ended = False  # an accepted divergence ended the test case: the rest is not judged
 
         @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1),
                     features=st.tuples(st.booleans(), st.booleans()))
@@ -343,6 +348,8 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 # Shrinking replays the failure many times: an implementation that hangs until the
                 # step timeout would make that take hours. The smallest failing case so far is kept.
                 raise _ShrinkBudget()
+            if self.ended:
+                return
             op = self.drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
             if op is None:
                 return
@@ -351,6 +358,11 @@ def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[Case
                 runner.step(op)
                 result.steps += 1
             except Failure as f:
+                if result.known is not None and result.known.accept(f) is not None:
+                    # A known divergence: the ideal machine (or the spec state) and the
+                    # implementation now disagree, so nothing after it can be judged.
+                    self.ended = True
+                    return
                 last[0].failure = f
                 found = CaseResult(list(runner.records), f, last[0].config, last[0].it)
                 if result.first is None:
@@ -400,11 +412,13 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
          tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0,
-         level: str | None = None) -> FuzzResult:
+         level: str | None = None, known: KnownDivergences | None = None) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any). `level`: judge the implementation at this
-    conformance level (levels.py; None: the one it declares)."""
+    conformance level (levels.py; None: the one it declares). `known`: accepted divergences
+    (divergences.py): a failure one of them matches ends its test case, counted, instead of the
+    campaign."""
     from .trace import make_adapter
 
     adapter = levels.at_level(make_adapter(adapter_factory, step_timeout), level)
@@ -412,6 +426,10 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     runner = Runner(adapter, spec, config, step_timeout)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_, memory_limit_mib=memory_limit_mib)
     result.level = levels.declared(adapter.capabilities())
+    if known is not None:
+        from .divergences import Tally
+
+        result.known = Tally(known)
     if seconds is None and examples is None:
         examples = 100
     start = result.started = time.perf_counter()

@@ -12,7 +12,7 @@ import multiprocessing as mp
 import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +35,31 @@ class MutantResult:
     message: str = ""
     description: str = ""
     catches: str = ""
+    accepted: dict[str, int] = field(default_factory=dict)  # --known-divergences: hits per entry
+    steps_run: int = 0  # every step the campaign judged (to the first failure, or in the whole budget)
 
 
 def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40,
             impl: str | None = None, impl_cmd: str | None = None, level: str | None = None,
-            config: Config | None = None) -> MutantResult:
+            config: Config | None = None, known: str | None = None) -> MutantResult:
     """One mutant, switched on through the reset's Config.mutant: of the bundled VMM in process, or
     of the adapter `impl` (MODULE:ATTR) or the child `impl_cmd` (dmm-adapter/1), which list their
-    mutants in Capabilities.mutants."""
+    mutants in Capabilities.mutants. `known`: a known-divergences file (divergences.py)."""
     from .child import child_factory
+    from .divergences import load as load_known
     from .trace import load_adapter
     from .vmm_adapter import BundledVmm
 
     factory: Any = child_factory(impl_cmd) if impl_cmd is not None else load_adapter(impl) if impl else BundledVmm
     m = MUTANTS.get(name)
-    r = fuzz(factory, load(None), replace(config or Config(), mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
-             steps_per_case=steps, level=level)
+    spec = load(None)
+    r = fuzz(factory, spec, replace(config or Config(), mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
+             steps_per_case=steps, level=level, known=load_known(known, spec) if known else None)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
-                        m.description if m else "", m.catches if m else "")
+                        m.description if m else "", m.catches if m else "",
+                        dict(r.known.hits) if r.known is not None else {}, r.steps)
 
 
 def adapter_mutants(impl: str | None = None, impl_cmd: str | None = None, timeout: float = 60.0) -> list[str]:
@@ -87,15 +92,15 @@ def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]
 
 def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0,
             steps: int = 40, impl: str | None = None, impl_cmd: str | None = None,
-            level: str | None = None, config: Config | None = None) -> list[MutantResult]:
+            level: str | None = None, config: Config | None = None, known: str | None = None) -> list[MutantResult]:
     """`level`: the conformance level the harness judges at (levels.py; None: the adapter's own);
-    `config`: the campaigns' scope (--config; None: the default)."""
+    `config`: the campaigns' scope (--config; None: the default); `known`: a known-divergences file."""
     if jobs <= 1:
-        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config) for n in names]
+        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config, known) for n in names]
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"), initializer=die_with_parent) as ex:
         k = len(names)
         return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k, [impl] * k,
-                           [impl_cmd] * k, [level] * k, [config] * k))
+                           [impl_cmd] * k, [level] * k, [config] * k, [known] * k))
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:

@@ -43,11 +43,18 @@ GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
 
 class Failure(Exception):
     """A verdict against the implementation: kind is refinement | invariant | observation | crash
-    | timeout."""
+    | timeout.
 
-    def __init__(self, kind: str, message: str, detail: str = "") -> None:
+    `facts`: what the verdict is about, as data (what a known-divergence entry is matched on,
+    divergences.py): `what` (observation: access | walk-ad | ad-bits | store | memory; invariant:
+    invariant), `expected` and `observed` (an access: {outcome, error_code, cr2, value}; otherwise
+    {value}), `vm`, `gva`, `gpa`, `invariants`. The runner adds the step's `step`, `operation`
+    {action, args} and the VM's `controls` {wp, nxe, smep, smap} when the operation was issued."""
+
+    def __init__(self, kind: str, message: str, detail: str = "", facts: dict[str, Any] | None = None) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind, self.message, self.detail = kind, message, detail
+        self.facts: dict[str, Any] = dict(facts or {})
 
 
 @dataclass
@@ -241,7 +248,8 @@ class Oracle:
         bad = [v for v in self.inc.check(before, after) if v.invariant not in skip]
         if bad:
             raise Failure("invariant", "; ".join(f"{v.invariant} fails" for v in bad),
-                          "\n".join(str(v) for v in bad))
+                          "\n".join(str(v) for v in bad),
+                          {"what": "invariant", "invariants": sorted({v.invariant for v in bad})})
 
     def check(self, op: Operation, obs: Observation, st: dict[str, Any], read_guest: Any) -> list[SpecStep]:
         """Judge one step; on success the spec state moves to the implementation's."""
@@ -304,7 +312,7 @@ class Oracle:
                     vm.mem.write64(addr, new)
             return
         cands = vm.candidates(x, acc, user)
-        why: str | None = None  # the first outcome that matched but left guest memory otherwise
+        why: Failure | None = None  # the first outcome that matched but left guest memory otherwise
         for o, t, used in cands:
             if not _same(o, got):
                 continue
@@ -315,7 +323,7 @@ class Oracle:
                 entries = self._entries(v, o.touched, read_guest)
                 adopted, bad = vm.fault_ad(o, entries.__getitem__)
                 if bad is not None:
-                    why = why or f"VM {v}: {bad}"
+                    why = why or Failure("observation", f"VM {v}: {bad}", facts=_walk_ad_facts(v, o, vm, entries))
                     continue
                 vm.commit(x, acc, o, t, used, value, size, adopted)
                 return
@@ -331,17 +339,21 @@ class Oracle:
                 if saved is None:
                     raise
                 vm.mem.mem[:], vm.tlb = saved
-                why = why or f.message
+                why = why or f
                 continue
             return
         if why is not None:
-            raise Failure("observation", why)
+            raise why
         fresh, _, used = cands[0]
-        want = _show_outcome(fresh, acc, vm.load(fresh, acc, used, size) if not fresh.fault else None)
+        loaded = vm.load(fresh, acc, used, size) if not fresh.fault else None
+        want = _show_outcome(fresh, acc, loaded)
         width = "" if size == 8 or acc == "fetch" else f" ({size} bytes)"
         raise Failure("observation", f"{acc}{width} of gva {x:#x} by VM {v} ({'user' if user else 'supervisor'}): "
                       f"the guest saw {_show_result(got)}, the ideal machine allows {want}"
-                      + (f" (or {len(cands) - 1} stale TLB outcome(s))" if len(cands) > 1 else ""))
+                      + (f" (or {len(cands) - 1} stale TLB outcome(s))" if len(cands) > 1 else ""),
+                      facts={"what": "access", "vm": v, "gva": x, "gpa": None if fresh.fault else fresh.paddr,
+                             "expected": _outcome_facts(fresh, loaded), "observed": _result_facts(got),
+                             "also_allowed": [_outcome_facts(o) for o, _, _ in cands[1:]]})
 
     def _check_stores(self, v: int, cands: list, size: int, read_guest: Any) -> None:
         """After a store: every place a candidate would have stored to holds what the ideal machine
@@ -352,7 +364,10 @@ class Oracle:
                 want, got = mem.read(o.paddr, size), read_guest(v, o.paddr, size)
                 if want != got:
                     raise Failure("observation", f"VM {v}: after the store, gpa {o.paddr:#x} holds {got.hex()}, "
-                                  f"the ideal machine's {want.hex()}")
+                                  f"the ideal machine's {want.hex()}",
+                                  facts={"what": "store", "vm": v, "gpa": o.paddr,
+                                         "expected": {"value": int.from_bytes(want, "little")},
+                                         "observed": {"value": int.from_bytes(got, "little")}})
 
     def _entries(self, v: int, addrs: list[int], read_guest: Any) -> dict[int, int]:
         """Guest page-table entries as the implementation has them: {gpa: entry}, in one request
@@ -369,7 +384,9 @@ class Oracle:
             want, got = mem.read64(addr), int.from_bytes(entry, "little")
             if want != got:
                 raise Failure("observation", f"VM {v}: the guest's page-table entry at gpa {addr:#x} is "
-                              f"{got:#x}, the ideal machine's is {want:#x} (A/D bits)")
+                              f"{got:#x}, the ideal machine's is {want:#x} (A/D bits)",
+                              facts={"what": "ad-bits", "vm": v, "gpa": addr, "expected": {"value": want},
+                                     "observed": {"value": got}})
 
     def compare_memory(self, read_guest: Any) -> None:
         # An adapter across a process boundary (child.py) answers for every page in one request;
@@ -385,9 +402,11 @@ class Oracle:
             got = read_guest(v, g * PAGE, PAGE)
             if want != got:
                 off = next(i for i in range(PAGE) if want[i] != got[i]) & ~7
+                seen, ideal = int.from_bytes(got[off:off + 8], "little"), int.from_bytes(want[off:off + 8], "little")
                 raise Failure("observation", f"VM {v} gfn {g}: guest memory differs from the ideal machine's "
-                              f"at gpa {g * PAGE + off:#x}: {int.from_bytes(got[off:off + 8], 'little'):#x} "
-                              f"instead of {int.from_bytes(want[off:off + 8], 'little'):#x}")
+                              f"at gpa {g * PAGE + off:#x}: {seen:#x} instead of {ideal:#x}",
+                              facts={"what": "memory", "vm": v, "gpa": g * PAGE + off,
+                                     "expected": {"value": ideal}, "observed": {"value": seen}})
 
 
 def _same(o: Outcome, r: AccessResult) -> bool:
@@ -396,6 +415,37 @@ def _same(o: Outcome, r: AccessResult) -> bool:
     if o.gp or r.gp:
         return o.gp and r.gp
     return o.fault == r.fault and (not o.fault or (o.error_code, o.cr2) == (r.error_code, r.cr2))
+
+
+def _outcome_facts(o: Outcome, value: int | None = None) -> dict[str, Any]:
+    """An outcome the ideal machine allows, as data (Failure.facts)."""
+    if o.gp:
+        return {"outcome": "#GP"}
+    if o.fault:
+        return {"outcome": "#PF", "error_code": o.error_code, "cr2": o.cr2}
+    return {"outcome": "success"} if value is None else {"outcome": "success", "value": value}
+
+
+def _result_facts(r: AccessResult) -> dict[str, Any]:
+    """What the guest saw, as data (Failure.facts)."""
+    if r.gp:
+        return {"outcome": "#GP"}
+    if r.oom:
+        return {"outcome": "out of memory"}
+    if r.fault:
+        return {"outcome": "#PF", "error_code": r.error_code, "cr2": r.cr2}
+    return {"outcome": "success"} if r.value is None else {"outcome": "success", "value": r.value}
+
+
+def _walk_ad_facts(v: int, o: Outcome, vm: Any, entries: dict[int, int]) -> dict[str, Any]:
+    """A faulting walk left an entry the architecture does not allow: the first entry that differs
+    from the ideal machine's, as data."""
+    for addr in dict.fromkeys(o.touched):
+        want = vm.mem.read64(addr)
+        if entries.get(addr, want) != want:
+            return {"what": "walk-ad", "vm": v, "gpa": addr, "expected": {"value": want},
+                    "observed": {"value": entries[addr]}}
+    return {"what": "walk-ad", "vm": v}
 
 
 def _show_outcome(o: Outcome, acc: str, value: int | None) -> str:

@@ -8,6 +8,8 @@ session gains:
   shrunk trace table and the saved trace's replay command;
 - `dmm-conformance::replay[<trace>]`: every trace in --dmm-traces (default `dmm-traces/`, where the
   fuzz item writes a failing trace), replayed as a regression test: a bug found once stays tested.
+`--dmm-known-divergences FILE` accepts the implementation's documented quirks (as dmm fuzz
+--known-divergences): the fuzz item's report gains a section with the hits per entry.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dmm-level", metavar="LEVEL", choices=("full", "state", "black-box"),
                 help="judge the adapter using only what this conformance level provides (as dmm fuzz --level; "
                      "default: the level it declares)")
+    g.addoption("--dmm-known-divergences", metavar="FILE",
+                help="accepted divergences of the implementation, in TOML (as dmm fuzz --known-divergences)")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -75,7 +79,7 @@ class ConformanceItem(pytest.Item):
         from dmmcheck.spec import load
 
         from .adapter import Config
-        from .cli import DEFAULT_IMPL, adapter_factory, close_adapter, run_fuzz
+        from .cli import DEFAULT_IMPL, adapter_factory, close_adapter, known_of, run_fuzz
         from .configfile import load as load_config
         from .levels import at_level
         from .report import show_failure
@@ -95,19 +99,32 @@ class ConformanceItem(pytest.Item):
             finally:
                 close_adapter(adapter)
             return
+        known_args = argparse.Namespace(known_divergences=opt("--dmm-known-divergences"))
         if self.kind == "replay":
+            known = known_of(spec, known_args)
             _, runner, failure = replay(self.trace, spec, adapter_factory(impl),  # type: ignore[arg-type]
                                         level=opt("--dmm-level"))
             close_adapter(runner.adapter)
-            if failure is not None:
+            accepted = known.match(failure) if known is not None and failure is not None else None
+            if accepted is not None:
+                self.add_report_section("call", "dmm known divergences",
+                                        f"accepted divergence {accepted.name!r}: {failure.kind}: {failure.message}")
+            elif failure is not None:
                 show_failure(console, runner.records, failure, seed=0, trace=str(self.trace), level=runner.level)
                 raise ConformanceFailed(console.export_text())
             return
         args = argparse.Namespace(impl=impl.impl, impl_cmd=impl.impl_cmd, seconds=opt("--dmm-seconds"),
                                   examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
                                   seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
-                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"), level=opt("--dmm-level"))
+                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"), level=opt("--dmm-level"),
+                                  known_divergences=known_args.known_divergences)
         result, trace = run_fuzz(spec, args)
+        if result.known is not None:
+            from .report import show_known
+
+            text = Console(record=True, width=140, file=io.StringIO())
+            show_known(text, result.known)
+            self.add_report_section("call", "dmm known divergences", text.export_text())
         if result.failure is not None:
             show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
             raise ConformanceFailed(console.export_text())

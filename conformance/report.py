@@ -57,6 +57,23 @@ def show_fuzz(console: Console, result: FuzzResult, actions: list[str]) -> None:
     else:
         _coverage_table(console, result, actions)
     _summary(console, result)
+    if result.known is not None:
+        show_known(console, result.known)
+
+
+def show_known(console: Console, tally: Any) -> None:
+    """The accepted divergences (--known-divergences): hits per entry, entries never hit."""
+    t = Table(title=f"known divergences ({tally.known.path})")
+    for col in ("entry", "kind", "hits", "first accepted"):
+        t.add_column(col, overflow="fold")
+    for e in tally.known.entries:
+        n = tally.hits[e.name]
+        t.add_row(e.name, e.kind, str(n) if n else "[yellow]0 (never hit)[/]", tally.first.get(e.name, "-"))
+    console.print(t)
+    console.print(f"{tally.cut_short} test case(s) cut short at an accepted divergence (not judged past it)")
+    never = tally.never_hit()
+    if never:
+        console.print(f"[yellow]never hit:[/] {', '.join(never)}")
 
 
 def _coverage_table(console: Console, result: FuzzResult, actions: list[str]) -> None:
@@ -100,7 +117,7 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
     failures = []
     if result.failure is not None:
         failures.append({"trace": trace, "steps": len(result.shrunk), "kind": result.failure.kind,
-                         "message": result.failure.message})
+                         "message": result.failure.message, "facts": result.failure.facts or None})
     seen = result.level != "black-box"  # no spec actions to count at black-box: null, not zeros
     return {"impl": result.impl, "level": result.level, "seed": result.seed, "examples": result.examples,
             "steps": result.steps, "seconds": round(result.seconds, 3),
@@ -115,5 +132,6 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
             "warnings": result.warnings, "shrink_cut": result.shrink_cut,
+            "known_divergences": result.known.to_json() if result.known is not None else None,
             "memory": {"start_mib": round(result.memory_mib_start, 1), "peak_mib": round(result.memory_mib_peak, 1),
                        "limit_mib": result.memory_limit_mib}}

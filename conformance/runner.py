@@ -107,6 +107,22 @@ class Runner:
         # the trace replays to the same crash.
         rec = StepRecord(len(self.records), op, Observation(note="no answer: the step did not complete"), [])
         self.records.append(rec)
+        controls = self._controls(op)  # as the operation found them (a set_cr4 changes them)
+        try:
+            return self._step(op, rec)
+        except Failure as f:  # what the verdict is about, as data (known divergences match on it)
+            f.facts.update(step=rec.index, operation={"action": op.action, "args": dict(op.args)}, controls=controls)
+            raise
+
+    def _controls(self, op: Operation) -> dict[str, bool] | None:
+        """The control bits of the operation's VM (the ideal machine's: every level has them)."""
+        v = op.args.get("v")
+        vm = self.oracle.ideal.vms.get(v) if self.oracle is not None and isinstance(v, int) else None
+        if vm is None:
+            return None
+        return {"wp": vm.ctl.wp, "nxe": vm.ctl.nxe, "smep": vm.ctl.smep, "smap": vm.ctl.smap}
+
+    def _step(self, op: Operation, rec: StepRecord) -> StepRecord:
         t0 = time.perf_counter()
         try:
             obs = self._guarded(lambda: self.adapter.step(op), f"step {rec.index} ({op.action})")
