@@ -2,6 +2,7 @@
 fuzzed at one seed with a time budget each. Prints one JSON object.
 
 usage: bench/mutants.py [SECONDS_PER_MUTANT] [SEED] [PATTERN] [JOBS] [TUNING...]
+       bench/mutants.py --spec-mutants [HARNESS_SECONDS] [JOBS] [PATTERN] [reach=S] [ablations]
 
 TUNING switches one part of the generator off or on, to measure what it buys: no-scope (every test
 case on the default scope), narrow (the narrow input generator), no-focus, steps=N (steps per test
@@ -29,7 +30,47 @@ from dmmcheck.conformance.mutation import adapter_mutants, run_all, select
 SWITCHES = {"no-scope": {"vary_scope": False}, "narrow": {"wide_inputs": False}, "no-focus": {"focus": False}}
 
 
+def spec_main(argv: list[str]) -> None:
+    """--spec-mutants: every spec mutant (conformance/spec_mutants.py) proved, its counterexamples to
+    induction searched for a reachable instance (reach=S seconds, default 5), and the bundled VMM
+    fuzzed against it for HARNESS_SECONDS (default 10; 0: prover only). `ablations`: the invariant
+    ablations instead, which the score does not count. One JSON object: the score (mutants the prover
+    catches / all), per action and per bug class, the survivors, and per mutant the obligations
+    violated or unknown, their reachability and the harness's verdict."""
+    from dataclasses import asdict
+
+    from dmmcheck.conformance.mutation import INVARIANT_ABLATIONS, run_spec_mutants
+
+    rest = [a for a in argv if "=" not in a and a != "ablations"]
+    harness_seconds = float(rest[0]) if rest else 10.0
+    jobs = int(rest[1]) if len(rest) > 1 else 1
+    pattern = rest[2] if len(rest) > 2 and rest[2] else None
+    reach = float(next((a[6:] for a in argv if a.startswith("reach=")), 5.0))
+    ablations = "ablations" in argv
+    load_start = os.getloadavg()
+    results = run_spec_mutants(harness_seconds, jobs, pattern, reach, INVARIANT_ABLATIONS if ablations else None)
+    by: dict[str, dict[str, dict[str, int]]] = {"action": {}, "kind": {}}
+    for r in results:
+        for key, rows in by.items():
+            row = rows.setdefault(getattr(r, key) or "-", {"total": 0, "caught": 0})
+            row["total"] += 1
+            row["caught"] += r.prover_caught
+    print(json.dumps({
+        "catalogue": "invariant ablations" if ablations else "spec mutants", "harness_seconds": harness_seconds,
+        "reach_seconds": reach, "pattern": pattern, "jobs": jobs,
+        "cores": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "total": len(results), "prover_caught": sum(r.prover_caught for r in results),
+        "harness_caught": sum(bool(r.harness_caught) for r in results),
+        "caught_by_either": sum(r.prover_caught or bool(r.harness_caught) for r in results),
+        "survivors": [r.name for r in results if not r.prover_caught],
+        "per_action": by["action"], "per_kind": by["kind"],
+        "mutants": {r.name: {k: v for k, v in asdict(r).items() if k != "name"} for r in results},
+    }))
+
+
 def main() -> None:
+    if "--spec-mutants" in sys.argv:
+        return spec_main([a for a in sys.argv[1:] if a != "--spec-mutants"])
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     pattern = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None

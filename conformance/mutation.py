@@ -112,77 +112,50 @@ def summary(results: list[MutantResult]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- spec mutants
-@dataclass(frozen=True)
-class SpecMutant:
-    name: str
-    description: str
-    old: str  # text of the bundled spec to replace (must occur exactly once)
-    new: str
+# The catalogue (SpecMutant, SPEC_MUTANTS, INVARIANT_ABLATIONS) and SpecMutantResult live in spec_mutants.py.
+from .spec_mutants import INVARIANT_ABLATIONS, SPEC_MUTANTS, SpecMutant, SpecMutantResult  # noqa: F401
 
 
-SPEC_MUTANTS = [
-    SpecMutant("swap_out_keeps_rmap", "swap_out forgets to remove the rmap entries of the sptes it zaps",
-               "  insert slot_used(s)\n  forall r: root, x: gva. if gmap(v, r, x) = g {\n    spte(v, r, x) := none\n"
-               "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n",
-               "  insert slot_used(s)\n  forall r: root, x: gva. if gmap(v, r, x) = g {\n    spte(v, r, x) := none\n"
-               "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n"),
-    SpecMutant("balloon_page_not_freed", "balloon_inflate forgets to put the last holder's page in the VMM pool",
-               "    status(m) := free\n    insert vmm_pool(m)\n    owner(m) := none",
-               "    status(m) := free\n    owner(m) := none"),
-    SpecMutant("guest_walk_no_dirty", "guest_walk forgets the guest's D bit on a write",
-               "  if a = write {\n    insert g_dirty(v, r, x)\n  }\n", ""),
-    SpecMutant("fill_ignores_dirty", "shadow_fill may grant write without the guest's D bit",
-               "  requires w implies g_dirty(v, r, x) and not write_protected(v, g) and status(m) != shared",
-               "  requires w implies not write_protected(v, g) and status(m) != shared"),
-    SpecMutant("merge_keeps_write", "share_merge leaves the merged page writable in existing sptes",
-               "  forall w: vm, r: root, x: gva. if spte(w, r, x) = m1 {\n    remove s_write(w, r, x)\n  }\n", ""),
-    SpecMutant("demand_page_any_pool", "demand paging may take any page, not only an allocatable one",
-               "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)\n  requires allocatable(v, m)",
-               "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)"),
-    SpecMutant("cr3_load_keeps_flush", "cr3_load does not pay the owed TLB flush",
-               "  forall x: gva. remove tlb_write(v, x)\n  remove flush_pending(v)\n}\n\n# A CR0.WP change",
-               "  forall x: gva. remove tlb_write(v, x)\n}\n\n# A CR0.WP change"),
-    SpecMutant("drop_rmap_consistent", "the invariant rmap_consistent is dropped",
-               "invariant rmap_consistent:\n  forall m: mfn, v: vm, r: root, x: gva. rmap(m, v, r, x) iff spte(v, r, x) = m\n", ""),
-    SpecMutant("weaken_cow_readonly", "cow_readonly no longer says shared pages are read-only",
-               " and (forall v: vm, r: root, x: gva. spte(v, r, x) = m and status(m) = shared implies not s_write(v, r, x))",
-               ""),
-]
-
-
-@dataclass
-class SpecMutantResult:
-    name: str
-    description: str
-    prover: str  # "caught (...)" or "not caught"
-    harness: str
-
-
-def run_spec_mutant(sm: SpecMutant, seconds: float) -> SpecMutantResult:
+def run_spec_mutant(sm: SpecMutant, seconds: float, reach_seconds: float = 0.0) -> SpecMutantResult:
+    """Prove the mutated spec (10 s per obligation, one process; `reach_seconds`: the search for a
+    reachable instance of its counterexamples to induction) and fuzz the bundled VMM against it for
+    `seconds` (seed 0; 0: no harness run)."""
     from dmmcheck.model.runner import ProveOptions, effective, run
 
     from .vmm_adapter import BundledVmm
 
     text = Path(bundled_path()).read_text()
     if text.count(sm.old) != 1:
-        return SpecMutantResult(sm.name, sm.description, "stale mutant: its text is not in the spec", "-")
+        return SpecMutantResult(sm.name, sm.description, "stale mutant: its text is not in the spec", "-",
+                                sm.action, sm.kind)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"{sm.name}.dmm"
         path.write_text(text.replace(sm.old, sm.new))
-        results, _ = run(ProveOptions(str(path), timeout=10.0, jobs=1))
-        bad = [r.name for r in effective(results) if r.status != "proved"]
+        results, _ = run(ProveOptions(str(path), timeout=10.0, jobs=1, reach_seconds=reach_seconds))
+        eff = effective(results)
+        bad = [r.name for r in eff if r.status != "proved"]
         prover = f"caught ({len(bad)} obligations: {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''})" if bad \
             else "not caught (every obligation proved)"
-        spec = load(str(path))
-        fr = fuzz(BundledVmm, spec, Config(), seconds=seconds, seed_=0)
-        harness = (f"caught ({fr.failure.kind}, {fr.first_failure_seconds:.1f} s): {fr.failure.message[:120]}"
-                   if fr.failure else f"not caught in {fr.seconds:.0f} s")
-    return SpecMutantResult(sm.name, sm.description, prover, harness)
+        reach = {r.name: r.reachability["verdict"] for r in eff if r.status == "violated" and r.reachability}
+        harness, harness_caught = "not run", None
+        if seconds > 0:
+            spec = load(str(path))
+            fr = fuzz(BundledVmm, spec, Config(), seconds=seconds, seed_=0)
+            harness_caught = fr.failure is not None
+            harness = (f"caught ({fr.failure.kind}, {fr.first_failure_seconds:.1f} s): {fr.failure.message[:120]}"
+                       if fr.failure else f"not caught in {fr.seconds:.0f} s")
+    return SpecMutantResult(sm.name, sm.description, prover, harness, sm.action, sm.kind, bool(bad),
+                            [r.name for r in eff if r.status == "violated"],
+                            [r.name for r in eff if r.status not in ("proved", "violated")], reach, harness_caught)
 
 
-def run_spec_mutants(seconds: float, jobs: int = 1, pattern: str | None = None) -> list[SpecMutantResult]:
-    todo = [m for m in SPEC_MUTANTS if not pattern or pattern in m.name or fnmatch.fnmatch(m.name, pattern)]
+def run_spec_mutants(seconds: float, jobs: int = 1, pattern: str | None = None, reach_seconds: float = 0.0,
+                     catalogue: list[SpecMutant] | None = None) -> list[SpecMutantResult]:
+    """The spec mutants whose name matches `pattern` (default: every one of SPEC_MUTANTS; `catalogue`:
+    another list, e.g. INVARIANT_ABLATIONS), `jobs` at a time."""
+    todo = [m for m in (SPEC_MUTANTS if catalogue is None else catalogue)
+            if not pattern or pattern in m.name or fnmatch.fnmatch(m.name, pattern)]
     if jobs <= 1:
-        return [run_spec_mutant(m, seconds) for m in todo]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-        return list(ex.map(run_spec_mutant, todo, [seconds] * len(todo)))
+        return [run_spec_mutant(m, seconds, reach_seconds) for m in todo]
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"), initializer=die_with_parent) as ex:
+        return list(ex.map(run_spec_mutant, todo, [seconds] * len(todo), [reach_seconds] * len(todo)))

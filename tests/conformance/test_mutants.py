@@ -7,7 +7,8 @@ import pytest
 
 from dmmcheck.conformance.adapter import Config
 from dmmcheck.conformance.mutants import MUTANTS, apply_mutant
-from dmmcheck.conformance.mutation import SPEC_MUTANTS, run_one, run_spec_mutant
+from dmmcheck.conformance.mutation import run_one, run_spec_mutant
+from dmmcheck.conformance.spec_mutants import INVARIANT_ABLATIONS, KINDS, SPEC_MUTANTS
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 
 MECHANISMS = ["rmap", "zap", "gpt", "dirty", "accessed", "user", "wp0", "nx", "smep", "smap", "reserved", "huge",
@@ -54,9 +55,54 @@ def test_every_spec_mutant_still_applies_to_the_bundled_spec():
     from dmmcheck.spec import bundled_path, load
 
     text = open(bundled_path()).read()
-    for m in SPEC_MUTANTS:
+    for m in SPEC_MUTANTS + INVARIANT_ABLATIONS:
         assert text.count(m.old) == 1, f"{m.name}: its text must occur exactly once in the bundled spec"
         assert load(None) is not None
+
+
+def _signature(spec):
+    from dmmcheck.spec.printer import show_expr, show_update
+
+    return ({n: ([show_expr(g) for g in a.guards], [show_update(u) for u in a.updates]) for n, a in spec.actions.items()},
+            [(i.name, show_expr(i.formula)) for i in spec.invariants],
+            ([show_update(u) for u in spec.init.updates] if spec.init else []),
+            sorted(spec.symbols), [(a.name, show_expr(a.formula)) for a in spec.axioms])
+
+
+def test_every_spec_mutant_parses_type_checks_and_changes_only_its_action(tmp_path):
+    """`dmm check`'s front end (parse + check) accepts every mutated spec; a mutant of SPEC_MUTANTS
+    changes the guards or updates of its own action (a define: of the actions using it) and nothing
+    else: the invariants, the init, the declarations and the axioms stay the bundled spec's, so the
+    score measures the invariants as they are."""
+    from dmmcheck.spec import bundled_path, load
+
+    text = bundled_path().read_text()
+    actions, invariants, init, symbols, axioms = _signature(load(None))
+    for m in SPEC_MUTANTS + INVARIANT_ABLATIONS:
+        path = tmp_path / f"{m.name}.dmm"
+        path.write_text(text.replace(m.old, m.new))
+        mutated = load(str(path))  # raises SpecError on a parse or type error
+        if m in INVARIANT_ABLATIONS:
+            assert _signature(mutated)[1] != invariants, m.name
+            continue
+        m_actions, m_invariants, m_init, m_symbols, m_axioms = _signature(mutated)
+        assert (m_invariants, m_init, m_symbols, m_axioms) == (invariants, init, symbols, axioms), m.name
+        changed = [a for a in actions if actions[a] != m_actions[a]]
+        assert m.action in changed, f"{m.name}: changes {changed}, not {m.action}"
+        assert len(changed) == 1 or m.kind in ("off-by-one", "idle-ignored"), f"{m.name}: changes {changed}"
+
+
+def test_the_spec_mutant_catalogue_covers_every_action_and_bug_class():
+    from dmmcheck.spec import load
+
+    assert len(SPEC_MUTANTS) >= 40
+    names = [m.name for m in SPEC_MUTANTS + INVARIANT_ABLATIONS]
+    assert len(names) == len(set(names))
+    for m in SPEC_MUTANTS:
+        assert m.description and m.name.islower() and m.kind in KINDS, m.name
+    assert set(load(None).actions) <= {m.action for m in SPEC_MUTANTS}
+    assert set(KINDS) == {m.kind for m in SPEC_MUTANTS}
+    assert all("invariant" not in m.old for m in SPEC_MUTANTS)
 
 
 def test_every_history_mutant_applies_to_a_fresh_vmm_and_replaces_something():
