@@ -30,7 +30,6 @@ from typing import Any
 from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State, unflatten
-from dmmcheck.spec.ast import syms
 
 from .abstraction import AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
@@ -73,10 +72,9 @@ class Judge:
         self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
         # state no implementation shows (the spec's `ghost` symbols): tracked from the spec's own actions
-        self.ghost: tuple[str, ...] = tuple(s.name for s in spec.symbols.values() if s.ghost)
+        self.ghost: tuple[str, ...] = spec.ghost_symbols
         # the invariants that read ghost state: they cannot be judged on a state no spec step explains
-        self.ghostly = frozenset(inv.name for inv in spec.invariants
-                                 if {sym.name for sym in syms(inv.formula)} & set(self.ghost))
+        self.ghostly: frozenset[str] = spec.ghostly_invariants()
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed

@@ -76,6 +76,23 @@ class CheckedSpec:
     def mutable_symbols(self) -> list[Symbol]:
         return [s for s in self.symbols.values() if s.mutable]
 
+    @property
+    def ghost_symbols(self) -> tuple[str, ...]:
+        """State no implementation shows (declared `ghost`): tracked from the spec's own actions."""
+        return tuple(s.name for s in self.symbols.values() if s.ghost)
+
+    def ghostly_invariants(self) -> frozenset[str]:
+        """The invariants that read ghost state (directly or through a define): they can be judged
+        only on a state the spec's own actions led to, never on an implementation's state alone."""
+        ghost = set(self.ghost_symbols)
+
+        def reads(e: A.Expr, seen: frozenset[str] = frozenset()) -> set[str]:
+            names = _symbols_in(e)
+            for d in names & set(self.defines) - seen:
+                names |= reads(self.defines[d].body, seen | {d})
+            return names
+        return frozenset(i.name for i in self.invariants if reads(i.formula) & ghost)
+
     def summary(self) -> dict[str, list[str]]:
         return {
             "sorts": list(self.sorts),
