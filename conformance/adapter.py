@@ -25,8 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 Event = tuple[str, dict[str, Any]]
 # What an entry naming memory beyond the VM does (Config.beyond_memory; docs/conformance.md "Fair
 # oracles"): "fault" — the access faults with P|RSVD; "ones" — unbacked memory as on bare metal
-# (reads all-ones, so a table there faults RSVD; a leaf's frame there reads all-ones, drops stores).
-BEYOND_MEMORY = ("fault", "ones")
+# (reads all-ones, so a table there faults RSVD; a leaf's frame there reads all-ones, drops stores);
+# "zeros" — memory that reads as zeros and ignores writes (a table there holds not-present entries,
+# so the walk faults not present; a leaf's frame there reads zeros, drops stores), as KVM's
+# software walker treats a table in no memslot. The harness's one list: the ideal machine, the
+# config file and the wire schema follow it.
+BEYOND_MEMORY = ("fault", "ones", "zeros")
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,9 @@ class Config:
     budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
     mutant: str | None = None  # a seeded bug to switch on (dmm mutants); None: the real VMM
     # What a guest entry naming a gfn beyond the VM's memory does (the architecture leaves it to
-    # the platform; docs/conformance.md "Fair oracles"): "fault" (#PF with P|RSVD) or "ones"
-    # (unbacked memory: reads all-ones, writes dropped, as on bare metal).
+    # the platform; docs/conformance.md "Fair oracles"): "fault" (#PF with P|RSVD), "ones"
+    # (unbacked memory: reads all-ones, writes dropped, as on bare metal) or "zeros" (reads zeros,
+    # writes dropped: a table there is not present).
     beyond_memory: str = "fault"
 
     def __post_init__(self) -> None:

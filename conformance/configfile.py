@@ -6,7 +6,7 @@
     slots = 2
     budget = 10                # optional: pages all VM pools may hold together
     roots = [0, 16]            # guest root gfns (the PML4 each CR3 names)
-    beyond_memory = "fault"    # or "ones": what an entry naming memory beyond the VM does
+    beyond_memory = "fault"    # or "ones", "zeros": what an entry naming memory beyond the VM does
     vary = false               # true: test cases also vary the scope within the adapter's bounds
     gvas = [
         "0x400000",                                              # one page

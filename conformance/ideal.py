@@ -14,8 +14,10 @@ candidates), and the oracle accepts any of them (docs/conformance.md, "Fair orac
 - A bits on a walk that faults (4.8): unchanged, or A set on a top-down prefix of the entries the
   walk used (`Outcome.may_set_a`); never D, never an entry the walk did not use;
 - memory beyond the VM (a table, or a leaf's frame, at or past `gfns`): the configuration chooses
-  the convention (`beyond`): "fault" (#PF with P|RSVD) or "ones" (unbacked memory as on bare metal:
-  reads all-ones, so a table there faults RSVD; a leaf there reads all-ones and drops writes).
+  the convention (`beyond`): "fault" (#PF with P|RSVD), "ones" (unbacked memory as on bare metal:
+  reads all-ones, so a table there faults RSVD; a leaf there reads all-ones and drops writes) or
+  "zeros" (memory that reads zeros: a table there holds not-present entries, so the walk faults not
+  present; a leaf there reads zeros and drops writes).
 A non-canonical gva raises #GP(0): no walk, no #PF, no CR2 (SDM 3A 3.3.7.1, 6.15).
 """
 
@@ -24,12 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapter import BEYOND_MEMORY  # the conventions for memory beyond the VM (Config.beyond_memory)
+
 PAGE = 4096
 P, RW, US, A, D, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
 XD = 1 << 63
 PF_P, PF_W, PF_U, PF_RSVD, PF_I = 1, 2, 4, 8, 16
 ONES = (1 << 64) - 1  # what a read of memory that does not exist returns on bare metal
-BEYOND_MEMORY = ("fault", "ones")  # the conventions for memory beyond the VM (Config.beyond_memory)
+ABSENT = {"ones": 0xFF, "zeros": 0x00}  # the byte memory beyond the VM reads as, by convention
 MAXPHYADDR = 40
 FRAME = ((1 << MAXPHYADDR) - 1) & ~(PAGE - 1)
 HIGH_RSVD = ((1 << 52) - 1) & ~((1 << MAXPHYADDR) - 1)
@@ -99,18 +103,19 @@ class GuestMemory:
         self.mem = bytearray(gfns * PAGE)
         self.gfns = gfns
         self.beyond = beyond
+        self.fill = ABSENT.get(beyond, 0xFF)  # ("fault": never read there)
 
     def has(self, paddr: int, n: int = 8) -> bool:
         return 0 <= paddr and paddr + n <= len(self.mem)
 
     def read64(self, paddr: int) -> int:
         if not self.has(paddr):
-            return ONES  # (only the "ones" convention reads there)
+            return int.from_bytes(bytes([self.fill]) * 8, "little")  # (only "ones" and "zeros" read there)
         return int.from_bytes(self.mem[paddr:paddr + 8], "little")
 
     def read(self, paddr: int, n: int) -> bytes:
-        """n bytes within one page; a page beyond memory reads as all-ones."""
-        return bytes(self.mem[paddr:paddr + n]) if self.has(paddr, n) else b"\xff" * n
+        """n bytes within one page; a page beyond memory reads as all-ones ("ones") or zeros."""
+        return bytes(self.mem[paddr:paddr + n]) if self.has(paddr, n) else bytes([self.fill]) * n
 
     def write(self, paddr: int, data: bytes) -> None:
         """n bytes within one page; a store beyond memory is dropped (a bytearray slice past its
@@ -202,7 +207,9 @@ class IdealVm:
             elif self.mem.beyond == "fault":
                 return fault(PF_P | PF_RSVD | base, above)
             else:
-                e = ONES  # a table in memory that does not exist: P and reserved bits set
+                # a table in memory that does not exist: under "ones" P and reserved bits set (a
+                # RSVD fault below), under "zeros" not present (a not-present fault below)
+                e = self.mem.read64(addr)
             if not e & P:
                 return fault(base, above)
             if reserved(level, e, self.ctl.nxe):
@@ -224,7 +231,8 @@ class IdealVm:
         paddr = t.paddr(gva)
         if not self.mem.has(paddr & ~(PAGE - 1), PAGE) and self.mem.beyond == "fault":
             return fault(PF_P | PF_RSVD | base, used)
-        # ("ones": a frame beyond memory is a translation like any, to memory that reads all-ones)
+        # ("ones", "zeros": a frame beyond memory is a translation like any, to memory that reads
+        # all-ones or zeros and drops stores)
         return Outcome(False, paddr=paddr, touched=list(skipped) + [a for a, _ in used], uppers=tuple(uppers)), t, used
 
     def candidates(self, gva: int, acc: str, user: bool, ac: bool = False) -> list[tuple[Outcome, Translation | None, list]]:
@@ -287,7 +295,7 @@ class IdealVm:
         (a page table read through a mapping of itself sees its own A bit)."""
         assert o.paddr is not None
         if not self.mem.has(o.paddr, size):
-            return (1 << 8 * size) - 1  # the "ones" convention: unbacked memory reads all-ones
+            return int.from_bytes(self.mem.read(o.paddr, size), "little")  # "ones" or "zeros"
         ad = self.ad_writes(acc, used)
         first, last = o.paddr & ~7, (o.paddr + size + 7) & ~7
         words = b"".join(ad.get(a, self.mem.read64(a)).to_bytes(8, "little") for a in range(first, last, 8))

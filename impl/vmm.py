@@ -34,11 +34,16 @@ MAX_RETRIES = 8
 # - "fault": the access faults for the guest with P|RSVD (BAD_GFN_CODE) and W/U/I as for any fault;
 # - "ones": memory that does not exist, as on bare metal: it reads all-ones and ignores writes. A
 #   guest table there is all-ones entries, so the walk faults RSVD on it; a leaf's frame there is
-#   a translation like any (A/D written), whose loads return all-ones and whose stores are dropped.
-# Either way a missing right is reported first: the translation is checked before memory is touched.
-BEYOND_MEMORY = ("fault", "ones")
+#   a translation like any (A/D written), whose loads return all-ones and whose stores are dropped;
+# - "zeros": memory that does not exist reads zeros and ignores writes. A guest table there is
+#   not-present entries, so the walk faults not present on it; a leaf's frame there is a
+#   translation like any, whose loads return zeros and whose stores are dropped.
+# Each way a missing right is reported first: the translation is checked before memory is touched.
+# (The harness has the same list, conformance/adapter.py; this package imports nothing of it.)
+BEYOND_MEMORY = ("fault", "ones", "zeros")
 BAD_GFN_CODE = x86.PF_P | x86.PF_RSVD
 ONES = (1 << 64) - 1
+ABSENT = {"ones": ONES, "zeros": 0}  # an 8-byte read of memory that does not exist, by convention
 
 
 @lru_cache(maxsize=None)
@@ -310,7 +315,7 @@ class Vmm:
             bad_gfn = True
         except OutOfMemory:  # a guest table could not be paged in
             return Result(True, 0, gva, oom=True)
-        if bad_gfn and self.beyond_memory == "ones":
+        if bad_gfn and self.beyond_memory != "fault":
             return self._unbacked(vm, gva, acc, ad, size)
         if bad_gfn:
             self._emit_access("guest_fault", vm, gva, acc, user)
@@ -351,16 +356,19 @@ class Vmm:
 
     def _table_reader(self, vm: Vm) -> Any:
         """How the software walk reads the guest's tables: through p2m (paging a table in if need
-        be); under "ones" an entry beyond memory reads all-ones (present, reserved bits set)."""
-        if self.beyond_memory == "ones":
-            return lambda a: self.read64(vm, a) if 0 <= a >> x86.PAGE_SHIFT < vm.nr_gfns else ONES
+        be); under "ones" an entry beyond memory reads all-ones (present, reserved bits set), under
+        "zeros" it reads 0 (not present)."""
+        if self.beyond_memory in ABSENT:
+            absent = ABSENT[self.beyond_memory]
+            return lambda a: self.read64(vm, a) if 0 <= a >> x86.PAGE_SHIFT < vm.nr_gfns else absent
         return lambda a: self.read64(vm, a)
 
     def _unbacked(self, vm: Vm, gva: int, acc: Access, ad: list[tuple[int, int]], size: int) -> Result:
-        """"ones": the guest's translation names a frame beyond its memory. The walk succeeded, so
-        its A/D bits are written as for any access; there is no machine page to map, so no spte is
-        made and every access there comes back here, emulated: a load returns all-ones, a store is
-        dropped, a fetch succeeds (its bytes would be all-ones; only the translation is judged).
+        """"ones", "zeros": the guest's translation names a frame beyond its memory. The walk
+        succeeded, so its A/D bits are written as for any access; there is no machine page to map,
+        so no spte is made and every access there comes back here, emulated: a load returns all-ones
+        ("ones") or zeros ("zeros"), a store is dropped, a fetch succeeds (only the translation is
+        judged).
         No spec action: for the DMM the gva maps nothing (the gfn is outside the universe)."""
         try:
             for addr, entry in ad:
@@ -368,7 +376,8 @@ class Vmm:
         except OutOfMemory:
             return Result(True, 0, gva, oom=True)
         self.stats["emulated"] += 1
-        return Result(False, value=(1 << 8 * size) - 1 if acc is Access.READ else None, emulated=True)
+        fill = (1 << 8 * size) - 1 if self.beyond_memory == "ones" else 0
+        return Result(False, value=fill if acc is Access.READ else None, emulated=True)
 
     def _shadow_path(self, vm: Vm, gva: int, w: Any, dirty: bool) -> tuple[Any, int]:
         """Shadow pages along the guest walk, down to the level-1 sp whose entry maps gva. `dirty`:

@@ -60,7 +60,7 @@ def test_the_documented_example_loads_with_gvas_in_both_halves_and_every_stride(
     ("mfns = 4\nbudget = 5\n", ":2", "budget: expected a whole number from 0 to mfns (4)"),
     ("vms = 0\n", ":1", "vms: expected a whole number from 1"),
     ("vms = true\n", ":1", "vms: expected a whole number"),
-    ("beyond_memory = \"zeros\"\n", ":1", "beyond_memory: expected one of 'fault', 'ones'"),
+    ("beyond_memory = \"twos\"\n", ":1", "beyond_memory: expected one of 'fault', 'ones', 'zeros'"),
     ("vms = 2\nroots = [0, 5\ngfns = 3\n", ":3:1", "not TOML"),
     ("mfns = 65536\nvms = 64\nroots = [0]\ngvas = [{ base = 0, pages = 1000 }]\n", ":1", "points"),
 ])

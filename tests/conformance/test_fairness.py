@@ -217,6 +217,19 @@ def test_beyond_memory_ones_convention_with_the_bundled_vmm():
     assert leaf & A and leaf & D  # a translation like any: the walk set A, the store D
 
 
+def test_beyond_memory_zeros_convention_with_the_bundled_vmm():
+    r = beyond_runner("zeros")
+    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access.value == 0
+    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False, size=2, offset=6)).observation.access.value == 0
+    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False, size=16)).observation.access.value == 0
+    store = r.step(op("guest_walk", v=0, x=X, a="write", u=False, value=5)).observation.access
+    assert not store.fault
+    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access.value == 0  # dropped
+    assert not r.step(op("guest_walk", v=0, x=X, a="fetch", u=False)).observation.access.fault
+    leaf = int.from_bytes(r.adapter.read_guest(0, 3 * PAGE, 8), "little")
+    assert leaf & A and leaf & D  # a translation like any: the walk set A, the store D
+
+
 @pytest.mark.parametrize("convention", ["fault", "ones"])
 def test_a_table_beyond_memory_faults_rsvd_and_rights_win_over_the_frame(convention):
     r = beyond_runner(convention)
@@ -231,25 +244,124 @@ def test_a_table_beyond_memory_faults_rsvd_and_rights_win_over_the_frame(convent
     assert got.error_code == PF_P | PF_W | PF_U
 
 
-@pytest.mark.parametrize("convention, other", [("fault", AccessResult(False, value=(1 << 64) - 1)),
-                                               ("ones", AccessResult(True, PF_P | PF_RSVD, X))])
-def test_each_convention_rejects_the_other(convention, other):
+def test_a_table_beyond_memory_under_zeros_faults_not_present_and_rights_still_win():
+    r = beyond_runner("zeros")
+    # the PDE names a page table past memory: its entries read 0, so the walk meets a not-present PTE
+    r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=BEYOND + 1))
+    for a, u, code in (("read", True, PF_U), ("write", False, PF_W), ("fetch", True, PF_U | PF_I)):
+        got = r.step(op("guest_walk", v=0, x=X, a=a, u=u, value=1)).observation.access
+        assert (got.fault, got.error_code, got.cr2) == (True, code, X)
+    # a table beyond memory higher up (the PML4 entry names a PDPT there): the same, one level up
+    r.step(op("gpte_write", v=0, r=0, x=X, level=4, bits=UP, g=BEYOND + 5))
+    got = r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access
+    assert (got.fault, got.error_code) == (True, 0)
+    # a read-only, supervisor leaf beyond memory: the user write's missing right is reported
+    r.step(op("gpte_write", v=0, r=0, x=X, level=4, bits=UP, g=1))
+    r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=3))
+    r.step(op("guest_map", v=0, r=0, x=X, g=BEYOND, w=False, u=False, nx=False, a=True, d=False))
+    got = r.step(op("guest_walk", v=0, x=X, a="write", u=True, value=1)).observation.access
+    assert got.error_code == PF_P | PF_W | PF_U
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_a_vmm_playing_ones_under_zeros_is_caught(table):
+    """The bundled VMM told "zeros" but answering as "ones" (its convention switched after reset):
+    a load beyond memory reads all-ones, a table there faults RSVD; both are observation failures."""
+    r = beyond_runner("zeros")
+    r.adapter.vmm.beyond_memory = "ones"
+    if table:
+        r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=BEYOND + 1))
+    with pytest.raises(Failure) as e:
+        r.step(op("guest_walk", v=0, x=X, a="read", u=False))
+    assert e.value.kind == "observation" and "ideal machine allows" in e.value.message
+
+
+def test_the_ideal_machine_under_zeros():
+    ideal = Ideal(BEYOND, "zeros")
+    ideal.create(0)
+    vm = ideal.vms[0]
+    vm.cr3 = 0
+    for gpa, e in ((PML4E, 0x1000 | UP), (PDPTE, 0x2000 | UP), (PDE, (BEYOND + 1) << 12 | UP)):
+        vm.mem.write64(gpa, e)
+    # a page table beyond memory: not present at level 1, with W/U/I as for any fault
+    for a, u, code in (("read", False, 0), ("read", True, PF_U), ("write", True, PF_W | PF_U),
+                       ("fetch", False, PF_I)):
+        o, t, _ = vm.walk(X, a, u)
+        assert (o.fault, o.error_code, o.cr2, t) == (True, code, X, None)
+        assert o.may_set_a == (PML4E, PDPTE, PDE)  # the entries above the missing table were used
+    # a final page beyond memory: a translation like any; loads read 0, stores are dropped, A/D set
+    vm.mem.write64(PDE, 0x3000 | UP)
+    vm.mem.write64(PTE, BEYOND << 12 | UP)
+    o, t, used = vm.walk(X, "write", False)
+    assert not o.fault and o.paddr == BEYOND * PAGE
+    vm.commit(X, "write", o, t, used, 0x1234, 8)
+    assert vm.mem.read64(PTE) & (A | D) == A | D
+    assert len(vm.mem.mem) == BEYOND * PAGE  # the store went nowhere
+    o, t, used = vm.walk(X + 8, "read", False)
+    assert vm.load(o, "read", used, 16) == 0
+    assert vm.commit(X + 8, "read", o, t, used, 0, 4).value == 0
+    assert not vm.walk(X, "fetch", True)[0].fault
+
+
+@pytest.mark.parametrize("convention, other", [
+    ("fault", AccessResult(False, value=(1 << 64) - 1)), ("fault", AccessResult(False, value=0)),
+    ("ones", AccessResult(True, PF_P | PF_RSVD, X)), ("ones", AccessResult(False, value=0)),
+    ("zeros", AccessResult(True, PF_P | PF_RSVD, X)), ("zeros", AccessResult(False, value=(1 << 64) - 1)),
+])
+def test_each_convention_rejects_the_others(convention, other):
     impl = Impl(Config(beyond_memory=convention))
     impl.tables(leaf=(BEYOND << 12) | 0x7)
     f = caught(impl, other)
     assert "ideal machine allows" in f.message
 
 
+@pytest.mark.parametrize("convention, other", [("fault", AccessResult(True, 0, X)),
+                                               ("ones", AccessResult(True, 0, X)),
+                                               ("zeros", AccessResult(True, PF_P | PF_RSVD, X))])
+def test_a_table_beyond_memory_rejects_the_other_conventions_error_code(convention, other):
+    impl = Impl(Config(beyond_memory=convention))
+    impl.tables(leaf=0, pde=(BEYOND + 1) << 12 | UP)
+    f = caught(impl, other)
+    assert "ideal machine allows" in f.message
+
+
+def test_one_list_of_conventions():
+    """The harness's list is adapter.py's (the ideal machine, the config file, the wire schema follow
+    it); the bundled VMM, which imports nothing of the harness, knows the same conventions."""
+    import json
+    from pathlib import Path
+
+    from dmmcheck.conformance import adapter, configfile, ideal
+    from dmmcheck.impl import vmm
+
+    assert ideal.BEYOND_MEMORY is adapter.BEYOND_MEMORY and configfile.BEYOND is adapter.BEYOND_MEMORY
+    schema = json.loads((Path(adapter.__file__).parent / "schemas" / "request.json").read_text())
+    enums = []
+
+    def find(node):  # type: ignore[no-untyped-def]
+        if isinstance(node, dict):
+            if "beyond_memory" in node and isinstance(node["beyond_memory"], dict):
+                enums.append(node["beyond_memory"].get("enum"))
+            for v in node.values():
+                find(v)
+        elif isinstance(node, list):
+            for v in node:
+                find(v)
+    find(schema)
+    assert enums == [list(adapter.BEYOND_MEMORY)]
+    assert vmm.BEYOND_MEMORY == adapter.BEYOND_MEMORY
+
+
 def test_an_unknown_convention_is_refused_by_the_harness_and_the_adapter():
     with pytest.raises(ValueError, match="beyond_memory"):
-        Config(beyond_memory="zeros")
+        Config(beyond_memory="twos")
     with pytest.raises(ValueError):
-        Config.from_json({**Config().to_json(), "beyond_memory": "zeros"})
+        Config.from_json({**Config().to_json(), "beyond_memory": "twos"})
     with pytest.raises(ValueError):
-        Ideal(16, "zeros")
+        Ideal(16, "twos")
     bad = Config()
-    object.__setattr__(bad, "beyond_memory", "zeros")  # an adapter must not trust what it is given
-    with pytest.raises(ValueError, match="zeros"):
+    object.__setattr__(bad, "beyond_memory", "twos")  # an adapter must not trust what it is given
+    with pytest.raises(ValueError, match="twos"):
         BundledVmm().reset(bad)
 
 
@@ -257,6 +369,12 @@ def test_a_campaign_under_the_ones_convention_passes_and_tries_non_canonical_gva
     r = fuzz(BundledVmm, SPEC, Config(beyond_memory="ones"), examples=60, seed_=2)
     assert r.failure is None, r.failure and f"{r.failure}\n{r.failure.detail}"
     assert r.inputs["non-canonical gva"] > 0
+    assert any("beyond memory" in k or "end of memory" in k for k in r.inputs)
+
+
+def test_a_campaign_under_the_zeros_convention_passes_and_reaches_memory_beyond():
+    r = fuzz(BundledVmm, SPEC, Config(beyond_memory="zeros"), examples=60, seed_=2)
+    assert r.failure is None, r.failure and f"{r.failure}\n{r.failure.detail}"
     assert any("beyond memory" in k or "end of memory" in k for k in r.inputs)
 
 
