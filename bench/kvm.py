@@ -3,7 +3,7 @@ given time, seed and scope. Prints one JSON object.
 
 usage: bench/kvm.py [SECONDS] [SEED] [CONFIG.toml] [KNOWN.toml]
 
-CONFIG defaults to bench/kvm/default.toml (the default scope with beyond_memory = "ones", varied per
+CONFIG defaults to bench/kvm/default.toml (the default scope with beyond_memory = "zeros", varied per
 test case); KNOWN, a --known-divergences file, lets the campaign go on past the divergences
 docs/kvm.md lists (bench/kvm/known.toml).
 

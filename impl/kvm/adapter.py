@@ -35,7 +35,7 @@ from dmmcheck.conformance.scope import guest_tables, table_for
 from . import fetch as F
 from . import guest as G
 from . import ioctl as K
-from .machine import GuestError, Machine, cpuid, features
+from .machine import UNBACKED, GuestError, Machine, cpuid, features
 
 PAGE = G.PAGE
 UPPER = G.P | G.RW | G.US | G.A
@@ -103,6 +103,8 @@ class KvmVmm:
                 self.machines[i] = Machine(self.kvm, self.cpuid, cap)
         while len(self.machines) < config.vms:
             self.machines.append(Machine(self.kvm, self.cpuid, cap))
+        for m in self.machines:
+            m.unbacked = UNBACKED[config.beyond_memory]
         self.config = config
         self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
         self.live = {}
@@ -204,7 +206,7 @@ class KvmVmm:
         if res.exit != "hlt":
             raise GuestError(f"{acc} of {x:#x}: KVM exit {res.exit} at RIP {res.rip:#x}")
         if res.mmio:
-            obs.note = f"{res.mmio} MMIO exit(s) answered as unbacked memory"
+            obs.note = f"{res.mmio} MMIO exit(s) answered as memory that does not exist ({self.config.beyond_memory})"
         if res.vector is None:
             self._cache(m, st, x)
             value = None
@@ -282,7 +284,7 @@ class KvmVmm:
             gpa = table + 8 * ((x >> (12 + 9 * (lvl - 1))) & 511)
             used.append(gpa)
             if gpa >= limit:
-                return used, None  # beyond memory: all-ones, reserved bits set
+                return used, None  # a table beyond memory: KVM's walk faults it not present
             e = st.shadow511 if gpa == st.root * PAGE + ENTRY511 else m.read64(gpa)
             if not e & G.P or (lvl == 4 and e & G.PS) or e & 0x000F_FF00_0000_0000:
                 return used, None
@@ -358,9 +360,10 @@ def _private(gpa: int) -> bool:
 
 def _check(config: Config) -> None:
     """What this adapter cannot lay out or play: a ValueError (a refused configuration)."""
-    if config.beyond_memory != "ones":
+    if config.beyond_memory not in UNBACKED:
         raise ValueError(f"beyond_memory {config.beyond_memory!r}: KVM gives a final page beyond guest memory to the "
-                         "VMM as MMIO (no #PF), so only \"ones\" can be played (docs/kvm.md)")
+                         "VMM as MMIO (no #PF), so only \"zeros\" (KVM's own convention for a table there) or "
+                         "\"ones\" can be played (docs/kvm.md)")
     if config.gfns > G.MAX_GFNS:
         raise ValueError(f"{config.gfns} gfns: the adapter's direct map covers {G.MAX_GFNS}")
     for x in config.gvas:

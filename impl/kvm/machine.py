@@ -25,7 +25,7 @@ CR4_SMEP, CR4_SMAP = 1 << 20, 1 << 21
 MAXPHYADDR = 40
 POISON = 0x1111_1111_1111_1111  # every GPR of a fetch test: k * POISON + disp32 is never canonical for k in 1..5, 8, 9
 MADV_POPULATE_WRITE = 23
-ONES = b"\xff" * 16
+UNBACKED = {"ones": b"\xff" * 16, "zeros": bytes(16)}  # what an MMIO read answers, by convention
 
 
 class GuestError(RuntimeError):
@@ -65,6 +65,7 @@ class Machine:
         self.cpu = K.Vcpu(self.vm)
         self.cpu.set_cpuid(cpuid)
         self.gfns = 0
+        self.unbacked = UNBACKED["zeros"]  # memory beyond the guest's (MMIO to KVM) reads this
         self.wp, self.nxe, self.smep, self.smap = True, True, False, False
 
     # ---------------------------------------------------------------- power on
@@ -102,8 +103,8 @@ class Machine:
     # ---------------------------------------------------------------- running
     def run(self, rip: int, regs: dict[int, int], flags: int = 0x2) -> Result:
         """Enter the guest at `rip` with these registers (the rest zero, r15 = DONE, RSP on the
-        kernel stack) and run to its hlt, answering MMIO exits as unbacked memory does: reads
-        all-ones, writes dropped."""
+        kernel stack) and run to its hlt, answering MMIO exits as memory that does not exist: reads
+        all-ones or zeros (`unbacked`, the configuration's convention), writes dropped."""
         r = self.cpu.regs
         for i in range(18):
             r[i] = 0
@@ -122,7 +123,7 @@ class Machine:
             if ex == K.EXIT_MMIO:
                 _gpa, n, write = self.cpu.exit_mmio()
                 if not write:
-                    self.cpu.set_mmio_data(ONES[:n])
+                    self.cpu.set_mmio_data(self.unbacked[:n])
                 mmio += 1
                 if mmio > 64:
                     raise GuestError("more than 64 MMIO exits in one run")
