@@ -50,6 +50,7 @@ SCOPE = Bounds(vms=3, gfns=48, mfns=48, slots=4, roots=3, gvas=16, regions=4, bu
 CAPACITY = 256  # gfns each KVM VM's memory mapping holds (a larger configuration maps more)
 ENTRY511 = 0xFF8  # the byte offset of PML4 entry 511 in a root
 NO_1G = -1  # a walk through a 1 GiB page (_walk)
+PML4E_BIT8 = -2  # a walk through a PML4 entry with bit 8 set (_walk)
 
 
 def canonical(gva: int) -> bool:
@@ -243,7 +244,7 @@ class KvmVmm:
 
     def _cache(self, m: Machine, st: GuestState, x: int) -> None:
         _, frame = self._walk(m, st, x)
-        if frame is not None and frame != NO_1G:
+        if frame is not None and frame >= 0:
             st.cached.setdefault(x >> 12, set()).add(frame & ~(PAGE - 1))
 
     def _unsafe(self, m: Machine, st: GuestState, x: int, acc: str, user: bool, size: int) -> str | None:
@@ -254,6 +255,9 @@ class KvmVmm:
         if frame == NO_1G:
             return ("its walk meets a 1 GiB page: the guest CPU this host's KVM offers has none "
                     "(CPUID 80000001H EDX bit 26 clear; KVM faults the PDPTE's PS as reserved)")
+        if frame == PML4E_BIT8:
+            return ("its walk meets a PML4 entry with bit 8 set: reserved on the AMD guest CPU this host's "
+                    "KVM offers (KVM faults it RSVD), ignored on the harness's (Intel SDM)")
         if mine is not None and mine in used:
             return "its walk uses the current root's PML4 entry 511, which holds the adapter's own tables"
         frames = ({frame} if frame is not None else set()) | st.cached.get(x >> 12, set())
@@ -288,6 +292,8 @@ class KvmVmm:
             e = st.shadow511 if gpa == st.root * PAGE + ENTRY511 else m.read64(gpa)
             if not e & G.P or (lvl == 4 and e & G.PS) or e & 0x000F_FF00_0000_0000:
                 return used, None
+            if lvl == 4 and e & 0x100:
+                return used, PML4E_BIT8
             if lvl == 3 and e & G.PS:
                 return used, NO_1G
             if lvl == 1 or e & G.PS:
