@@ -35,8 +35,9 @@ def spec_main(argv: list[str]) -> None:
     induction searched for a reachable instance (reach=S seconds, default 5), and the bundled VMM
     fuzzed against it for HARNESS_SECONDS (default 10; 0: prover only). `ablations`: the invariant
     ablations instead, which the score does not count. One JSON object: the score (mutants the prover
-    catches / all), per action and per bug class, the survivors, and per mutant the obligations
-    violated or unknown, their reachability and the harness's verdict."""
+    catches / all: with a violated obligation, or only with obligations it could not decide), per
+    action and per bug class, the survivors (every obligation proved), and per mutant the
+    obligations violated or unknown, their reachability and the harness's verdict."""
     from dataclasses import asdict
 
     from dmmcheck.conformance.mutation import INVARIANT_ABLATIONS, run_spec_mutants
@@ -60,6 +61,8 @@ def spec_main(argv: list[str]) -> None:
         "reach_seconds": reach, "pattern": pattern, "jobs": jobs,
         "cores": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "total": len(results), "prover_caught": sum(r.prover_caught for r in results),
+        "prover_violated": sum(bool(r.violated) for r in results),  # caught with a violated obligation
+        "prover_undecided": sum(bool(r.unknown) and not r.violated for r in results),  # caught only by unknowns
         "harness_caught": sum(bool(r.harness_caught) for r in results),
         "caught_by_either": sum(r.prover_caught or bool(r.harness_caught) for r in results),
         "survivors": [r.name for r in results if not r.prover_caught],

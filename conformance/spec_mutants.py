@@ -51,6 +51,11 @@ class SpecMutant:
     kind: str = ""  # one of KINDS
 
 
+# guest_unmap's zap, from the last ghost it clears (the same block ends guest_map and guest_path).
+_UNMAP_ZAP = ("  remove g_wrote(v, r, x)\n  spte(v, r, x) := none\n  remove s_write(v, r, x)\n  remove s_user(v, r, x)\n"
+              "  remove s_nx(v, r, x)\n")
+
+
 def _m(name: str, action: str, kind: str, description: str, old: str, new: str) -> SpecMutant:
     return SpecMutant(name, description, old, new, action, kind)
 
@@ -62,8 +67,10 @@ SPEC_MUTANTS = [
     _m("vm_destroy_keeps_pool", "vm_destroy", "guard", "vm_destroy may tear down a VM whose pool still holds pages",
        "  requires forall m: mfn. not in_pool(v, m)\n  remove live(v)\n", "  remove live(v)\n"),
     _m("vm_destroy_keeps_tlb", "vm_destroy", "forgotten-update", "vm_destroy forgets to empty the VM's TLB",
-       "  forall r: root, x: gva. remove g_wrote(v, r, x)\n  forall x: gva. tlb(v, x) := none\n",
-       "  forall r: root, x: gva. remove g_wrote(v, r, x)\n"),
+       "  forall x: gva. tlb(v, x) := none\n  forall x: gva. remove tlb_write(v, x)\n  forall x: gva. tlb_gfn(v, x) := none\n"
+       "  remove flush_pending(v)\n}\n\n# ---------------------------------------------------------------- guest CPU state",
+       "  forall x: gva. remove tlb_write(v, x)\n  forall x: gva. tlb_gfn(v, x) := none\n"
+       "  remove flush_pending(v)\n}\n\n# ---------------------------------------------------------------- guest CPU state"),
     _m("vm_destroy_clears_wp", "vm_destroy", "wrong-value",
        "vm_destroy resets CR0.WP to 0, not to its reset value 1",
        "  cur_root(v) := none\n  insert cr0_wp(v)\n", "  cur_root(v) := none\n  remove cr0_wp(v)\n"),
@@ -93,12 +100,17 @@ SPEC_MUTANTS = [
        "  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n# The guest clears a gpte",
        "  if s_write(v, r, x) {\n    insert flush_pending(v)\n  }\n}\n\n# The guest clears a gpte"),
     _m("guest_unmap_no_flush", "guest_unmap", "no-flush", "clearing a gpte zaps its spte but owes no flush",
-       "  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n# The VMM shadows",
-       "}\n\n# The VMM shadows"),
+       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n",
+       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n"),
     _m("guest_unmap_keeps_rmap", "guest_unmap", "forgotten-update", "clearing a gpte zaps its spte but leaves the rmap entry",
+       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n", _UNMAP_ZAP),
+    _m("guest_path_keeps_spte", "guest_path", "forgotten-update",
+       "an emulated edit of an upper-level entry does not zap the spte behind it",
+       "  g_table(v, r, x, t) := b\n  spte(v, r, x) := none\n", "  g_table(v, r, x, t) := b\n"),
+    _m("guest_path_no_flush", "guest_path", "no-flush", "an emulated edit of an upper-level entry zaps the spte but owes no flush",
        "  forall m: mfn. remove rmap(m, v, r, x)\n  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n"
        "# The VMM shadows",
-       "  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n# The VMM shadows"),
+       "  forall m: mfn. remove rmap(m, v, r, x)\n}\n\n# The VMM shadows"),
     _m("protect_gpt_not_protected", "protect_gpt", "forgotten-update", "shadowing a guest table forgets to write-protect its gfn",
        "  insert gpt_page(v, g)\n  insert write_protected(v, g)\n", "  insert gpt_page(v, g)\n"),
     _m("protect_gpt_forward_zap", "protect_gpt", "forward-zap",
@@ -112,6 +124,9 @@ SPEC_MUTANTS = [
     _m("unshadow_gpt_drops_protection", "unshadow_gpt", "wrong-variable",
        "unshadow_gpt clears write_protected instead of gpt_page",
        "  requires gpt_page(v, g)\n  remove gpt_page(v, g)\n", "  requires gpt_page(v, g)\n  remove write_protected(v, g)\n"),
+    _m("unprotect_gpt_under_walk", "unprotect_gpt", "guard",
+       "unprotect_gpt does not check that no spte's walk still reads the table",
+       "  requires forall r: root, x: gva. g_table(v, r, x, g) implies spte(v, r, x) = none\n", ""),
     _m("unprotect_gpt_while_shadowed", "unprotect_gpt", "guard", "unprotect_gpt does not check that no shadow depends on g",
        "  requires write_protected(v, g) and not gpt_page(v, g)\n", "  requires write_protected(v, g)\n"),
     # ------------------------------------------------------------ guest accesses
@@ -153,6 +168,8 @@ SPEC_MUTANTS = [
        "  requires spte(v, r, x) = none or not s_write(v, r, x) and w and g_write(v, r, x)\n", ""),
     _m("fill_ignores_nx", "shadow_fill", "guard", "shadow_fill may make an spte executable that the guest's NX forbids",
        "  requires g_nx(v, r, x) implies nx\n", ""),
+    _m("fill_unprotected_walk", "shadow_fill", "guard", "shadow_fill does not wait for the tables of the walk to be shadowed",
+       "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t)\n", ""),
     _m("zap_spte_no_flush", "zap_spte", "no-flush", "zap_spte owes no flush",
        "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}\n",
        "  forall m: mfn. remove rmap(m, v, r, x)\n}\n"),
