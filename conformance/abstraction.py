@@ -118,6 +118,12 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             for name, val in (("gmap", gfn), ("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a),
                               ("g_dirty", d)):
                 values[name][k] = val
+    if "g_table" in U.layout:  # optional: without it no walk's tables are known (walk_protected is vacuous)
+        for (v, r, x), tables in st.get("g_tables", {}).items():
+            if r in root_ix and x in gva_ix:
+                for t in tables:
+                    if t < u.nr_gfns:
+                        put("g_table", (vm_ix[v], root_ix[r], gva_ix[x], t), True)
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
             k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]

@@ -220,8 +220,10 @@ class Oracle:
         return s if new == cur else self._apply(s, "guest_map", xs[:3] + new, steps, "guest edit", True)
 
     def _guest_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None = None) -> State:
-        """The guest's own page-table edits: every (vm, root, gva) whose mapping differs (or only
-        the one at flat index `only`)."""
+        """The guest's own page-table edits: every (vm, root, gva) whose walk reads other tables
+        (guest_path) or whose mapping differs (guest_map / guest_unmap) — or only the one at flat
+        index `only`."""
+        s = self._path_edits(s, impl, steps, only)
         lays = [self._lay[n] for n in GMAP]
         if all(impl[lay.index] == s[lay.index] for lay in lays):
             return s
@@ -234,6 +236,19 @@ class Oracle:
                 s = self._apply(s, "guest_unmap", (v, r, x), steps, "guest edit", True)
             else:
                 s = self._apply(s, "guest_map", (v, r, x) + now, steps, "guest edit", True)
+        return s
+
+    def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None) -> State:
+        """guest_path for each (vm, root, gva, table gfn) the walk now reads or no longer reads."""
+        tab = self._lay.get("g_table")
+        if tab is None or impl[tab.index] == s[tab.index]:
+            return s
+        tables = tab.domains[-1]  # g_table's points are gmap's, times the table gfn
+        points = range(tab.size) if only is None else range(only * tables, (only + 1) * tables)
+        for k in points:
+            now = impl[tab.index][k]
+            if now != s[tab.index][k]:
+                s = self._apply(s, "guest_path", unflatten(k, tab.domains) + (now,), steps, "guest edit", True)
         return s
 
     def unexplained(self, impl: State) -> None:

@@ -35,7 +35,7 @@ from dmmcheck.spec import ast as A
 
 from .operations import OUTPUTS, _pins
 
-GUEST_EDITS = ("guest_map", "guest_unmap")
+GUEST_EDITS = ("guest_map", "guest_unmap", "guest_path")
 # How far uphill the lookahead's first action may go (points): freeing a page for the next
 # allocation changes its descriptor, its pool lists and a slot.
 UPHILL = 12
@@ -122,6 +122,7 @@ class Reach:
                    for p in self.it.actions[name].action.params if p.name in outs}
         self.weights = [1 if any(t.name in outputs for t in self.types[k].args) else HEAVY for k in self.keys]
         self.gmap_domains = u.layout["gmap"].domains
+        self.gtab = u.layout.get("g_table")
 
     def _plan(self, name: str, ca: Any) -> _Plan:
         act, u = ca.action, self.it.u
@@ -276,6 +277,13 @@ class Reach:
         for plan, cands in templates:
             for args in plan.within(s, cands):
                 yield plan.name, args, plan.apply(s, *args)
+        if self.gtab is not None:  # the tables the guest's walks read, to the implementation's
+            tab = target[self.gtab.index]
+            for k in range(len(tab)):
+                if tab[k] != s[self.gtab.index][k]:
+                    args = unflatten(k, self.gtab.domains) + (tab[k],)
+                    if self.it.is_enabled(s, "guest_path", args):
+                        yield "guest_path", args, self.it.apply(s, "guest_path", args)
         for k in edits:  # the guest's edits, to exactly the implementation's values
             now = tuple(target[i][k] for i in self.gmap_ix)
             if now == tuple(s[i][k] for i in self.gmap_ix):

@@ -185,7 +185,7 @@ def observation_from_json(d: dict[str, Any]) -> Observation:
 # wire, rows of the key's fields then the value's.
 PAIRS = ("ballooned", "write_protected", "gpt_pages")
 KNOWN = ("mfns", "pool", "descriptor", "p2m", "swap", "slots_used", "flush_pending", "spte", "rmap", "spte_at",
-         "gmap", "vms") + PAIRS
+         "gmap", "g_tables", "vms") + PAIRS
 
 
 def state_to_json(st: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +209,8 @@ def state_to_json(st: dict[str, Any]) -> dict[str, Any]:
         out["spte_at"] = [[list(ref), [list(t) for t in ts]] for ref, ts in st["spte_at"].items()]
     out["gmap"] = [[v, r, x, g, bool(w), bool(u), bool(nx), bool(a), bool(d)]
                    for (v, r, x), (g, w, u, nx, a, d) in st["gmap"].items()]
+    if "g_tables" in st:
+        out["g_tables"] = [[v, r, x, list(ts)] for (v, r, x), ts in st["g_tables"].items()]
     vms = st["vms"]
     out["vms"] = [{"live": bool(f["live"]), "cr3_gfn": f["cr3_gfn"], "wp": bool(f["wp"])}
                   for f in (vms[v] for v in sorted(vms))]
@@ -235,5 +237,7 @@ def state_from_json(d: dict[str, Any]) -> dict[str, Any]:
     if "spte_at" in d:
         st["spte_at"] = {tuple(ref): [tuple(t) for t in ts] for ref, ts in d["spte_at"]}
     st["gmap"] = {(v, r, x): (g, w, u, nx, a, dd) for v, r, x, g, w, u, nx, a, dd in d["gmap"]}
+    if "g_tables" in d:
+        st["g_tables"] = {(v, r, x): tuple(ts) for v, r, x, ts in d["g_tables"]}
     st["vms"] = dict(enumerate(d["vms"]))
     return st

@@ -496,13 +496,14 @@ class Vmm:
                 out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
         for mfn, refs in self.mmu.rmap.items():
             out["rmap"][mfn] = sorted(refs)
-        out["gmap"] = self._guest_mappings(gvas or [], roots)
+        out["gmap"], out["g_tables"] = self._guest_mappings(gvas or [], roots)
         return out
 
-    def _guest_mappings(self, gvas: list[int], extra_roots: list[int] | None = None) -> dict[tuple[int, int, int], tuple]:
+    def _guest_mappings(self, gvas: list[int], extra_roots: list[int] | None = None) -> tuple[dict, dict]:
         """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
-        the guest's own tables (no A/D written) for every cached or current root."""
-        out = {}
+        the guest's own tables (no A/D written) for every cached or current root; and the gfns of
+        the tables each of those walks read."""
+        out, tables = {}, {}
         for vm in self.vms.values():
             # a supervisor read: any present translation (XD is a reserved bit when the guest's NXE is off)
             probe = Mode(user=False, wp=False, nxe=vm.nxe)
@@ -527,7 +528,8 @@ class Vmm:
                     _, _, leaf = w.leaf
                     out[(vm.id, root, gva)] = (w.paddr >> x86.PAGE_SHIFT, w.writable, w.user,
                                                w.nx and vm.nxe, bool(leaf & x86.A), bool(leaf & x86.D))
-        return out
+                    tables[(vm.id, root, gva)] = tuple(sorted({addr >> x86.PAGE_SHIFT for _, addr, _ in w.entries}))
+        return out, tables
 
     def _shadow_leaves(self, table: int, level: int, base: int) -> dict[int, tuple[int, int]]:
         leaves = {}

@@ -80,6 +80,9 @@ MUTATIONS = [
     # the VM a shared page is charged to swaps its hold out (the first such guard is swap_out's)
     ("owner_holds", "swap_out",
      "  requires status(m) = shared and owner(m) = v implies refcount(m) = 1 or (exists h: gfn. h != g and p2m(v, h) = m)\n", ""),
+    # a fill through a walk that read a table nobody shadows (so a guest edit of it would not trap)
+    ("walk_protected", "shadow_fill",
+     "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t)\n", ""),
     ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
 ]
 
