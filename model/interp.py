@@ -78,8 +78,8 @@ class Interpreter:
         return out
 
     def initial_state(self) -> State:
-        """The one initial state; a parameter the bound leaves open (the budget) takes its largest
-        value here (initial_states() has one state per value)."""
+        """The one initial state; a parameter the bound leaves open (the budget, the quota) takes its
+        largest value here (initial_states() has one state per value)."""
         states = self.initial_states()
         if len(states) > 1 and self.u.params:
             top = {n: self.u.param_value(n) for n in self.u.params}

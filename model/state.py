@@ -56,8 +56,8 @@ class Universe:
                 raise UniverseError(f"sort {name} needs at least one element, got {sizes[name]}")
         self.spec = spec
         self.sizes: dict[str, int] = {s: sizes.get(s) or b or DEFAULT_SIZE for s, b in spec.sorts.items()}
-        # An immutable int constant is a parameter of the model (the DMM spec's budget): the bound
-        # may fix it; otherwise every value from 0 to the largest sort size is an initial state.
+        # An immutable int constant is a parameter of the model (the DMM spec's budget and quota): the
+        # bound may fix it; otherwise every value from 0 to the largest sort size is an initial state.
         top = max(self.sizes.values(), default=DEFAULT_SIZE)
         self.params: dict[str, tuple[int, ...]] = {
             n: (sizes[n],) if n in sizes else tuple(range(top + 1)) for n in sorted(params)}

@@ -84,6 +84,7 @@ MUTATIONS = [
     ("walk_protected", "shadow_fill",
      "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t)\n", ""),
     ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
+    ("within_quota", "pool_grow", "  requires pool_size(v) < quota\n", ""),
 ]
 
 
