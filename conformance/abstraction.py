@@ -36,10 +36,12 @@ class Universe:
     gvas: tuple[int, ...]  # guest-virtual page addresses
     slots: int = 1
     budget: int | None = None  # None: every mfn
+    quota: int | None = None  # None: every mfn
 
     def sizes(self) -> dict[str, int]:
         return {"vm": len(self.vms), "gfn": self.nr_gfns, "mfn": self.nr_mfns, "root": len(self.roots),
-                "gva": len(self.gvas), "slot": self.slots, "budget": self.nr_mfns if self.budget is None else self.budget}
+                "gva": len(self.gvas), "slot": self.slots, "budget": self.nr_mfns if self.budget is None else self.budget,
+                "quota": self.nr_mfns if self.quota is None else self.quota}
 
 
 def interpreter_for(spec: Any, u: Universe) -> Interpreter:
@@ -101,7 +103,7 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         if not 0 <= slot < u.slots:
             raise AbstractionError(f"slot {slot} is used, but the swap device has {u.slots} slots")
         put("slot_used", (slot,), True)
-    for name in U.params:  # the model's parameters (the budget) are the scope's, not the implementation's
+    for name in U.params:  # the model's parameters (the budget, the quota) are the scope's, not the implementation's
         values[name] = [U.param_value(name)]
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:

@@ -47,6 +47,7 @@ class Config:
     # become the page table of the other
     gvas: tuple[int, ...] = tuple(base + 0x1000 * i for base in (0x400000, 0x600000) for i in range(4))
     budget: int | None = None  # pages all VM pools may hold together (None: every mfn)
+    quota: int | None = None  # pages one VM's pools (active and idle) may hold (None: every mfn)
     mutant: str | None = None  # a seeded bug to switch on (dmm mutants); None: the real VMM
     # What a guest entry naming a gfn beyond the VM's memory does (the architecture leaves it to
     # the platform; docs/conformance.md "Fair oracles"): "fault" (#PF with P|RSVD), "ones"
@@ -62,20 +63,23 @@ class Config:
                              f"not {self.beyond_memory!r}")
 
     def sizes(self) -> dict[str, int]:
-        """The spec's sort sizes and its budget parameter (no budget: every mfn)."""
+        """The spec's sort sizes and its parameters, the budget and the quota (none: every mfn)."""
         return {"vm": self.vms, "gfn": self.gfns, "mfn": self.mfns, "root": len(self.roots),
                 "gva": len(self.gvas), "slot": self.slots,
-                "budget": self.mfns if self.budget is None else self.budget}
+                "budget": self.mfns if self.budget is None else self.budget,
+                "quota": self.mfns if self.quota is None else self.quota}
 
     def to_json(self) -> dict[str, Any]:
         return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
-                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "mutant": self.mutant,
+                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "quota": self.quota,
+                "mutant": self.mutant,
                 "beyond_memory": self.beyond_memory}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Config":
         return Config(vms=d["vms"], gfns=d["gfns"], mfns=d["mfns"], slots=d["slots"], roots=tuple(d["roots"]),
-                      gvas=tuple(d["gvas"]), budget=d.get("budget"), mutant=d.get("mutant"),
+                      gvas=tuple(d["gvas"]), budget=d.get("budget"), quota=d.get("quota"),
+                      mutant=d.get("mutant"),
                       beyond_memory=d.get("beyond_memory", "fault"))
 
 
@@ -132,6 +136,7 @@ class Bounds:
     gvas: int = 8
     regions: int = 2  # 2 MiB regions the gvas may span (each a page table per root)
     budget: bool = True  # a budget may be set
+    quota: bool = True  # a per-VM quota may be set
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
     mfns = 12                  # fewer than the guests want: reclaim and out-of-memory paths run
     slots = 2
     budget = 10                # optional: pages all VM pools may hold together
+    quota = 6                  # optional: pages one VM's pools (active and idle) may hold
     roots = [0, 16]            # guest root gfns (the PML4 each CR3 names)
     beyond_memory = "fault"    # or "ones", "zeros": what an entry naming memory beyond the VM does
     vary = false               # true: test cases also vary the scope within the adapter's bounds
@@ -32,7 +33,7 @@ from .scope import canonical
 
 STRIDES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
 BEYOND = BEYOND_MEMORY  # one list, adapter.py's: Config itself refuses anything else
-KEYS = ("vms", "gfns", "mfns", "slots", "budget", "roots", "gvas", "beyond_memory", "vary")
+KEYS = ("vms", "gfns", "mfns", "slots", "budget", "quota", "roots", "gvas", "beyond_memory", "vary")
 # Past these the spec state of one scope (its largest relation is rmap: mfns x vms x roots x gvas
 # points) is too large to judge at any useful speed.
 MOST = {"vms": 64, "gfns": 1 << 16, "mfns": 1 << 16, "slots": 1 << 16, "roots": 64, "gvas": 1024}
@@ -91,6 +92,9 @@ def parse(data: dict[str, Any], where: Any = lambda key: "config") -> tuple[Conf
     budget = data.get("budget")
     if budget is not None and (not _is_int(budget) or not 0 <= budget <= sizes["mfns"]):
         raise bad("budget", f"expected a whole number from 0 to mfns ({sizes['mfns']}), got {budget!r}")
+    quota = data.get("quota")
+    if quota is not None and (not _is_int(quota) or not 0 <= quota <= sizes["mfns"]):
+        raise bad("quota", f"expected a whole number from 0 to mfns ({sizes['mfns']}), got {quota!r}")
     roots = data.get("roots", list(d.roots))
     if not isinstance(roots, list) or not roots or not all(_is_int(r) for r in roots):
         raise bad("roots", f"expected a non-empty list of gfns, got {roots!r}")
@@ -111,7 +115,8 @@ def parse(data: dict[str, Any], where: Any = lambda key: "config") -> tuple[Conf
         raise ConfigError(f"{where('mfns')}: this scope's rmap alone has mfns x vms x roots x gvas = {points} "
                           f"points (at most {MOST_POINTS}): make it smaller")
     config = Config(vms=sizes["vms"], gfns=sizes["gfns"], mfns=sizes["mfns"], slots=sizes["slots"],
-                    roots=tuple(roots), gvas=gvas, budget=budget, beyond_memory=beyond)
+                    roots=tuple(roots), gvas=gvas, budget=budget, quota=quota,
+                    beyond_memory=beyond)
     return config, vary
 
 

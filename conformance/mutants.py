@@ -211,6 +211,13 @@ def _(vmm: Any) -> None:
     m.allocate = allocate
 
 
+@mutant("quota_ignored", "the per-VM quota is never checked: demand paging and pool growth take VMM pages "
+        "past it, and a shared page is rehomed to a holder whose pools are full",
+        "within_quota / refinement (allocatable, pool_grow and share_rehome guards; needs a quota)")
+def _(vmm: Any) -> None:
+    vmm.policy._within_quota = lambda vm: True
+
+
 @mutant("release_keeps_status", "a page freed to an idle pool keeps status mapped", "descriptor_status")
 def _(vmm: Any) -> None:
     m, real = vmm.machine, vmm.machine.release

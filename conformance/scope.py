@@ -3,7 +3,7 @@ within the bounds the adapter declares (`Capabilities.scope`), and recorded in i
 
 One fixed scope hides whole classes of bugs: with exactly as many gvas as a VMM's page-by-page
 flush limit the path past it never runs; with plenty of machine pages reclaim and out-of-memory
-almost never happen; with no budget the budget checks never run; with many slots the swap device
+almost never happen; with no budget or quota their checks never run; with many slots the swap device
 is never full. The draw below is mostly ordinary and sometimes at the edges, and index 0 of every
 choice is the campaign's own configuration, so a shrunk failure moves toward the scope it started
 from.
@@ -64,7 +64,11 @@ def draw(c: Pick, base: Config, b: Bounds) -> Config:
     if b.budget and c.take(2):
         budget = 1 + c.take(mfns)  # tight: at most every mfn, often far fewer
     slots = 1 + c.take(b.slots)
-    return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget)
+    quota = None  # drawn last: the earlier draws decode as they did before the quota
+    if b.quota and c.take(2):
+        quota = 1 + c.take(mfns)  # per VM: tight, at most every mfn
+    return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget,
+                   quota=quota)
 
 
 def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
@@ -152,5 +156,7 @@ def describe(config: Config, default: Config) -> list[str]:
         out.append("mfns < gfns x vms")
     if config.budget is not None:
         out.append("budget < mfns" if config.budget < config.mfns else "budget = mfns")
+    if config.quota is not None:
+        out.append("quota < mfns" if config.quota < config.mfns else "quota = mfns")
     out.append(f"slots={config.slots}")
     return out

@@ -59,7 +59,8 @@ class BundledVmm:
         self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
         _check_layout(config, self.tables)
         cpu = self.vmm.cpu if self.vmm is not None else None
-        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, cpu=cpu,
+        self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, quota=config.quota,
+                       cpu=cpu,
                        beyond_memory=config.beyond_memory)
         self.vmm.events = []
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))

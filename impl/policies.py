@@ -35,11 +35,12 @@ class OutOfMemory(Exception):
 
 class Policies:
     def __init__(self, vmm: "Vmm", swap: SwapDevice | None = None, budget: int | None = None,
-                 reclaim: bool = True) -> None:
+                 reclaim: bool = True, quota: int | None = None) -> None:
         self.vmm = vmm
         self.machine = vmm.machine
         self.swap = swap
         self.budget = budget  # pages all VM pools may hold together; None: every DMM page
+        self.quota = quota  # pages one VM's pools (active and idle) may hold; None: every DMM page
         self.reclaim_enabled = reclaim and swap is not None
         self._hand = 0  # the clock hand, an index into the DMM frames
         self.fail_next_allocation = False  # injected: the next allocation finds no page at all
@@ -74,16 +75,19 @@ class Policies:
     def _within_budget(self) -> bool:
         return self.budget is None or self.machine.held() < self.budget
 
+    def _within_quota(self, vm: int) -> bool:
+        return self.quota is None or self.machine.held(vm) < self.quota
+
     def _allocate(self, vm: "Vm") -> int | None:
-        """A page for the VM: its idle pool first, then the VMM pool within the budget; when
-        neither has one, reclaim once and retry."""
+        """A page for the VM: its idle pool first, then the VMM pool within the budget and the VM's
+        quota; when neither has one, reclaim once and retry."""
         self._injected = False
         if self.fail_next_allocation:
             self.fail_next_allocation = False
             self._injected = True
             return None
         for _ in range(2):
-            if len(self.machine.idle[vm.id]) or self._within_budget():
+            if len(self.machine.idle[vm.id]) or self._within_budget() and self._within_quota(vm.id):
                 mfn = self.machine.allocate(vm.id)
                 if mfn is not None:
                     return mfn
@@ -128,6 +132,8 @@ class Policies:
         mfn = vm.p2m.get(gfn)
         if mfn is None or self.swap is None or self.vmm.is_page_table(vm, gfn):
             return False
+        if not self._leave(vm, gfn, mfn):
+            return False  # a shared page no other holder has room for: the VM keeps it
         try:
             slot = self.swap.allocate()
         except SwapFull:
@@ -140,7 +146,6 @@ class Policies:
             self.swap.release(slot)
             self.vmm.emit("swap_io_error", v=vm.id, g=gfn)
             return False
-        self._leave(vm, gfn, mfn)
         self.vmm.unmap_gfn(vm, gfn)
         vm.swapped[gfn] = slot
         self._drop(mfn)
@@ -165,21 +170,37 @@ class Policies:
         self.vmm.emit("swap_in", v=vm.id, g=gfn, s=slot, m=mfn)
         return mfn
 
-    def _leave(self, vm: "Vm", gfn: int, mfn: int) -> None:
+    def _leave(self, vm: "Vm", gfn: int, mfn: int) -> bool:
         """(vm, gfn) is about to let go of mfn. owner_holds: a shared page is charged to one of its
         holders, so when the VM it is charged to lets go of it for the last time, the page first
-        moves to another holder's active list (Xen charges a shared page to a holder the same way)."""
+        moves to another holder's active list (Xen charges a shared page to a holder the same way).
+        The page joins that holder's pools, so the holder needs room under the quota
+        (within_quota); a holder at its quota with an idle page gives that page back to the VMM
+        pool first. When no holder has room, nothing changes and this says False: the VM stays
+        charged with the page and may not let go of it (the caller declines; a write that needed a
+        copy ends as out-of-memory, the spec's charge_stuck). Another holder making room later (its
+        pools shrink, or it lets go of pages) lets the VM go."""
         d = self.machine.desc[mfn]
         if d.status != SHARED or d.owner != vm.id:
-            return
+            return True
         holders = self.vmm.holders.get(mfn, ())
         if any(v == vm.id and g != gfn for v, g in holders):
-            return  # the VM still holds it through another gfn
+            return True  # the VM still holds it through another gfn
         others = sorted((v, g) for v, g in holders if v != vm.id)
-        if others:
-            w, g = others[0]
-            self.machine.rehome(mfn, w)
-            self.vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
+        if not others:
+            return True
+        roomy = [(w, g) for w, g in others if self._within_quota(w)]
+        if not roomy:
+            spare = [(w, g) for w, g in others if len(self.machine.idle[w])]
+            if not spare:
+                return False
+            w = spare[0][0]
+            self._shrink(self.vmm.vms[w], self.machine.idle[w].head)
+            roomy = spare[:1]
+        w, g = roomy[0]
+        self.machine.rehome(mfn, w)
+        self.vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
+        return True
 
     def _drop(self, mfn: int, to_vmm: bool = False) -> None:
         # refcount: one holder fewer; the last one frees the page (to its owner's idle pool, or the VMM's)
@@ -225,12 +246,15 @@ class Policies:
     def cow_break(self, vm: "Vm", gfn: int) -> int | None:
         """A write to a shared page: the writer gets a copy, the others keep the page."""
         m = vm.p2m[gfn]
+        if not self._leave(vm, gfn, m):  # charged with m and no holder has room: no copy (charge_stuck)
+            self._injected = False
+            self._report_oom(vm, gfn)
+            return None
         n = self._allocate(vm)
         if n is None:
             self._report_oom(vm, gfn)
             return None
         self.vmm.write_frame(n, self.vmm.read_frame(m))
-        self._leave(vm, gfn, m)
         self.vmm.unmap_gfn(vm, gfn)
         self.vmm.map_gfn(vm, gfn, n)
         self._drop(m)
@@ -246,7 +270,8 @@ class Policies:
             return False
         mfn = vm.p2m.get(gfn)
         if mfn is not None:
-            self._leave(vm, gfn, mfn)
+            if not self._leave(vm, gfn, mfn):
+                return False  # a shared page no other holder has room for: the VM keeps it
             self.vmm.unmap_gfn(vm, gfn)
             self._drop(mfn, to_vmm=True)
             vm.ballooned.add(gfn)
@@ -270,8 +295,9 @@ class Policies:
 
     # ---------------------------------------------------------------- pool sizing
     def pool_grow(self, vm: "Vm") -> int | None:
-        """One page from the VMM pool into the VM's idle pool, within the global budget."""
-        if not self._within_budget():
+        """One page from the VMM pool into the VM's idle pool, within the global budget and the VM's
+        quota."""
+        if not self._within_budget() or not self._within_quota(vm.id):
             return None
         mfn = self.machine.grow(vm.id)
         if mfn is not None:
@@ -293,8 +319,12 @@ class Policies:
     def release_all(self, vm: "Vm") -> None:
         """Give back everything the VM holds (before vm_destroy): resident gfns are ballooned out
         (shared pages it is charged to move to another holder on the way), slots freed, idle pages
-        returned."""
-        for gfn in sorted(set(vm.p2m) | set(vm.swapped)):
-            self.balloon_inflate(vm, gfn)
+        returned. A shared page it is charged to that no other holder has room for under the quota
+        stays (see _leave): the teardown stops there with OutOfMemory, the VM still exists with that
+        page and nothing else, and a later teardown finishes once a holder has room."""
+        stuck = [gfn for gfn in sorted(set(vm.p2m) | set(vm.swapped)) if not self.balloon_inflate(vm, gfn)]
         while self.pool_shrink(vm) is not None:
             pass
+        if stuck:
+            raise OutOfMemory(f"VM {vm.id} cannot be torn down: gfns {', '.join(map(hex, stuck))} hold shared "
+                              f"pages charged to it that no other holder has room for under the quota")

@@ -94,7 +94,8 @@ class Result:
 class Vmm:
     def __init__(self, machine_frames: int = 256, private_frames: int = 256, *, swap_slots: int = 0,
                  swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
-                 reclaim: bool = True, cpu: Cpu | None = None, beyond_memory: str = "fault") -> None:
+                 quota: int | None = None, reclaim: bool = True, cpu: Cpu | None = None,
+                 beyond_memory: str = "fault") -> None:
         if beyond_memory not in BEYOND_MEMORY:
             raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond_memory!r}")
         self.beyond_memory = beyond_memory
@@ -110,7 +111,7 @@ class Vmm:
         self.vms: dict[int, Vm] = {}
         self.holders: dict[int, set[tuple[int, int]]] = {}  # mfn -> its (vm, gfn) holders: p2m reversed
         swap = SwapDevice(swap_slots, swap_path, sync=swap_sync) if swap_slots else None
-        self.policy = Policies(self, swap, budget=budget, reclaim=reclaim)
+        self.policy = Policies(self, swap, budget=budget, reclaim=reclaim, quota=quota)
         # The event log: None (off) or the spec actions this VMM performed, in order, each as
         # (name, {parameter: implementation value}). What a conformance adapter reports.
         self.events: list[tuple[str, dict[str, Any]]] | None = None

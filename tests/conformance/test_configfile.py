@@ -58,6 +58,9 @@ def test_the_documented_example_loads_with_gvas_in_both_halves_and_every_stride(
     ("gvas = [{ base = \"0x400000\", pages = 2, stride = \"3M\" }]\n", ":1", "stride"),
     ("gfns = 8\nroots = [0, 9]\n", ":2", "root gfn 9 is not guest memory"),
     ("mfns = 4\nbudget = 5\n", ":2", "budget: expected a whole number from 0 to mfns (4)"),
+    ("mfns = 4\nquota = 5\n", ":2", "quota: expected a whole number from 0 to mfns (4)"),
+    ("quota = -1\n", ":1", "quota: expected a whole number"),
+    ("quota = \"3\"\n", ":1", "quota: expected a whole number"),
     ("vms = 0\n", ":1", "vms: expected a whole number from 1"),
     ("vms = true\n", ":1", "vms: expected a whole number"),
     ("beyond_memory = \"twos\"\n", ":1", "beyond_memory: expected one of 'fault', 'ones', 'zeros'"),
@@ -88,6 +91,29 @@ def test_the_cli_refuses_a_bad_file_or_a_layout_the_adapter_refuses_with_exit_2(
     top = write(tmp_path, 'gvas = ["0xffffff8000000000"]\nroots = [0]\n')
     assert main(["fuzz", "--config", str(top), "--examples", "1"]) == 2
     assert "PML4 entry 511" in capsys.readouterr().err
+
+
+def test_a_quota_is_read_recorded_and_judged(tmp_path):
+    """quota = N: the per-VM limit reaches the Config, its JSON (traces, the wire), the spec's quota
+    parameter and the bundled VMM; absent, it is None (every mfn)."""
+    config, _ = configfile.load(write(tmp_path, "mfns = 12\nquota = 5\n"))
+    assert config.quota == 5 and config.budget is None
+    assert Config.from_json(config.to_json()) == config and config.to_json()["quota"] == 5
+    assert config.sizes()["quota"] == 5 and Config().sizes()["quota"] == Config().mfns
+    assert configfile.load(write(tmp_path, "mfns = 12\n"))[0].quota is None
+    assert "quota < mfns" in scope.describe(config, Config())
+    adapter = BundledVmm()
+    adapter.reset(config)
+    assert adapter.vmm.policy.quota == 5
+
+
+def test_a_quota_scope_runs_clean_and_its_vms_stay_within_it(tmp_path):
+    from dmmcheck.conformance.fuzz import Tuning
+
+    config = Config(vms=2, gfns=16, mfns=24, slots=4, quota=4)
+    r = fuzz(BundledVmm, SPEC, config, examples=12, seed_=0, tuning=Tuning(vary_scope=False))
+    assert r.failure is None, r.failure
+    assert r.coverage["oom"] > 0  # a VM at its quota runs out though the VMM pool has pages
 
 
 def test_a_scarce_scope_reaches_the_out_of_memory_paths_on_every_test_case(tmp_path):

@@ -43,6 +43,15 @@ def test_a_quick_subset_is_killed_by_its_oracle(name, oracle):
     assert r.shrunk_steps is not None and r.shrunk_steps <= 8
 
 
+def test_a_vmm_that_ignores_the_quota_is_killed_on_a_quota_scope():
+    """quota_ignored: with a per-VM quota configured, a VMM that never checks it is caught (its
+    allocations and pool growth past the quota are not enabled, or within_quota fails)."""
+    r = run_one("quota_ignored", seconds=30, config=Config(vms=2, gfns=16, mfns=24, slots=4, quota=3))
+    assert r.killed and r.oracle in ("refinement", "invariant"), r
+    assert "quota" in r.message or any(a in r.message for a in ("demand_page", "pool_grow", "share_rehome",
+                                                                "swap_in", "cow_break")), r
+
+
 def test_a_spec_mutant_is_caught_by_the_prover_and_the_harness(tmp_path, monkeypatch):
     monkeypatch.setenv("DMM_CACHE_DIR", str(tmp_path))
     sm = next(m for m in SPEC_MUTANTS if m.name == "balloon_page_not_freed")

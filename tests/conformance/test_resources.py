@@ -109,3 +109,42 @@ def test_a_campaign_varies_its_scope_and_reaches_the_resource_paths():
     for cls in ("8-byte store straddles two entries", "16-byte store aligned", "level 2 huge leaf; huge frame misaligned",
                 "level 1 leaf; gfn at the end of memory"):
         assert r.inputs[cls] > 0, cls
+
+
+def _touch(v: int, g: int, x: int, value: int) -> list[Operation]:
+    return [op("guest_map", v=v, r=0, x=x, g=g, w=True, u=False, nx=False, a=False, d=False),
+            op("guest_walk", v=v, x=x, a="write", u=False, value=value)]
+
+
+# Two VMs, quota 6: each has its four tables; VM 1 also gfns 12 and 13 (6 pages, at the quota). VM 1's
+# gfn 12 merges onto VM 0's: the shared page is charged to VM 0, VM 1's old page waits in its idle pool.
+SHARED = ([op("vm_create", v=0), op("cr3_load", v=0, r=0), op("vm_create", v=1), op("cr3_load", v=1, r=0)]
+          + _touch(0, 12, X[0], 7) + _touch(1, 12, X[0], 7) + _touch(1, 13, X[1], 9)
+          + [op("share_merge", v1=0, g1=12, v2=1, g2=12)])
+
+
+def _steps(r: Runner, i: int) -> list[str]:
+    return [s.action for s in r.records[i].spec_steps]
+
+
+def test_a_shared_page_moves_only_to_a_holder_with_room_under_the_quota():
+    """share_rehome puts the page in the new holder's pools: a holder at its quota first gives an
+    idle page back (pool_shrink); every step judged against the spec."""
+    r = run(SHARED + [op("vm_destroy", v=0)], config=Config(quota=6))
+    steps = _steps(r, -1)
+    assert steps.index("pool_shrink") < steps.index("share_rehome") < steps.index("vm_destroy")
+
+
+def test_a_shared_page_no_holder_has_room_for_stays_charged():
+    """VM 1 at its quota with no idle page: VM 0 cannot let go of the page charged to it. The balloon
+    is declined, a write that needs a copy is out of memory (the spec's charge_stuck), the teardown
+    stops with the VM still there; once VM 1 makes room, the teardown finishes."""
+    stuck = [op("pool_shrink", v=1)] + _touch(1, 14, X[2], 11)  # VM 1 back at 6 pages, none idle
+    tail = [op("balloon_inflate", v=0, g=12), op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
+            op("vm_destroy", v=0), op("balloon_inflate", v=1, g=13), op("vm_destroy", v=0)]
+    r = run(SHARED + stuck + tail, config=Config(quota=6))
+    n = len(r.records)
+    assert _steps(r, n - 5) == []
+    assert _steps(r, n - 4)[-1] == "oom"
+    assert "vm_destroy" not in _steps(r, n - 3) and "cannot be torn down" in r.records[n - 3].observation.note
+    assert _steps(r, n - 1) == ["share_rehome", "balloon_inflate", "vm_destroy"]
