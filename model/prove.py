@@ -272,7 +272,9 @@ class Prover:
 
         def interpret2(sv2: z3.Solver, r: z3.CheckSatResult, tr: dict[str, str]) -> Result:
             res = interpret(sv2, r, tr)
-            res.reason = f"finite proof up to {n} per sort: no exact unbounded count delta for {', '.join(why)}"
+            finite = f"finite proof up to {n} per sort: no exact unbounded count delta for {', '.join(why)}"
+            # an unknown keeps what stopped it (the resource limit, the backstop) first
+            res.reason = f"{res.reason}; in the {finite}" if res.status == "unknown" and res.reason else finite
             return res
         # Universe sizes 1..n all at once: every sort's elements beyond its size are unused; a finite
         # enumeration of size n contains a copy of each smaller universe only for monotone formulas,
@@ -480,8 +482,9 @@ class Prover:
         # Z3 says "canceled" for both limits: the backstop's only if the check ran that long.
         if getattr(sv, "seconds", 0.0) >= 0.9 * self.timeout_ms / 1000:
             return f"wall-clock backstop reached (--timeout {self.timeout_ms / 1000:g} s)"
-        if "resource" in why or why in ("canceled", "timeout"):
-            return f"resource limit reached (--rlimit {self.rlimit})"
+        where, _, base = why.rpartition(": ")  # a finite proof's solver names the universe size first
+        if "resource" in base or base in ("canceled", "timeout"):
+            return f"resource limit reached (--rlimit {self.rlimit})" + (f" at {where}" if where else "")
         return why
 
     # ---------------------------------------------------------------- counterexamples

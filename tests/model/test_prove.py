@@ -37,8 +37,15 @@ def test_bundled_spec_proves_completely(tmp_path):
     assert bad == []
     spec = load()
     assert len(results) == 2 + len(spec.actions) * (1 + len(spec.invariants)) + len(spec.invariants)
-    # Every counting obligation is proved unbounded, not only in finite universes.
-    assert all(r.bound is None for r in results if r.kind in ("inductive", "init"))
+    # Every counting obligation is proved unbounded, not only in finite universes — but within_quota's
+    # under the actions that move pages between pools: its count ranges over active(v, m) or
+    # idle(v, m), whose argument v is not counted, and the exact unbounded delta needs relations over
+    # the counted variables alone (docs/prover.md, "Counting"). Reported as finite, never as unbounded.
+    finite = {r.name for r in results if r.kind in ("inductive", "init") and r.bound is not None}
+    assert all(r.bound is None for r in results if r.kind in ("inductive", "init") and r.invariant != "within_quota")
+    assert finite == {f"inductive/{a}/within_quota" for a in ("demand_page", "swap_out", "swap_in", "share_merge",
+                                                             "share_rehome", "cow_break", "balloon_inflate",
+                                                             "pool_grow", "pool_shrink")}, finite
     assert exit_status(results) == 0
 
 
@@ -180,7 +187,7 @@ def test_unknown_is_never_proved(tmp_path):
     # limit that stopped it, and the exit status says so too.
     results = prove(tmp_path, only="inductive/share_merge/", rlimit=1)
     assert results and all(r.status == "unknown" for r in results), [(r.name, r.status) for r in results]
-    assert all(r.reason == "resource limit reached (--rlimit 1)" for r in results), {r.reason for r in results}
+    assert all(r.reason.startswith("resource limit reached (--rlimit 1)") for r in results), {r.reason for r in results}
     assert exit_status(results) == 3
 
 
