@@ -86,12 +86,13 @@ class Policies:
             self.fail_next_allocation = False
             self._injected = True
             return None
-        for _ in range(2):
+        for tries in range(3):
             if len(self.machine.idle[vm.id]) or self._within_budget() and self._within_quota(vm.id):
                 mfn = self.machine.allocate(vm.id)
                 if mfn is not None:
                     return mfn
-            if not (self.reclaim_enabled and self.reclaim(vm)):
+            # oom only when nothing is allocatable: after a reclaim, always look again
+            if tries == 2 or not (self.reclaim_enabled and self.reclaim(vm)):
                 return None
         return None
 
@@ -99,7 +100,8 @@ class Policies:
     def reclaim(self, for_vm: "Vm") -> bool:
         """Swap out one clock victim; a page freed into another VM's idle pool goes back to the VMM
         pool so that for_vm can have it."""
-        victim = self.clock_victim()
+        # A VM at its quota gains nothing from another VM's page: it must give up one of its own.
+        victim = self.clock_victim(None if self._within_quota(for_vm.id) else for_vm.id)
         if victim is None:
             return False
         vm, gfn, mfn = victim
@@ -110,9 +112,9 @@ class Policies:
             self._shrink(vm, mfn)
         return True
 
-    def clock_victim(self) -> tuple["Vm", int, int] | None:
+    def clock_victim(self, only: int | None = None) -> tuple["Vm", int, int] | None:
         """Second chance over the accessed bits of the sptes (found through the rmap): a page used
-        since the hand last passed loses its A bits and is skipped once."""
+        since the hand last passed loses its A bits and is skipped once. `only`: a page of that VM."""
         first, n = self.machine.first_mfn, self.machine.fresh - self.machine.first_mfn
         for _ in range(2 * n):
             mfn = first + self._hand % max(n, 1)
@@ -121,6 +123,8 @@ class Policies:
             if d.status != MAPPED:
                 continue
             (vid, gfn), = self.vmm.holders[mfn]
+            if only is not None and vid != only:
+                continue
             vm = self.vmm.vms[vid]
             if self.vmm.is_page_table(vm, gfn) or self.vmm.young(mfn):
                 continue

@@ -148,3 +148,15 @@ def test_a_shared_page_no_holder_has_room_for_stays_charged():
     assert _steps(r, n - 4)[-1] == "oom"
     assert "vm_destroy" not in _steps(r, n - 3) and "cannot be torn down" in r.records[n - 3].observation.note
     assert _steps(r, n - 1) == ["share_rehome", "balloon_inflate", "vm_destroy"]
+
+
+def test_a_vm_at_its_quota_reclaims_its_own_page_and_uses_it():
+    """Found by a campaign (seed 1): VM 0 at its quota of 1 needs a page for a table. Reclaiming
+    another VM's page frees nothing it may take; the VMM swaps out VM 0's own page and allocates
+    that (its idle page) — it used to report out-of-memory after the second reclaim without
+    looking again, while a page was allocatable."""
+    cfg = Config(vms=3, gfns=12, mfns=6, slots=4, roots=(0,), gvas=(0x4EE000, 0x191FE000, 0x191FF000, 0x7FFFFFE8F000),
+                 quota=1)
+    r = run([op("vm_create", v=2), op("guest_unmap", v=2, r=0, x=0x191FF000),
+             op("vm_create", v=0), op("guest_unmap", v=0, r=0, x=0x7FFFFFE8F000)], config=cfg)
+    assert "oom" not in _steps(r, -1)
