@@ -1,4 +1,4 @@
-"""The KVM adapter's campaign speed: `dmm fuzz --impl-cmd 'python -m dmmcheck.impl.kvm' --json` for a
+"""The KVM adapter's campaign speed: `dmm fuzz --impl-cmd 'python -m dmmcheck.conformance.kvm_adapter' --json` for a
 given time, seed and scope. Prints one JSON object.
 
 usage: bench/kvm.py [SECONDS] [SEED] [CONFIG.toml] [KNOWN.toml]
@@ -28,7 +28,7 @@ KNOWN = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def main() -> int:
-    cmd = [sys.executable, "-m", "dmmcheck", "fuzz", "--impl-cmd", f"{sys.executable} -m dmmcheck.impl.kvm",
+    cmd = [sys.executable, "-m", "dmmcheck", "fuzz", "--impl-cmd", f"{sys.executable} -m dmmcheck.conformance.kvm_adapter",
            "--seconds", SECONDS, "--seed", SEED, "--config", CONFIG, "--json", "--shrink-seconds", "30",
            "--trace-dir", str(HERE / "kvm" / "traces")]
     if KNOWN:

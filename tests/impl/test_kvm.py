@@ -17,7 +17,7 @@ WHY = usable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no KVM here: {WHY}")
 
 TRACES = Path(__file__).parent / "kvm-traces"
-CMD = f"{sys.executable} -m dmmcheck.impl.kvm"
+CMD = f"{sys.executable} -m dmmcheck.conformance.kvm_adapter"
 ZEROS = Config(beyond_memory="zeros")  # the adapter's convention of choice: KVM's own for a table there
 ONES = Config(beyond_memory="ones")
 X = 0x400000  # the default gvas: 0x400000.. (PT at gfn 3 of root 0)
@@ -25,7 +25,7 @@ X = 0x400000  # the default gvas: 0x400000.. (PT at gfn 3 of root 0)
 
 @pytest.fixture(scope="module")
 def kvm():  # type: ignore[no-untyped-def]
-    from dmmcheck.impl.kvm.adapter import KvmVmm
+    from dmmcheck.conformance.kvm_adapter import KvmVmm
 
     a = KvmVmm()
     yield a

@@ -1,7 +1,7 @@
 """The KVM adapter: the host's own Linux KVM under test, at conformance level black-box.
 
-    dmm fuzz --impl-cmd 'python -m dmmcheck.impl.kvm' --config kvm.toml
-    dmm serve --impl dmmcheck.impl.kvm.adapter:KvmVmm
+    dmm fuzz --impl-cmd 'python -m dmmcheck.conformance.kvm_adapter' --config kvm.toml
+    dmm serve --impl dmmcheck.conformance.kvm_adapter:KvmVmm
 
 Each harness VM is a KVM VM with one vCPU (machine.py), kept across test cases and powered on
 afresh by `vm_create`. The guest plays every operation itself, as instructions (guest.py): page-
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dmmcheck.conformance.adapter import (
+from .adapter import (
     AccessResult,
     Bounds,
     Capabilities,
@@ -30,12 +30,12 @@ from dmmcheck.conformance.adapter import (
     Observation,
     Operation,
 )
-from dmmcheck.conformance.scope import guest_tables, table_for
+from .scope import guest_tables, table_for
 
-from . import fetch as F
-from . import guest as G
-from . import ioctl as K
-from .machine import UNBACKED, GuestError, Machine, cpuid, features
+from dmmcheck.impl.kvm import fetch as F
+from dmmcheck.impl.kvm import guest as G
+from dmmcheck.impl.kvm import ioctl as K
+from dmmcheck.impl.kvm.machine import UNBACKED, GuestError, Machine, cpuid, features
 
 PAGE = G.PAGE
 UPPER = G.P | G.RW | G.US | G.A
@@ -71,7 +71,7 @@ class GuestState:
 class KvmVmm:
     """Adapter over the host's /dev/kvm (docs/kvm.md)."""
 
-    name = "dmmcheck.impl.kvm.adapter:KvmVmm"
+    name = "dmmcheck.conformance.kvm_adapter:KvmVmm"
 
     def __init__(self) -> None:
         self.kvm: K.Kvm | None = None
@@ -384,3 +384,10 @@ def _check(config: Config) -> None:
                                  f"{config.gfns} gfns of guest memory")
             if owner.setdefault(g, r) != r:
                 raise ValueError(f"roots {owner[g]} and {r} would share gfn {g} for their page tables")
+
+
+if __name__ == "__main__":  # `python -m dmmcheck.conformance.kvm_adapter`: served over dmm-adapter/1
+    import sys
+
+    from .serve import run
+    sys.exit(run("dmmcheck.conformance.kvm_adapter:KvmVmm"))
