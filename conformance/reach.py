@@ -273,13 +273,13 @@ class Reach:
                 yield tuple(args)
 
     def _successors(self, s: State, target: State, templates: list[tuple[_Plan, tuple]],
-                    edits: list[int]) -> Iterator[tuple[str, tuple[Any, ...], State]]:
+                    edits: list[int], paths: list[int] = ()) -> Iterator[tuple[str, tuple[Any, ...], State]]:
         for plan, cands in templates:
             for args in plan.within(s, cands):
                 yield plan.name, args, plan.apply(s, *args)
         if self.gtab is not None:  # the tables the guest's walks read, to the implementation's
             tab = target[self.gtab.index]
-            for k in range(len(tab)):
+            for k in paths:
                 if tab[k] != s[self.gtab.index][k]:
                     args = unflatten(k, self.gtab.domains) + (tab[k],)
                     if self.it.is_enabled(s, "guest_path", args):
@@ -292,6 +292,14 @@ class Reach:
             name, args = ("guest_unmap", point) if now[0] is None else ("guest_map", point + now)
             if self.it.is_enabled(s, name, args):
                 yield name, args, self.it.apply(s, name, args)
+
+    def _path_points(self, before: State, target: State) -> list[int]:
+        """The (vm, root, gva, table gfn) points whose walk reads differently (found once a search:
+        no spec step but guest_path changes them)."""
+        if self.gtab is None:
+            return []
+        b, t = before[self.gtab.index], target[self.gtab.index]
+        return [] if b == t else [k for k in range(len(t)) if b[k] != t[k]]
 
     def _edit_points(self, before: State, target: State) -> list[int]:
         """The (vm, root, gva) points whose guest mapping differs."""
@@ -335,6 +343,7 @@ class _Search:
         self.elems = r.elements(self.before, self.target, self.given)
         self.templates = [(plan, r._candidates(plan, self.elems, self.before, self.target)) for plan in r.plans]
         self.edits = r._edit_points(self.before, self.target)
+        self.paths = r._path_points(self.before, self.target)
         self.seen.add(root[1])
         self._push(root, 0, None)
         try:
@@ -378,7 +387,7 @@ class _Search:
 
     def successors(self, node: tuple) -> Iterator[tuple[str, tuple[Any, ...], tuple]]:
         run, mod = self.run_, self.r.modified
-        for name, args, s2 in self.r._successors(node[0], self.target, self.templates, self.edits):
+        for name, args, s2 in self.r._successors(node[0], self.target, self.templates, self.edits, self.paths):
             yield name, args, run.child(node, mod[name], s2)
 
     def _expand(self, node: tuple, depth: int, path: Any) -> None:
