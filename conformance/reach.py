@@ -159,7 +159,7 @@ class Reach:
           through, and gets back)."""
         out: dict[str, set[Any]] = {s: set(v) for s, v in given.items()}
         sorts = self.it.u.sizes
-        for k, sym, point, res, a, b in self._differences(before, target):
+        for _k, sym, point, res, a, b in self._differences(before, target):
             for t, v in zip(sym.args, point):
                 out.setdefault(t.name, set()).add(v)
             if res is not None:

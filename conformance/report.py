@@ -99,7 +99,7 @@ def _summary(console: Console, result: FuzzResult) -> None:
         console.print(f"input classes: {len(inputs.classes()) - len(tried)} of {len(inputs.classes())} tried"
                       + (f"; [yellow]not tried:[/] {', '.join(tried)}" if tried else ""))
     if result.skipped:
-        console.print(f"[yellow]not performed by the adapter (skipped, not judged):[/] "
+        console.print("[yellow]not performed by the adapter (skipped, not judged):[/] "
                       + ", ".join(f"{n} {k}" for k, n in sorted(result.skipped.items())))
     console.print(f"{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
                   f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "

@@ -260,7 +260,7 @@ def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, done: Callable
             proc.terminate()
         raise
     finally:
-        for conn, proc in idle:
+        for conn, _proc in idle:
             try:
                 conn.send(None)
             except OSError:
@@ -270,7 +270,7 @@ def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, done: Callable
             if proc.is_alive():
                 proc.kill()
             conn.close()
-        for conn, (proc, _, _, _) in busy.items():
+        for _conn, (proc, _, _, _) in busy.items():
             proc.kill()
             proc.join()
 
