@@ -44,21 +44,27 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used: FILE:LINE: what."""
 
 
-def load(path: str | Path) -> tuple[Config, bool]:
-    """The configuration a file names, and whether test cases may vary it (`vary`)."""
+def read_toml(path: str | Path, error: type[ValueError]) -> tuple[Path, str, dict[str, Any]]:
+    """A TOML file's path, text and data; `error` names what is wrong: FILE or FILE:LINE:COL first
+    (the scope file and the known-divergences file read alike)."""
     p = Path(path)
     if p.exists() and not p.is_file():
-        raise ConfigError(f"{p}: not a regular file")
+        raise error(f"{p}: not a regular file")
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
+        raise error(f"{p}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
     try:
-        data = tomllib.loads(text)
+        return p, text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         where = f"{p}:{m[1]}:{m[2]}" if m else str(p)
-        raise ConfigError(f"{where}: not TOML: {str(e).split(' (at line')[0]}") from None
+        raise error(f"{where}: not TOML: {str(e).split(' (at line')[0]}") from None
+
+
+def load(path: str | Path) -> tuple[Config, bool]:
+    """The configuration a file names, and whether test cases may vary it (`vary`)."""
+    p, text, data = read_toml(path, ConfigError)
     return parse(data, _Where(p, text))
 
 

@@ -29,12 +29,12 @@ rest of that test case cannot be judged. The first matching entry (in file order
 from __future__ import annotations
 
 import re
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .configfile import read_toml
 from .operations import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
 from .oracle import Failure
 
@@ -147,19 +147,7 @@ def operation_args(spec: Any) -> dict[str, tuple[str, ...]]:
 # ---------------------------------------------------------------- loading
 def load(path: str | Path, spec: Any) -> KnownDivergences:
     """The entries a file lists, each checked against the spec's operations and invariants."""
-    p = Path(path)
-    if p.exists() and not p.is_file():
-        raise DivergenceFileError(f"{p}: not a regular file")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DivergenceFileError(f"{p}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        where = f"{p}:{m[1]}:{m[2]}" if m else str(p)
-        raise DivergenceFileError(f"{where}: not TOML: {str(e).split(' (at line')[0]}") from None
+    p, text, data = read_toml(path, DivergenceFileError)
     return parse(data, _Lines(str(p), text), operation_args(spec), tuple(i.name for i in spec.invariants))
 
 
