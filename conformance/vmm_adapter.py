@@ -14,6 +14,7 @@ from typing import Any
 
 from dmmcheck.impl import x86
 from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
+from dmmcheck.impl.walker import walk  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
 from dmmcheck.impl.x86 import Access
 
 from .adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
@@ -161,6 +162,18 @@ class BundledVmm:
         st["vms"] = {v: ({"live": True, "cr3_gfn": vm.cr3_gfn, "wp": vm.wp} if (vm := self.vmm.vms.get(v))
                          else {"live": False, "cr3_gfn": None, "wp": True}) for v in range(self.config.vms)}
         return st
+
+    def shadow_walk(self, v: int, root: int, gva: int) -> list[tuple[int, int, int]] | None:
+        """The shadow tables' walk of gva under VM v's shadow root for guest root `root`, as
+        (level, machine address, entry) top-down; None when there is no such shadow root. Optional
+        for an adapter: the HTML report draws it beside the guest's walk."""
+        assert self.vmm is not None
+        vm = self.vmm.vms.get(v)
+        sp = self.vmm.mmu.roots.get((v, root, vm.wp)) if vm is not None else None
+        if sp is None:
+            return None
+        probe = x86.Mode(user=False, wp=False, nxe=True)  # any present translation, no A/D written
+        return walk(self.vmm.cpu.read64, None, sp.paddr, gva, Access.READ, probe, set_ad=False).entries
 
     def read_guest(self, vm: int, gpa: int, n: int) -> bytes:
         assert self.vmm is not None
