@@ -28,6 +28,8 @@ import z3
 
 from dmmcheck.spec.checker import CheckedSpec
 
+from .cex import (failing_conjunct, invariant_named, minimise_facts, prefer_first, show_immutable, show_mutable,
+                  shrink_sizes)
 from .counting import Counts, Unsupported
 from .evaluate import blame
 from .limits import BACKSTOP, COUNTS_RLIMIT, QUICK_RLIMIT, RLIMIT
@@ -496,18 +498,28 @@ class Prover:
                                         "model": str(model)[:2000]}
 
     def _finite_cti(self, ob: Obligation, max_size: int = MAX_CTI_SIZE) -> dict[str, Any] | None:
+        """The smallest uniform size with a counterexample, then each sort shrunk in turn and the
+        facts minimised (cex.py), so the counterexample shows only what the failure needs."""
         for n in range(1, max_size + 1):
             sizes = {s: n for s in self.spec.sorts}
-            enc = Encoding(self.spec, sizes)
-            pre, post = enc.vocab("0"), enc.vocab("1")
-            act = self.spec.actions[ob.action]  # type: ignore[index]
-            env = enc.param_consts(act)
-            sv = self.solver()
-            sv.add(enc.axioms(), enc.transition(act, pre, post, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
-            sv.add(*[enc.invariant(i.name, pre) for i in self.spec.invariants])
-            if sv.check() == z3.sat:
-                return self._show_cti(ob, sv.model(), enc, sizes, pre, post, env)
+            if self._cti_solver(ob, sizes)[0].check() != z3.sat:
+                continue
+            sizes = shrink_sizes(sizes, lambda sz: self._cti_solver(ob, sz)[0].check() == z3.sat)
+            sv, enc, pre, post, env = self._cti_solver(ob, sizes)
+            prefer_first(sv, enc, [(p.type, env[p.name]) for p in self.spec.actions[ob.action].params])  # type: ignore[index]
+            model = minimise_facts(sv, enc, Universe(self.spec, sizes), pre)
+            return self._show_cti(ob, model, enc, sizes, pre, post, env)
         return None
+
+    def _cti_solver(self, ob: Obligation, sizes: dict[str, int]):
+        enc = Encoding(self.spec, sizes)
+        pre, post = enc.vocab("0"), enc.vocab("1")
+        act = self.spec.actions[ob.action]  # type: ignore[index]
+        env = enc.param_consts(act)
+        sv = self.solver()
+        sv.add(enc.axioms(), enc.transition(act, pre, post, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
+        sv.add(*[enc.invariant(i.name, pre) for i in self.spec.invariants])
+        return sv, enc, pre, post, env
 
     def _show_cti(self, ob, model, enc, sizes, pre, post, env) -> dict[str, Any]:
         u = Universe(self.spec, sizes)
@@ -515,11 +527,14 @@ class Prover:
         act = self.spec.actions[ob.action]
         args = {p.name: u.show_value(p.type, _read_value(enc, p.type, model.eval(env[p.name], True)))
                 for p in act.params}
-        inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
+        inv = invariant_named(self.spec, ob.invariant)
         b = blame(u, after, inv.formula)
+        part = failing_conjunct(u, after, inv)
         return {"universe": sizes, "action": ob.action, "args": args,
-                "blame": str(b), "before": u.to_dict(before), "after": u.to_dict(after),
-                "before_text": u.show_state(before), "after_text": u.show_state(after)}
+                "blame": str(b), "conjunct": part.to_json() if part else None,
+                "before": u.to_dict(before), "after": u.to_dict(after),
+                "immutable_text": show_immutable(u, before),
+                "before_text": show_mutable(u, before), "after_text": show_mutable(u, after)}
 
     def _bmc_trace(self, ob, model, enc, states, sels) -> dict[str, Any]:
         u = Universe(self.spec, self.bound)
@@ -535,10 +550,12 @@ class Prover:
             args = {p.name: u.show_value(p.type, _read_value(enc, p.type, model.eval(env[p.name], True)))
                     for p in act.params}
             steps.append({"action": n, "args": args})
-        inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
+        inv = invariant_named(self.spec, ob.invariant)
+        bad = trace_states[first_bad]
+        part = failing_conjunct(u, bad, inv)
         return {"universe": self.bound, "steps": steps,
-                "blame": str(blame(u, trace_states[first_bad], inv.formula)),
-                "state_text": u.show_state(trace_states[first_bad])}
+                "blame": str(blame(u, bad, inv.formula)), "conjunct": part.to_json() if part else None,
+                "immutable_text": show_immutable(u, bad), "state_text": show_mutable(u, bad)}
 
 
 def _assume(sv: z3.Solver, invariants: dict[str, z3.BoolRef]) -> dict[str, str]:

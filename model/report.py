@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,25 +105,65 @@ def _show_counterexample(console: Console, r: Result) -> None:
     cx = r.counterexample or {}
     console.print(f"\n[red]✗ {r.name}[/]")
     if "steps" in cx:
-        console.print(f"  reachable violation in {len(cx['steps'])} steps (universe {cx.get('universe')}):")
+        console.print(f"  reachable violation in {len(cx['steps'])} steps (universe {_universe(cx)}):", highlight=False)
         for i, st in enumerate(cx["steps"]):
-            console.print(f"    {i + 1}. {st['action']}({', '.join(f'{k}={v}' for k, v in st['args'].items())})")
-        console.print(f"  {r.invariant} fails: {cx.get('blame')}")
+            console.print(f"    {i + 1}. {st['action']}({', '.join(f'{k}={v}' for k, v in st['args'].items())})",
+                          highlight=False)
+        _show_failing(console, r, cx, "fails")
+        _show_immutable(console, cx)
         return
     if "after_text" in cx:
         args = ", ".join(f"{k}={v}" for k, v in cx["args"].items())
-        console.print(f"  counterexample to induction in universe {cx['universe']}: {cx['action']}({args})")
-        console.print(f"  {r.invariant} fails afterwards: {cx['blame']}")
+        console.print(f"  counterexample to induction in universe {_universe(cx)}: {cx['action']}({args})",
+                      highlight=False)
+        _show_failing(console, r, cx, "fails afterwards")
+        _show_immutable(console, cx)
         t = Table(show_header=True)
         t.add_column("before")
         t.add_column("after")
         before, after = cx["before_text"].splitlines(), cx["after_text"].splitlines()
+        empty = []
         for b, a in zip(before, after):
-            t.add_row(b, a if a == b else f"[bold]{a}[/]")
+            if a == b and _is_empty(b):
+                empty.append(b.split(" ")[0].split(":")[0].lstrip("!"))
+                continue
+            t.add_row(escape(b), escape(a) if a == b else f"[bold]{escape(a)}[/]")
         console.print(t)
+        if empty:
+            console.print(f"  empty before and after: {', '.join(empty)}", highlight=False, markup=False)
     else:
         console.print(f"  {cx.get('note', '')}")
     _show_reachability(console, r)
+
+
+def _is_empty(line: str) -> bool:
+    """A symbol line that says nothing holds: `r = {}`, `f: -`, `!flag`."""
+    return line.endswith(" = {}") or line.endswith(": -") or (line.startswith("!") and " " not in line)
+
+
+def _universe(cx: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (cx.get("universe") or {}).items())
+
+
+def _show_failing(console: Console, r: Result, cx: dict[str, Any], verb: str) -> None:
+    """The invariant, the conjunct that fails with where it is written, and the blame."""
+    part = cx.get("conjunct")
+    if part:
+        where = f"{part['loc']}: " if part.get("loc") else ""
+        console.print(f"  {r.invariant} {verb}: {where}conjunct {part['index']} of {part['of']}: {part['text']}",
+                      highlight=False, markup=False)
+    console.print(f"  {'blame' if part else r.invariant + ' ' + verb}: {cx.get('blame')}", highlight=False, markup=False)
+
+
+def _show_immutable(console: Console, cx: dict[str, Any]) -> None:
+    """Immutable symbols once (they are the same in every state)."""
+    text = cx.get("immutable_text")
+    if text:
+        console.print("  immutable: " + "; ".join(text.splitlines()), highlight=False, markup=False)
+    if cx.get("state_text"):
+        console.print("  state at the violation:", highlight=False)
+        for line in cx["state_text"].splitlines():
+            console.print(f"    {line}", highlight=False, markup=False)
 
 
 def _show_reachability(console: Console, r: Result) -> None:
