@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from .report import as_json, show_failure, show_fuzz
 from .trace import TraceError, load_adapter, replay, save, spec_hash
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
-EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAULT_IMPL,
@@ -81,6 +82,21 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                          "the adapter's declared bounds)")
     add_level_argument(sp)
     add_known_argument(sp)
+    add_campaign_arguments(sp)
+
+
+def add_campaign_arguments(sp: argparse.ArgumentParser, jobs: bool = True) -> None:
+    """-j N, --cluster ADDRESS, --db DIR|redis://HOST:PORT (docs/conformance.md, "Campaigns on many
+    cores and many machines"). `jobs`: also -j (dmm mutants has its own)."""
+    if jobs:
+        sp.add_argument("-j", "--jobs", type=count(), default=None, metavar="N",
+                        help="workers, each on a seed of its own derived from --seed (default 1: in this process; "
+                             "with --cluster: one per worker thread)")
+    sp.add_argument("--cluster", metavar="ADDRESS", help="run the workers on this Dask distributed scheduler "
+                    "(e.g. tcp://host:8786) instead of local processes")
+    sp.add_argument("--db", metavar="DIR|redis://HOST:PORT", help="a shared Hypothesis example database: failing "
+                    "examples are saved there and replayed first by every later campaign on the same spec, "
+                    "implementation, mutant and scope")
 
 
 def add_known_argument(sp: argparse.ArgumentParser) -> None:
@@ -110,20 +126,25 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     known = known_of(spec, args)  # checked before anything runs
     config, vary = scope_of(args)
     factory = adapter_factory(args)
-    status = console.status("fuzzing") if console else None
+    database = open_database(spec, args, config, Tuning(vary_scope=vary))
+    status = console.status("fuzzing") if console and console.is_terminal else None
     if status:
         status.start()
 
     def progress(r: FuzzResult) -> None:
         if status:
-            status.update(f"fuzzing: {r.examples} cases, {r.steps} steps, {r.steps_per_second:.0f} steps/s")
+            covered = sum(1 for a in spec.actions if r.coverage.get(a))
+            status.update(f"fuzzing: {r.examples} cases, {r.steps} steps, {r.steps_per_second:.0f} steps/s, "
+                          f"{covered}/{len(spec.actions)} actions exercised, "
+                          f"{int(r.failure is not None or r.first is not None)} failures")
 
     try:
         result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
                       steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
                       memory_limit_mib=getattr(args, "memory_limit", 4096),
                       shrink_seconds=getattr(args, "shrink_seconds", 60.0),
-                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None), known=known)
+                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None), known=known,
+                      database=database)
     finally:
         if status:
             status.stop()
@@ -154,7 +175,23 @@ def scope_of(args: argparse.Namespace) -> tuple[Config, bool]:
     return replace(config, mutant=getattr(args, "mutant", None)), vary
 
 
+def open_database(spec: Any, args: argparse.Namespace, config: Config, tuning: Tuning) -> Any:
+    """--db's example database for an in-process campaign (the same keys as the workers' of a
+    campaign on many: campaign.identity), or None."""
+    from .campaign import check_db, identity, open_db
+
+    url = getattr(args, "db", None)
+    if url is None:
+        return None
+    check_db(url)
+    cmd = getattr(args, "impl_cmd", None)
+    return open_db(url, *identity(Path(spec.file).read_text(), None if cmd is not None else args.impl, cmd, config,
+                                  getattr(args, "level", None), args.steps, tuning))
+
+
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
+    if (getattr(args, "jobs", None) or 1) > 1 or getattr(args, "cluster", None):
+        return cmd_fuzz_campaign(spec, args)
     out, err = Console(), Console(stderr=True)
     try:
         result, trace = run_fuzz(spec, args, None if args.json else err)
@@ -182,6 +219,71 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     if result.failure is not None:
         return EXIT_FAILURE
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
+    """`dmm fuzz -j N` / `--cluster`: workers on seeds of their own, one merged report; every distinct
+    failure's trace written here. Exit 1 a failure; else 3 when a worker was lost (its seed is
+    unchecked); else 130 interrupted, 0 no failure."""
+    from dmmcheck.spec import bundled_path
+
+    from . import levels
+    from .campaign import SeedTask, TraceRow, campaign_json, fuzz_campaign
+    from .fuzz import check_scope
+    from .trace import make_adapter
+
+    out, err = Console(), Console(stderr=True)
+    cmd = getattr(args, "impl_cmd", None)
+    try:
+        known = known_of(spec, args)
+        config, vary = scope_of(args)
+        # bad input shows here, once, not as every worker's loss
+        adapter = levels.at_level(make_adapter(adapter_factory(args), args.step_timeout), getattr(args, "level", None))
+        try:
+            check_scope(adapter, config, args.step_timeout)
+        finally:
+            close_adapter(adapter)
+        bundled = Path(spec.file).resolve() == Path(bundled_path()).resolve()
+        kpath = getattr(args, "known_divergences", None)
+        task = SeedTask(args.seed, None if bundled else Path(spec.file).read_text(), None if cmd is not None else args.impl,
+                        cmd, config, Tuning(vary_scope=vary), args.seconds,
+                        args.examples if args.seconds is not None or args.examples is not None else 100, args.steps,
+                        args.step_timeout, getattr(args, "memory_limit", 4096), getattr(args, "shrink_seconds", 60.0),
+                        getattr(args, "level", None), (kpath, Path(kpath).read_text()) if kpath else None,
+                        getattr(args, "db", None))
+        c = fuzz_campaign(task, args.jobs, args.cluster, list(spec.actions), known, None if args.json else err,
+                          cmd if cmd is not None else args.impl)
+    except (TraceError, ValueError, OSError) as e:
+        print(f"dmm fuzz: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    for f in c.found:
+        f.trace, warning = save(args.trace_dir, f"fuzz-{f.failure.kind}-seed{f.seeds[0]}-{int(time.time())}.jsonl",
+                                spec=spec, seed=f.seeds[0], impl_cmd=cmd, adapter=None if cmd is not None else args.impl,
+                                config=f.config or config, records=[TraceRow(r) for r in f.rows], failure=f.failure,
+                                it=None, level=c.merged.level)
+        if warning:
+            print(f"dmm fuzz: {warning}", file=sys.stderr)
+    for warning in c.merged.warnings:
+        print(f"dmm fuzz: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(campaign_json(c, list(spec.actions), args.cluster)))
+    else:
+        show_fuzz(out, c.merged, list(spec.actions))
+        out.print(f"{c.jobs} workers on {c.where}; seeds {', '.join(map(str, c.seeds))}")
+        for seed, why in c.lost:
+            out.print(f"[yellow]seed {seed} lost: {why}; its test cases are not in the totals[/]")
+        for f in c.found:
+            show_failure(out, f.records, f.failure, seed=f.seeds[0], trace=f.trace, level=c.merged.level)
+            if len(f.seeds) > 1:
+                out.print(f"the same shrunk failure was found by seeds {', '.join(map(str, f.seeds))}")
+        if not c.found:
+            out.print("[green]no failure[/]" if not c.lost else
+                      f"[yellow]no failure in the seeds that finished; {len(c.lost)} lost: not a pass[/]")
+    if c.found:
+        return EXIT_FAILURE
+    if c.lost:
+        return EXIT_INCOMPLETE
+    return EXIT_INTERRUPTED if c.merged.interrupted else 0
 
 
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
@@ -261,10 +363,14 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         known = getattr(args, "known_divergences", None)
         known_of(load(None), args)  # checked here, before any campaign (each loads it again)
         config, vary = scope_of(args) if getattr(args, "config", None) else (None, True)
-        with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most, {args.jobs} at a time"):
+        cluster = getattr(args, "cluster", None)
+        quiet = args.json or not err.is_terminal or args.jobs > 1 or cluster  # a campaign draws its own progress
+        with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most") if not quiet \
+                else nullcontext():
             results = run_all(names, args.seconds_per_mutant, args.jobs, Tuning(vary_scope=vary), seed=args.seed,
                               impl=impl, impl_cmd=impl_cmd, level=getattr(args, "level", None), config=config,
-                              known=known)
+                              known=known, cluster=cluster, db=getattr(args, "db", None),
+                              console=None if args.json else err)
     except (TraceError, ValueError) as e:  # a --level above what the adapter provides
         print(f"dmm mutants: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -282,11 +388,15 @@ def cmd_mutants(args: argparse.Namespace) -> int:
             t.add_column(col, overflow="fold")
         for r in results:
             accepted = (", ".join(f"{k} {n}" for k, n in r.accepted.items() if n) or "-",) if known else ()
-            t.add_row(r.name, "[green]killed[/]" if r.killed else "[red]survived[/]", f"{r.seconds:.1f}",
+            verdict = "[green]killed[/]" if r.killed else "[yellow]lost[/]" if r.lost else "[red]survived[/]"
+            t.add_row(r.name, verdict, f"{r.seconds:.1f}",
                       str(r.steps or "-"), str(r.shrunk_steps or "-"), r.oracle or "-", *accepted, r.description)
         con.print(t)
         con.print(f"{out['killed']}/{out['total']} killed; median {out['median_seconds']} s to the first failure, "
                   f"median shrunk trace {out['median_shrunk_steps']} steps")
+        for r in results:
+            if r.lost:
+                con.print(f"[yellow]{r.name} lost: {r.lost}; neither killed nor survived[/]")
         if spec_results:
             st = Table(title="spec mutants")
             for col in ("mutant", "what it breaks", "prover", "harness"):
@@ -294,4 +404,6 @@ def cmd_mutants(args: argparse.Namespace) -> int:
             for sr in spec_results:
                 st.add_row(sr.name, sr.description, sr.prover, sr.harness)
             con.print(st)
-    return 0 if out["killed"] == out["total"] else EXIT_FAILURE
+    if out["killed"] + out["lost"] < out["total"]:
+        return EXIT_FAILURE  # a survivor
+    return EXIT_INCOMPLETE if out["lost"] else 0

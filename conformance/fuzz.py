@@ -33,6 +33,8 @@ from .runner import Runner, StepRecord, guarded
 from .scope import table_gfns
 
 if TYPE_CHECKING:
+    from hypothesis.database import ExampleDatabase
+
     from .divergences import KnownDivergences, Tally
 
 # The narrow generator's values (Tuning(wide_inputs=False), kept to measure what the wide one buys).
@@ -412,13 +414,15 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
          examples: int | None = None, seed_: int = 0, steps_per_case: int = 40, step_timeout: float = 10.0,
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
          tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0,
-         level: str | None = None, known: KnownDivergences | None = None) -> FuzzResult:
+         level: str | None = None, known: KnownDivergences | None = None,
+         database: ExampleDatabase | None = None) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any). `level`: judge the implementation at this
     conformance level (levels.py; None: the one it declares). `known`: accepted divergences
     (divergences.py): a failure one of them matches ends its test case, counted, instead of the
-    campaign."""
+    campaign. `database`: a Hypothesis example database (campaign.py): failing examples are saved to
+    it, and the ones it holds are replayed first in every batch."""
     from .trace import make_adapter
 
     adapter = levels.at_level(make_adapter(adapter_factory, step_timeout), level)
@@ -439,7 +443,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     # output) goes to stderr: stdout is the result's alone, and with --json it is pure JSON.
     with seed_alone(), redirect_stdout(sys.stderr):
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning,
-                  shrink_seconds)
+                  shrink_seconds, database)
     result.seconds = time.perf_counter() - start
     if hasattr(adapter, "close"):
         try:  # a close() that fails or hangs must not lose what the campaign found
@@ -509,7 +513,8 @@ def _over_memory(runner: Runner, result: FuzzResult) -> bool:
 
 def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], seconds: float | None,
               examples: int | None, seed_: int, steps_per_case: int, batch: int,
-              progress: Callable[[FuzzResult], None] | None, tuning: Tuning, shrink_seconds: float = 60.0) -> None:
+              progress: Callable[[FuzzResult], None] | None, tuning: Tuning, shrink_seconds: float = 60.0,
+              database: ExampleDatabase | None = None) -> None:
     start, n = result.started, 0
     result.memory_mib_start = result.memory_mib_peak = memory_mib(runner.adapter)
     while True:
@@ -525,10 +530,11 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
         n += 1
         try:
             run_state_machine_as_test(machine, settings=settings(
-                max_examples=todo, stateful_step_count=steps_per_case, deadline=None, database=None,
+                max_examples=todo, stateful_step_count=steps_per_case, deadline=None,
+                database=database,  # explicit: a loaded profile's database must not creep in
                 derandomize=False,  # the seed is ours (seed_ above): a loaded profile must not replace it
                 suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
-                phases=[Phase.generate, Phase.shrink],
+                phases=([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink],
                 print_blob=False))
         except Failure as f:
             _keep(result, last, f)

@@ -37,14 +37,20 @@ class MutantResult:
     catches: str = ""
     accepted: dict[str, int] = field(default_factory=dict)  # --known-divergences: hits per entry
     steps_run: int = 0  # every step the campaign judged (to the first failure, or in the whole budget)
+    lost: str | None = None  # why there is no verdict: its worker died (campaign.py); neither killed nor survived
 
 
 def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40,
             impl: str | None = None, impl_cmd: str | None = None, level: str | None = None,
-            config: Config | None = None, known: str | None = None) -> MutantResult:
+            config: Config | None = None, known: str | None = None, db: str | None = None, *,
+            progress: Any = None) -> MutantResult:
     """One mutant, switched on through the reset's Config.mutant: of the bundled VMM in process, or
     of the adapter `impl` (MODULE:ATTR) or the child `impl_cmd` (dmm-adapter/1), which list their
-    mutants in Capabilities.mutants. `known`: a known-divergences file (divergences.py)."""
+    mutants in Capabilities.mutants. `known`: a known-divergences file (divergences.py). `db`: a
+    shared example database (campaign.open_db); `progress`: fuzz()'s progress callback."""
+    from pathlib import Path
+
+    from .campaign import identity, open_db
     from .child import child_factory
     from .divergences import load as load_known
     from .trace import load_adapter
@@ -53,8 +59,11 @@ def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(),
     factory: Any = child_factory(impl_cmd) if impl_cmd is not None else load_adapter(impl) if impl else BundledVmm
     m = MUTANTS.get(name)
     spec = load(None)
-    r = fuzz(factory, spec, replace(config or Config(), mutant=name), seconds=seconds, seed_=seed, tuning=tuning,
-             steps_per_case=steps, level=level, known=load_known(known, spec) if known else None)
+    config = replace(config or Config(), mutant=name)
+    database = open_db(db, *identity(Path(spec.file).read_text(), None if impl_cmd else impl or None, impl_cmd,
+                                     config, level, steps, tuning)) if db else None
+    r = fuzz(factory, spec, config, seconds=seconds, seed_=seed, tuning=tuning, steps_per_case=steps, level=level,
+             known=load_known(known, spec) if known else None, database=database, progress=progress)
     f = r.failure
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
@@ -92,20 +101,33 @@ def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]
 
 def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tuning(), seed: int = 0,
             steps: int = 40, impl: str | None = None, impl_cmd: str | None = None,
-            level: str | None = None, config: Config | None = None, known: str | None = None) -> list[MutantResult]:
+            level: str | None = None, config: Config | None = None, known: str | None = None,
+            cluster: str | None = None, db: str | None = None, console: Any = None) -> list[MutantResult]:
     """`level`: the conformance level the harness judges at (levels.py; None: the adapter's own);
-    `config`: the campaigns' scope (--config; None: the default); `known`: a known-divergences file."""
-    if jobs <= 1:
-        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config, known) for n in names]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"), initializer=die_with_parent) as ex:
-        k = len(names)
-        return list(ex.map(run_one, names, [seconds] * k, [seed] * k, [tuning] * k, [steps] * k, [impl] * k,
-                           [impl_cmd] * k, [level] * k, [config] * k, [known] * k))
+    `config`: the campaigns' scope (--config; None: the default); `known`: a known-divergences file.
+    With `jobs` > 1 or a Dask `cluster` address, each mutant runs in a process of its own
+    (campaign.py): one that dies is reported lost, the others go on; progress on `console`."""
+    from .campaign import Board, DaskCluster, Job, check_db, executor, run_jobs
+
+    if db is not None:
+        check_db(db)
+    if jobs <= 1 and cluster is None:
+        return [run_one(n, seconds, seed, tuning, steps, impl, impl_cmd, level, config, known, db) for n in names]
+    ex = executor(jobs, cluster)
+    todo = [Job(n, run_one, (n, seconds, seed, tuning, steps, impl, impl_cmd, level, config, known, db)) for n in names]
+    try:
+        outcomes = run_jobs(ex, todo, Board(f"mutants on {ex.where}", todo, len(load(None).actions)), console)
+    finally:
+        if isinstance(ex, DaskCluster):
+            ex.close()
+    return [o.result if o.result is not None else
+            MutantResult(o.key, False, 0.0, None, None, None, f"lost: {o.lost}", lost=o.lost) for o in outcomes]
 
 
 def summary(results: list[MutantResult]) -> dict[str, Any]:
     killed = [r for r in results if r.killed]
     return {"mutants": [asdict(r) for r in results], "killed": len(killed), "total": len(results),
+            "lost": sum(r.lost is not None for r in results),
             "median_seconds": statistics.median(r.seconds for r in killed) if killed else None,
             "max_seconds": max((r.seconds for r in killed), default=None),
             "median_shrunk_steps": statistics.median(r.shrunk_steps for r in killed) if killed else None}  # type: ignore[type-var]
