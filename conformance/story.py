@@ -67,6 +67,7 @@ class Story:
     initial: State
     snapshots: list[Snapshot] = field(default_factory=list)
     failure: Failure | None = None
+    spec_file: str = ""  # the spec judged against (the report quotes the failing invariant from it)
 
 
 def tell(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None, step_timeout: float = 10.0,
@@ -83,7 +84,9 @@ def tell(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None, st
     ops = operations_of(trace, config)
     check_steps(path, trace, ops, spec, runner.adapter.capabilities().operations)
     try:
-        return _run(path, trace, runner, adapter, ops)
+        story = _run(path, trace, runner, adapter, ops)
+        story.spec_file = str(spec.file)
+        return story
     finally:
         close = getattr(adapter, "close", None)
         if close is not None:

@@ -143,9 +143,17 @@ def blame(u: Universe, s: State, e: A.Expr, env: Env | None = None) -> Blame:
                 return Blame(show_expr(e), shown, note)
             case A.BinOp(op, l, r) if op in A.CMP_OPS:
                 lv, rv = evaluate(u, s, l, env), evaluate(u, s, r, env)
-                note = f"{show_expr(l)} is {_show_any(u, l, lv)}, {show_expr(r)} is {_show_any(u, r, rv)}"
-                return Blame(show_expr(e), shown, note)
+                return Blame(show_expr(e), shown, _compare_note(u, ((l, lv), (r, rv))))
         return Blame(show_expr(e), shown)
+
+
+def _compare_note(u: Universe, sides: tuple[tuple[A.Expr, Any], ...]) -> str:
+    """What each side of a failed comparison is. A literal side is not restated ("none is none"),
+    and an optional value that is none is said as what it means: the point is unmapped."""
+    literal = (A.NoneLit, A.BoolLit, A.IntLit, A.EnumLit)
+    said = [f"{show_expr(e)} is {'unmapped' if v is None else _show_any(u, e, v)}"
+            for e, v in sides if not isinstance(e, literal)]
+    return ", ".join(said)
 
 
 def _tf(v: Any) -> str:
