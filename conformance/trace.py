@@ -90,9 +90,18 @@ def read(path: Path) -> Trace:
     if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block forever
         raise TraceError(f"{path}: cannot read: not a regular file")
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise TraceError(f"{path}: cannot read: {e}") from None
+    from . import itf
+
+    if itf.looks_like_itf(text):  # an ITF trace (Apalache, Quint, dmm replay --export-itf): by content
+        try:
+            header, ops = itf.parse(path, text)
+        except ValueError as e:
+            raise TraceError(str(e)) from None
+        return Trace(header, ops)
+    lines = text.splitlines()
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
