@@ -69,15 +69,30 @@ class Judge:
     def __init__(self, spec: Any, config: Config, coverage: Counter[str] | None = None) -> None:
         self.spec, self.config = spec, config
         # the scope's sort sizes, and the model's parameters (the budget) that this spec has
-        self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols})
+        # (its code shared by every scope: a campaign meets hundreds of scopes, one per test case)
+        self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols},
+                              shared=True)
         self.inc = IncrementalChecker(self.it)
         # state no implementation shows (the spec's `ghost` symbols): tracked from the spec's own actions
         self.ghost: tuple[str, ...] = spec.ghost_symbols
         # the invariants that read ghost state: they cannot be judged on a state no spec step explains
-        self.ghostly: frozenset[str] = spec.ghostly_invariants()
+        self.ghostly: frozenset[str] = _ghostly(spec)
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
+
+
+_GHOSTLY: dict[int, tuple[Any, frozenset[str]]] = {}  # per spec (held, so that its id is not reused)
+
+
+def _ghostly(spec: Any) -> frozenset[str]:
+    """The spec's invariants that read ghost state: the same for every scope, found once per spec."""
+    hit = _GHOSTLY.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        if len(_GHOSTLY) >= 8:
+            _GHOSTLY.clear()
+        hit = _GHOSTLY[id(spec)] = (spec, spec.ghostly_invariants())
+    return hit[1]
 
 
 class Oracle:

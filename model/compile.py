@@ -8,10 +8,16 @@ conjunct at the outermost loop where its parameters are bound; a conjunct `f(...
 directly instead of looping over p's whole domain.
 
 The slow, obviously-correct evaluator in `evaluate.py` is the reference these are tested against.
+
+`shared=True` emits code that names the universe's sizes (`N_gfn`, a symbol's strides `S_gmap_0`)
+instead of writing them in: such code is compiled once per spec and bound to each universe by its
+namespace. The conformance harness meets hundreds of universes per campaign (a scope per test case),
+and compiling the spec for each cost more than judging the test case.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -26,21 +32,29 @@ def _py(name: str) -> str:
 
 
 class _Emitter:
-    def __init__(self, universe: Universe) -> None:
+    def __init__(self, universe: Universe, shared: bool = False) -> None:
         self.u = universe
+        self.shared = shared  # sizes by name (bound per universe), not written in
 
     def loops(self, vs: tuple[A.Var, ...]) -> str:
         return " ".join(f"for {_py(v.name)} in {self.domain(v.type)}" for v in vs)
 
     def domain(self, t: A.TypeRef) -> str:
-        return "(False, True)" if t.name == A.BOOL else f"range({self.u.domain_size(t)})"
+        if t.name == A.BOOL:
+            return "(False, True)"
+        if self.shared and t.name in self.u.sizes:
+            return f"range(N_{t.name})"
+        return f"range({self.u.domain_size(t)})"
 
     def index(self, name: str, args: tuple[A.Expr, ...]) -> str:
         lay = self.u.layout[name]
         parts = []
-        for a, st in zip(args, lay.strides):
+        for k, (a, st) in enumerate(zip(args, lay.strides)):
             code = self.expr(a)
-            parts.append(code if st == 1 else f"{code}*{st}")
+            if self.shared and k < len(lay.strides) - 1:  # (row-major: the last stride is always 1)
+                parts.append(f"{code}*S_{name}_{k}")
+            else:
+                parts.append(code if st == 1 else f"{code}*{st}")
         return " + ".join(parts) or "0"
 
     def expr(self, e: A.Expr) -> str:
@@ -134,8 +148,57 @@ class CompiledAction:
     source: str
 
 
-def compile_action(u: Universe, action: Action) -> CompiledAction:
-    em = _Emitter(u)
+# Code compiled in shared mode, per spec (the most recent few): (spec, {key: (code, source, node)}),
+# keyed by the node's identity (hashing a formula's tree costs more than binding its code). The spec
+# and the nodes are held so that their ids are not reused while their code is cached.
+_SHARED: OrderedDict[int, tuple[CheckedSpec, dict[Any, tuple[Any, str, Any]]]] = OrderedDict()
+_SPECS_KEPT = 8
+
+
+def _bindings(u: Universe) -> dict[str, int]:
+    """The names shared code reads its universe's sizes by."""
+    b = getattr(u, "_shared_bindings", None)
+    if b is None:
+        b = {f"N_{sort}": n for sort, n in u.sizes.items()}
+        for name, lay in u.layout.items():
+            b.update((f"S_{name}_{k}", st) for k, st in enumerate(lay.strides))
+        u._shared_bindings = b  # type: ignore[attr-defined]
+    return b
+
+
+def _namespace(u: Universe, node: Any, key: Any, shared: bool, filename: str,
+               emit: Callable[[_Emitter], str]) -> tuple[dict[str, Any], str]:
+    """The namespace the source `emit` writes defines its functions in; in shared mode its code is
+    compiled once per spec, AST `node` (by identity) and `key`, and bound to `u` by the namespace."""
+    if not shared:
+        source = emit(_Emitter(u))
+        ns: dict[str, Any] = {}
+        exec(compile(source, filename, "exec"), ns)
+        return ns, source
+    entry = _SHARED.get(id(u.spec))
+    if entry is None or entry[0] is not u.spec:
+        entry = _SHARED[id(u.spec)] = (u.spec, {})
+        if len(_SHARED) > _SPECS_KEPT:
+            _SHARED.popitem(last=False)
+    _SHARED.move_to_end(id(u.spec))
+    codes, key = entry[1], (id(node), key)
+    if key not in codes:
+        source = emit(_Emitter(u, shared=True))
+        codes[key] = (compile(source, filename, "exec"), source, node)
+    code, source, _ = codes[key]
+    ns = dict(_bindings(u))
+    exec(code, ns)
+    return ns, source
+
+
+def compile_action(u: Universe, action: Action, shared: bool = False) -> CompiledAction:
+    ns, source = _namespace(u, action, "action", shared, f"<action {action.name}>",
+                            lambda em: _action_source(em, action))
+    return CompiledAction(action, ns["guard"], ns["apply"], ns["enabled"], source)
+
+
+def _action_source(em: _Emitter, action: Action) -> str:
+    u = em.u
     params = [_py(p.name) for p in action.params]
     sig = ", ".join(["s", *params])
     lines = [f"def guard({sig}):"]
@@ -154,10 +217,7 @@ def compile_action(u: Universe, action: Action) -> CompiledAction:
     lines.append(f"    return ({entries},)")
 
     lines += _enabled_source(em, action, "def enabled(s):", lambda k, p: em.domain(p.type))
-    source = "\n".join(lines) + "\n"
-    ns: dict[str, Any] = {}
-    exec(compile(source, f"<action {action.name}>", "exec"), ns)
-    return CompiledAction(action, ns["guard"], ns["apply"], ns["enabled"], source)
+    return "\n".join(lines) + "\n"
 
 
 def _enabled_source(em: _Emitter, action: Action, header: str, domain: Callable[[int, Any], str]) -> list[str]:
@@ -195,22 +255,20 @@ def _enabled_source(em: _Emitter, action: Action, header: str, domain: Callable[
     return lines
 
 
-def compile_enabled_within(u: Universe, action: Action) -> Callable[..., Iterator[tuple[Any, ...]]]:
+def compile_enabled_within(u: Universe, action: Action, shared: bool = False) -> Callable[..., Iterator[tuple[Any, ...]]]:
     """`enabled` over given candidates: `f(s, D)` yields the enabled argument tuples whose
     parameters not bound by a guard (`term = p`) range over D[i] (one iterable per parameter)."""
-    source = "\n".join(_enabled_source(_Emitter(u), action, "def enabled_within(s, D):", lambda k, p: f"D[{k}]")) + "\n"
-    ns: dict[str, Any] = {}
-    exec(compile(source, f"<action {action.name} within>", "exec"), ns)
+    ns, _ = _namespace(u, action, "within", shared, f"<action {action.name} within>", lambda em: "\n".join(
+        _enabled_source(em, action, "def enabled_within(s, D):", lambda k, p: f"D[{k}]")) + "\n")
     return ns["enabled_within"]
 
 
-def compile_formula(u: Universe, e: A.Expr, params: tuple[str, ...] = (), name: str = "formula") -> Callable[..., Any]:
+def compile_formula(u: Universe, e: A.Expr, params: tuple[str, ...] = (), name: str = "formula",
+                    shared: bool = False) -> Callable[..., Any]:
     """A closed formula (or one over the given free variables) as a function of (s, *params)."""
-    em = _Emitter(u)
     sig = ", ".join(["s", *(_py(p) for p in params)])
-    source = f"def f({sig}):\n    return {em.expr(e)}\n"
-    ns: dict[str, Any] = {}
-    exec(compile(source, f"<{name}>", "exec"), ns)
+    ns, _ = _namespace(u, e, ("formula", params), shared, f"<{name}>",
+                       lambda em: f"def f({sig}):\n    return {em.expr(e)}\n")
     return ns["f"]
 
 

@@ -80,26 +80,46 @@ def _occurrences(e: A.Expr, vars_: dict[str, int], out: dict[str, list[_Occurren
     visit(e)
 
 
+# The clauses of a spec's invariants, which do not depend on the universe: per spec (the most recent
+# few), built once for an interpreter in shared mode (one per scope of a campaign). The spec is held
+# so that its id is not reused while cached.
+_SPLIT: dict[int, tuple[Any, list[tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]]]]]] = {}
+_SPECS_KEPT = 8
+
+
+def _split(it: Interpreter) -> list[tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]]]]:
+    """(invariant, clause number, vars, body, the whole clause, occurrences) of every clause."""
+    cached = _SPLIT.get(id(it.spec)) if it.shared else None
+    if cached is not None and cached[0] is it.spec:
+        return cached[1]
+    out = []
+    for inv in it.invariants:
+        for n, (vs, body) in enumerate(clauses(inv.formula)):
+            occ: dict[str, list[_Occurrence]] = {}
+            _occurrences(body, {v.name: i for i, v in enumerate(vs)}, occ)
+            out.append((inv.name, n, vs, body, A.Quant("forall", vs, body) if vs else body, occ))
+    if it.shared:
+        if len(_SPLIT) >= _SPECS_KEPT:
+            _SPLIT.clear()
+        _SPLIT[id(it.spec)] = (it.spec, out)
+    return out
+
+
 class IncrementalChecker:
     def __init__(self, it: Interpreter) -> None:
         self.it = it
         u = it.u
         self.clauses: list[_Clause] = []
-        for inv in it.invariants:
-            for n, (vs, body) in enumerate(clauses(inv.formula)):
-                names = tuple(v.name for v in vs)
-                occ: dict[str, list[_Occurrence]] = {}
-                _occurrences(body, {v: i for i, v in enumerate(names)}, occ)
-                domains = [u.domain(v.type) for v in vs]
-                total = 1
-                for d in domains:
-                    total *= len(d)
-                whole = A.Quant("forall", vs, body) if vs else body
-                self.clauses.append(_Clause(
-                    inv.name, vs, body,
-                    compile_formula(u, body, names, name=f"{inv.name} clause {n}"),
-                    compile_formula(u, whole, name=f"{inv.name} clause {n} (full)"),
-                    occ, domains, total))
+        for name, n, vs, body, whole, occ in _split(it):
+            domains = [u.domain(v.type) for v in vs]
+            total = 1
+            for d in domains:
+                total *= len(d)
+            self.clauses.append(_Clause(
+                name, vs, body,
+                compile_formula(u, body, tuple(v.name for v in vs), name=f"{name} clause {n}", shared=it.shared),
+                compile_formula(u, whole, name=f"{name} clause {n} (full)", shared=it.shared),
+                occ, domains, total))
 
     def changed_points(self, before: State, after: State) -> list[tuple[str, int, Any, Any]]:
         """(symbol, flat index, old, new) for every point that differs; compares in C-speed chunks."""

@@ -22,6 +22,10 @@ from .evaluate import Blame, apply_updates, blame, evaluate
 from .state import State, Universe
 
 
+# Candidate initial states an init with requires may make the interpreter enumerate.
+MAX_FREE_INIT = 1 << 16
+
+
 class InterpError(ValueError):
     """A request the spec cannot answer as asked (unknown action, wrong arguments)."""
 
@@ -47,15 +51,19 @@ class StepVerdict:
 
 
 class Interpreter:
-    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None) -> None:
+    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None, shared: bool = False) -> None:
+        """`shared`: compile the spec once for every universe, binding the sizes by name (compile.py;
+        for a caller that meets many universes)."""
         self.spec = spec
         self.u = Universe(spec, sizes)
-        self.actions: dict[str, CompiledAction] = {n: compile_action(self.u, a) for n, a in spec.actions.items()}
+        self.shared = shared
+        self.actions: dict[str, CompiledAction] = {n: compile_action(self.u, a, shared) for n, a in spec.actions.items()}
         assert spec.init is not None
-        self._init = compile_action(self.u, spec.init)
+        self._init = compile_action(self.u, spec.init, shared)
         self.invariants: list[Invariant] = list(spec.invariants)
-        self._inv = {i.name: compile_formula(self.u, i.formula, name=f"invariant {i.name}") for i in self.invariants}
-        self._axioms = [compile_formula(self.u, a.formula, name=f"axiom {a.name}") for a in spec.axioms]
+        self._inv = {i.name: compile_formula(self.u, i.formula, name=f"invariant {i.name}", shared=shared)
+                     for i in self.invariants}
+        self._axioms = [compile_formula(self.u, a.formula, name=f"axiom {a.name}", shared=shared) for a in spec.axioms]
 
     # ---------------------------------------------------------------- states
     def initial_states(self) -> list[State]:
@@ -68,14 +76,50 @@ class Interpreter:
         choices = [itertools.product(self.u.params.get(lay.symbol.name) or self.u.domain(lay.symbol.result),
                                      repeat=lay.size) for lay in immutables]
         out = []
+        free = self._free_init()
         for values in itertools.product(*choices):
             s = list(blank)
             for lay, v in zip(immutables, values):
                 s[lay.index] = tuple(v)
             st = tuple(s)
-            if all(ax(st) for ax in self._axioms):
+            if not all(ax(st) for ax in self._axioms):
+                continue
+            if not free:
                 out.append(self._init.apply(st))
-        return out
+                continue
+            for start in self._fill(st, free):  # init with requires: every state its constraints allow
+                s0 = self._init.apply(start)
+                if self._init.guard(s0):
+                    out.append(s0)
+        return list(dict.fromkeys(out)) if free else out
+
+    def _free_init(self) -> list[tuple[int, tuple[Any, ...], int]]:
+        """(state index, values, points) of each symbol init leaves unassigned somewhere; refused
+        when they would make too many initial states to enumerate (a clear error, not a hang)."""
+        free, total = [], 1
+        for name in self.spec.init_free_symbols():
+            lay = self.u.layout[name]
+            res = lay.symbol.result
+            if res.name == A.INT:
+                raise InterpError(f"init leaves the int symbol {name!r} to its requires: an int has no finite "
+                                  "domain to enumerate initial states over (assign it in init)")
+            dom = ((None,) if res.optional else ()) + self.u.domain(res)
+            total *= len(dom) ** lay.size
+            if total > MAX_FREE_INIT:
+                raise InterpError(f"init leaves {', '.join(self.spec.init_free_symbols())} to its requires: more than "
+                                  f"{MAX_FREE_INIT:,} candidate initial states at {self.u.describe()} (make the bound "
+                                  "smaller, or assign more in init)")
+            free.append((lay.index, dom, lay.size))
+        return free
+
+    @staticmethod
+    def _fill(st: State, free: list[tuple[int, tuple[Any, ...], int]]) -> Iterator[State]:
+        """st with every combination of values at the free symbols' points."""
+        for combo in itertools.product(*(itertools.product(dom, repeat=n) for _, dom, n in free)):
+            s = list(st)
+            for (k, _, _), vals in zip(free, combo):
+                s[k] = tuple(vals)
+            yield tuple(s)
 
     def initial_state(self) -> State:
         """The one initial state; a parameter the bound leaves open (the budget, the quota) takes its
