@@ -208,6 +208,10 @@ def cmd_prove(args: argparse.Namespace) -> int:
     spec = _load_or_report(args.spec)
     if isinstance(spec, int):
         return spec
+    from dmmcheck.model import prove_html
+
+    if not prove_html.outputs_ok(args.html, args.itf):
+        return EXIT_USAGE
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
                         reach_seconds=args.reach_seconds)
@@ -234,7 +238,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
     else:
         report.show(Console(), spec, results, seconds, traces)
-    return exit_status(results)
+    return prove_html.finish(args, spec, results, seconds, traces, exit_status(results))
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -252,6 +256,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     spec = _load_or_report(args.spec)
     return spec if isinstance(spec, int) else cli.cmd_replay(spec, args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """A trace as one HTML page (docs/report.md). Exit 0 written, 2 bad input, 4 a spec error."""
+    from dmmcheck.conformance import report_cli
+
+    spec = _load_or_report(args.spec)
+    return spec if isinstance(spec, int) else report_cli.cmd_report(spec, args)
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
@@ -305,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="after a violation, go on to find the shortest violation of every invariant")
     sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")
     sp.add_argument("--json", action="store_true", help="print the report as JSON")
+    sp.add_argument("--html", metavar="FILE", help="also write the results as one self-contained HTML page (docs/report.md)")
+    sp.add_argument("--itf", metavar="FILE", help="also write a BMC violation as an ITF trace (Apalache, Quint; "
+                    "docs/trace-format.md)")
     sp.add_argument("--bmc", type=count(0, 64), default=0, metavar="K", help="also bounded model checking to depth K (at most 64)")
     sp.add_argument("--k-induction", type=count(0, 64), default=0, metavar="K", help="also k-induction with depth K (at most 64)")
     sp.add_argument("--finite", type=count(1, 64), default=None, metavar="N",
@@ -335,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_impl_arguments(sp, None, "the one the trace names")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    sp.add_argument("--html", metavar="FILE", help="also write the replay as one self-contained HTML page (docs/report.md)")
+    sp.add_argument("--export-itf", metavar="FILE", help="also write the trace in the Informal Trace Format (ITF)")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp.add_argument("--config", metavar="FILE", help="replay on this scope (TOML) instead of the trace's own")
     add_level_argument(sp)
@@ -352,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
     add_level_argument(sp)
     add_known_argument(sp)
+    sp.add_argument("--html", metavar="FILE", help="also write the mutant table as one self-contained HTML page")
+    sp = sub.add_parser("report", help="write a trace as one self-contained HTML page",
+                        description="replay a trace (dmm-trace/1 or ITF) and write what happened at each step as one "
+                                    "self-contained HTML page: the timeline, states, walks, the verdict (docs/report.md)")
+    sp.set_defaults(fn=cmd_report)
+    sp.add_argument("trace", metavar="TRACE", help="a trace file (from dmm fuzz, dmm prove --bmc, or ITF)")
+    sp.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: TRACE with .html)")
+    sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
+    sp.add_argument("--impl", metavar="MODULE:ATTR", help="the adapter (default: the one the trace names)")
+    sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp = sub.add_parser("serve", help="serve an adapter over the wire protocol dmm-adapter/1 on stdin/stdout",
                         description="serve an in-process adapter over dmm-adapter/1 on stdin/stdout "
                                     "(docs/adapter-protocol.md)")

@@ -23,6 +23,7 @@ from .adapter import LEVELS, Adapter, Config
 from .child import child_factory
 from .fuzz import FuzzResult, Tuning, fuzz
 from .oracle import Failure
+from . import report_cli
 from .report import as_json, show_failure, show_fuzz
 from .trace import TraceError, load_adapter, replay, save, spec_hash
 
@@ -77,12 +78,18 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "\"Choosing the scope\"); every test case runs on it unless it says vary = true")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")
+    add_html_argument(sp)
     sp.add_argument("--fixed-scope", action="store_true",
                     help="every test case on the default configuration (campaigns otherwise vary it within "
                          "the adapter's declared bounds)")
     add_level_argument(sp)
     add_known_argument(sp)
     add_campaign_arguments(sp)
+
+
+def add_html_argument(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--html", metavar="FILE", help="also write the result as one self-contained HTML page "
+                    "(docs/report.md)")
 
 
 def add_campaign_arguments(sp: argparse.ArgumentParser, jobs: bool = True) -> None:
@@ -193,6 +200,8 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     if (getattr(args, "jobs", None) or 1) > 1 or getattr(args, "cluster", None):
         return cmd_fuzz_campaign(spec, args)
     out, err = Console(), Console(stderr=True)
+    if not report_cli.check_outputs("fuzz", getattr(args, "html", None)):
+        return EXIT_INPUT
     try:
         result, trace = run_fuzz(spec, args, None if args.json else err)
     except (TraceError, ValueError) as e:
@@ -216,9 +225,10 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
             show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
         else:
             out.print("[green]no failure[/]")
+    written = report_cli.fuzz_output(spec, args, result, trace) if getattr(args, "html", None) else 0
     if result.failure is not None:
         return EXIT_FAILURE
-    return EXIT_INTERRUPTED if result.interrupted else 0
+    return written or (EXIT_INTERRUPTED if result.interrupted else 0)
 
 
 def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
@@ -279,8 +289,12 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         if not c.found:
             out.print("[green]no failure[/]" if not c.lost else
                       f"[yellow]no failure in the seeds that finished; {len(c.lost)} lost: not a pass[/]")
+    written = report_cli.fuzz_output(spec, args, c.merged, c.found[0].trace if c.found else None) \
+        if getattr(args, "html", None) else 0
     if c.found:
         return EXIT_FAILURE
+    if written:
+        return written
     if c.lost:
         return EXIT_INCOMPLETE
     return EXIT_INTERRUPTED if c.merged.interrupted else 0
@@ -288,6 +302,8 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
 
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     out = Console()
+    if not report_cli.check_outputs("replay", getattr(args, "html", None), getattr(args, "export_itf", None)):
+        return EXIT_INPUT
     try:
         known = known_of(spec, args)
         factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
@@ -322,7 +338,8 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
         if saved is not None:
             out.print("same verdict as recorded" if _same(saved, failure) else
                       f"[yellow]recorded verdict was {saved.get('kind')}: {saved.get('message')}[/]")
-    return EXIT_FAILURE if failure is not None and accepted is None else 0
+    written = report_cli.replay_outputs(spec, args)
+    return EXIT_FAILURE if failure is not None and accepted is None else written
 
 
 def _same(saved: dict[str, Any] | None, failure: Failure | None) -> bool:
@@ -357,6 +374,8 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         print(f"dmm mutants: no mutant matches {args.only!r}", file=sys.stderr)
         return EXIT_INPUT
     err = Console(stderr=True)
+    if not report_cli.check_outputs("mutants", getattr(args, "html", None)):
+        return EXIT_INPUT
     try:
         from dmmcheck.spec import load
 
@@ -404,6 +423,9 @@ def cmd_mutants(args: argparse.Namespace) -> int:
             for sr in spec_results:
                 st.add_row(sr.name, sr.description, sr.prover, sr.harness)
             con.print(st)
+    written = report_cli.mutants_output(args, results, out) if getattr(args, "html", None) else 0
     if out["killed"] + out["lost"] < out["total"]:
         return EXIT_FAILURE  # a survivor
+    if written:
+        return written
     return EXIT_INCOMPLETE if out["lost"] else 0

@@ -245,3 +245,20 @@ def blamed_points(blame: str) -> set[str]:
         if all(a not in env for a in bound) and not any(a in env for a in args if a not in env):
             out.add(f"{app.group(1)}({', '.join(bound)})")
     return out
+
+
+def output_problem(path: str | None) -> str | None:
+    """Why a file cannot be written at `path` (checked before a command runs), or None."""
+    from pathlib import Path
+
+    if path is None:
+        return None
+    if not path.strip():
+        return "an empty path"
+    p = Path(path)
+    if p.is_dir():
+        return f"{path} is a folder"
+    existing = next((d for d in [p.parent, *p.parent.parents] if d.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is not a folder"
+    return None

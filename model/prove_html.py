@@ -160,3 +160,50 @@ def _reachability(r: Result) -> str:
                                 for s in reach["trace"]) + "</ol>"
         out += f"<p>Blame after it: <code>{escape(str(reach.get('blame', '')))}</code></p>"
     return out
+
+
+def outputs_ok(*paths: str | None) -> bool:
+    """The --html and --itf paths can be written (checked before proving); else say why."""
+    import sys
+
+    from .html import output_problem
+
+    for path in paths:
+        why = output_problem(path)
+        if why:
+            print(f"dmm prove: cannot write {path!r}: {why}", file=sys.stderr)
+            return False
+    return True
+
+
+def finish(args: Any, spec: Any, results: list[Result], seconds: float, traces: list[str], status: int) -> int:
+    """`dmm prove --html FILE --itf FILE`: write them; the prover's status, or 2 (bad input) when a
+    file could not be written and nothing else was found."""
+    import hashlib
+    import sys
+
+    from . import itf
+
+    ok = True
+    bmc = [r for r in results if r.kind == "bmc" and r.status == "violated"]
+    if getattr(args, "itf", None):
+        digest = hashlib.sha256(Path(spec.file).read_bytes()).hexdigest()
+        for r in bmc:
+            path = Path(args.itf) if len(bmc) == 1 else Path(args.itf).with_name(f"{Path(args.itf).stem}-{r.invariant}.itf.json")
+            try:
+                itf.write_bmc(path, str(spec.file), digest, r)
+                print(f"dmm prove: ITF trace written to {path}", file=sys.stderr)
+            except OSError as e:
+                print(f"dmm prove: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+                ok = False
+        if not bmc:
+            print("dmm prove: no BMC violation: no ITF trace written", file=sys.stderr)
+    if getattr(args, "html", None):
+        try:
+            Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.html).write_text(render(spec, results, seconds, traces), encoding="utf-8")
+            print(f"dmm prove: report written to {args.html} (open it in a browser)", file=sys.stderr)
+        except OSError as e:
+            print(f"dmm prove: cannot write {args.html}: {e.strerror or e}", file=sys.stderr)
+            ok = False
+    return status if status or ok else 2
