@@ -155,16 +155,18 @@ def _other(args: list[str], skip: str) -> str:
 
 def relation_svg(state: dict[str, dict[str, Any]], sizes: dict[str, int], sorts: list[str], *,
                  compare: dict[str, dict[str, Any]] | None = None, blamed: set[str] = frozenset(),  # type: ignore[assignment]
-                 new_class: str = "added", caption: str = "", values: dict[str, str] | None = None) -> str:
+                 new_class: str = "added", caption: str = "", values: dict[str, str] | None = None,
+                 marked: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     """Elements as nodes on an ellipse, in sort order; relations and functions as edges between
     them (parallel ones fanned out, each labelled). Edges absent from `compare` get `new_class`
     (green when added, red dashed when removed); edges standing for a blamed point get class
-    `blamed` (thick orange). `values`: an implementation value to print under an element.
+    `blamed` (thick orange); `marked` elements (the blame's bindings) get an orange outline, and an
+    attribute `compare` lacks is printed green. `values`: an implementation value under an element.
     Deterministic: the same state gives the same picture, so before and after line up."""
     edges, attrs = facts(state, sorts)
-    old = facts(compare, sorts)[0] if compare is not None else edges
+    old, old_attrs = facts(compare, sorts) if compare is not None else (edges, attrs)
     els = [f"{s}{i}" for s in sorts for i in range(sizes.get(s, 0))]
-    width, height = 980, 150 + 60 * max(3, len(els) // 2)
+    width, height = 980, 110 + 30 * max(2, len(els))
     cx, cy, rx, ry = width / 2, height / 2, width / 2 - 110, height / 2 - 50
     pos = {el: (round(cx - rx * math.cos(2 * math.pi * k / len(els)), 1),
                 round(cy - ry * math.sin(2 * math.pi * k / len(els)), 1)) for k, el in enumerate(els)}
@@ -180,7 +182,8 @@ def relation_svg(state: dict[str, dict[str, Any]], sizes: dict[str, int], sorts:
             cls = new_class if (a, b, label) not in old else "same"
             out.append(_edge(pos, a, b, label, (j - (len(group) - 1) / 2) * 34, cls, _is_blamed(label, a, b, blamed)))
     for el, (x, y) in pos.items():
-        out.append(_node(el, x, y, attrs.get(el, []), (values or {}).get(el)))
+        new = [a for a in attrs.get(el, []) if a not in old_attrs.get(el, [])]
+        out.append(_node(el, x, y, attrs.get(el, []), (values or {}).get(el), el in marked, bool(new)))
     out.append("</svg>")
     return "".join(out)
 
@@ -216,16 +219,18 @@ def _edge(pos: dict[str, tuple[float, float]], a: str, b: str, label: str, offse
             f"paint-order=\"stroke\" stroke=\"#fff\" stroke-width=\"4\">{escape(label)}</text></g>")
 
 
-def _node(el: str, x: int, y: int, attrs: list[str], value: str | None) -> str:
+def _node(el: str, x: float, y: float, attrs: list[str], value: str | None, marked: bool, changed: bool) -> str:
     text = escape(", ".join(attrs)) if attrs else ""
     sub = f"<text x=\"{x}\" y=\"{y + 28}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#0b5394\">{escape(value)}</text>" \
         if value else ""
-    return (f"<g class=\"node\" data-element=\"{escape(el)}\"><rect x=\"{x - 34}\" y=\"{y - 13}\" width=\"68\" height=\"26\" "
-            f"rx=\"13\" fill=\"#e3f2fd\" stroke=\"#1565c0\"/><text x=\"{x}\" y=\"{y + 4}\" font-size=\"12\" "
-            f"text-anchor=\"middle\">{escape(el)}</text>{sub}"
-            + (f"<text x=\"{x}\" y=\"{y - 17}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#555\">{text}</text>" if text else "")
+    stroke, width = ("#e65100", 3) if marked else ("#1565c0", 1)
+    colour, weight = ("#2e7d32", "bold") if changed else ("#555", "normal")
+    return (f"<g class=\"node{' marked' if marked else ''}\" data-element=\"{escape(el)}\"><rect x=\"{x - 34}\" y=\"{y - 13}\" "
+            f"width=\"68\" height=\"26\" rx=\"13\" fill=\"#e3f2fd\" stroke=\"{stroke}\" stroke-width=\"{width}\"/>"
+            f"<text x=\"{x}\" y=\"{y + 4}\" font-size=\"12\" text-anchor=\"middle\">{escape(el)}</text>{sub}"
+            + (f"<text class=\"attrs{' changed' if changed else ''}\" x=\"{x}\" y=\"{y - 18}\" font-size=\"11\" "
+               f"text-anchor=\"middle\" fill=\"{colour}\" font-weight=\"{weight}\">{text}</text>" if text else "")
             + "</g>")
-
 
 BLAME = re.compile(r"^(?P<formula>.*?) at (?P<bindings>\w+=[\w-]+(?:, \w+=[\w-]+)*)(?: \((?P<note>.*)\))?$")
 APPLICATION = re.compile(r"\b(\w+)\(([^()]*)\)")
@@ -262,3 +267,9 @@ def output_problem(path: str | None) -> str | None:
     if existing is not None and not existing.is_dir():
         return f"{existing} is not a folder"
     return None
+
+
+def blamed_elements(blame: str) -> set[str]:
+    """The elements a blame binds its variables to (`at a=client0, b=client1`)."""
+    m = BLAME.match(blame.strip().splitlines()[0] if blame.strip() else "")
+    return {b.split("=", 1)[1] for b in m.group("bindings").split(", ")} if m else set()

@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .html import blamed_points, page, relation_svg, source_excerpt, table
+from .html import blamed_elements, blamed_points, page, relation_svg, source_excerpt, table
 from .prove import Result
 
 
@@ -139,7 +139,8 @@ def _states(spec: Any, cx: dict[str, Any]) -> str:
             + "<h3>Before</h3>"
             + relation_svg(before, sizes, sorts, compare=after, new_class="removed", caption="before")
             + "<h3>After</h3>"
-            + relation_svg(after, sizes, sorts, compare=before, blamed=blamed, caption="after"))
+            + relation_svg(after, sizes, sorts, compare=before, blamed=blamed, caption="after",
+                           marked=blamed_elements(str(cx.get("blame", "")))))
 
 
 def _unset(v: Any) -> bool:
