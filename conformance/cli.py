@@ -222,7 +222,8 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     else:
         show_fuzz(out, result, actions)
         if result.failure is not None:
-            show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
+            show_failure(out, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level,
+                         config=result.config)
         else:
             out.print("[green]no failure[/]")
     written = report_cli.fuzz_output(spec, args, result, trace) if getattr(args, "html", None) else 0
@@ -283,7 +284,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         for seed, why in c.lost:
             out.print(f"[yellow]seed {seed} lost: {why}; its test cases are not in the totals[/]")
         for f in c.found:
-            show_failure(out, f.records, f.failure, seed=f.seeds[0], trace=f.trace, level=c.merged.level)
+            show_failure(out, f.records, f.failure, seed=f.seeds[0], trace=f.trace, level=c.merged.level, config=f.config)
             if len(f.seeds) > 1:
                 out.print(f"the same shrunk failure was found by seeds {', '.join(map(str, f.seeds))}")
         if not c.found:
@@ -332,7 +333,8 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
                       f"{accepted.reason}): {failure.kind}: {failure.message}\nthe replay stops there: past a "  # type: ignore[union-attr]
                       "divergence the rest cannot be judged", markup=False, highlight=False)
         elif failure is not None:
-            show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None, level=runner.level)
+            show_failure(out, runner.records, failure, seed=trace.header.get("seed", 0), trace=None, level=runner.level,
+                         config=runner.config, first_mfn=runner.oracle.au.first_mfn if runner.oracle else None)
         else:
             out.print(f"[green]{len(runner.records)} steps replayed: no failure[/]")
         if saved is not None:

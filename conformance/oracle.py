@@ -275,9 +275,12 @@ class Oracle:
     def invariants(self, before: State, after: State, skip: frozenset[str] = frozenset()) -> None:
         bad = [v for v in self.inc.check(before, after) if v.invariant not in skip]
         if bad:
+            # What the step changed, as (point, before, after) text: the report shows it beside the blame
+            changed = [(self.u.show_point(n, p), self.u.show_value(self._lay[n].symbol.result, a),
+                        self.u.show_value(self._lay[n].symbol.result, b)) for n, p, a, b in self.u.diff(before, after)]
             raise Failure("invariant", "; ".join(f"{v.invariant} fails" for v in bad),
                           "\n".join(str(v) for v in bad),
-                          {"what": "invariant", "invariants": sorted({v.invariant for v in bad})})
+                          {"what": "invariant", "invariants": sorted({v.invariant for v in bad}), "changed": changed})
 
     def check(self, op: Operation, obs: Observation, st: dict[str, Any], read_guest: Any) -> list[SpecStep]:
         """Judge one step; on success the spec state moves to the implementation's."""

@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import inputs, levels
+from . import inputs, legend, levels
+from .adapter import Config
 from .fuzz import FuzzResult
 from .oracle import Failure
 from .runner import StepRecord
@@ -19,8 +20,10 @@ def _hexish(k: str, v: Any) -> str:
 
 def failure_table(records: list[StepRecord], failure: Failure, level: str = "full") -> Table:
     t = Table(title=f"{failure.kind} failure at level {level}: shrunk to {len(records)} step(s)", show_lines=True)
+    # Lines break between arguments, never inside one: a hex value split over two lines misleads.
+    longest = max((len(f"{k}={_hexish(k, v)},") for rec in records for k, v in rec.op.args.items()), default=8)
     for col in ("step", "operation", "arguments", "implementation did", "spec expected"):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", min_width=longest if col == "arguments" else None)
     for rec in records:
         did = ", ".join(n for n, _ in rec.observation.events) or ("nothing" if level == "full" else "(not shown)")
         if rec.observation.access is not None:
@@ -35,15 +38,43 @@ def failure_table(records: list[StepRecord], failure: Failure, level: str = "ful
 
 
 def show_failure(console: Console, records: list[StepRecord], failure: Failure, *, seed: int, trace: str | None,
-                 level: str = "full") -> None:
+                 level: str = "full", config: Config | None = None, first_mfn: int | None = None) -> None:
+    """The failure: its steps, the detail (a refinement's state diff; an invariant's blame and what
+    the failing step changed), the legend from spec names to implementation values (`config`: the
+    failing test case's scope; `first_mfn`: the implementation's first DMM page, when known)."""
     console.print(failure_table(records, failure, level))
     if failure.detail:
         console.print("[bold]spec state against implementation state at the failing step[/]"
                       if failure.kind == "refinement" else "[bold]detail[/]")
         console.print(failure.detail, markup=False, highlight=False)
+    changed = failure.facts.get("changed") if failure.kind == "invariant" else None
+    if changed:
+        console.print(_changed_table(changed, failure.detail))
+    if config is not None:
+        texts = [failure.message, failure.detail] + [" ".join(map(str, c)) for c in changed or []]
+        names = legend.legend(texts, config, first_mfn)
+        if names:
+            console.print("[bold]legend[/] (spec names → implementation values): "
+                          + ", ".join(f"{n} = {m}" for n, m in names), highlight=False)
     console.print(f"seed: {seed}")
-    if trace:
-        console.print(f"trace: {trace}\nreplay: dmm replay {trace}")
+    if trace:  # one line each, never wrapped: they are copied and pasted
+        console.print(f"trace: {trace}", soft_wrap=True, highlight=False)
+        console.print(f"replay: dmm replay {trace}", soft_wrap=True, highlight=False)
+
+
+def _changed_table(changed: list[Any], detail: str) -> Table:
+    """What the failing step changed (before and after it), the points the blame reads in red."""
+    from dmmcheck.model.html import blamed_points
+
+    blamed = set().union(*(blamed_points(line) for line in detail.splitlines())) if detail else set()
+    t = Table(title="what the failing step changed", caption="red: a point the blame reads")
+    t.add_column("point", overflow="fold")
+    for col in ("before", "after"):
+        t.add_column(col, no_wrap=True)
+    for point, before, after in changed:
+        style = "bold red" if point in blamed else None
+        t.add_row(point, before, after, style=style)
+    return t
 
 
 def coverage(result: FuzzResult, actions: list[str]) -> dict[str, int]:
