@@ -296,8 +296,13 @@ def _not_tried(result: Any) -> list[str]:
 
 
 def _counts(title: str, counts: dict[str, int], missing: list[str]) -> str:
-    rows = [(escape(k), str(n)) for k, n in sorted(counts.items())] + [(escape(k), "0") for k in missing]
-    return f"<h2>{escape(title)}</h2>" + table(("class", "count"), rows, [""] * len(counts) + ["weak"] * len(missing))
+    """Counts by class; the classes never drawn in one marked paragraph (there may be a hundred)."""
+    rows = [(escape(k), str(n)) for k, n in sorted(counts.items())]
+    out = f"<h2>{escape(title)}</h2>" + (table(("class", "count"), rows, attrs="class=\"counts\"") if rows else "")
+    if missing:
+        out += (f"<p class=\"weak-list\" style=\"background:#fff8e1;padding:6px 10px\"><b>{len(missing)} never drawn:</b> "
+                + escape(", ".join(missing)) + "</p>")
+    return out
 
 
 def mutants_page(results: list[Any], summary: dict[str, Any], level: str) -> str:
