@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from dmmcheck.model.limits import BACKSTOP, REACH_SECONDS, RLIMIT
+from dmmcheck.model.limits import BACKSTOP, REACH_SECONDS, RLIMIT, WITNESS_DEPTH
 from dmmcheck.spec import SpecError, load
 
 # Exit statuses, the same in every command (docs/exit-codes.md): a verdict never shares a code with
@@ -215,6 +215,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
                         reach_seconds=args.reach_seconds)
+    opts.witness_depth = args.witness_depth
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
     if args.only and not results:  # a typo must not pass as "nothing failed"
@@ -337,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reach-seconds", type=seconds(positive=False), default=REACH_SECONDS, metavar="S",
                     help=f"search at most this long for an execution reaching each counterexample to induction "
                          f"(all share one search; default {REACH_SECONDS:g}; 0: no search)")
+    sp.add_argument("--witness-depth", type=count(0, 64), default=WITNESS_DEPTH, metavar="K",
+                    help=f"search each witness the spec declares among runs of at most K actions (default "
+                         f"{WITNESS_DEPTH}; none found within K is unknown beyond K, never unreachable)")
     sp = add("fuzz", cmd_fuzz, "differential fuzzing of a VMM implementation against the spec")
     from dmmcheck.conformance.cli import add_arguments
 

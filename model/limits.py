@@ -15,3 +15,6 @@ BACKSTOP = 120.0  # seconds per check, only for what the resource limit misses
 # Seconds `dmm prove` searches for an execution reaching its counterexamples to induction (all of
 # them share one search: reachable.py). The bundled spec's seeded bugs are reached in 0.03 to 4.3 s.
 REACH_SECONDS = 5.0
+# Runs of at most this many actions `dmm prove` searches for each witness (witness.py); none found
+# within it is unknown beyond it, never "unreachable".
+WITNESS_DEPTH = 8

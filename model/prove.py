@@ -70,6 +70,8 @@ class Result:
     cached: bool = False
     # A counterexample to induction: is it reachable from init? (reachable.py; None: not searched)
     reachability: dict[str, Any] | None = None
+    # A reachability witness (witness.py): required, shape, depth, universe, and the run when found
+    witness: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -582,7 +584,7 @@ def _spec_digests(spec: CheckedSpec) -> tuple[str, dict[str, str], str]:
         base = h((sorted(spec.sorts.items()), sorted(spec.enums.items()),
                   [(s.name, s.kind, s.args, s.result, s.mutable) for s in spec.symbols.values()],
                   [(i.name, i.formula) for i in spec.invariants], [(a.name, a.formula) for a in spec.axioms],
-                  spec.init.updates if spec.init else None))
+                  (spec.init.updates, spec.init.guards) if spec.init else None))
         per_action = {n: h((a.params, a.guards, a.updates)) for n, a in spec.actions.items()}
         hit = (spec, base, per_action, h(sorted(per_action.items())))
         _DIGESTS[id(spec)] = hit

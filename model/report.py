@@ -32,7 +32,14 @@ def run_with_progress(opts: ProveOptions, console: Console, quiet: bool = False)
 
 
 def summary(results: list[Result]) -> dict[str, int]:
-    return {s: sum(r.status == s for r in results) for s in ("proved", "violated", "unknown")}
+    """Obligations by status (witnesses are counted apart: witness_summary)."""
+    return {s: sum(r.status == s for r in results if r.kind != "witness") for s in ("proved", "violated", "unknown")}
+
+
+def witness_summary(results: list[Result]) -> dict[str, int]:
+    ws = [r for r in results if r.kind == "witness"]
+    return {"found": sum(r.status == "proved" for r in ws), "not_found": sum(r.status != "proved" for r in ws),
+            "required_not_found": sum(r.status != "proved" and bool((r.witness or {}).get("required")) for r in ws)}
 
 
 def as_json(spec_file: str, results: list[Result], seconds: float, traces: list[str]) -> dict[str, Any]:
@@ -41,7 +48,7 @@ def as_json(spec_file: str, results: list[Result], seconds: float, traces: list[
     acts = {r.action for r in inductive}
     full = bool(inductive) and len(inductive) == len(invs) * len(acts)
     return {"spec": spec_file, "seconds": round(seconds, 3), "summary": summary(results),
-            "kinduction_proves_all": kinduction_holds(results),
+            "kinduction_proves_all": kinduction_holds(results), "witnesses": witness_summary(results),
             "unused_invariants": unused_invariants(results, invs) if full else None,
             "traces": traces,
             "obligations": [{**r.to_json(), "seconds": round(r.seconds, 4)} for r in results]}
@@ -62,7 +69,7 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
                 t.add_row(a, *[_MARK[r.status] if r else "·" for r in row])
         console.print(t)
         console.print("  " + "  ".join(f"{k + 1}={n}" for k, n in enumerate(invs)))
-    others = [r for r in results if r.kind != "inductive"]
+    others = [r for r in results if r.kind not in ("inductive", "witness")]
     if others:
         t = Table(title="init, vacuity, bmc, k-induction")
         for col in ("obligation", "status", "seconds", "note"):
@@ -74,7 +81,10 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
         if hidden:
             t.add_row(f"vacuity ({hidden} checks)", _MARK["proved"] + " proved", "", "init, invariants and every action satisfiable")
         console.print(t)
+    _show_witnesses(console, [r for r in results if r.kind == "witness"])
     for r in results:
+        if r.kind == "witness":
+            continue
         if r.status == "violated" and r.counterexample:
             _show_counterexample(console, r)
         elif r.status == "unknown":
@@ -85,6 +95,10 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
     fallbacks = [r for r in results if r.bound and r.kind == "inductive" and r.status == "proved"]
     console.print(f"dmm prove: {s['proved']} proved, {s['violated']} violated, {s['unknown']} unknown "
                   f"in {seconds:.2f} s ({sum(r.cached for r in results)} from cache)")
+    ws = witness_summary(results)
+    if ws["found"] or ws["not_found"]:
+        console.print(f"  witnesses: {ws['found']} found, {ws['not_found']} not found within the depth"
+                      + (f" ({ws['required_not_found']} required: the run fails)" if ws["required_not_found"] else ""))
     reach = [r.reachability["verdict"] for r in results if r.reachability]
     if reach:
         console.print("  counterexamples to induction: " + ", ".join(
@@ -134,6 +148,34 @@ def _show_counterexample(console: Console, r: Result) -> None:
     else:
         console.print(f"  {cx.get('note', '')}")
     _show_reachability(console, r)
+
+
+def _show_witnesses(console: Console, results: list[Result]) -> None:
+    """One row per witness (found, or not within the depth: unknown beyond it), then each run found."""
+    if not results:
+        return
+    t = Table(title="witnesses (reachability, shortest run)")
+    for col in ("witness", "shape", "result", "steps", "seconds"):
+        t.add_column(col)
+    for r in results:
+        w = r.witness or {}
+        found = r.status == "proved"
+        verdict = "[green]found[/]" if found else "[red]not found[/] (required)" if w.get("required") else \
+            "[yellow]not found[/]"
+        t.add_row(r.invariant or r.name, escape(w.get("shape", "")), verdict,
+                  str(len(w["steps"])) if found else f"> {w.get('depth')}", f"{r.seconds:.2f}")
+    console.print(t)
+    for r in results:
+        w = r.witness or {}
+        if r.status != "proved":
+            console.print(f"  {r.name}: {r.reason}", highlight=False, markup=False)
+            continue
+        params = ", ".join(f"{k}={v}" for k, v in (w.get("params") or {}).items())
+        console.print(f"  {r.name}: {r.reason}" + (f", {params}" if params else "") + ":", highlight=False,
+                      markup=False)
+        for i, st in enumerate(w["steps"]):
+            console.print(f"    {i + 1}. {st['action']}({', '.join(f'{k}={v}' for k, v in st['args'].items())})",
+                          highlight=False, markup=False)
 
 
 def _is_empty(line: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from dmmcheck.spec import load
 
-from .limits import BACKSTOP, RLIMIT
+from .limits import BACKSTOP, RLIMIT, WITNESS_DEPTH
 from .prove import Cache, Obligation, Prover, Result
 
 _WORKER: dict[str, object] = {}
@@ -39,6 +39,8 @@ class ProveOptions:
     # Seconds the search for a reachable instance of the counterexamples to induction may take (all
     # of them share one search; reachable.py); 0: no search. `dmm prove` searches by default.
     reach_seconds: float = 0.0
+    # Runs of at most this many actions are searched for each witness the spec declares (witness.py).
+    witness_depth: int = WITNESS_DEPTH
 
 
 def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
@@ -145,7 +147,18 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
 
         annotate(spec, [r for r in effective(results) if r.kind == "inductive" and r.status == "violated"],
                  opts.reach_seconds)
+    for r in witnesses(spec, opts):
+        done(r)
     return results, time.perf_counter() - start
+
+
+def witnesses(spec, opts: ProveOptions) -> list[Result]:
+    """Each witness the spec declares (those --only selects), answered by BMC (witness.py)."""
+    from .witness import answer
+
+    chosen = {ob.name for ob in select([Obligation("witness", invariant=w.name) for w in spec.witnesses], opts.only)}
+    return [answer(spec, w, opts.witness_depth, rlimit=opts.rlimit, timeout=opts.timeout)
+            for w in spec.witnesses if f"witness/{w.name}" in chosen]
 
 
 # A test hook, read only in pool workers: DMM_TEST_CRASH="HOW:GLOB[:FILE]" makes a worker die as it
@@ -297,8 +310,9 @@ def effective(results: list[Result]) -> list[Result]:
 def exit_status(results: list[Result]) -> int:
     """0 all proved; 1 a reachable violation (bmc, or a counterexample to induction found
     reachable); 5 another violation (a counterexample to induction, a failed init or vacuity
-    obligation); 3 some unknown (docs/exit-codes.md)."""
-    results = effective(results)
+    obligation); 3 some unknown, a required witness not found among them (docs/exit-codes.md)."""
+    # A witness not found within the depth is reported, and fails the run only if it is required.
+    results = [r for r in effective(results) if r.kind != "witness" or (r.witness or {}).get("required")]
     if any(r.status == "violated" and (r.kind == "bmc" or (r.reachability or {}).get("verdict") == "reachable")
            for r in results):
         return 1

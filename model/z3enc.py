@@ -236,8 +236,9 @@ class Encoding:
 
     def init(self, st: Vocab) -> z3.BoolRef:
         assert self.spec.init is not None
-        # init reads no state, so "pre" is irrelevant: encode it over st itself.
-        return self.updates_formula(self.spec.init, st, st, {})
+        # init's updates read no state, so "pre" is irrelevant: encode them over st itself (a point
+        # init leaves unassigned is then unconstrained); its requires constrain st.
+        return z3.And(self.updates_formula(self.spec.init, st, st, {}), self.guards(self.spec.init, st, {}))
 
     def invariant(self, name: str, st: Vocab) -> z3.BoolRef:
         inv = next(i for i in self.spec.invariants if i.name == name)

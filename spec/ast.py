@@ -354,6 +354,31 @@ class ActionDecl:
     loc: Loc | None = _loc()
 
 
+@dataclass(frozen=True)
+class ShapeStep:
+    """One step of a witness's shape: an action, or any action (`action` None); `star`: zero or more."""
+
+    action: str | None
+    star: bool = False
+    loc: Loc | None = _loc()
+
+    def __str__(self) -> str:
+        return (self.action or "any") + ("*" if self.star else "")
+
+
+@dataclass(frozen=True)
+class WitnessDecl:
+    """`witness NAME: reach SHAPE such that FORMULA`: a run from init that follows the shape and ends
+    where the formula holds; `required`: not finding one fails the run."""
+
+    name: str
+    shape: tuple[ShapeStep, ...]
+    formula: Expr | None = None
+    required: bool = False
+    doc: tuple[str, ...] = ()
+    loc: Loc | None = _loc()
+
+
 Decl = Union[
     SortDecl,
     EnumDecl,
@@ -365,6 +390,7 @@ Decl = Union[
     InvariantDecl,
     InitDecl,
     ActionDecl,
+    WitnessDecl,
 ]
 
 

@@ -22,7 +22,7 @@ BOOL = A.TypeRef(A.BOOL)
 INT = A.TypeRef(A.INT)
 _BUILTIN_TYPES = {A.BOOL, A.INT}
 _RESERVED = {"bool", "int", "none", "true", "false", "count", "forall", "exists", "not", "and", "or",
-             "implies", "iff", "if", "then", "else"}
+             "implies", "iff", "if", "then", "else", "witness", "required", "reach", "such", "that", "any"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,22 @@ class Invariant:
     loc: A.Loc | None = None
 
 
+@dataclass(frozen=True)
+class Witness:
+    """A reachability question: a run from init whose actions follow `shape` (each step an action
+    name or None for any action, and whether it repeats) ending where `formula` holds."""
+
+    name: str
+    shape: tuple[tuple[str | None, bool], ...]
+    formula: A.Expr
+    required: bool = False
+    doc: tuple[str, ...] = ()
+    loc: A.Loc | None = None
+
+    def shape_text(self) -> str:
+        return "; ".join((a or "any") + ("*" if star else "") for a, star in self.shape)
+
+
 @dataclass
 class CheckedSpec:
     file: str
@@ -71,6 +87,7 @@ class CheckedSpec:
     init: Action | None = None
     actions: dict[str, Action] = field(default_factory=dict)
     defines: dict[str, A.DefineDecl] = field(default_factory=dict)
+    witnesses: list[Witness] = field(default_factory=list)
 
     @property
     def mutable_symbols(self) -> list[Symbol]:
@@ -104,7 +121,16 @@ class CheckedSpec:
             "axioms": [a.name for a in self.axioms],
             "actions": list(self.actions),
             "invariants": [i.name for i in self.invariants],
+            "witnesses": [w.name for w in self.witnesses],
         }
+
+    def init_free_symbols(self) -> list[str]:
+        """Mutable symbols init leaves (partly) unassigned: their initial values are whatever its
+        constraints (`requires`) allow. Empty: init is deterministic given the immutable symbols."""
+        if self.init is None:
+            return []
+        total = set().union(*(_totally_assigned(u) for u in self.init.updates)) if self.init.updates else set()
+        return [s.name for s in self.mutable_symbols if s.name not in total]
 
 
 class _Fail(Exception):
@@ -222,6 +248,9 @@ class _Checker:
             case A.ActionDecl(name, params, body):
                 self.declare(name, d.loc, "action")
                 self.out.actions[name] = self.action(d)
+            case A.WitnessDecl(name):
+                self.declare(name, d.loc, "witness")
+                self.out.witnesses.append(self.witness(d))
 
     def binders(self, env: dict[str, A.Var], bs: tuple[A.Binder, ...]) -> dict[str, A.Var]:
         env = dict(env)
@@ -239,24 +268,42 @@ class _Checker:
 
     # ---------------------------------------------------------------- init and actions
     def init(self, d: A.InitDecl) -> Action:
-        updates = []
+        updates, constraints = [], []
         for u in d.body:
             try:
+                if isinstance(u, A.Requires):  # a constraint on the initial state: it reads that state
+                    constraints.append(self.expect(u.cond, {}, BOOL))
+                    continue
                 r = self.update(u, {})
                 state = sorted(_symbols_in_update_rhs(r) & {s.name for s in self.out.mutable_symbols})
                 if state:
                     raise self.error(u.loc, f"init reads mutable state ({', '.join(state)}), which has no value yet",
-                                     "values from constants, variables and immutable symbols")
+                                     "values from constants, variables and immutable symbols "
+                                     "(a requires in init may read the initial state)")
                 updates.append(r)
             except _Fail:
                 pass
         total = set().union(*(_totally_assigned(u) for u in updates)) if updates else set()
+        constrained = set().union(*(_symbols_in(c) for c in constraints)) if constraints else set()
         for s in self.out.mutable_symbols:
-            if s.name not in total:
+            if s.name not in total and s.name not in constrained:
                 quant = ", ".join(f"x{i}: {t}" for i, t in enumerate(s.args))
                 how = f"forall {quant}. {s.name}(...) := ..." if s.args else f"{s.name} := ..."
-                self.error(d.loc, f"init does not assign every value of mutable {s.kind} {s.name!r}", how)
-        return Action("init", (), (), tuple(updates), frozenset(total), d.doc, d.loc)
+                self.error(d.loc, f"init does not assign every value of mutable {s.kind} {s.name!r}",
+                           how + f", or a requires that constrains {s.name}")
+        modifies = frozenset(n for u in updates for n in _targets(u))
+        return Action("init", (), tuple(constraints), tuple(updates), modifies, d.doc, d.loc)
+
+    def witness(self, d: A.WitnessDecl) -> Witness:
+        shape = []
+        for step in d.shape:
+            if step.action is not None and step.action not in self.out.actions:
+                hint = self._suggest(step.action, list(self.out.actions))
+                raise self.error(step.loc, f"unknown action {step.action!r} in the shape of witness {d.name}{hint}",
+                                 "a declared action (declared before the witness), or any")
+            shape.append((step.action, step.star))
+        formula = self.expect(d.formula, {}, BOOL) if d.formula is not None else A.BoolLit(True, d.loc)
+        return Witness(d.name, tuple(shape), formula, d.required, d.doc, d.loc)
 
     def action(self, d: A.ActionDecl) -> Action:
         env = self.binders({}, d.params)

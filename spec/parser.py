@@ -22,6 +22,9 @@ _TERMINAL_WORDS = {
     "IMMUTABLE": "'immutable'",
     "GHOST": "'ghost'",
     "OPTIONAL": "'?'",
+    "REQUIRED": "'required'",
+    "ANY": "'any'",
+    "STAR": "'*'",
     "$END": "end of file",
 }
 
@@ -33,7 +36,6 @@ _CHAR_HINTS = {
     "~": "'not'",
     "^": "'and'",
     "\\": "'and', 'or' or a name",
-    ";": "a new line: statements need no separator",
     "'": "a name (the language has no strings)",
     '"': "a name (the language has no strings)",
 }
@@ -195,6 +197,17 @@ class _ToAst(Transformer):
         params = tuple(x for x in c[1:] if isinstance(x, A.Binder))
         body = tuple(x for x in c[1:] if not isinstance(x, A.Binder))
         return A.ActionDecl(str(c[0]), params, body, loc=self._loc(meta))
+
+    def witness_decl(self, meta, c):
+        required = bool(c) and isinstance(c[0], Token) and c[0].type == "REQUIRED"
+        c = c[1:] if required else c
+        shape = tuple(x for x in c[1:] if isinstance(x, A.ShapeStep))
+        rest = [x for x in c[1:] if not isinstance(x, A.ShapeStep)]
+        return A.WitnessDecl(str(c[0]), shape, rest[0] if rest else None, required, loc=self._loc(meta))
+
+    def shape_step(self, meta, c):
+        name = str(c[0])
+        return A.ShapeStep(None if c[0].type == "ANY" else name, len(c) > 1, loc=self._loc(meta))
 
     def type(self, meta, c):
         return A.TypeRef(str(c[0]), len(c) > 1, loc=self._loc(meta))

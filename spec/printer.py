@@ -127,6 +127,11 @@ def show_decl(d: A.Decl) -> str:
             lines.append(f"action {name}({show_binders(params)}) {{")
             lines += [line for s in body for line in _stmt(s, "  ")]
             lines.append("}")
+        case A.WitnessDecl(name, shape, formula, required):
+            lines.append(f"{'required ' if required else ''}witness {name}:")
+            lines.append(f"  reach {'; '.join(map(str, shape))}")
+            if formula is not None:
+                lines.append(f"  such that {show_expr(formula)}")
         case _:
             raise TypeError(f"not a declaration: {d!r}")
     return "\n".join(lines)
