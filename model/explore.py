@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .ground import Flat, Ground, TooLarge
 from .interp import Interpreter, Violation
 from .state import State
 
@@ -157,11 +158,17 @@ class Symmetry:
 
 def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: float | None = None,
             symmetry: bool = True, progress: Callable[[int, int], None] | None = None,
-            keep_going: bool = False, max_memory: int | None = None) -> ExploreResult:
+            keep_going: bool = False, max_memory: int | None = None, ground: bool = True) -> ExploreResult:
     """BFS over the reachable states. Stops at the first violation unless keep_going, which goes on to
     find the first (shortest-trace) violation of every invariant; stops (incomplete) at max_states,
     max_seconds, or when the states kept would pass max_memory bytes (default: half of what is
-    available)."""
+    available). With ground (the default) a bound small enough is explored by the ground-compiled
+    spec (ground.py: the same states, several times faster); ground=False, or a larger bound, takes
+    the general path below."""
+    if ground:
+        g = _ground(it, symmetry)
+        if g is not None:
+            return _explore_ground(it, g, Limits(max_states, max_seconds, max_memory), symmetry, progress, keep_going)
     sym = Symmetry(it) if symmetry else None
     canon = sym.canonical if sym and sym.maps else (lambda s: s)
     start = time.perf_counter()
@@ -275,4 +282,141 @@ def _trace(it: Interpreter, parent: dict, s: State, canon: Callable[[State], Sta
                 break
         else:  # pragma: no cover - would mean canon is not a function of the orbit
             raise AssertionError(f"cannot replay {name} on the trace")
+    return steps
+
+
+# ---------------------------------------------------------------- the ground path
+
+
+@dataclass
+class Limits:
+    max_states: int | None
+    max_seconds: float | None
+    max_memory: int | None
+
+
+def _ground(it: Interpreter, symmetry: bool) -> Ground | None:
+    """The spec compiled for flat states at it's bound, or None when the bound is too large for it."""
+    perms: list[dict[str, tuple[int, ...]]] = []
+    if symmetry:
+        sorts, _ = symmetric_sorts(it.u.sizes)
+        per_sort = [list(itertools.permutations(range(it.u.sizes[s]))) for s in sorts]
+        for combo in itertools.product(*per_sort):
+            if any(p != tuple(range(len(p))) for p in combo):  # the identity needs no function
+                perms.append(dict(zip(sorts, combo)))
+    try:
+        return Ground(it.u, [(i.name, i.formula) for i in it.invariants], dict(it.spec.actions), perms)
+    except TooLarge:
+        return None
+
+
+def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
+                    progress: Callable[[int, int], None] | None, keep_going: bool) -> ExploreResult:
+    """explore() over flat states with the ground-compiled spec: the same search, step for step."""
+    canon = g.canonical
+    start = time.perf_counter()
+    result = ExploreResult(dict(it.u.sizes), 0, 0, 0.0, True)
+    if symmetry:
+        result.symmetry, result.not_symmetric = symmetric_sorts(it.u.sizes)
+    budget = lim.max_memory if lim.max_memory is not None else int(available_memory() * MEMORY_SHARE)
+    parent: dict[Flat, tuple[Flat | None, int, int]] = {}  # state -> (predecessor, action, instance)
+    raw_seen: set[Flat] = set()
+    queue: deque[Flat] = deque()
+    seen_broken: set[str] = set()
+    counts = [0] * len(g.actions)
+
+    broken: set[Flat] = set()  # states where some invariant fails: their successors are checked in full
+
+    def visit(f: Flat, via: tuple[Flat | None, int, int]) -> None:
+        raw_seen.add(f)
+        c = canon(f)
+        if c in parent:
+            return
+        parent[c] = via
+        raw_seen.add(c)
+        queue.append(c)
+        prev, i, k = via
+        # Invariants are symmetric (no constant names an element), so f answers for c; from a state
+        # where all held, only those the step may have changed are checked.
+        check = g.all_hold if prev is None or prev in broken else g.actions[i].checks[k]
+        if check(f):  # type: ignore[misc]
+            return
+        broken.add(c)
+        for name in g.failing(c):
+            if name not in seen_broken:
+                seen_broken.add(name)
+                trace = _ground_trace(it, g, parent, c, canon)
+                v = it.check(trace[-1].state, [name])[0]  # blamed in the trace's state (see explore)
+                result.violations.append((v, trace))
+
+    initial = [g.flatten(s0) for s0 in it.initial_states()]
+    most_states = max(1, budget // state_bytes(initial[0])) if initial else None
+    result.memory_states = most_states
+    for f0 in initial:
+        if f0 not in raw_seen:
+            visit(f0, (None, -1, -1))
+    # (action, part's key, its memo: key -> enabled instances, successors, noop)
+    parts = [(i, p.key, {}, p.successors, ga.noop) for i, ga in enumerate(g.actions) for p in ga.parts]
+    while queue:
+        stop = _stop(result, keep_going, lim, len(parent), most_states, budget, start)
+        if stop:
+            result.complete, result.stopped_by = False, stop
+            break
+        s = queue.popleft()
+        for i, key, memo, successors, noop in parts:
+            if key is not None:
+                kk = key(s)
+                n = memo.get(kk)
+                if n is not None:  # the same successors as from an earlier state: all visited
+                    counts[i] += n
+                    continue
+            out = successors(s)
+            counts[i] += len(out)
+            if key is not None:
+                memo[kk] = len(out)
+            if noop:
+                continue
+            for k, s2 in out:
+                if s2 not in raw_seen:
+                    visit(s2, (s, i, k))
+        if progress and len(parent) % 20000 < 50:
+            progress(len(parent), len(queue))
+    result.states = len(parent)
+    result.transitions = sum(counts)
+    result.seconds = time.perf_counter() - start
+    result.action_counts = {ga.name: n for ga, n in zip(g.actions, counts)}
+    return result
+
+
+def _stop(result: ExploreResult, keep_going: bool, lim: Limits, states: int, most_states: int | None,
+          budget: int, start: float) -> str:
+    """Why the search stops before the next state, or "" to go on."""
+    if result.violations and not keep_going:
+        return "first violation"
+    if lim.max_states is not None and states >= lim.max_states:
+        return f"state limit {lim.max_states}"
+    if lim.max_seconds is not None and time.perf_counter() - start > lim.max_seconds:
+        return f"time limit {lim.max_seconds:g} s"
+    if most_states is not None and states >= most_states:
+        return f"memory limit {budget / 2**20:,.0f} MiB (about {most_states:,} states of this bound)"
+    return ""
+
+
+def _ground_trace(it: Interpreter, g: Ground, parent: dict, c: Flat, canon: Callable[[Flat], Flat]) -> list[TraceStep]:
+    """As _trace, over flat states: replayed from a real initial state, each step re-finding the
+    instance whose successor is in the recorded state's orbit; the steps show nested states."""
+    path = []
+    cur: Flat | None = c
+    while cur is not None:
+        prev, i, _k = parent[cur]
+        path.append((cur, i))
+        cur = prev
+    path.reverse()
+    first = path[0][0]
+    state = next(f for f in map(g.flatten, it.initial_states()) if canon(f) == first)
+    steps = [TraceStep("init", "", g.nest(state))]
+    for cur, i in path[1:]:
+        ga = g.actions[i]
+        k, state = next((k, f) for k, f in ga.successors(state) if canon(f) == cur)
+        steps.append(TraceStep(ga.name, it.show_args(ga.name, ga.instances[k]), g.nest(state)))
     return steps
