@@ -58,17 +58,22 @@ def parse(path: Path, text: str) -> tuple[dict[str, Any], list[Operation]]:
 
 
 def _scalars(x: Any) -> Any:
-    """ITF's `#bigint` and `#tup` decoded first: itf-py reads a variant whose value is one of them
-    (`{"tag": "Some", "value": {"#bigint": "5"}}`, every numeric pick) as a record and fails."""
+    """ITF's `#bigint` and `#tup` decoded first, and `None` variants (a pick not made) dropped: itf-py
+    reads a variant whose value is one of them (`{"tag": "Some", "value": {"#bigint": "5"}}`, every
+    numeric pick) as a record, and a variant tagged `None` as a Python keyword, and fails."""
     if isinstance(x, dict):
         if set(x) == {"#bigint"}:
             return int(x["#bigint"])
         if set(x) == {"#tup"}:
             return [_scalars(v) for v in x["#tup"]]
-        return {k: (v if k == "#meta" else _scalars(v)) for k, v in x.items()}
+        return {k: (v if k == "#meta" else _scalars(v)) for k, v in x.items() if not _none_variant(v)}
     if isinstance(x, list):
         return [_scalars(v) for v in x]
     return x
+
+
+def _none_variant(v: Any) -> bool:
+    return isinstance(v, dict) and v.get("tag") == "None" and set(v) <= {"tag", "value"}
 
 
 def _args(path: Path, i: int, picks: Any) -> dict[str, Any]:
@@ -77,8 +82,6 @@ def _args(path: Path, i: int, picks: Any) -> dict[str, Any]:
         raise ValueError(f"{path}: state {i}: {PICKS} is not a record of the action's arguments")
     args = {}
     for k, v in items:
-        if type(v).__name__ == "None" and hasattr(v, "_fields"):
-            continue  # a pick not made: no argument
         if type(v).__name__ == "Some" and hasattr(v, "value"):
             v = v.value
         args[k] = _json(v)
