@@ -79,6 +79,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR", help="where failing traces are written")
     add_html_argument(sp)
+    sp.add_argument("--fill-gaps", action="store_true",
+                    help="after a campaign without failure, drive each action it never exercised (and each guard "
+                         "outcome it never drew) with the prover's shortest witness run: filled, failed, or "
+                         "impossible for this implementation, with why")
     sp.add_argument("--fixed-scope", action="store_true",
                     help="every test case on the default configuration (campaigns otherwise vary it within "
                          "the adapter's declared bounds)")
@@ -197,6 +201,13 @@ def open_database(spec: Any, args: argparse.Namespace, config: Config, tuning: T
 
 
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
+    from . import gaps
+
+    try:
+        gaps.deterministic_init(spec)
+    except ValueError as e:
+        print(f"dmm fuzz: {e}", file=sys.stderr)
+        return EXIT_INPUT
     if (getattr(args, "jobs", None) or 1) > 1 or getattr(args, "cluster", None):
         return cmd_fuzz_campaign(spec, args)
     out, err = Console(), Console(stderr=True)
@@ -217,8 +228,18 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
         print("dmm fuzz: interrupted" + (" while shrinking: the failure is shown as far as it was shrunk"
                                          if result.failure else ": no failure found so far; this is not a pass"),
               file=sys.stderr)
+    filled = None  # --fill-gaps: after a campaign without failure, each gap driven with a witness
+    if getattr(args, "fill_gaps", False) and result.failure is None and not result.interrupted:
+        try:
+            filled = gaps.run(spec, args, result, None if args.json else err)
+        except (TraceError, ValueError) as e:
+            print(f"dmm fuzz: {e}", file=sys.stderr)
+            return EXIT_INPUT
     if args.json:
-        print(json.dumps(as_json(result, actions, trace)))
+        data = as_json(result, actions, trace)
+        if filled is not None:
+            data["gaps"] = [g.to_json() for g in filled]
+        print(json.dumps(data))
     else:
         show_fuzz(out, result, actions)
         if result.failure is not None:
@@ -226,8 +247,10 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
                          config=result.config)
         else:
             out.print("[green]no failure[/]")
+        if filled is not None:
+            gaps.show(out, filled, args.seed)
     written = report_cli.fuzz_output(spec, args, result, trace) if getattr(args, "html", None) else 0
-    if result.failure is not None:
+    if result.failure is not None or any(g.verdict == "failed" for g in filled or ()):
         return EXIT_FAILURE
     return written or (EXIT_INTERRUPTED if result.interrupted else 0)
 

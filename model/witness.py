@@ -69,9 +69,10 @@ def answer(spec: CheckedSpec, w: Witness, depth: int = DEFAULT_DEPTH, *, sizes: 
 
 
 def search(spec: CheckedSpec, w: Witness, depth: int, bound: dict[str, int], *, rlimit: int = RLIMIT,
-           timeout: float = BACKSTOP) -> tuple[Found | None, str]:
+           timeout: float = BACKSTOP, allowed: frozenset[str] | None = None) -> tuple[Found | None, str]:
     """The shortest run of at most `depth` actions that follows w's shape and ends where its formula
-    holds, or None and why not."""
+    holds, or None and why not. `allowed`: the actions an `any` step may be (None: every action),
+    e.g. only those an implementation can be driven through."""
     enc = Encoding(spec, bound)
     names = list(spec.actions)
     states = [enc.vocab(f"w{i}") for i in range(depth + 1)]
@@ -83,7 +84,7 @@ def search(spec: CheckedSpec, w: Witness, depth: int, bound: dict[str, int], *, 
     shortest = sum(1 for _, star in w.shape if not star)
     for d in range(depth + 1):
         if d > 0:
-            _step(sv, enc, spec, names, states, sels, pos, w.shape, d - 1)
+            _step(sv, enc, spec, names, states, sels, pos, w.shape, d - 1, allowed)
         if d < shortest:
             continue
         sv.push()
@@ -101,7 +102,8 @@ def search(spec: CheckedSpec, w: Witness, depth: int, bound: dict[str, int], *, 
 
 
 def _step(sv: z3.Solver, enc: Encoding, spec: CheckedSpec, names: list[str], states: list[Vocab],
-          sels: list[z3.ArithRef], pos: list[z3.ArithRef], shape: tuple[tuple[str | None, bool], ...], i: int) -> None:
+          sels: list[z3.ArithRef], pos: list[z3.ArithRef], shape: tuple[tuple[str | None, bool], ...], i: int,
+          allowed: frozenset[str] | None = None) -> None:
     """Step i of the run: one action from states[i] to states[i + 1], and the shape's automaton
     moving along with it."""
     sv.add(sels[i] >= 0, sels[i] < len(names))
@@ -109,12 +111,14 @@ def _step(sv: z3.Solver, enc: Encoding, spec: CheckedSpec, names: list[str], sta
         act = spec.actions[n]
         env = enc.param_consts(act, tag=f"@w{i}")
         sv.add(z3.Implies(sels[i] == j, enc.transition(act, states[i], states[i + 1], env)))
+    anything = z3.BoolVal(True) if allowed is None else \
+        z3.Or([sels[i] == j for j, n in enumerate(names) if n in allowed] or [z3.BoolVal(False)])
     moves = []
     for p in range(len(shape) + 1):
         # from step p, skip starred steps p..q-1, then match step q with this action
         for q in range(p, len(shape)):
             action, star = shape[q]
-            match = z3.BoolVal(True) if action is None else sels[i] == names.index(action)
+            match = anything if action is None else sels[i] == names.index(action)
             moves.append(z3.And(pos[i] == p, match, pos[i + 1] == (q if star else q + 1)))
             if not star:
                 break
