@@ -166,8 +166,8 @@ def relation_svg(state: dict[str, dict[str, Any]], sizes: dict[str, int], sorts:
     edges, attrs = facts(state, sorts)
     old, old_attrs = facts(compare, sorts) if compare is not None else (edges, attrs)
     els = [f"{s}{i}" for s in sorts for i in range(sizes.get(s, 0))]
-    width, height = 980, 110 + 30 * max(2, len(els))
-    cx, cy, rx, ry = width / 2, height / 2, width / 2 - 110, height / 2 - 50
+    width, height = 980, 150 + 30 * max(2, len(els))
+    cx, cy, rx, ry = width / 2, height / 2, width / 2 - 110, height / 2 - 70  # room for fanned labels
     pos = {el: (round(cx - rx * math.cos(2 * math.pi * k / len(els)), 1),
                 round(cy - ry * math.sin(2 * math.pi * k / len(els)), 1)) for k, el in enumerate(els)}
     out = [f"<svg class=\"relations\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" "
