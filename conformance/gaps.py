@@ -131,8 +131,8 @@ class Filler:
         a = gap.action
         if a not in self.drivable:
             gap.verdict, gap.reason = "impossible", (
-                f"the adapter's capabilities exclude it: {a} is no operation of this adapter, no answer to one, "
-                "and not an action the implementation performs on its own")
+                f"the adapter's capabilities exclude it: they name no operation that asks for {a} or that {a} "
+                "answers, and it is not an action the implementation performs on its own, so no spec run drives it")
             return
         found, sizes = self._witness(a)
         if found is None:

@@ -1,0 +1,97 @@
+"""Gap filling (conformance/gaps.py): gaps found in a campaign's coverage, each driven with the
+prover's shortest witness run and judged — filled on the bundled VMM, failed on a seeded bug,
+impossible for an implementation with the reason (capabilities; the bundled VMM's TLB never serving
+a stale entry), and the command line's --fill-gaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.conformance import gaps
+from dmmcheck.conformance.adapter import Capabilities, Config
+from dmmcheck.conformance.gaps import Filler, Gap, find
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.main import main
+from dmmcheck.spec import load
+
+SPEC = load()
+LOCK = Path(__file__).parents[1] / "model" / "witness" / "lock.dmm"
+
+
+def test_gaps_are_actions_never_performed_and_guard_outcomes_never_drawn():
+    coverage = {a: 1 for a in SPEC.actions if a not in ("tlb_hit", "share_rehome")}
+    guards = {"swap_out": {"true": 3, "false": 0}, "tlb_hit": {"true": 0, "false": 2}, "cr3_load": {"true": 1, "false": 4}}
+    found = [(g.action, g.outcome) for g in find(SPEC, coverage, guards)]
+    # tlb_hit's guard outcome is part of its action gap; swap_out never drawn illegal is a gap of its own
+    assert found == [("tlb_hit", None), ("share_rehome", None), ("swap_out", "false")]
+
+
+def test_gap_filled_on_the_bundled_vmm():
+    (g,) = Filler(SPEC, BundledVmm).fill([Gap("swap_out")])
+    assert g.verdict == "filled", g.reason
+    assert [s["action"] for s in g.witness] == ["vm_create", "demand_page", "swap_out"]  # the shortest run
+    assert [o.action for o in g.ops] == ["vm_create", "demand_page", "swap_out"]
+    # the spec's gfn is mapped to a gfn that is no guest table (roots and gfns are apart in the spec)
+    assert g.ops[1].args["g"] not in Config().roots
+
+
+def test_gap_failed_on_a_seeded_bug():
+    (g,) = Filler(SPEC, BundledVmm, Config(mutant="balloon_drop_without_free")).fill([Gap("balloon_inflate")])
+    assert g.verdict == "failed" and g.failure is not None
+    assert g.reason.startswith("invariant: descriptor_status fails")
+
+
+class _NoSwap(BundledVmm):
+    """The bundled VMM with swap-out left out of its capabilities."""
+
+    def capabilities(self) -> Capabilities:
+        caps = super().capabilities()
+        return Capabilities(caps.operations - {"swap_out"}, caps.events, caps.guest_memory, caps.mutants, caps.scope)
+
+
+def test_gap_impossible_when_the_capabilities_exclude_it():
+    (g,) = Filler(SPEC, _NoSwap).fill([Gap("swap_out")])
+    assert g.verdict == "impossible"
+    assert g.reason.startswith("the adapter's capabilities exclude it")
+    assert not g.witness and not g.ops  # nothing was searched or replayed
+
+
+def test_tlb_hit_impossible_on_the_bundled_vmm_with_its_reason():
+    """The bundled VMM leaves no stale TLB entry: every hit its hardware serves, the spte allows, and
+    the harness names such a hit shadow_hit. The witness drives the access; the reason says so."""
+    (g,) = Filler(SPEC, BundledVmm).fill([Gap("tlb_hit")])
+    assert g.verdict == "impossible", g.reason
+    assert g.witness[-1]["action"] == "tlb_hit" and g.ops[-1].action == "tlb_hit"
+    assert "answered tlb_hit" in g.reason and "with shadow_hit" in g.reason
+    assert "leaves no stale TLB entry behind" in g.reason
+
+
+def test_guard_outcome_the_harness_never_asks_is_impossible():
+    (g,) = Filler(SPEC, BundledVmm).fill([Gap("cr3_load", "false")])
+    assert g.verdict == "impossible" and "only when its guard holds" in g.reason
+
+
+def test_fill_gaps_on_the_command_line(monkeypatch, capsys):
+    # the campaign's own gaps are many; two stand for them here
+    monkeypatch.setattr(gaps, "find", lambda spec, coverage, guards: [Gap("swap_out"), Gap("guest_path")])
+    assert main(["fuzz", "--examples", "1", "--steps", "2", "--fill-gaps", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(g["gap"], g["verdict"]) for g in out["gaps"]] == [("swap_out", "filled"), ("guest_path", "impossible")]
+    assert out["gaps"][0]["replayed"][0] == {"action": "vm_create", "args": {"v": 0}}
+
+
+def test_fuzz_refuses_a_non_deterministic_init(capsys):
+    assert main(["fuzz", str(LOCK), "--examples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "lock.dmm:8:1: the spec's init leaves holds to its requires" in err
+
+
+@pytest.mark.parametrize("level", ["black-box"])
+def test_fill_gaps_needs_coverage(level, capsys):
+    from dmmcheck.conformance.fuzz import FuzzResult
+
+    with pytest.raises(ValueError, match="not observable at level black-box"):
+        gaps.run(SPEC, None, FuzzResult("x", 0, level=level))
