@@ -72,7 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     out.print(f"dmm check: {spec.file}: parsed and type-checked ({len(spec.actions)} actions, "
               f"{len(spec.invariants)} invariants)")
     results, seconds = report.run_with_progress(ProveOptions(args.spec, jobs=os.cpu_count() or 1,
-                                                             reach_seconds=REACH_SECONDS), err)
+                                                             reach_seconds=REACH_SECONDS, spec=spec), err)
     prove_status = exit_status(results)
     s = report.summary(results)
     bound = default_bound(spec)
@@ -214,7 +214,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
-                        reach_seconds=args.reach_seconds)
+                        reach_seconds=args.reach_seconds, spec=spec)
     opts.witness_depth = args.witness_depth
     console = Console(stderr=True)
     results, seconds = report.run_with_progress(opts, console, quiet=args.json)
@@ -290,7 +290,32 @@ def cmd_adapter_check(args: argparse.Namespace) -> int:
     return adapter_check.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Harness:
+    """The harness's option adders (conformance/cli.py), imported only when the command being parsed
+    is one of the harness's: importing the harness imports Hypothesis and Unicorn (about 0.4 s of
+    CPU), which `dmm parse`, `dmm prove` and `dmm --help` never use. For another command the adders
+    do nothing: that command's subparser is never parsed, only named in the command list."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if not self.wanted:
+            return lambda *args, **kwargs: None
+        from dmmcheck.conformance import cli
+
+        return getattr(cli, name)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line: the first word that is not an option (the top-level
+    options, --help and --version, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `command` (the subcommand being run) decides which harness commands get
+    their options, so that a prover command imports nothing of the harness."""
     from dmmcheck import __version__
     from dmmcheck.options import count, seconds
 
@@ -330,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "unknown, the same on a loaded machine as on an idle one")
     sp.add_argument("--timeout", type=seconds(), default=BACKSTOP, metavar="S",
                     help=f"wall-clock backstop per check (default {BACKSTOP:g} s), for what the resource limit misses")
-    sp.add_argument("-j", "--jobs", type=count(), default=os.cpu_count() or 1, metavar="N", help="parallel solver processes")
+    sp.add_argument("-j", "--jobs", type=count(), default=0, metavar="N",
+                    help="parallel solver processes (default: one per core, none for a run of fewer than "
+                         "300 obligations to prove)")
     sp.add_argument("--only", metavar="PATTERN", help="obligations whose name matches (glob or substring)")
     sp.add_argument("--no-cache", action="store_true", help="ignore and do not write the result cache")
     sp.add_argument("--trace-dir", default="dmm-traces", metavar="DIR",
@@ -342,24 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"search each witness the spec declares among runs of at most K actions (default "
                          f"{WITNESS_DEPTH}; none found within K is unknown beyond K, never unreachable)")
     sp = add("fuzz", cmd_fuzz, "differential fuzzing of a VMM implementation against the spec")
-    from dmmcheck.conformance.cli import add_arguments
-
-    add_arguments(sp)
+    _Harness(command == "fuzz").add_arguments(sp)
     sp = sub.add_parser("replay", help="re-run a saved trace on an implementation",
                         description="re-run a saved trace on an implementation, deterministically")
     sp.set_defaults(fn=cmd_replay)
     sp.add_argument("trace", metavar="TRACE", help="a dmm-trace/1 file (from dmm fuzz or dmm prove --bmc)")
-    from dmmcheck.conformance.cli import add_impl_arguments, add_known_argument, add_level_argument
-
-    add_impl_arguments(sp, None, "the one the trace names")
+    harness = _Harness(command == "replay")
+    harness.add_impl_arguments(sp, None, "the one the trace names")
     sp.add_argument("--spec", metavar="SPEC", help="spec file (default: the bundled DMM spec)")
     sp.add_argument("--json", action="store_true", help="print the verdict as JSON")
     sp.add_argument("--html", metavar="FILE", help="also write the replay as one self-contained HTML page (docs/report.md)")
     sp.add_argument("--export-itf", metavar="FILE", help="also write the trace in the Informal Trace Format (ITF)")
     sp.add_argument("--step-timeout", type=seconds(), default=10.0, metavar="S", help="seconds one step may take")
     sp.add_argument("--config", metavar="FILE", help="replay on this scope (TOML) instead of the trace's own")
-    add_level_argument(sp)
-    add_known_argument(sp)
+    harness.add_level_argument(sp)
+    harness.add_known_argument(sp)
     sp = sub.add_parser("mutants", help="measure the harness's bug-finding power on seeded bugs",
                         description="run the harness against every seeded VMM bug (and spec bug)")
     sp.set_defaults(fn=cmd_mutants)
@@ -370,9 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec-mutants", action="store_true", help="also seeded spec bugs: prover and harness")
     sp.add_argument("--seed", type=count(0), default=0, metavar="S", help="the campaigns' seed (default 0)")
     sp.add_argument("--config", metavar="FILE", help="run every mutant's campaign at this scope (TOML, as dmm fuzz --config)")
-    add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
-    add_level_argument(sp)
-    add_known_argument(sp)
+    harness = _Harness(command == "mutants")
+    harness.add_impl_arguments(sp, None, "the bundled VMM, its mutants run in process")
+    harness.add_level_argument(sp)
+    harness.add_known_argument(sp)
+    harness.add_campaign_arguments(sp, jobs=False)
     sp.add_argument("--html", metavar="FILE", help="also write the mutant table as one self-contained HTML page")
     sp = sub.add_parser("report", help="write a trace as one self-contained HTML page",
                         description="replay a trace (dmm-trace/1 or ITF) and write what happened at each step as one "
@@ -393,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="drive an adapter through canned sequences (handshake, reset, a few steps, "
                                     "reads, an unknown operation, close) and name each protocol violation")
     sp.set_defaults(fn=cmd_adapter_check)
-    add_impl_arguments(sp, None, "none: one of the two is required")
+    _Harness(command == "adapter-check").add_impl_arguments(sp, None, "none: one of the two is required")
     sp.add_argument("--timeout", type=seconds(), default=10.0, metavar="S", help="seconds one call may take (default 10)")
     sp.add_argument("--config", metavar="FILE", help="reset the adapter on this configuration (TOML, as dmm fuzz --config) "
                                                     "instead of the default one")
@@ -405,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

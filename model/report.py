@@ -14,15 +14,13 @@ from rich.table import Table
 from dmmcheck.spec.checker import CheckedSpec
 
 from .prove import Prover, Result
-from .runner import ProveOptions, kinduction_holds, run, select, unused_invariants
+from .runner import ProveOptions, kinduction_holds, loaded, run, select, unused_invariants
 
 _MARK = {"proved": "[green]✓[/]", "violated": "[red]✗[/]", "unknown": "[yellow]?[/]"}
 
 
 def run_with_progress(opts: ProveOptions, console: Console, quiet: bool = False) -> tuple[list[Result], float]:
-    from dmmcheck.spec import load
-
-    total = len(select(Prover.list_obligations(load(opts.spec_path), opts.bmc, opts.kinduction), opts.only))
+    total = len(select(Prover.list_obligations(loaded(opts), opts.bmc, opts.kinduction), opts.only))
     if quiet or not console.is_terminal:
         return run(opts)
     with Progress(TextColumn("proving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable
 
-from dmmcheck.spec import load
+from dmmcheck.spec import CheckedSpec, load
 
 from .limits import BACKSTOP, RLIMIT, WITNESS_DEPTH
 from .prove import Cache, Obligation, Prover, Result
@@ -34,13 +34,34 @@ class ProveOptions:
     only: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
-    jobs: int = 1
+    jobs: int = 1  # worker processes; 0: automatic (auto_jobs)
     rlimit: int = RLIMIT  # Z3 resource units per check: verdicts independent of the machine's load
     # Seconds the search for a reachable instance of the counterexamples to induction may take (all
     # of them share one search; reachable.py); 0: no search. `dmm prove` searches by default.
     reach_seconds: float = 0.0
     # Runs of at most this many actions are searched for each witness the spec declares (witness.py).
     witness_depth: int = WITNESS_DEPTH
+    # The checked spec, when the caller has already loaded spec_path: it is not parsed again.
+    spec: CheckedSpec | None = None
+
+
+def loaded(opts: ProveOptions) -> CheckedSpec:
+    """The checked spec of a run: the caller's, or parsed from spec_path (once: kept in opts)."""
+    if opts.spec is None:
+        opts.spec = load(opts.spec_path)
+    return opts.spec
+
+
+# Obligations to prove per worker process below which `-j` left to its default runs them in the dmm
+# process itself: a worker costs its fork and its own encoding of the spec (40-60 ms of CPU measured
+# on mypyvy's examples), more than the whole proof of a small spec (60-80 obligations: 0.05-0.4 s).
+MIN_OBLIGATIONS_PER_WORKER = 150
+
+
+def auto_jobs(todo: int) -> int:
+    """Worker processes for `todo` obligations when -j is not given: one per core, at most one per
+    MIN_OBLIGATIONS_PER_WORKER (1: no worker process at all)."""
+    return max(1, min(os.cpu_count() or 1, todo // MIN_OBLIGATIONS_PER_WORKER))
 
 
 def select(obs: list[Obligation], pattern: str | None) -> list[Obligation]:
@@ -69,7 +90,7 @@ def _init_worker(opts: ProveOptions, in_pool: bool = False) -> None:
     if in_pool:  # the parent answers Ctrl-C and stops the workers; they must not each print a traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         die_with_parent()
-    spec = _WORKER.get("spec") or load(opts.spec_path)
+    spec = loaded(opts)
     _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)  # type: ignore[arg-type]
     _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None
 
@@ -79,30 +100,36 @@ def _run(group: list[Obligation]) -> list[Result]:
     cache = _WORKER["cache"]
     if group[0].kind == "inductive":
         return prover.check_action(group, cache)  # type: ignore[arg-type]
+    if group[0].kind == "init":
+        return prover.check_inits(group, cache)  # type: ignore[arg-type]
+    if group[0].kind == "vacuity":
+        return prover.check_vacuity(group, cache)  # type: ignore[arg-type]
     return [prover.check(ob, cache) for ob in group]  # type: ignore[arg-type]
 
 
 def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
-    """Inductive obligations by action (one incremental solver each); vacuity checks together (one
-    shared finite encoding); the rest one by one."""
+    """Inductive obligations by action (one incremental solver each); init obligations together and
+    vacuity checks together (one incremental solver each); the rest one by one."""
     by_action: dict[str, list[Obligation]] = {}
     singles = []
     vacuity = [ob for ob in obs if ob.kind == "vacuity"]
+    inits = [ob for ob in obs if ob.kind == "init"]
     for ob in obs:
         if ob.kind == "inductive":
             by_action.setdefault(ob.action, []).append(ob)  # type: ignore[arg-type]
-        elif ob.kind != "vacuity":
+        elif ob.kind not in ("vacuity", "init"):
             singles.append([ob])
-    if vacuity:
-        half = (len(vacuity) + 1) // 2
-        singles += [g for g in (vacuity[:half], vacuity[half:]) if g]
+    if inits:
+        singles.append(inits)
+    if vacuity:  # one group: the invariants' model is the witness most actions need
+        singles.append(vacuity)
     # Large groups first, so that the last task to finish is a small one.
     return sorted(by_action.values(), key=len, reverse=True) + singles
 
 
 def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -> tuple[list[Result], float]:
     start = time.perf_counter()
-    spec = load(opts.spec_path)
+    spec = loaded(opts)
     obligations = select(Prover.list_obligations(spec, opts.bmc, opts.kinduction), opts.only)
     results: list[Result] = []
 
@@ -125,15 +152,15 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
                 hit.seconds = 0.0
                 done(hit)
     groups = _groups(todo)
-    _WORKER["spec"] = spec
-    if opts.jobs <= 1 or len(groups) < 2:
+    jobs = opts.jobs or auto_jobs(len(todo))
+    if jobs <= 1 or len(groups) < 2:
         if groups:
             _init_worker(opts)
         for g in groups:
             for r in _run(g):
                 done(r)
     else:
-        _run_pool(groups, opts, done)
+        _run_pool(groups, opts, jobs, done)
     # Never missing: an obligation without a result (which would be a bug here) is reported unknown.
     answered = {r.name for r in results}
     for ob in obligations:
@@ -211,7 +238,7 @@ def _death(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, done: Callable[[Result], None]) -> None:
+def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, jobs: int, done: Callable[[Result], None]) -> None:
     """Run groups in worker processes, each worker one group at a time, so that a worker that dies
     (Z3 can segfault) is known with the group it was running. That group is retried once, each
     obligation on its own (so that a second death pins down one obligation); an obligation whose
@@ -219,7 +246,7 @@ def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, done: Callable
     ctx = mp.get_context("fork")
     # (group, tries so far, how its worker died on the first try)
     todo: deque[tuple[list[Obligation], int, str]] = deque((g, 0, "") for g in groups)
-    n = min(opts.jobs, len(groups))
+    n = min(jobs, len(groups))
     busy: dict[Connection, tuple[mp.process.BaseProcess, list[Obligation], int, str]] = {}
     idle: list[tuple[Connection, mp.process.BaseProcess]] = []
 

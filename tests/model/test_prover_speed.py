@@ -1,0 +1,131 @@
+"""What keeps `dmm prove` cheap (bench/prove_vs_mypyvy.py measures it): the prover's commands import
+nothing of the conformance harness (Hypothesis, Unicorn); a command parses its spec once; the init
+obligations share one incremental solver, and so do the vacuity checks; a small run proves in the
+dmm process, with no worker process to fork. Each shortcut gives the verdicts of the long way."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmmcheck.main import main
+from dmmcheck.model import runner
+from dmmcheck.model.prove import Obligation, Prover
+from dmmcheck.model.runner import ProveOptions, auto_jobs, run
+from dmmcheck.spec import load
+
+HERE = Path(__file__).parent
+LOCKSERV = str(HERE / "examples" / "lockserv.dmm")
+HEAVY = ("hypothesis", "unicorn", "capstone", "dmmcheck.conformance", "dmmcheck.impl")
+
+_PROBE = """
+import contextlib, io, json, sys
+from dmmcheck.main import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        main(json.loads(sys.argv[1]))
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["prove", "--help"], ["parse"], ["parse", LOCKSERV],
+                                  ["prove", LOCKSERV, "--no-cache", "--json"], ["explore", "--help"]])
+def test_prover_commands_import_nothing_of_the_harness(argv):
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv)], capture_output=True, text=True,
+                         check=True).stdout
+    heavy = [m for m in json.loads(out) if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
+    assert heavy == [], argv
+
+
+def test_harness_commands_still_get_their_options(capsys):
+    for cmd in (["fuzz", "--help"], ["replay", "--help"], ["mutants", "--help"], ["adapter-check", "--help"]):
+        with pytest.raises(SystemExit):
+            main(cmd)
+        assert "--impl" in capsys.readouterr().out, cmd
+
+
+def test_prove_parses_its_spec_once(monkeypatch, tmp_path):
+    import dmmcheck.spec as spec_pkg
+
+    calls = []
+    real = spec_pkg.parse_file
+    monkeypatch.setattr(spec_pkg, "parse_file", lambda path: calls.append(path) or real(path))
+    monkeypatch.setenv("DMM_CACHE_DIR", str(tmp_path))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["prove", LOCKSERV, "--no-cache", "--json", "-j", "1"]) == 0
+    assert len(calls) == 1
+
+
+def _count_solvers(monkeypatch) -> list[int]:
+    made = [0]
+    real = Prover.solver
+
+    def counting(self):
+        made[0] += 1
+        return real(self)
+    monkeypatch.setattr(Prover, "solver", counting)
+    return made
+
+
+def test_init_obligations_share_one_solver_and_agree_with_one_each(monkeypatch):
+    spec = load(LOCKSERV)
+    obs = [ob for ob in Prover.list_obligations(spec) if ob.kind == "init"]
+    alone = [Prover(spec).check(ob) for ob in obs]
+    made = _count_solvers(monkeypatch)
+    shared = Prover(spec).check_inits(obs)
+    assert made[0] == 1 and len(obs) == 9
+    assert [(r.name, r.status) for r in shared] == [(r.name, r.status) for r in alone]
+    assert all(r.status == "proved" for r in shared)
+
+
+def test_an_init_violation_on_the_shared_solver_is_reported_as_alone(tmp_path):
+    text = Path(LOCKSERV).read_text().replace("server_holds_lock() := true", "server_holds_lock() := false")
+    bad = tmp_path / "bad.dmm"
+    bad.write_text(text.replace("forall n: node. holds_lock(n) := false", "forall n: node. holds_lock(n) := true"))
+    spec = load(bad)
+    obs = [ob for ob in Prover.list_obligations(spec) if ob.kind == "init"]
+    shared = {r.name: r for r in Prover(spec).check_inits(obs)}
+    alone = {ob.name: Prover(spec).check(ob) for ob in obs}
+    assert {n: r.status for n, r in shared.items()} == {n: r.status for n, r in alone.items()}
+    assert shared["init/mutex"].status == "violated"
+
+
+def test_vacuity_checks_share_one_solver_and_still_find_a_dead_action(monkeypatch, tmp_path):
+    dead = tmp_path / "dead.dmm"
+    dead.write_text(Path(LOCKSERV).read_text() + "\naction never(n: node) {\n  requires holds_lock(n) and "
+                    "server_holds_lock()\n  insert lock_msg(n)\n}\n")
+    spec = load(dead)
+    obs = [ob for ob in Prover.list_obligations(spec) if ob.kind == "vacuity"]
+    alone = {ob.name: Prover(spec).check(ob).status for ob in obs}
+    made = _count_solvers(monkeypatch)
+    shared = {r.name: r for r in Prover(spec).check_vacuity(obs)}
+    assert {n: r.status for n, r in shared.items()} == alone
+    assert shared["vacuity/never"].status == "violated" and "dead action" in shared["vacuity/never"].reason
+    assert made[0] == 2  # the shared solver, and the dead action's own check (its report)
+    assert all(r.status == "proved" for n, r in shared.items() if n != "vacuity/never")
+
+
+def test_a_small_run_forks_no_worker_and_a_large_one_uses_the_cores(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "_run_pool", lambda *a, **k: pytest.fail("forked workers for a small run"))
+    results, _ = run(ProveOptions(LOCKSERV, use_cache=False, cache_dir=str(tmp_path), jobs=0))
+    assert len(results) == 61 and all(r.status == "proved" for r in results)
+    assert auto_jobs(61) == 1
+    assert auto_jobs(10 * runner.MIN_OBLIGATIONS_PER_WORKER) == min(10, __import__("os").cpu_count() or 1)
+
+
+def test_an_explicit_job_count_still_forks(monkeypatch, tmp_path):
+    used = []
+    real = runner._run_pool
+    monkeypatch.setattr(runner, "_run_pool", lambda groups, opts, jobs, done: used.append(jobs)
+                        or real(groups, opts, jobs, done))
+    results, _ = run(ProveOptions(LOCKSERV, use_cache=False, cache_dir=str(tmp_path), jobs=2))
+    assert used == [2] and all(r.status == "proved" for r in results)
+    assert Obligation("init", invariant="mutex").name == "init/mutex"
