@@ -136,7 +136,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     """Every reachable state within the bound; exit 0 with no violation, 1 with one, 3 stopped by a
     limit, 2 a bad bound, 4 a spec error."""
     from dmmcheck.model.explore import MAX_PERMUTATIONS, default_bound, explore
-    from dmmcheck.model.interp import Interpreter
+    from dmmcheck.model.interp import InterpError, Interpreter
     from dmmcheck.model.state import UniverseError
 
     spec = _load_or_report(args.spec)
@@ -155,8 +155,12 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if not args.json and sys.stderr.isatty():
         def progress(states: int, frontier: int) -> None:
             print(f"\r  {states} states, {frontier} queued", end="", file=sys.stderr, flush=True)
-    r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress,
-                keep_going=args.keep_going, max_memory=args.max_memory and args.max_memory << 20)
+    try:
+        r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress,
+                    keep_going=args.keep_going, max_memory=args.max_memory and args.max_memory << 20)
+    except InterpError as e:  # e.g. an init whose requires leave too many initial states at this bound
+        print(f"\ndmm explore: {e}" if progress else f"dmm explore: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if progress:
         print(file=sys.stderr)
     violations = [{"invariant": v.invariant, "blame": str(v.blame),

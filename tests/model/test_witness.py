@@ -124,3 +124,10 @@ def test_too_many_initial_states_is_a_clear_error():
         assert "more than 65,536 candidate initial states" in str(e)
     else:
         raise AssertionError("no error")
+
+
+def test_explore_says_so_when_init_leaves_too_many_states(tmp_path, capsys):
+    path = tmp_path / "big.dmm"
+    path.write_text(LOCK.read_text().replace("sort client [3]", "sort client [20]"))
+    assert main(["explore", str(path)]) == 2
+    assert "more than 65,536 candidate initial states at client=20" in capsys.readouterr().err
