@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import itf_py
-
 from dmmcheck.model.itf import ACTION, PICKS, write
 
 from .adapter import Operation

@@ -9,7 +9,7 @@ gfn N, mfnN the N-th DMM machine page (first_mfn + N), slotN slot N.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .adapter import Config
 

@@ -11,9 +11,10 @@ gva)` (the bundled VMM's has it; an adapter without it gets the guest's walk alo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dmmcheck.model.state import State
 
@@ -21,7 +22,15 @@ from . import levels
 from .adapter import LEVELS, Adapter, Config
 from .oracle import Failure
 from .runner import Runner, StepRecord
-from .trace import Trace, _config_of, check_steps, load_adapter, make_adapter, operations_of, read
+from .trace import (
+    Trace,
+    _config_of,
+    check_steps,
+    load_adapter,
+    make_adapter,
+    operations_of,
+    read,
+)
 
 P, RW, US, PS = 1, 2, 4, 1 << 7
 XD = 1 << 63

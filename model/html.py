@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 CSS = """
 :root { --bad: #c62828; --bad-bg: #ffebee; --good: #2e7d32; --good-bg: #e8f5e9; --warn: #ef6c00;
@@ -96,7 +97,8 @@ def _forever(x: str) -> Iterable[str]:
 def source_excerpt(path: str, line: int, context: int = 2) -> str:
     """Lines around `line` of a source file, that line marked; empty when the file cannot be read."""
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError):
         return ""
     lo, hi = max(1, line - context), min(len(lines), line + context)
@@ -132,7 +134,7 @@ def facts(state: dict[str, dict[str, Any]], sorts: list[str]) -> tuple[set[tuple
     else that is set is an attribute of its last element."""
     edges: set[tuple[str, str, str]] = set()
     attrs: dict[str, list[str]] = {}
-    for symbol, points in state.items():
+    for points in state.values():
         for point, value in points.items():
             if value in (False, None, "none", "false"):
                 continue

@@ -14,7 +14,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .html import blamed_elements, blamed_points, page, relation_svg, source_excerpt, table
+from .html import (
+    blamed_elements,
+    blamed_points,
+    page,
+    relation_svg,
+    source_excerpt,
+    table,
+)
 from .prove import Result
 
 
