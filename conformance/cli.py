@@ -329,6 +329,9 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     if not report_cli.check_outputs("replay", getattr(args, "html", None), getattr(args, "export_itf", None)):
         return EXIT_INPUT
     try:
+        from .gaps import deterministic_init
+
+        deterministic_init(spec)
         known = known_of(spec, args)
         factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
         config = scope_of(args)[0] if getattr(args, "config", None) else None

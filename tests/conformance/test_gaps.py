@@ -95,3 +95,8 @@ def test_fill_gaps_needs_coverage(level, capsys):
 
     with pytest.raises(ValueError, match="not observable at level black-box"):
         gaps.run(SPEC, None, FuzzResult("x", 0, level=level))
+
+
+def test_replay_refuses_a_non_deterministic_init(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "any.jsonl"), "--spec", str(LOCK)]) == 2
+    assert "the spec's init leaves holds to its requires" in capsys.readouterr().err
