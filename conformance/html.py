@@ -252,8 +252,8 @@ def _legend(ctx: _Ctx) -> str:
 
 
 def campaign_page(result: Any, actions: list[str], trace: str | None, story: Story | None) -> str:
-    """`dmm fuzz --html`: coverage per action and guard outcome (weak rows marked), inputs, scopes,
-    speed; then the failing trace, replayed, when there is one."""
+    """`dmm fuzz --html`: the verdict and speed; the failing trace replayed, when there is one; then
+    coverage per action and guard outcome (weak rows marked), input classes and scopes (folded)."""
     f = result.failure
     parts = [f"<h1>dmm fuzz: {escape(result.impl)}</h1>",
              f"<div class=\"verdict{'' if f else ' pass'}\" id=\"verdict\">"
@@ -261,15 +261,17 @@ def campaign_page(result: Any, actions: list[str], trace: str | None, story: Sto
              f"<p>{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
              f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
              f"{result.seconds_in_oracle:.1f} s in the oracles); seed {result.seed}; level {escape(result.level)}</p>"]
-    if result.level != "black-box":
-        parts.append(_coverage(result, actions))
-    parts.append(_counts("Input classes drawn", result.inputs, _not_tried(result)))
-    parts.append(_counts("Scopes of the test cases", result.scopes, []))
     if trace:
         parts.append(f"<p>Failing trace: <code>{escape(trace)}</code> — replay: <span class=\"cmd\">dmm replay "
                      f"{escape(trace)}</span></p>")
-    if story is not None:
-        parts.append("<hr>" + story_body(story))
+    if story is not None:  # the failure first: it is what the reader came for
+        parts.append("<section class=\"failure\">" + story_body(story) + "</section><hr>")
+    if result.level != "black-box":
+        parts.append(_coverage(result, actions))
+    parts.append("<details class=\"inputs\"><summary>Input classes drawn</summary>"
+                 + _counts("Input classes drawn", result.inputs, _not_tried(result)) + "</details>")
+    parts.append("<details class=\"scopes\"><summary>Scopes of the test cases</summary>"
+                 + _counts("Scopes of the test cases", result.scopes, []) + "</details>")
     return page(f"dmm fuzz — {'failure' if f else 'no failure'}", "\n".join(parts), GENERATOR)
 
 

@@ -274,5 +274,18 @@ def test_browser_campaign_page(browser, tmp_path):
     assert browser.find_elements(By.CSS_SELECTOR, "table.coverage tr.weak")  # 3 short cases leave gaps
 
 
+def test_browser_failing_campaign_puts_the_failure_first(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page = tmp_path / "fuzz-fail.html"
+    r = dmm("fuzz", "--mutant", "user_bit_ignored", "--examples", "50", "--html", str(page),
+            "--trace-dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    _no_errors(_open(browser, page, "report-campaign-failure.png"))
+    parting = browser.find_element(By.CSS_SELECTOR, "section.failure details.failing svg.walk g.level.parting")
+    coverage = browser.find_element(By.CSS_SELECTOR, "table.coverage")
+    assert parting.location["y"] < coverage.location["y"]  # the failure above the statistics
+
+
 def test_artifacts_folder_is_ignored():
     assert "tests/artifacts/" in (HERE.parent.parent / ".gitignore").read_text()
