@@ -7,8 +7,9 @@ areas: cumulative seconds under each part of a step (the entry points in AREAS; 
 are not counted twice: an area's time excludes the areas entered from inside it).
 "hypothesis_and_rest" is the campaign's time under none of them (Hypothesis's engine around the
 rules, the step loop); "hypothesis_self" the own time of Hypothesis's functions alone.
-top_self / top_cumulative: the functions with the most own / cumulative time. Profiling slows
-everything by a similar factor; compare shares, not absolute seconds, with bench/fuzz.py.
+top_self / top_cumulative: the functions with the most own / cumulative time. Times are this
+process's CPU seconds (so other jobs on the machine do not count); profiling slows everything by a
+similar factor: compare shares, not absolute seconds, with bench/fuzz.py.
 """
 
 from __future__ import annotations
@@ -78,19 +79,19 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 15.0
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     spec = load(None)
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
+    prof = cProfile.Profile(time.process_time)  # CPU time: the machine's other jobs do not count
+    t0, c0 = time.perf_counter(), time.process_time()
     prof.enable()
     r = fuzz(BundledVmm, spec, Config(), seconds=seconds, seed_=seed)
     prof.disable()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     stats = pstats.Stats(prof)
     print(json.dumps({
         "load_average": [round(x, 2) for x in os.getloadavg()], "seconds": round(wall, 2), "steps": r.steps, "test_cases": r.examples,
-        "steps_per_second_profiled": round(r.steps / wall, 1),
+        "cpu_seconds": round(cpu, 2), "steps_per_cpu_second_profiled": round(r.steps / cpu, 1),
         "failure": r.failure.kind if r.failure else None,
         "seconds_in_impl": round(r.seconds_in_impl, 2), "seconds_in_oracle": round(r.seconds_in_oracle, 2),
-        "areas": _areas(stats, wall),
+        "areas": _areas(stats, cpu),
         "top_self": _top(stats, 2), "top_cumulative": _top(stats, 3)}, indent=1))
 
 

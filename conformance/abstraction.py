@@ -48,19 +48,34 @@ def interpreter_for(spec: Any, u: Universe) -> Interpreter:
     return Interpreter(spec, u.sizes())
 
 
-def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]]) -> State:
-    """The spec state the implementation is in. `vm_flags[vm]`: live, cr3_gfn, wp."""
+# The costly parts of abstract_state() an adapter may leave out of a read (abstract_state_parts):
+# the keys of each, and the spec symbols they give. Everything else is read at every step.
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "shadow": (("spte", "rmap", "spte_at"), ("spte", "s_write", "s_user", "s_nx", "rmap")),
+    "guest": (("gmap", "g_tables"), ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty", "g_table")),
+}
+ALL_PARTS = frozenset(PARTS)
+
+
+def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]],
+                  parts: frozenset[str] = ALL_PARTS, previous: State | None = None) -> State:
+    """The spec state the implementation is in. `vm_flags[vm]`: live, cr3_gfn, wp. A part not in
+    `parts` was not read: its symbols are `previous`'s."""
     U = it.u
     vm_ix = {v: i for i, v in enumerate(u.vms)}
     root_ix = {r: i for i, r in enumerate(u.roots)}
     gva_ix = {x: i for i, x in enumerate(u.gvas)}
     status_ix = {n: i for i, n in enumerate(it.spec.enums["pstatus"])}
+    kept = {name for part, (_, names) in PARTS.items() if part not in parts for name in names}
+    if kept and previous is None:
+        raise ValueError("a read without every part needs the previous state")
     values: dict[str, list[Any]] = {}
     for name, lay in U.layout.items():
+        if name in kept:
+            continue
         res = lay.symbol.result
         values[name] = [None if res.optional else (False if res.name == "bool" else 0)] * lay.size
     strides = {name: lay.strides for name, lay in U.layout.items()}
-    gs = strides["gmap"]  # every (vm, root, gva) symbol has this layout
 
     def put(name: str, args: tuple[int, ...], value: Any) -> None:
         values[name][sum(a * s for a, s in zip(args, strides[name]))] = value
@@ -114,6 +129,18 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     for v, g in st.get("gpt_pages", st["write_protected"]):  # an adapter that unprotects lazily tells them apart
         if g < u.nr_gfns:
             put("gpt_page", (vm_ix[v], g), True)
+    if "guest" in parts:
+        _guest(U, u, st, values, vm_ix, root_ix, gva_ix, put)
+    if "shadow" in parts:
+        _shadow(U, u, st, values, vm_ix, root_ix, gva_ix, put, mfn_ix)
+    return tuple(tuple(values[name]) if name not in kept else previous[lay.index]  # type: ignore[index]
+                 for name, lay in U.layout.items())
+
+
+def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
+           root_ix: dict[int, int], gva_ix: dict[int, int], put: Any) -> None:
+    """gmap and its rights, A and D; g_table: the guest's own walks."""
+    gs = U.layout["gmap"].strides  # every (vm, root, gva) symbol has this layout
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
             k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]  # (vm, root, gva), row-major
@@ -126,6 +153,12 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
                 for t in tables:
                     if t < u.nr_gfns:
                         put("g_table", (vm_ix[v], root_ix[r], gva_ix[x], t), True)
+
+
+def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
+            root_ix: dict[int, int], gva_ix: dict[int, int], put: Any, mfn_ix: Any) -> None:
+    """sptes and their rights; the rmap, judged against the leaf entry serving each spte."""
+    gs = U.layout["gmap"].strides
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
             k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]
@@ -138,4 +171,3 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             for v, r, x in spte_at.get(tuple(ref), ()):
                 if r in root_ix and x in gva_ix:
                     put("rmap", (m, vm_ix[v], root_ix[r], gva_ix[x]), True)
-    return tuple(tuple(values[name]) for name in U.layout)

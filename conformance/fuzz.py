@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import hypothesis
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from . import inputs, levels, scope
 from .adapter import Adapter, Config, Operation
@@ -96,14 +95,20 @@ class FuzzResult:
 
 class Choices:
     """Decodes one drawn integer into many choices. One Hypothesis draw per step keeps generation
-    cheap (a draw costs more than a whole spec step). The integer is hashed first, so shrinking it
-    does not shrink the choices one by one: only 0 decodes to the first of everything (the
-    campaign's own scope, the first operation of the swarm...); Hypothesis shrinks a failure by
-    dropping steps and by moving draws to 0."""
+    cheap (a draw costs more than a whole spec step).
+
+    The integer is hashed first, so its value bears no order on the choices: a smaller integer
+    decodes to an unrelated step, not to a simpler one. Shrinking a failure therefore works by
+    deleting steps (each is one choice of Hypothesis's sequence); Hypothesis's tries at smaller
+    integers are a random search among other steps, kept only when the case still fails. 0 decodes
+    to one fixed set of choices: the hash leaves the lowest 64 bits 0, so a choice among a power of
+    two (k dividing 2**64: a coin, `take(2)`) decodes to its first option — scope.draw's first
+    choice, so the campaign's own scope — but a choice among k other than a power of two (the
+    operation of a swarm, a gfn of most scopes) does not."""
 
     def __init__(self, n: int) -> None:
         # Hypothesis favours small and boundary integers; mixed (splitmix64's finalizer), every
-        # choice is near uniform, and 0 still decodes to the first of everything.
+        # choice is near uniform. The finalizer maps 0 to 0: the low 64 bits of Choices(0) are 0.
         n = (n ^ (n >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         n = (n ^ (n >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         n ^= n >> 31
@@ -301,87 +306,131 @@ class _ShrinkBudget(KeyboardInterrupt):
     """Shrinking ran out of time (a KeyboardInterrupt, so that Hypothesis lets it through at once)."""
 
 
-def make_machine(runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
-                 tuning: Tuning = Tuning(), shrink_seconds: float = 60.0) -> type[RuleBasedStateMachine]:
-    """The state machine of one batch of test cases."""
-    caps = runner.adapter.capabilities()
-    base = runner.config
-    spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
-    ops = sorted(n for n in list(spec_actions) + list(EXTRA) if n in caps.operations)
-    bounds = caps.scope if tuning.vary_scope else None
+START_LABEL = "dmm: the test case's scope, swarm and features"
 
-    class DmmMachine(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.swarm: list[str] = []
-            self.drawer: Drawer | None = None
-            self.ended = False  # an accepted divergence ended the test case: the rest is not judged
 
-        @initialize(keep=st.tuples(*[st.booleans()] * len(ops)), where=st.integers(0, 2 ** 63 - 1),
-                    features=st.tuples(st.booleans(), st.booleans()))
-        def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> None:
-            if result.shrink_until is not None and time.perf_counter() > result.shrink_until:
-                raise _ShrinkBudget()  # (see step)
-            # The scope first (0 decodes to the campaign's own), then the swarm.
-            config = scope.draw(Choices(where), base, bounds) if bounds is not None else base
-            runner.reset(config)
-            last[:] = [CaseResult(runner.records, config=config, it=runner.judge.it)]  # type: ignore[union-attr]
-            result.examples += 1
-            for cls in scope.describe(config, base):
-                result.scopes[cls] += 1
-            judge = runner.judge
-            assert judge is not None
-            if judge.catalogue is None:  # the legality plans live as long as the scope's oracles
-                judge.catalogue = Catalogue(judge.it, caps.operations)
-            # (at level black-box the spec state has no VMM side: the VMM's operations go unfiltered)
-            cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
-            self.drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], tuning, features)
-            for name, on in zip(("huge-heavy", "aliasing"), (self.drawer.huge_heavy, self.drawer.aliasing)):
-                result.scopes[f"feature {name}"] += on
-            # a huge-page-heavy test case always has raw edits: they are how huge entries are made
-            must = CORE + (("gpte_write",) if self.drawer.huge_heavy else ())
-            chosen = [n for n, k in zip(ops, keep) if (n in must or k) and n in self.drawer.ops]
-            self.swarm = [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
+class Case:
+    """One batch's test cases: each draws its scope, swarm and features, then up to `steps`
+    operations, one Hypothesis integer each (Choices decodes it).
 
-        @rule(choice=st.integers(0, 2 ** 63 - 1))
-        def step(self, choice: int) -> None:
-            assert self.drawer is not None
-            if result.shrink_until is not None and time.perf_counter() > result.shrink_until:
-                # Shrinking replays the failure many times: an implementation that hangs until the
-                # step timeout would make that take hours. The smallest failing case so far is kept.
-                raise _ShrinkBudget()
-            if self.ended:
-                return
-            op = self.drawer.draw(Choices(choice), self.swarm, runner.oracle.state, result)  # type: ignore[union-attr]
-            if op is None:
-                return
-            result.generated[op.action] += 1
-            try:
-                runner.step(op)
-                result.steps += 1
-            except Failure as f:
-                if result.known is not None and result.known.accept(f) is not None:
-                    # A known divergence: the ideal machine (or the spec state) and the
-                    # implementation now disagree, so nothing after it can be judged.
-                    self.ended = True
+    The draws go straight to Hypothesis's choice sequence (`ConjectureData.draw_integer`, an API of
+    the pinned Hypothesis: a stateful machine's rule selection, argument dictionaries and step
+    printing cost about 200 µs a step, more than a step of the bundled VMM). A step is one choice,
+    so the shrinker drops steps by deleting choices; a test case ends at its failing step, so no
+    choice follows it."""
+
+    def __init__(self, runner: Runner, result: FuzzResult, steps: int, last: list[CaseResult],
+                 tuning: Tuning = Tuning(), shrink_seconds: float = 60.0) -> None:
+        self.runner, self.result, self.steps, self.last = runner, result, steps, last
+        self.tuning, self.shrink_seconds = tuning, shrink_seconds
+        self.caps = runner.adapter.capabilities()
+        self.base = runner.config
+        spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
+        self.ops = sorted(n for n in list(spec_actions) + list(EXTRA) if n in self.caps.operations)
+        self.bounds = self.caps.scope if tuning.vary_scope else None
+        self.start_strategy = st.tuples(st.tuples(*[st.booleans()] * len(self.ops)), st.integers(0, 2 ** 63 - 1),
+                                        st.tuples(st.booleans(), st.booleans()))
+
+    def __call__(self, data: Any) -> None:
+        cd = data.conjecture_data
+        drawer, swarm = self.start(*cd.draw(self.start_strategy))
+        try:
+            for _ in range(self.steps):
+                if not self.step(drawer, swarm, cd.draw_integer(0, 2 ** 63 - 1)):
                     return
-                last[0].failure = f
-                found = CaseResult(list(runner.records), f, last[0].config, last[0].it)
-                if result.first is None:
-                    result.first = found
-                    result.shrink_until = time.perf_counter() + shrink_seconds
-                if result.smallest is None or len(found.records) < len(result.smallest.records):
-                    result.smallest = found
-                if result.first_failure_steps is None:
-                    result.first_failure_steps = result.steps + 1
-                    result.first_failure_seconds = time.perf_counter() - result.started
-                raise
+            try:  # the steps judged on partial reads: the whole state is as their events explain
+                self.runner.verify()
+            except Failure as f:
+                if not self._failed(f, after_last=True):
+                    raise
+        finally:
+            self.result.inputs.update(drawer.inputs)
 
-        def teardown(self) -> None:
-            if self.drawer is not None:
-                result.inputs.update(self.drawer.inputs)
+    def _check_budget(self) -> None:
+        if self.result.shrink_until is not None and time.perf_counter() > self.result.shrink_until:
+            # Shrinking replays the failure many times: an implementation that hangs until the
+            # step timeout would make that take hours. The smallest failing case so far is kept.
+            raise _ShrinkBudget()
 
-    return DmmMachine
+    def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> tuple[Drawer, list[str]]:
+        """Reset the implementation on the test case's scope; its drawer and swarm."""
+        self._check_budget()
+        runner, result, ops = self.runner, self.result, self.ops
+        # The scope first (0 decodes to the campaign's own), then the swarm.
+        config = scope.draw(Choices(where), self.base, self.bounds) if self.bounds is not None else self.base
+        runner.reset(config)
+        self.last[:] = [CaseResult(runner.records, config=config, it=runner.judge.it)]  # type: ignore[union-attr]
+        result.examples += 1
+        for cls in scope.describe(config, self.base):
+            result.scopes[cls] += 1
+        judge = runner.judge
+        assert judge is not None
+        if judge.catalogue is None:  # the legality plans live as long as the scope's oracles
+            judge.catalogue = Catalogue(judge.it, self.caps.operations)
+        # (at level black-box the spec state has no VMM side: the VMM's operations go unfiltered)
+        cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
+        drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], self.tuning, features)
+        for name, on in zip(("huge-heavy", "aliasing"), (drawer.huge_heavy, drawer.aliasing)):
+            result.scopes[f"feature {name}"] += on
+        # a huge-page-heavy test case always has raw edits: they are how huge entries are made
+        must = CORE + (("gpte_write",) if drawer.huge_heavy else ())
+        chosen = [n for n, k in zip(ops, keep) if (n in must or k) and n in drawer.ops]
+        return drawer, [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
+
+    def step(self, drawer: Drawer, swarm: list[str], choice: int) -> bool:
+        """One step; False when the test case ends (an accepted divergence: the rest is not judged)."""
+        self._check_budget()
+        runner, result = self.runner, self.result
+        op = drawer.draw(Choices(choice), swarm, runner.oracle.state, result)  # type: ignore[union-attr]
+        if op is None:
+            return True
+        result.generated[op.action] += 1
+        try:
+            runner.step(op)
+            result.steps += 1
+        except Failure as f:
+            if self._failed(f):
+                return False
+            raise
+        return True
+
+    def _failed(self, f: Failure, after_last: bool = False) -> bool:
+        """A failure of this test case: True when it is an accepted divergence (the test case ends
+        there: the ideal machine, or the spec state, and the implementation now disagree, so
+        nothing after it can be judged); else it is kept (the first, the smallest) for the report."""
+        result = self.result
+        if result.known is not None and result.known.accept(f) is not None:
+            return True
+        self.last[0].failure = f
+        found = CaseResult(list(self.runner.records), f, self.last[0].config, self.last[0].it)
+        if result.first is None:
+            result.first = found
+            result.shrink_until = time.perf_counter() + self.shrink_seconds
+        if result.smallest is None or len(found.records) < len(result.smallest.records):
+            result.smallest = found
+        if result.first_failure_steps is None:
+            result.first_failure_steps = result.steps + (0 if after_last else 1)
+            result.first_failure_seconds = time.perf_counter() - result.started
+        return False
+
+
+def _run_case(data: Any) -> None:
+    """The Hypothesis test every batch runs (the Case it calls is bound per batch, in _BATCH)."""
+    _BATCH[0](data)
+
+
+_BATCH: list[Case] = []
+_DIGEST: list[bytes] = []
+
+
+def _database_key() -> bytes:
+    """The example database's key for dmm's test cases: the same in every batch and every process
+    (Hypothesis would otherwise hash the test's source anew for every batch)."""
+    if not _DIGEST:
+        from hypothesis.internal.reflection import function_digest
+
+        _DIGEST.append(function_digest(Case.__call__) + function_digest(_run_case))
+    return _DIGEST[0]
 
 
 @contextmanager
@@ -415,19 +464,21 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
          batch: int = 10, progress: Callable[[FuzzResult], None] | None = None,
          tuning: Tuning = Tuning(), memory_limit_mib: int | None = 4096, shrink_seconds: float = 60.0,
          level: str | None = None, known: KnownDivergences | None = None,
-         database: ExampleDatabase | None = None) -> FuzzResult:
+         database: ExampleDatabase | None = None, full_readback: bool = False) -> FuzzResult:
     """Run test cases until `seconds` or `examples` is reached, or the first failure (shrunk). Each
     test case runs on a scope of its own within the adapter's bounds (`tuning.vary_scope`); `config`
     is the campaign's own scope (and the mutant, if any). `level`: judge the implementation at this
     conformance level (levels.py; None: the one it declares). `known`: accepted divergences
     (divergences.py): a failure one of them matches ends its test case, counted, instead of the
     campaign. `database`: a Hypothesis example database (campaign.py): failing examples are saved to
-    it, and the ones it holds are replayed first in every batch."""
+    it, and the ones it holds are replayed first in every batch. `full_readback`: read the whole
+    abstract state after every step (else only the parts a step's events say may have changed, with
+    a full read every few steps and at the end of each test case: runner.py, READBACK_GUARD)."""
     from .trace import make_adapter
 
     adapter = levels.at_level(make_adapter(adapter_factory, step_timeout), level)
     check_scope(adapter, config, step_timeout)
-    runner = Runner(adapter, spec, config, step_timeout)
+    runner = Runner(adapter, spec, config, step_timeout, full_readback=full_readback)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_, memory_limit_mib=memory_limit_mib)
     result.level = levels.declared(adapter.capabilities())
     if known is not None:
@@ -525,17 +576,19 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
         if examples is not None and result.examples >= examples:
             break
         todo = batch if examples is None else min(batch, examples - result.examples)
-        machine = make_machine(runner, result, steps_per_case, last, tuning, shrink_seconds)
-        seed(seed_ * 1_000_003 + n)(machine)
+        _BATCH[:] = [Case(runner, result, steps_per_case, last, tuning, shrink_seconds)]
+        test = settings(
+            max_examples=todo, deadline=None,
+            database=database,  # explicit: a loaded profile's database must not creep in
+            derandomize=False,  # the seed is ours (below): a loaded profile must not replace it
+            suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+            phases=([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink],
+            # @seed before the settings: applied after them, it would drop the example database
+            print_blob=False)(seed(seed_ * 1_000_003 + n)(given(st.data())(_run_case)))
+        test._hypothesis_internal_database_key = _database_key()  # type: ignore[attr-defined]
         n += 1
         try:
-            run_state_machine_as_test(machine, settings=settings(
-                max_examples=todo, stateful_step_count=steps_per_case, deadline=None,
-                database=database,  # explicit: a loaded profile's database must not creep in
-                derandomize=False,  # the seed is ours (seed_ above): a loaded profile must not replace it
-                suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
-                phases=([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink],
-                print_blob=False))
+            test()
         except Failure as f:
             _keep(result, last, f)
             break

@@ -31,13 +31,16 @@ from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State, unflatten
 
-from .abstraction import AbstractionError, Universe, to_spec_state
+from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
 from .ideal import PAGE, Ideal, Outcome
 
 MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
                   "balloon_inflate_swapped", "balloon_inflate_unmapped"}
 GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
+# Operations that change what the guest's walks give without a store or an event: CR4.NXE (a walk's
+# NX), a VM created or destroyed (its walks appear or go).
+GUEST_VIEW_OPS = {"set_cr4", "vm_create", "vm_destroy"}
 
 
 class Failure(Exception):
@@ -78,6 +81,11 @@ class Judge:
         # the invariants that read ghost state: they cannot be judged on a state no spec step explains
         self.ghostly: frozenset[str] = _ghostly(spec)
         self.coverage: Counter[str] = Counter() if coverage is None else coverage  # shared across scopes
+        # the costly parts of the abstract state each action's updates may change (abstraction.PARTS)
+        self.touches: dict[str, frozenset[str]] = {
+            name: frozenset(part for part, (_, names) in PARTS.items() if set(names) & act.modifies)
+            for name, act in spec.actions.items()}
+        self.touches["hit"] = self.touches.get("shadow_hit", ALL_PARTS) | self.touches.get("tlb_hit", ALL_PARTS)
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
 
@@ -104,6 +112,7 @@ class Oracle:
         self.u = self.it.u
         self.au = Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots,
                            config.gvas, config.slots)
+        self.judge = judge
         self._init: State = self.it.initial_state()
         self.state = self._init
         self.ideal = Ideal(config.gfns, config.beyond_memory)
@@ -116,7 +125,22 @@ class Oracle:
         self._flags: dict[int, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- the abstraction
-    def abstract(self, st: dict[str, Any]) -> State:
+    def parts_for(self, op: Operation, obs: Observation) -> frozenset[str]:
+        """The costly parts of the abstract state this step may have changed, by what it reports:
+        each event's action's updates (the spec's), and the guest's view wherever guest memory may
+        have been written (a store, a memory-writing event) or the operation changes what walks give.
+        An implementation that changes a part it does not report is caught by the next full read
+        (Runner: every READBACK_GUARD steps and at the end of a test case)."""
+        touches, out = self.judge.touches, frozenset()
+        for name, args in obs.events:
+            out |= touches.get(name, frozenset() if name == "guest_write" else ALL_PARTS)
+            if name in MEMORY_WRITERS or name == "hit" and args.get("a") == "write":
+                out |= {"guest"}
+        if obs.guest_writes or op.args.get("a") == "write" or op.action in GUEST_VIEW_OPS:
+            out |= {"guest"}
+        return out
+
+    def abstract(self, st: dict[str, Any], parts: frozenset[str] = ALL_PARTS) -> State:
         first, count = st.get("mfns", (self.au.first_mfn, self.au.nr_mfns))
         if count != self.config.mfns:
             raise Failure("refinement", f"the implementation manages {count} machine pages; the configuration "
@@ -124,7 +148,7 @@ class Oracle:
         if first != self.au.first_mfn:
             self.au = Universe(self.au.vms, self.au.nr_gfns, first, count, self.au.roots, self.au.gvas, self.au.slots)
         try:
-            return to_spec_state(self.it, self.au, st, st["vms"])
+            return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state)
         except AbstractionError as e:
             raise Failure("refinement", str(e)) from None
 
@@ -282,10 +306,12 @@ class Oracle:
                           "\n".join(str(v) for v in bad),
                           {"what": "invariant", "invariants": sorted({v.invariant for v in bad}), "changed": changed})
 
-    def check(self, op: Operation, obs: Observation, st: dict[str, Any], read_guest: Any) -> list[SpecStep]:
-        """Judge one step; on success the spec state moves to the implementation's."""
+    def check(self, op: Operation, obs: Observation, st: dict[str, Any], read_guest: Any,
+              parts: frozenset[str] = ALL_PARTS) -> list[SpecStep]:
+        """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
+        state has it); on success the spec state moves to the implementation's."""
         self.observe(op, obs, read_guest)
-        impl = self.abstract(st)
+        impl = self.abstract(st, parts)
         try:
             steps, after = self.refine(obs, impl)
         except Failure:
@@ -294,6 +320,16 @@ class Oracle:
         self.invariants(self.state, after)
         self.state = after
         return steps
+
+    def verify(self, st: dict[str, Any], after: str) -> None:
+        """A full read where the last steps read only part of the state: the implementation must be
+        in the state their events explain (else it changed something it did not report)."""
+        impl = self.abstract(st)
+        if self.with_ghost(impl, self.state) != self.state:
+            self.unexplained(impl)
+            raise Failure("refinement", f"{after}, the implementation's state is not the one its events explain "
+                          "(it changed state it did not report)",
+                          self.u.show_diff(self.state, self.with_ghost(impl, self.state), "spec", "impl"))
 
     # ---------------------------------------------------------------- observation
     def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .adapter import Adapter, Config, Observation, Operation
 from . import levels
+from .abstraction import ALL_PARTS
 from .oracle import Failure, Judge, Oracle, SpecStep
 
 
@@ -42,6 +43,10 @@ class Timing:
 
 
 JUDGES_KEPT = 64
+# With partial reads (Runner.full_readback off), every this many steps the whole state is read
+# anyway, and at the end of a test case: an implementation that changes state it does not report
+# is caught within that many steps.
+READBACK_GUARD = 8
 
 
 class _StepTimeout(BaseException):
@@ -74,6 +79,12 @@ class Runner:
     level: str = "full"  # the adapter's conformance level (levels.py), read at each reset
     # accesses the adapter could not perform safely (AccessResult.skipped), by kind, over every test case
     skipped: Counter[str] = field(default_factory=Counter)
+    # Read the whole abstract state after every step. Off (the fuzzer's default), an adapter with
+    # abstract_state_parts is asked only for the costly parts a step's events say may have changed
+    # (Oracle.parts_for), and for everything every READBACK_GUARD steps and at verify().
+    full_readback: bool = True
+    reads: Counter[str] = field(default_factory=Counter)  # abstract-state reads: "full", "partial"
+    _since_full: int = 0  # steps judged on a partial read since the last full one
 
     def __post_init__(self) -> None:
         self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
@@ -89,6 +100,7 @@ class Runner:
             self._judges.move_to_end(config)
             self.judge = self._judges[config]
         self.records = []
+        self._since_full = 0
         self.level = levels.declared(self.adapter.capabilities())  # what it shows decides what is judged
         self._guarded(lambda: self.adapter.reset(self.config), "reset")
         if self.level == "black-box":
@@ -130,15 +142,15 @@ class Runner:
                 raise Failure("crash", f"step {rec.index} ({op.action}) returned {type(obs).__name__}, "
                               "not an Observation")
             rec.observation = obs
-            st = None if self.level == "black-box" else \
-                self._guarded(self.adapter.abstract_state, f"abstract_state after step {rec.index}")
+            parts = self._parts(op, obs)
+            st = None if self.level == "black-box" else self._read(parts, f"abstract_state after step {rec.index}")
         finally:
             self.timing.impl += time.perf_counter() - t0
         t1 = time.perf_counter()
         oracle, read = self.oracle, self.adapter.read_guest
         try:
             if self.level == "full":
-                judge = lambda: oracle.check(op, obs, st, read)  # noqa: E731
+                judge = lambda: oracle.check(op, obs, st, read, parts)  # noqa: E731
             elif self.level == "state":
                 # The search for the spec steps is the harness's own work: outside the time limit
                 reach = levels.reach_of(oracle, self.judge)
@@ -151,6 +163,47 @@ class Runner:
         finally:
             self.timing.oracle += time.perf_counter() - t1
         return rec
+
+    def _parts(self, op: Operation, obs: Observation) -> frozenset[str]:
+        """What to read back after this step: everything, or (partial reads at level full) the
+        costly parts its events say may have changed, with a full read every READBACK_GUARD steps."""
+        if self.full_readback or self.level != "full" or not hasattr(self.adapter, "abstract_state_parts") \
+                or self._since_full + 1 >= READBACK_GUARD:
+            return ALL_PARTS
+        try:
+            return self.oracle.parts_for(op, obs)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - events of the wrong shape: read everything, the oracle reports them
+            return ALL_PARTS
+
+    def _read(self, parts: frozenset[str], what: str) -> Any:
+        if parts == ALL_PARTS:
+            self._since_full = 0
+            self.reads["full"] += 1
+            return self._guarded(self.adapter.abstract_state, what)
+        self._since_full += 1
+        self.reads["partial"] += 1
+        return self._guarded(lambda: self.adapter.abstract_state_parts(parts), what)  # type: ignore[attr-defined]
+
+    def verify(self) -> None:
+        """At the end of a test case: if the last steps were judged on partial reads, read the
+        whole state; it must be the one their events explain (else a Failure on the last step)."""
+        if self._since_full == 0 or self.level != "full" or not self.records:
+            return
+        rec = self.records[-1]
+        what = f"after step {rec.index} ({rec.op.action})"
+        t0 = time.perf_counter()
+        try:
+            st = self._read(ALL_PARTS, f"abstract_state {what}")
+        finally:
+            self.timing.impl += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        try:
+            self._judge(lambda: self.oracle.verify(st, what))  # type: ignore[union-attr]
+        except Failure as f:
+            f.facts.update(step=rec.index, operation={"action": rec.op.action, "args": dict(rec.op.args)})
+            raise
+        finally:
+            self.timing.oracle += time.perf_counter() - t1
 
     def _judge(self, fn: Callable[[], Any]) -> Any:
         try:

@@ -157,8 +157,14 @@ class BundledVmm:
 
     # ---------------------------------------------------------------- reading back
     def abstract_state(self) -> dict[str, Any]:
+        return self.abstract_state_parts(frozenset({"shadow", "guest"}))
+
+    def abstract_state_parts(self, parts: frozenset[str]) -> dict[str, Any]:
+        """abstract_state() without the costly parts not in `parts` ("shadow": spte, rmap,
+        spte_at; "guest": gmap, g_tables): the harness asks only for what a step's events say may
+        have changed (docs/conformance.md, "Read-back")."""
         assert self.vmm is not None
-        st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots))
+        st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots), parts)
         st["vms"] = {v: ({"live": True, "cr3_gfn": vm.cr3_gfn, "wp": vm.wp} if (vm := self.vmm.vms.get(v))
                          else {"live": False, "cr3_gfn": None, "wp": True}) for v in range(self.config.vms)}
         return st

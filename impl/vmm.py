@@ -469,10 +469,13 @@ class Vmm:
         self.cpu.write(mfn << x86.PAGE_SHIFT, data)
 
     # ---------------------------------------------------------------- abstraction
-    def abstract_state(self, gvas: list[int] | None = None, roots: list[int] | None = None) -> dict[str, Any]:
+    def abstract_state(self, gvas: list[int] | None = None, roots: list[int] | None = None,
+                       parts: frozenset[str] = frozenset({"shadow", "guest"})) -> dict[str, Any]:
         """The DMM state read from the real structures: pools from the linked lists, p2m from the
         VMs, sptes and rmap by walking the shadow tables in machine memory, write protection from
-        the shadow pages, pending flushes. Guest mappings are read by walking the guest's tables."""
+        the shadow pages, pending flushes. Guest mappings are read by walking the guest's tables.
+        `parts`: besides the pools, frames and VMs, which costly parts to read: "shadow" (spte,
+        rmap, spte_at: every shadow table) and "guest" (gmap, g_tables: a walk per gva and root)."""
         m = self.machine
         touched = range(m.first_mfn, m.fresh)
         out: dict[str, Any] = {
@@ -486,8 +489,12 @@ class Vmm:
             "ballooned": sorted((v.id, g) for v in self.vms.values() for g in v.ballooned),
             "write_protected": sorted(self.mmu.shadowed),
             "flush_pending": sorted(self.mmu.flush_pending),
-            "spte": {}, "rmap": {}, "spte_at": {},
         }
+        if "guest" in parts:
+            out["gmap"], out["g_tables"] = self._guest_mappings(gvas or [], roots)
+        if "shadow" not in parts:
+            return out
+        out.update(spte={}, rmap={}, spte_at={})
         for (vid, root_gfn, _wp), sp in self.mmu.roots.items():
             for gva, (addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
                 # Which leaf entry serves (vm, root, gva): the rmap is judged against these.
@@ -497,7 +504,6 @@ class Vmm:
                 out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
         for mfn, refs in self.mmu.rmap.items():
             out["rmap"][mfn] = sorted(refs)
-        out["gmap"], out["g_tables"] = self._guest_mappings(gvas or [], roots)
         return out
 
     def _guest_mappings(self, gvas: list[int], extra_roots: list[int] | None = None) -> tuple[dict, dict]:

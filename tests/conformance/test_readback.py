@@ -1,0 +1,112 @@
+"""Partial read-back (runner.py, full_readback off): after a step only the costly parts of the
+abstract state its events say may have changed are read; a full read every READBACK_GUARD steps
+and at the end of a test case still catches an implementation that changes state it does not
+report."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmmcheck.conformance.adapter import Config, Operation
+from dmmcheck.conformance.fuzz import fuzz
+from dmmcheck.conformance.oracle import Failure
+from dmmcheck.conformance.runner import READBACK_GUARD, Runner
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.impl import x86
+from dmmcheck.spec import load
+from tests.scenarios import SETUP, X, op
+
+SPEC = load(None)
+HIT = op("shadow_hit", v=0, x=X[0], a="read", u=False)
+
+
+class SilentZap(BundledVmm):
+    """Clears a leaf spte in machine memory on a read the hardware served, and reports nothing:
+    the events ("hit") say no shadow state changed."""
+
+    armed = True
+
+    def reset(self, config: Config) -> None:
+        super().reset(config)
+        self.armed = True  # once per test case: the same steps do the same
+
+    def step(self, o: Operation):
+        obs = super().step(o)
+        if self.armed and o.args.get("a") == "read" and [n for n, _ in obs.events] == ["hit"]:
+            at = self.abstract_state()["spte_at"]
+            if at:
+                (table, index), _ = sorted(at.items())[0]
+                self.vmm.cpu.write((table << x86.PAGE_SHIFT) + 8 * index, bytes(8))  # type: ignore[union-attr]
+                self.armed = False
+        return obs
+
+
+def runner(adapter, full_readback: bool) -> Runner:
+    r = Runner(adapter, SPEC, Config(), full_readback=full_readback)
+    r.reset()
+    return r
+
+
+def test_a_read_hit_reads_neither_the_shadow_nor_the_guest():
+    r = runner(BundledVmm(), full_readback=False)
+    for o in SETUP:
+        r.step(o)
+    assert r.oracle.parts_for(HIT, r.records[-1].observation) == frozenset()
+    before = dict(r.reads)
+    r.step(HIT)
+    assert r.reads["partial"] == before.get("partial", 0) + 1
+
+
+def test_the_events_name_the_parts_to_read():
+    r = runner(BundledVmm(), full_readback=False)
+    for o in SETUP[:3]:
+        r.step(o)
+    walk = r.step(SETUP[3])  # a write through a hidden fault: a guest walk (A/D bits) and a fill
+    assert r.oracle.parts_for(walk.op, walk.observation) == {"shadow", "guest"}
+    assert r.oracle.parts_for(op("set_cr4", v=0, nxe=True, smep=False, smap=False),
+                              type(walk.observation)()) == {"guest"}  # NXE changes what walks give
+
+
+def test_full_readback_catches_the_silent_change_at_its_step():
+    r = runner(SilentZap(), full_readback=True)
+    for o in SETUP[:-1]:
+        r.step(o)
+    with pytest.raises(Failure) as e:
+        r.step(HIT)
+    assert e.value.kind == "refinement" and e.value.facts["step"] == len(SETUP) - 1
+
+
+def test_the_guard_catches_the_silent_change_within_its_steps():
+    r = runner(SilentZap(), full_readback=False)
+    for o in SETUP[:-1]:
+        r.step(o)
+    with pytest.raises(Failure) as e:
+        for _ in range(READBACK_GUARD):
+            r.step(HIT)
+    assert e.value.kind == "refinement"
+    assert len(SETUP) - 1 <= e.value.facts["step"] < len(SETUP) - 1 + READBACK_GUARD
+
+
+def test_the_end_of_a_test_case_catches_the_silent_change():
+    r = runner(SilentZap(), full_readback=False)
+    for o in SETUP:  # the last step is the hit: the change happens there, seen by no partial read
+        r.step(o)
+    with pytest.raises(Failure) as e:
+        r.verify()
+    assert e.value.kind == "refinement" and "did not report" in e.value.message
+    assert e.value.facts["step"] == len(SETUP) - 1
+
+
+def test_a_campaign_with_partial_reads_catches_the_silent_change():
+    r = fuzz(SilentZap, SPEC, Config(), examples=100, seed_=0, shrink_seconds=20)
+    assert r.failure is not None and r.failure.kind in ("refinement", "invariant")
+    assert r.shrunk
+
+
+def test_verify_after_full_reads_reads_nothing_more():
+    r = runner(BundledVmm(), full_readback=True)
+    for o in SETUP:
+        r.step(o)
+    reads = dict(r.reads)
+    r.verify()
+    assert dict(r.reads) == reads
