@@ -218,15 +218,22 @@ class LocalProcesses:
     def __init__(self, jobs: int) -> None:
         self.slots = jobs
         self.where = f"{jobs} local process{'es' if jobs != 1 else ''}"
+        self.interrupted = False
 
     def run(self, jobs: list[Job], on_progress: Callable[[str, dict[str, Any]], None]) -> Iterator[Outcome]:
         with ThreadPoolExecutor(self.slots) as ex:
             futures = {ex.submit(isolated, j, on_progress): j for j in jobs}
             pending = set(futures)
             while pending:
-                # Ctrl-C reaches the jobs' processes too (one process group): each ends its campaign
-                # and sends what it found, so the wait goes on
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                try:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    if self.interrupted:
+                        raise
+                    # Ctrl-C reaches the jobs' processes too (one process group): each ends its
+                    # campaign and sends what it found, so the wait goes on (a second Ctrl-C stops it)
+                    self.interrupted = True
+                    continue
                 for f in done:
                     try:
                         yield f.result()
@@ -304,6 +311,7 @@ class Board:
         self.latest: dict[str, dict[str, Any]] = {}
         self.done: dict[str, Outcome] = {}
         self.start = time.monotonic()
+        self.interrupted = False  # Ctrl-C stopped the wait for the jobs' outcomes
 
     def update(self, key: str, snap: dict[str, Any]) -> None:
         with self.lock:
@@ -325,7 +333,7 @@ class Board:
         failures = sum(s.get("failures", 0) for s in snaps)
         rate = steps / max(time.monotonic() - self.start, 1e-9)
         return (f"{self.what}: {done}/{self.total} done" + (f", {lost} lost" if lost else "")
-                + f" · {steps:,} steps · {rate:,.0f} steps/s · {len(covered)}/{self.actions} actions exercised"
+                + f" · {steps:,} steps · {rate:,.0f} steps/s · {len(covered)}/{self.actions} actions"
                 + f" · {failures} failure{'s' if failures != 1 else ''}")
 
 
@@ -344,6 +352,8 @@ def run_jobs(ex: LocalProcesses | DaskCluster, jobs: list[Job], board: Board, co
         for o in ex.run(jobs_with_hook(jobs), board.update):
             outcomes[o.key] = o
             board.finish(o, final(o))
+    except KeyboardInterrupt:
+        board.interrupted = True  # the outcomes in so far are reported; the rest are lost
     finally:
         if live:
             live.stop()
@@ -551,7 +561,7 @@ def fuzz_campaign(task: SeedTask, jobs: int | None, cluster: str | None, actions
         tasks = [replace(task, seed=s, examples=None if task.examples is None else
                          task.examples // n + (i < task.examples % n)) for i, s in enumerate(seeds)]
         jobs_ = [Job(str(t.seed), run_seed, (t,)) for t in tasks]
-        board = Board(f"fuzzing on {ex.where}", jobs_, len(actions))
+        board = Board("fuzzing", jobs_, len(actions))
         start = time.perf_counter()
         outcomes = run_jobs(ex, jobs_, board, console,
                             lambda o: snapshot(o.result.result) if o.result is not None else None)
@@ -561,6 +571,7 @@ def fuzz_campaign(task: SeedTask, jobs: int | None, cluster: str | None, actions
             ex.close()
     parts = [(s, o.result) for s, o in zip(seeds, outcomes) if o.result is not None]
     merged = merge([p.result for _, p in parts], task.seed, wall, impl_name, task.level, task.memory_limit_mib)
+    merged.interrupted |= board.interrupted or getattr(ex, "interrupted", False)
     if known is not None:
         from .divergences import Tally
 

@@ -257,8 +257,8 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
 
 def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
     """`dmm fuzz -j N` / `--cluster`: workers on seeds of their own, one merged report; every distinct
-    failure's trace written here. Exit 1 a failure; else 3 when a worker was lost (its seed is
-    unchecked); else 130 interrupted, 0 no failure."""
+    failure's trace written here. Exit 1 a failure; else 130 when interrupted; else 3 when a worker
+    was lost (its seed is unchecked); else 0."""
     from dmmcheck.spec import bundled_path
 
     from . import levels
@@ -319,9 +319,10 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if written:
         return written
-    if c.lost:
-        return EXIT_INCOMPLETE
-    return EXIT_INTERRUPTED if c.merged.interrupted else 0
+    if c.merged.interrupted:
+        print("dmm fuzz: interrupted: no failure found so far; this is not a pass", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_INCOMPLETE if c.lost else 0
 
 
 def cmd_replay(spec: Any, args: argparse.Namespace) -> int:

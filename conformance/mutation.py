@@ -38,6 +38,7 @@ class MutantResult:
     accepted: dict[str, int] = field(default_factory=dict)  # --known-divergences: hits per entry
     steps_run: int = 0  # every step the campaign judged (to the first failure, or in the whole budget)
     lost: str | None = None  # why there is no verdict: its worker died (campaign.py); neither killed nor survived
+    seconds_shrinking: float | None = None  # from the first failure to the shrunk trace (`seconds` is to the failure)
 
 
 def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(), steps: int = 40,
@@ -68,7 +69,8 @@ def run_one(name: str, seconds: float, seed: int = 0, tuning: Tuning = Tuning(),
     return MutantResult(name, f is not None, round(r.first_failure_seconds or r.seconds, 2), r.first_failure_steps,
                         len(r.shrunk) if f else None, f.kind if f else None, f.message[:300] if f else "",
                         m.description if m else "", m.catches if m else "",
-                        dict(r.known.hits) if r.known is not None else {}, r.steps)
+                        dict(r.known.hits) if r.known is not None else {}, r.steps,
+                        seconds_shrinking=round(r.seconds_shrinking, 2) if r.seconds_shrinking is not None else None)
 
 
 def adapter_mutants(impl: str | None = None, impl_cmd: str | None = None, timeout: float = 60.0) -> list[str]:
@@ -116,7 +118,7 @@ def run_all(names: list[str], seconds: float, jobs: int = 1, tuning: Tuning = Tu
     ex = executor(jobs, cluster)
     todo = [Job(n, run_one, (n, seconds, seed, tuning, steps, impl, impl_cmd, level, config, known, db)) for n in names]
     try:
-        outcomes = run_jobs(ex, todo, Board(f"mutants on {ex.where}", todo, len(load(None).actions)), console)
+        outcomes = run_jobs(ex, todo, Board("mutants", todo, len(load(None).actions)), console)
     finally:
         if isinstance(ex, DaskCluster):
             ex.close()
