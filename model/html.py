@@ -52,7 +52,7 @@ svg text { font-family: ui-monospace, Menlo, Consolas, monospace; }
 .src { background: var(--panel); border: 1px solid var(--line); padding: 6px 0; overflow-x: auto; }
 .src div { white-space: pre-wrap; padding: 0 10px 0 4.5em; text-indent: -4em; font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }
 .src div.hit { background: var(--bad-bg); border-left: 4px solid var(--bad); }
-.src span.ln { color: var(--dim); display: inline-block; width: 4em; }
+.src span.ln { color: var(--dim); display: inline-block; width: 4em; text-indent: 0; }
 .bar { display: inline-block; height: 10px; background: #90caf9; vertical-align: middle; }
 footer { margin-top: 40px; color: var(--dim); font-size: 12px; }
 """

@@ -139,7 +139,7 @@ def _states(spec: Any, cx: dict[str, Any]) -> str:
             classes.append("blamed" if point in blamed else "changed" if b != a else "")
     legend = ("<p class=\"sub\">Rows: every point set before or after. <span style=\"background:var(--hl)\">"
               "Yellow</span>: the action changed it. <span style=\"background:var(--bad-bg)\">Red</span>: a point "
-              "the failing conjunct reads. Diagrams: elements as nodes, one column per sort; relations and "
+              "the failing conjunct reads. Diagrams: elements as nodes around an ellipse, in sort order; relations and "
               "functions as edges (green: added by the action, red dashed: removed, orange: blamed).</p>")
     return (f"<h3>Before and after</h3>{legend}"
             + table(("point", "before", "after"), rows, classes, "class=\"states\"")
