@@ -287,5 +287,29 @@ def test_browser_failing_campaign_puts_the_failure_first(browser, tmp_path):
     assert parting.location["y"] < coverage.location["y"]  # the failure above the statistics
 
 
+def test_browser_mutants_page(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from dmmcheck.conformance.html import mutants_page
+    from dmmcheck.conformance.mutation import MutantResult, summary
+
+    results = [MutantResult("rmap_insert_forgotten", True, 1.5, 40, 4, "invariant", description="rmap not filled"),
+               MutantResult("quota_ignored", False, 30.0, None, None, None, description="<quota> & more")]
+    page = tmp_path / "mutants.html"
+    page.write_text(mutants_page(results, summary(results), "full"))
+    _no_errors(_open(browser, page, "report-mutants.png"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.mutants tbody tr")
+    assert [r.get_attribute("class") for r in rows] == ["", "blamed"]  # the survivor in red
+    assert rows[1].text.endswith("<quota> & more")  # text is escaped, not markup
+    assert "1/2 killed" in browser.find_element(By.ID, "verdict").text
+
+
+def test_model_pages_import_nothing_of_the_harness():
+    """The prover's page and ITF writer live in model/, which never imports the conformance harness."""
+    for name in ("html.py", "prove_html.py", "itf.py"):
+        text = (HERE.parent.parent / "model" / name).read_text()
+        assert "conformance" not in re.sub(r'""".*?"""|#.*', "", text, flags=re.S), name
+
+
 def test_artifacts_folder_is_ignored():
     assert "tests/artifacts/" in (HERE.parent.parent / ".gitignore").read_text()
