@@ -41,7 +41,7 @@ def story_body(story: Story) -> str:
     else:
         parts.append(f"<div class=\"verdict pass\" id=\"verdict\">{len(story.snapshots)} steps replayed: no failure</div>")
     recorded = story.header.get("failure")
-    if recorded and f is not None and (recorded.get("kind"), recorded.get("message")) != (f.kind, f.message):
+    if recorded and (f is None or (recorded.get("kind"), recorded.get("message")) != (f.kind, f.message)):
         parts.append(f"<p class=\"sub\">The trace recorded another verdict: {escape(str(recorded.get('kind')))}: "
                      f"{escape(str(recorded.get('message')))}</p>")
     parts.append(f"<p>Replay it: <span class=\"cmd\" id=\"replay\">dmm replay {escape(story.path)}</span></p>")

@@ -97,6 +97,12 @@ def test_page_annotates_spec_names(stories):
     assert "<h2 id=\"legend\">" in page
 
 
+def test_a_fixed_bug_replays_clean_and_says_what_was_recorded(spec):
+    fixed = HERE / "traces" / "wp0-smep-with-nxe-off.jsonl"  # an observation failure of the VMM, since fixed
+    page = story_page(tell(fixed, spec))
+    assert "no failure in 7 steps" in page and "The trace recorded another verdict: observation" in page
+
+
 def test_dmm_report_writes_the_page(tmp_path):
     out = tmp_path / "sub" / "r.html"
     r = dmm("report", str(STALE), "-o", str(out))
