@@ -103,7 +103,9 @@ class Filler:
     progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
-        self.adapter = levels.at_level(self.factory(), self.level)
+        from .trace import make_adapter  # built and asked under the step timeout: bad input, never a hang
+
+        self.adapter = levels.at_level(make_adapter(self.factory, self.step_timeout), self.level)
         self.operations = self.adapter.capabilities().operations
         # A spec action the implementation can be driven through: asked as an operation, an answer
         # to one, or done on its own (internal).
@@ -303,7 +305,7 @@ def deterministic_init(spec: CheckedSpec) -> None:
 
 def run(spec: CheckedSpec, args: Any, result: Any, console: Any = None) -> list[Gap]:
     """`dmm fuzz --fill-gaps`: the campaign's gaps, each filled or explained (ValueError: bad input)."""
-    from .cli import adapter_factory, scope_of
+    from .cli import adapter_factory, close_adapter, scope_of
 
     if result.level == "black-box":
         raise ValueError("--fill-gaps needs the spec actions an implementation performs: not observable at level "
@@ -316,7 +318,10 @@ def run(spec: CheckedSpec, args: Any, result: Any, console: Any = None) -> list[
         filler = Filler(spec, adapter_factory(args), scope_of(args)[0], step_timeout=args.step_timeout,
                         level=getattr(args, "level", None),
                         progress=(lambda name: status.update(f"filling gaps: {name}")) if status else None)
-        return filler.fill(gaps)
+        try:
+            return filler.fill(gaps)
+        finally:
+            close_adapter(filler.adapter)  # an out-of-process one: its child
     finally:
         if status:
             status.stop()
