@@ -265,6 +265,8 @@ class DaskCluster:
             from distributed import Client
         except ImportError as e:  # pragma: no cover - a dependency of dmmcheck
             raise CampaignError(f"--cluster needs dask.distributed: {e}") from None
+        if not address.strip():  # Client("") would start a cluster of its own, not reach one
+            raise CampaignError("--cluster: expected a Dask scheduler's address, e.g. tcp://HOST:8786")
         try:
             self.client = Client(address, timeout=timeout)
         except (OSError, TimeoutError, ValueError, TypeError) as e:
@@ -296,7 +298,7 @@ class DaskCluster:
 
 
 def executor(jobs: int | None, cluster: str | None) -> LocalProcesses | DaskCluster:
-    return DaskCluster(cluster) if cluster else LocalProcesses(jobs or 1)
+    return DaskCluster(cluster) if cluster is not None else LocalProcesses(jobs or 1)
 
 
 # ---------------------------------------------------------------- progress
@@ -365,6 +367,8 @@ def run_jobs(ex: LocalProcesses | DaskCluster, jobs: list[Job], board: Board, co
 
 def check_db(url: str) -> None:
     """Up front, in the process that starts the campaign: the database can be opened (exit 2 if not)."""
+    if not url.strip():
+        raise CampaignError("--db: expected a directory or redis://HOST:PORT")
     try:
         if url.startswith("redis://"):
             import redis

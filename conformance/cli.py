@@ -208,7 +208,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
-    if (getattr(args, "jobs", None) or 1) > 1 or getattr(args, "cluster", None):
+    if (getattr(args, "jobs", None) or 1) > 1 or getattr(args, "cluster", None) is not None:
         return cmd_fuzz_campaign(spec, args)
     out, err = Console(), Console(stderr=True)
     if not report_cli.check_outputs("fuzz", getattr(args, "html", None)):
@@ -412,7 +412,7 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         known_of(load(None), args)  # checked here, before any campaign (each loads it again)
         config, vary = scope_of(args) if getattr(args, "config", None) else (None, True)
         cluster = getattr(args, "cluster", None)
-        quiet = args.json or not err.is_terminal or args.jobs > 1 or cluster  # a campaign draws its own progress
+        quiet = args.json or not err.is_terminal or args.jobs > 1 or cluster is not None  # a campaign draws its own
         with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most") if not quiet \
                 else nullcontext():
             results = run_all(names, args.seconds_per_mutant, args.jobs, Tuning(vary_scope=vary), seed=args.seed,

@@ -156,6 +156,24 @@ def test_a_dask_campaign_runs_one_seed_per_worker_thread_and_merges(cluster):
     assert [w.seed for w in workers] == c.seeds and c.merged.steps == sum(w.steps for w in workers) > 0
 
 
+def test_dmm_fuzz_and_mutants_run_on_the_cluster_and_its_workers_report_progress(cluster, capsys, tmp_path):
+    assert main(["fuzz", "--cluster", cluster, "--examples", "4", "--json", "--trace-dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cluster"] == cluster and out["jobs"] == 2 and out["steps"] == sum(w["steps"] for w in out["workers"])
+    [r] = run_all([MUTANT], 20, cluster=cluster)
+    assert r.killed and r.oracle == "invariant"
+    from dmmcheck.conformance.campaign import DaskCluster, run_seed
+
+    seen: list[tuple[str, dict]] = []
+    ex = DaskCluster(cluster)
+    try:
+        [outcome] = list(ex.run([Job("0", run_seed, (task(examples=None, seconds=3),))],
+                                lambda key, snap: seen.append((key, snap))))
+    finally:
+        ex.close()
+    assert outcome.result is not None and seen and seen[-1][0] == "0" and seen[-1][1]["steps"] > 0
+
+
 @pytest.mark.parametrize("where, reason", [("", "its process was killed by SIGKILL"), (":worker", "KilledWorker")])
 def test_a_killed_dask_worker_loses_only_its_seed(cluster, monkeypatch, where, reason):
     lost = worker_seed(0, 1)
@@ -215,6 +233,12 @@ def test_a_bad_database_is_bad_input(tmp_path, capsys):
     assert main(["fuzz", "-j", "2", "--examples", "2", "--db", "redis://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "cannot open the example database" in err and "Traceback" not in err
+    assert main(["fuzz", "-j", "2", "--examples", "2", "--db", ""]) == 2
+    assert main(["mutants", "--only", MUTANT, "--db", " "]) == 2
+    assert main(["fuzz", "--examples", "2", "--cluster", ""]) == 2
+    err = capsys.readouterr().err
+    assert "dmm fuzz: --db: expected a directory" in err and "dmm mutants: --db: expected a directory" in err
+    assert "--cluster: expected a Dask scheduler" in err
 
 
 def _free_port() -> int:
