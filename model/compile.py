@@ -214,7 +214,7 @@ def _action_source(em: _Emitter, action: Action) -> str:
         em.update(upd, "    ", body)
     lines += body
     entries = ", ".join(f"tuple(n{k})" if k in modified else f"s[{k}]" for k in range(len(u.layout)))
-    lines.append(f"    return ({entries},)")
+    lines.append(f"    return ({entries},)" if entries else "    return ()")  # a spec with no state
 
     lines += _enabled_source(em, action, "def enabled(s):", lambda k, p: em.domain(p.type))
     return "\n".join(lines) + "\n"

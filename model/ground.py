@@ -419,7 +419,7 @@ class Ground:
             for i, point in enumerate(self.u.points(name)):
                 moved = tuple(p[a] if p is not None else a for p, a in zip(arg_perms, point))
                 src[self.offsets[name] + self.u.index(name, moved)] = read.format(k, self.offsets[name] + i)
-        return "(" + ", ".join(src) + ",)"
+        return "(" + ", ".join(src) + ",)" if src else "()"  # a spec with no state
 
     def _canonical(self, perms: list[dict[str, tuple[int, ...]]]) -> Callable[[Flat], Flat]:
         """The smallest of the state's permuted copies (tuple order): one function, one `min`."""

@@ -6,20 +6,22 @@ Workers are forked before any Z3 state exists in the parent; each builds its own
 from __future__ import annotations
 
 import fnmatch
-import multiprocessing as mp
 import os
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dmmcheck.spec import CheckedSpec, load
 
 from .limits import BACKSTOP, RLIMIT, WITNESS_DEPTH
 from .prove import Cache, Obligation, Prover, Result
+
+if TYPE_CHECKING:
+    import multiprocessing as mp
+    from multiprocessing.connection import Connection
 
 _WORKER: dict[str, object] = {}
 
@@ -169,11 +171,11 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
                         reason="internal error: no result came back for it"))
     order = {ob.name: i for i, ob in enumerate(obligations)}
     results.sort(key=lambda r: order[r.name])
-    if opts.reach_seconds > 0:
-        from .reachable import annotate
+    ctis = [r for r in effective(results) if r.kind == "inductive" and r.status == "violated"]
+    if opts.reach_seconds > 0 and ctis:
+        from .reachable import annotate  # only with something to search for (the explorer's imports)
 
-        annotate(spec, [r for r in effective(results) if r.kind == "inductive" and r.status == "violated"],
-                 opts.reach_seconds)
+        annotate(spec, ctis, opts.reach_seconds)
     for r in witnesses(spec, opts):
         done(r)
     return results, time.perf_counter() - start
@@ -181,6 +183,8 @@ def run(opts: ProveOptions, on_result: Callable[[Result], None] | None = None) -
 
 def witnesses(spec, opts: ProveOptions) -> list[Result]:
     """Each witness the spec declares (those --only selects), answered by BMC (witness.py)."""
+    if not spec.witnesses:
+        return []
     from .witness import answer
 
     chosen = {ob.name for ob in select([Obligation("witness", invariant=w.name) for w in spec.witnesses], opts.only)}
@@ -243,6 +247,9 @@ def _run_pool(groups: list[list[Obligation]], opts: ProveOptions, jobs: int, don
     (Z3 can segfault) is known with the group it was running. That group is retried once, each
     obligation on its own (so that a second death pins down one obligation); an obligation whose
     worker dies again is reported unknown, `worker died (signal N)`: never missing, never proved."""
+    import multiprocessing as mp  # here, not at the top: a run in process forks nothing (16 ms of imports)
+    from multiprocessing.connection import wait
+
     ctx = mp.get_context("fork")
     # (group, tries so far, how its worker died on the first try)
     todo: deque[tuple[list[Obligation], int, str]] = deque((g, 0, "") for g in groups)

@@ -188,6 +188,8 @@ class _Checker:
         if self.diags:
             self.diags.sort(key=lambda d: (d.loc.line, d.loc.col))
             raise SpecError(self.diags, self.spec.source)
+        if self.out.init is None:  # no state: the one initial state is the empty one (every command agrees)
+            self.out.init = Action("init", (), (), (), frozenset())
         return self.out
 
     def decl(self, d: A.Decl) -> None:
