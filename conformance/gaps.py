@@ -340,8 +340,16 @@ def show(console: Any, gaps: list[Gap], seed: int = 0) -> None:
     t = Table(title="gaps the campaign left, filled with the prover's witnesses")
     for col in ("gap", "verdict", "operations", "reason"):
         t.add_column(col, overflow="fold")
+    # Guard outcomes impossible by construction (the harness asks these operations only when legal):
+    # one row for all, not one each.
+    by_rule = [g for g in gaps if g.outcome == "false" and g.verdict == "impossible"]
     for g in gaps:
-        t.add_row(g.name, f"[{color[g.verdict]}]{g.verdict}[/]", str(len(g.ops)) if g.ops else "-", g.reason)
+        if g not in by_rule:
+            t.add_row(g.name, f"[{color[g.verdict]}]{g.verdict}[/]", str(len(g.ops)) if g.ops else "-", g.reason)
+    if by_rule:
+        t.add_row(f"guard false: {', '.join(g.action for g in by_rule)}", f"[{color['impossible']}]impossible[/]", "-",
+                  "the harness asks these operations only when their guard holds (an implementation may refuse only "
+                  f"{', '.join(REFUSABLE)}): a forbidden one is never a legal request")
     console.print(t)
     for g in gaps:
         if g.verdict == "failed" and g.failure is not None:

@@ -100,3 +100,17 @@ def test_fill_gaps_needs_coverage(level, capsys):
 def test_replay_refuses_a_non_deterministic_init(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "any.jsonl"), "--spec", str(LOCK)]) == 2
     assert "the spec's init leaves holds to its requires" in capsys.readouterr().err
+
+
+def test_show_groups_guard_outcomes_impossible_by_construction():
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    gaps.show(Console(file=buf, width=200, color_system=None),
+              [Gap("swap_out", None, "filled", "performed"), Gap("cr3_load", "false", "impossible", "x"),
+               Gap("vm_create", "false", "impossible", "x")])
+    out = buf.getvalue()
+    assert "guard false: cr3_load, vm_create" in out and out.count("impossible") == 2  # the row and the tally
+    assert "gaps: 1 filled, 0 failed, 2 impossible, 0 not found" in out
