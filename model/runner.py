@@ -188,7 +188,8 @@ def witnesses(spec, opts: ProveOptions) -> list[Result]:
     from .witness import answer
 
     chosen = {ob.name for ob in select([Obligation("witness", invariant=w.name) for w in spec.witnesses], opts.only)}
-    return [answer(spec, w, opts.witness_depth, rlimit=opts.rlimit, timeout=opts.timeout)
+    sizes = {s: opts.finite for s in spec.sorts} if opts.finite else None  # --finite N: that universe
+    return [answer(spec, w, opts.witness_depth, sizes=sizes, rlimit=opts.rlimit, timeout=opts.timeout)
             for w in spec.witnesses if f"witness/{w.name}" in chosen]
 
 

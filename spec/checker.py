@@ -144,6 +144,7 @@ class _Checker:
         self.diags: list[Diagnostic] = []
         self.globals: dict[str, A.Loc | None] = {}
         self.define_bodies: dict[str, A.Expr] = {}
+        self.pending_witnesses: list[A.WitnessDecl] = []
 
     # ---------------------------------------------------------------- reporting
     def error(self, loc: A.Loc | None, message: str, expected: str = "") -> _Fail:
@@ -179,6 +180,11 @@ class _Checker:
         for d in self.spec.decls:
             try:
                 self.decl(d)
+            except _Fail:
+                pass
+        for w in self.pending_witnesses:
+            try:
+                self.out.witnesses.append(self.witness(w))
             except _Fail:
                 pass
         if self.out.mutable_symbols and not any(isinstance(d, A.InitDecl) for d in self.spec.decls):
@@ -252,7 +258,7 @@ class _Checker:
                 self.out.actions[name] = self.action(d)
             case A.WitnessDecl(name):
                 self.declare(name, d.loc, "witness")
-                self.out.witnesses.append(self.witness(d))
+                self.pending_witnesses.append(d)  # checked last: a witness may name any action
 
     def binders(self, env: dict[str, A.Var], bs: tuple[A.Binder, ...]) -> dict[str, A.Var]:
         env = dict(env)
@@ -302,7 +308,7 @@ class _Checker:
             if step.action is not None and step.action not in self.out.actions:
                 hint = self._suggest(step.action, list(self.out.actions))
                 raise self.error(step.loc, f"unknown action {step.action!r} in the shape of witness {d.name}{hint}",
-                                 "a declared action (declared before the witness), or any")
+                                 "a declared action, or any")
             shape.append((step.action, step.star))
         formula = self.expect(d.formula, {}, BOOL) if d.formula is not None else A.BoolLit(True, d.loc)
         return Witness(d.name, tuple(shape), formula, d.required, d.doc, d.loc)

@@ -131,3 +131,18 @@ def test_explore_says_so_when_init_leaves_too_many_states(tmp_path, capsys):
     path.write_text(LOCK.read_text().replace("sort client [3]", "sort client [20]"))
     assert main(["explore", str(path)]) == 2
     assert "more than 65,536 candidate initial states at client=20" in capsys.readouterr().err
+
+
+def test_contradictory_init_requires_make_init_vacuous(tmp_path):
+    path = tmp_path / "none.dmm"
+    path.write_text(LOCK.read_text().replace("requires forall c: client. not holds(c)",
+                                             "requires forall c: client. not holds(c)\n  requires not free()"))
+    results, _ = run(ProveOptions(str(path), use_cache=False, only="vacuity/init", witness_depth=0))
+    (r,) = results
+    assert r.status == "violated" and "init is unsatisfiable" in r.reason
+
+
+def test_finite_sizes_the_witness_universe():
+    results, _ = run(ProveOptions(str(LOCK), finite=2, use_cache=False, only="witness/hand_over"))
+    (r,) = results
+    assert r.status == "proved" and r.witness["universe"] == {"client": 2}

@@ -65,3 +65,9 @@ def test_unassigned_and_unconstrained_symbol_is_refused():
 def test_new_keywords_are_reserved(name):
     with pytest.raises(SpecError):
         check(parse(f"sort {name}\n", "w.dmm"))
+
+
+def test_a_witness_may_name_an_action_declared_after_it():
+    text = BASE.replace("action acquire", "witness early: reach acquire\naction acquire", 1)
+    spec = check(parse(text, "w.dmm"))
+    assert spec.witnesses[0].shape == (("acquire", False),)
