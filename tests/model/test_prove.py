@@ -122,6 +122,9 @@ def _golden_view(results) -> list[dict]:
             # Which elements Z3 picks varies between processes; the failing conjunct and the
             # trace's actions do not.
             row["conjunct"] = (r.counterexample.get("blame") or "").split(" at ")[0]
+            part = r.counterexample.get("conjunct")
+            if part:  # which top-level conjunct, and where it is written (file:line:col, the file's name only)
+                row["conjunct_at"] = f"{part['index']} of {part['of']} at {Path(part['loc']).name}"
             if r.counterexample.get("steps") is not None:
                 row["actions"] = [s["action"] for s in r.counterexample["steps"]]
         out.append(row)
