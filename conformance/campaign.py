@@ -169,9 +169,10 @@ def child_main() -> int:
         print(f"dmm campaign: cannot read the job: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     threading.Thread(target=_exit_when_orphaned, args=(sys.stdin.buffer,), daemon=True).start()
-    last = [0.0]
+    last, seen = [0.0], []
 
     def progress(r: FuzzResult) -> None:
+        seen[:] = [r]
         now = time.monotonic()
         if now - last[0] < PERIOD:
             return
@@ -190,6 +191,8 @@ def child_main() -> int:
         _send(chan, ("error", f"it raised {type(e).__name__}: {e}"))
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the result is in: a late Ctrl-C must not lose it
+    if seen:  # the last report may have been held back (at most one a PERIOD): the final counts
+        _send(chan, ("progress", snapshot(seen[0])))
     _send(chan, ("result", result))
     return 0
 
