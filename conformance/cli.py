@@ -299,8 +299,20 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
             print(f"dmm fuzz: {warning}", file=sys.stderr)
     for warning in c.merged.warnings:
         print(f"dmm fuzz: warning: {warning}", file=sys.stderr)
+    filled = None  # --fill-gaps: the merged campaign's gaps, filled here, in this process
+    if getattr(args, "fill_gaps", False) and not c.found and not c.merged.interrupted:
+        from . import gaps
+
+        try:
+            filled = gaps.run(spec, args, c.merged, None if args.json else err)
+        except (TraceError, ValueError) as e:
+            print(f"dmm fuzz: {e}", file=sys.stderr)
+            return EXIT_INPUT
     if args.json:
-        print(json.dumps(campaign_json(c, list(spec.actions), args.cluster)))
+        data = campaign_json(c, list(spec.actions), args.cluster)
+        if filled is not None:
+            data["gaps"] = [g.to_json() for g in filled]
+        print(json.dumps(data))
     else:
         show_fuzz(out, c.merged, list(spec.actions))
         out.print(f"{c.jobs} workers on {c.where}; seeds {', '.join(map(str, c.seeds))}")
@@ -313,9 +325,13 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         if not c.found:
             out.print("[green]no failure[/]" if not c.lost else
                       f"[yellow]no failure in the seeds that finished; {len(c.lost)} lost: not a pass[/]")
+        if filled is not None:
+            from . import gaps
+
+            gaps.show(out, filled, args.seed)
     written = report_cli.fuzz_output(spec, args, c.merged, c.found[0].trace if c.found else None) \
         if getattr(args, "html", None) else 0
-    if c.found:
+    if c.found or any(g.verdict == "failed" for g in filled or ()):
         return EXIT_FAILURE
     if written:
         return written

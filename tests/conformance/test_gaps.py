@@ -114,3 +114,10 @@ def test_show_groups_guard_outcomes_impossible_by_construction():
     out = buf.getvalue()
     assert "guard false: cr3_load, vm_create" in out and out.count("impossible") == 2  # the row and the tally
     assert "gaps: 1 filled, 0 failed, 2 impossible, 0 not found" in out
+
+
+def test_fill_gaps_after_a_campaign_on_many_workers(monkeypatch, capsys):
+    monkeypatch.setattr(gaps, "find", lambda spec, coverage, guards: [Gap("swap_out")])
+    assert main(["fuzz", "--examples", "2", "--steps", "2", "-j", "2", "--fill-gaps", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(g["gap"], g["verdict"]) for g in out["gaps"]] == [("swap_out", "filled")]
