@@ -110,7 +110,10 @@ def show(console: Console, spec: CheckedSpec, results: list[Result], seconds: fl
     if unused:
         console.print(f"  invariants no proof used: {', '.join(unused)}")
     for tr in traces:
-        console.print(f"  trace written: {tr} (replay with `dmm replay {tr}`)")
+        console.print(f"  trace written: {tr} (replay with `dmm replay {tr}`)", soft_wrap=True)
+    if any(r.status == "violated" and r.counterexample for r in results):
+        console.print("  to see each counterexample drawn (states as tables and relation diagrams, the failing "
+                      "line of the spec): dmm prove ... --html FILE.html", highlight=False)
 
 
 def _show_counterexample(console: Console, r: Result) -> None:
