@@ -62,6 +62,7 @@ class ExploreResult:
     symmetry: list[str] = field(default_factory=list)  # sorts reduced by symmetry
     not_symmetric: list[str] = field(default_factory=list)  # sorts too large for it (MAX_PERMUTATIONS)
     memory_states: int | None = None  # the states the memory budget holds
+    reached: list[State] | None = None  # with keep_states: every state kept (one per orbit)
 
     @property
     def states_per_second(self) -> float:
@@ -158,7 +159,8 @@ class Symmetry:
 
 def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: float | None = None,
             symmetry: bool = True, progress: Callable[[int, int], None] | None = None,
-            keep_going: bool = False, max_memory: int | None = None, ground: bool = True) -> ExploreResult:
+            keep_going: bool = False, max_memory: int | None = None, ground: bool = True,
+            keep_states: bool = False) -> ExploreResult:
     """BFS over the reachable states. Stops at the first violation unless keep_going, which goes on to
     find the first (shortest-trace) violation of every invariant; stops (incomplete) at max_states,
     max_seconds, or when the states kept would pass max_memory bytes (default: half of what is
@@ -168,7 +170,8 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
     if ground:
         g = _ground(it, symmetry)
         if g is not None:
-            return _explore_ground(it, g, Limits(max_states, max_seconds, max_memory), symmetry, progress, keep_going)
+            return _explore_ground(it, g, Limits(max_states, max_seconds, max_memory), symmetry, progress,
+                                   keep_going, keep_states)
     sym = Symmetry(it) if symmetry else None
     canon = sym.canonical if sym and sym.maps else (lambda s: s)
     start = time.perf_counter()
@@ -232,6 +235,8 @@ def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: floa
     result.states = len(parent)
     result.seconds = time.perf_counter() - start
     result.action_counts = counts
+    if keep_states:
+        result.reached = list(parent)
     return result
 
 
@@ -311,7 +316,7 @@ def _ground(it: Interpreter, symmetry: bool) -> Ground | None:
 
 
 def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
-                    progress: Callable[[int, int], None] | None, keep_going: bool) -> ExploreResult:
+                    progress: Callable[[int, int], None] | None, keep_going: bool, keep_states: bool) -> ExploreResult:
     """explore() over flat states with the ground-compiled spec: the same search, step for step."""
     canon = g.canonical
     start = time.perf_counter()
@@ -385,6 +390,8 @@ def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
     result.transitions = sum(counts)
     result.seconds = time.perf_counter() - start
     result.action_counts = {ga.name: n for ga, n in zip(g.actions, counts)}
+    if keep_states:
+        result.reached = [g.nest(c) for c in parent]
     return result
 
 

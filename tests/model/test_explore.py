@@ -203,3 +203,108 @@ def test_the_memory_budget_stops_exploration_as_incomplete(capsys):
 def test_a_partial_bound_takes_the_default_bound_for_the_other_sorts(capsys):
     assert main(["explore", "--bound", "vm=2", "--max-states", "50", "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["bound"] == {**DEFAULT_BOUND, "vm": 2}
+
+
+# ---------------------------------------------------------------- the ground path against the general one
+
+# Small enough for the general path in a test (10,600 states, about 8 s on a loaded machine).
+SMALL = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 1, "slot": 1, "budget": 1, "quota": 1}
+
+
+def _summary(r) -> tuple:
+    return (r.states, r.transitions, r.action_counts, r.complete, r.stopped_by,
+            [(v.invariant, str(v.blame), [(st.action, st.args) for st in tr]) for v, tr in r.violations])
+
+
+def _orbits(it: Interpreter, states) -> set:
+    from dmmcheck.model.explore import _ground
+
+    g = _ground(it, True)
+    return {g.canonical(g.flatten(s)) for s in states}
+
+
+def _raw_reachable(it: Interpreter) -> set:
+    """Every reachable state, by the plain interpreter, no symmetry: the reference."""
+    seen = set(it.initial_states())
+    todo = list(seen)
+    while todo:
+        s = todo.pop()
+        for _, _, s2 in it.successors(s):
+            if s2 not in seen:
+                seen.add(s2)
+                todo.append(s2)
+    return seen
+
+
+def test_ground_path_explores_what_the_general_path_does_on_the_bundled_spec():
+    it = Interpreter(load(), SMALL)
+    fast = explore(it, keep_states=True)
+    plain = explore(it, ground=False, keep_states=True)
+    assert fast.complete and plain.complete and fast.states == 10600
+    assert _summary(fast) == _summary(plain)
+    assert set(fast.reached) == set(plain.reached)  # no sort has two elements: the states themselves
+
+
+@pytest.mark.parametrize("symmetry", [True, False])
+def test_ground_path_reaches_the_same_orbits(symmetry):
+    """client_server_ae has three sorts of two elements: the ground path's states, the general
+    path's and every raw reachable state are the same orbits, one state kept per orbit."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "examples" / "client_server_ae.dmm"
+    it = Interpreter(check(parse(path.read_text(), str(path))))
+    fast = explore(it, symmetry=symmetry, keep_states=True)
+    plain = explore(it, symmetry=symmetry, ground=False, keep_states=True)
+    assert _summary(fast) == _summary(plain)
+    raw = _raw_reachable(it)
+    assert _orbits(it, fast.reached) == _orbits(it, plain.reached) == _orbits(it, raw)
+    assert fast.states == (len(_orbits(it, raw)) if symmetry else len(raw))
+    if symmetry:
+        assert fast.states < len(raw)
+
+
+@pytest.mark.parametrize("mutant,keep_going", [("guest_unmap_keeps_rmap", True), ("cr3_load_keeps_tlb", False)])
+def test_ground_path_finds_the_violations_the_general_path_finds(mutant, keep_going):
+    from dmmcheck.conformance.spec_mutants import SPEC_MUTANTS
+
+    m = next(x for x in SPEC_MUTANTS if x.name == mutant)
+    spec = check(parse(_broken(m.old, m.new), f"{mutant}.dmm"))
+    it = Interpreter(spec, SMALL)
+    fast = explore(it, keep_going=keep_going)
+    plain = explore(it, keep_going=keep_going, ground=False)
+    assert fast.violations
+    assert _summary(fast)[5:] == _summary(plain)[5:]  # the same invariants, blames and shortest traces
+    if keep_going:  # on past the violations (their successors checked in full): the same states
+        assert fast.complete and _summary(fast) == _summary(plain)
+    for v, trace in fast.violations:  # each trace is real: init, then enabled steps, each the action's result
+        s = trace[0].state
+        assert s in it.initial_states()
+        for step in trace[1:]:
+            args = it.parse_args(step.action, dict(a.split("=") for a in step.args.split(", ")) if step.args else {})
+            assert it.is_enabled(s, step.action, args) and it.apply(s, step.action, args) == step.state
+            s = step.state
+        assert not it.holds(s, v.invariant)
+
+
+def test_ground_path_agrees_on_another_spec():
+    from pathlib import Path
+
+    path = Path(__file__).parent / "examples" / "lockserv.dmm"
+    it = Interpreter(check(parse(path.read_text(), str(path))))
+    assert _summary(explore(it, keep_going=True)) == _summary(explore(it, keep_going=True, ground=False))
+
+
+def test_a_bound_too_large_for_the_ground_path_takes_the_general_one():
+    from dmmcheck.model import ground
+    from dmmcheck.model.explore import _ground
+
+    it = Interpreter(load(), {**DEFAULT_BOUND, "gfn": 2})
+    assert _ground(it, True) is not None
+    old = ground.MAX_INSTANCES
+    try:
+        ground.MAX_INSTANCES = 16  # guest_map alone has 64 argument tuples here
+        assert _ground(it, True) is None
+        r = explore(it, max_states=200)
+        assert r.states >= 200 and not r.complete
+    finally:
+        ground.MAX_INSTANCES = old
