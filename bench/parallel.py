@@ -5,7 +5,8 @@ usage: bench/parallel.py [SECONDS]   (default 40 per campaign; about 3 x (SECOND
 
 steps_per_second: the merged campaign's judged steps per wall-clock second, from the first worker
 started to the last result in (process start-up included). worker_steps_per_second: the sum of the
-workers' own rates (start-up excluded). ratio_*: against -j 1. Every worker fuzzes a seed of its
+workers' own rates (start-up excluded). ratio_*: against -j 1 (ratio_j2_over_j1_workers: on the
+workers' own rates). Every worker fuzzes a seed of its
 own derived from seed 0 (the same seeds in every configuration), so the work is alike. The load
 average before and after says how quiet the machine was: on a busy one the ratio says little.
 """
@@ -48,6 +49,9 @@ def main() -> None:
         "steps_per_second": {k: r["steps_per_second"] for k, r in runs.items()},
         "ratio_j2_over_j1": round(runs["j2"]["steps_per_second"] / base, 2),
         "ratio_dask2_over_j1": round(runs["dask2"]["steps_per_second"] / base, 2),
+        # the same without process start-up: the workers' own rates summed
+        "ratio_j2_over_j1_workers": round(runs["j2"]["worker_steps_per_second"]
+                                          / (runs["j1"]["worker_steps_per_second"] or 1.0), 2),
         "runs": runs}))
 
 

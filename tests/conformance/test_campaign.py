@@ -219,6 +219,10 @@ def test_a_failure_saved_by_a_campaign_in_a_directory_is_replayed_by_another_run
                "--json", "--trace-dir", str(tmp_path)])
     assert rc == 1 and json.loads(capsys.readouterr().out)["failures"]
     assert _replays(db) and _replays(db, seed=8)
+    # and through the command line, in process (-j 1): the same keys as the workers'
+    assert main(["fuzz", "--mutant", MUTANT, "--db", db, "--examples", "1", "--seed", "7", "--json",
+                 "--trace-dir", str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["failures"][0]["kind"] == "invariant"
 
 
 def test_examples_are_kept_apart_per_mutant_scope_and_implementation(tmp_path):
