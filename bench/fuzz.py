@@ -1,12 +1,17 @@
 """End-to-end fuzzing speed on one core: `dmm fuzz` on the bundled VMM for a fixed time, in process
 and out of process (over dmm-adapter/1, the reference server in a child). Prints one JSON object.
 
-usage: bench/fuzz.py [SECONDS] [bytes]
+usage: bench/fuzz.py [SECONDS] [bytes] [full] [in-process]
 
 steps_per_second: judged steps (both oracles at every step) per wall-clock second, in process.
 seconds_in_impl: in the adapter (the VMM on Unicorn, and reading its state back).
 seconds_in_oracle: spec interpreter (refinement, invariants) and the ideal machine.
 seconds_in_harness: the rest — Hypothesis generation and shrinking, resets, legality checks.
+harness_overhead: wall time / time inside the adapter (1: the harness costs nothing).
+readback: the abstract-state reads, whole ("full") or of only the parts a step's events say may
+have changed ("partial"; the default: runner.py); with `full`, every read is whole.
+cpu_seconds, steps_per_cpu_second: the in-process campaign's own CPU time (the machine's other jobs
+do not count); load_average: the machine's, before and after (the figures above are wall-clock).
 out_of_process_*: the same campaign (same seed: the same steps) with the VMM in a child process
 (`python -m dmmcheck.conformance.serve`), guest memory compared by page digests; its impl and
 oracle seconds include the round trips. out_of_process_ratio: its steps/s over the in-process ones.
@@ -18,8 +23,10 @@ page's bytes instead of digests (out_of_process_bytes_steps_per_second).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import time
 
 from dmmcheck.conformance.adapter import Config
 from dmmcheck.conformance.child import ChildAdapter
@@ -42,16 +49,28 @@ def restart_seconds(n: int = 5) -> float:
 
 def main() -> None:
     spec = load(None)
-    r = fuzz(BundledVmm, spec, Config(), seconds=SECONDS, seed_=0)
-    o = fuzz(lambda: ChildAdapter(SERVE), spec, Config(), seconds=SECONDS, seed_=0)
+    load_start = os.getloadavg()
+    full = "full" in sys.argv[2:]
+    c0 = time.process_time()
+    r = fuzz(BundledVmm, spec, Config(), seconds=SECONDS, seed_=0, full_readback=full)
+    cpu = time.process_time() - c0
     out = {
         "steps_per_second": round(r.steps_per_second, 1),
+        "harness_overhead": round(r.seconds / r.seconds_in_impl, 2) if r.seconds_in_impl else None,
         "seconds_in_impl": round(r.seconds_in_impl, 2),
         "seconds_in_oracle": round(r.seconds_in_oracle, 2),
         "seconds_in_harness": round(r.seconds - r.seconds_in_impl - r.seconds_in_oracle, 2),
         "seconds": round(r.seconds, 2), "steps": r.steps, "test_cases": r.examples,
+        "cpu_seconds": round(cpu, 2), "steps_per_cpu_second": round(r.steps / cpu, 1) if cpu else None,
+        "readback": dict(r.reads),
         "steps_per_case": 40, "failure": r.failure.kind if r.failure else None,
-        "universe": Config().sizes(),
+        "universe": Config().sizes(), "load_average_start": [round(x, 2) for x in load_start]}
+    if "in-process" in sys.argv[2:]:
+        out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(out))
+        return
+    o = fuzz(lambda: ChildAdapter(SERVE), spec, Config(), seconds=SECONDS, seed_=0, full_readback=full)
+    out |= {
         "out_of_process_steps_per_second": round(o.steps_per_second, 1),
         "out_of_process_seconds_in_impl": round(o.seconds_in_impl, 2),
         "out_of_process_seconds_in_oracle": round(o.seconds_in_oracle, 2),
@@ -59,6 +78,7 @@ def main() -> None:
         "out_of_process_failure": o.failure.kind if o.failure else None,
         "out_of_process_ratio": round(o.steps_per_second / r.steps_per_second, 2) if r.steps_per_second else None,
         "restart_seconds": round(restart_seconds(), 3)}
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if "bytes" in sys.argv[2:]:
         b = fuzz(lambda: ChildAdapter(SERVE, memory="bytes"), spec, Config(), seconds=SECONDS, seed_=0)
         out["out_of_process_bytes_steps_per_second"] = round(b.steps_per_second, 1)

@@ -11,8 +11,9 @@ impl-cmd=CMD (the bundled VMM in another process, spoken to over the wire protoc
 e.g. "impl-cmd=dmm serve"; its mutants are those the served adapter lists, switched on through the
 reset's configuration).
 
-killed / total, median and max seconds to the first failure (killed ones), median and max shrunk
-trace length, and per mutant: killed, seconds, steps (to the first failure), shrunk steps, oracle,
+killed / total, median and max seconds to the first failure (killed ones), the median seconds
+spent shrinking it, median and max shrunk trace length, and per mutant: killed, seconds (=
+seconds_to_failure), seconds_shrinking, steps (to the first failure), shrunk steps, oracle,
 steps_run (every step judged, shrinking included; for a survivor, what the budget bought); the
 machine's load average before and after (the budgets are wall-clock time).
 """
@@ -88,6 +89,7 @@ def main() -> None:
     results = run_all(names, seconds, jobs, tuning=tuning, seed=seed, steps=steps, level=level, impl_cmd=impl_cmd)
     killed = [r for r in results if r.killed]
     shrunk = [r.shrunk_steps for r in killed if r.shrunk_steps is not None]
+    shrinking = [r.seconds_shrinking for r in killed if r.seconds_shrinking is not None]
     print(json.dumps({
         "seed": seed, "seconds_per_mutant": seconds, "pattern": pattern, "tuning": switches, "steps_per_case": steps,
         "level": level or "full", "impl_cmd": impl_cmd,
@@ -98,7 +100,9 @@ def main() -> None:
         "max_seconds": max((r.seconds for r in killed), default=None),
         "median_shrunk_steps": statistics.median(shrunk) if shrunk else None,
         "max_shrunk_steps": max(shrunk, default=None),
-        "mutants": {r.name: {"killed": r.killed, "seconds": r.seconds, "steps": r.steps,
+        "median_seconds_shrinking": statistics.median(shrinking) if shrinking else None,
+        "mutants": {r.name: {"killed": r.killed, "seconds": r.seconds, "seconds_to_failure": r.seconds if r.killed else None,
+                             "seconds_shrinking": r.seconds_shrinking, "steps": r.steps,
                              "shrunk": r.shrunk_steps, "oracle": r.oracle, "message": r.message,
                              "steps_run": r.steps_run} for r in results},
     }))

@@ -70,7 +70,8 @@ class FuzzResult:
     failure: Failure | None = None
     it: Any = None  # the interpreter the oracles used (names spec steps in traces)
     first_failure_steps: int | None = None  # steps run when the first failure showed (before shrinking)
-    first_failure_seconds: float | None = None
+    first_failure_seconds: float | None = None  # from the start of the campaign (seconds_to_failure)
+    seconds_shrinking: float | None = None  # from the first failure to the end of the campaign: shrinking it
     started: float = 0.0
     config: Config | None = None  # the scope of the failing test case (the trace records it)
     interrupted: bool = False  # stopped by Ctrl-C; a failure found before is kept, maybe unshrunk
@@ -87,10 +88,16 @@ class FuzzResult:
     level: str = "full"  # the conformance level the implementation was judged at (levels.py)
     known: Tally | None = None  # the accepted divergences met (--known-divergences), per entry
     skipped: Counter[str] = field(default_factory=Counter)  # accesses not performed by the adapter, by kind
+    reads: Counter[str] = field(default_factory=Counter)  # abstract-state reads, "full" or "partial" (runner.py)
 
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds else 0.0
+
+    @property
+    def seconds_to_failure(self) -> float | None:
+        """From the start of the campaign to the first failure (before shrinking it)."""
+        return self.first_failure_seconds
 
 
 class Choices:
@@ -310,8 +317,9 @@ START_LABEL = "dmm: the test case's scope, swarm and features"
 
 
 class Case:
-    """One batch's test cases: each draws its scope, swarm and features, then up to `steps`
-    operations, one Hypothesis integer each (Choices decodes it).
+    """One batch's test cases: each draws its swarm (a boolean per operation), its scope (an
+    integer), two features (booleans), then up to `steps` operations, one integer each (Choices
+    decodes it).
 
     The draws go straight to Hypothesis's choice sequence (`ConjectureData.draw_integer`, an API of
     the pinned Hypothesis: a stateful machine's rule selection, argument dictionaries and step
@@ -328,12 +336,12 @@ class Case:
         spec_actions = runner.judge.it.spec.actions  # type: ignore[union-attr]
         self.ops = sorted(n for n in list(spec_actions) + list(EXTRA) if n in self.caps.operations)
         self.bounds = self.caps.scope if tuning.vary_scope else None
-        self.start_strategy = st.tuples(st.tuples(*[st.booleans()] * len(self.ops)), st.integers(0, 2 ** 63 - 1),
-                                        st.tuples(st.booleans(), st.booleans()))
 
     def __call__(self, data: Any) -> None:
         cd = data.conjecture_data
-        drawer, swarm = self.start(*cd.draw(self.start_strategy))
+        keep = tuple(cd.draw_boolean() for _ in self.ops)
+        where = cd.draw_integer(0, 2 ** 63 - 1)
+        drawer, swarm = self.start(keep, where, (cd.draw_boolean(), cd.draw_boolean()))
         try:
             for _ in range(self.steps):
                 if not self.step(drawer, swarm, cd.draw_integer(0, 2 ** 63 - 1)):
@@ -496,6 +504,8 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning,
                   shrink_seconds, database)
     result.seconds = time.perf_counter() - start
+    if result.first_failure_seconds is not None:
+        result.seconds_shrinking = result.seconds - result.first_failure_seconds
     if hasattr(adapter, "close"):
         try:  # a close() that fails or hangs must not lose what the campaign found
             guarded(adapter.close, "the adapter's close()", step_timeout)  # type: ignore[attr-defined]
@@ -610,6 +620,7 @@ def _campaign(runner: Runner, result: FuzzResult, last: list[CaseResult], second
             result.seconds_in_impl, result.seconds_in_oracle = runner.timing.impl, runner.timing.oracle
             result.coverage = runner.coverage
             result.skipped = runner.skipped
+            result.reads = runner.reads
             if progress:
                 progress(result)
 

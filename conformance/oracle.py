@@ -38,6 +38,10 @@ from .ideal import PAGE, Ideal, Outcome
 MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
                   "balloon_inflate_swapped", "balloon_inflate_unmapped"}
 GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
+# What abstract_state() gives besides its costly parts (abstraction.PARTS): everything
+# to_spec_state reads of it.
+RAW_KEYS = ("mfns", "vms", "pool", "descriptor", "p2m", "swap", "slots_used", "ballooned", "write_protected",
+            "gpt_pages", "flush_pending")
 # Operations that change what the guest's walks give without a store or an event: CR4.NXE (a walk's
 # NX), a VM created or destroyed (its walks appear or go).
 GUEST_VIEW_OPS = {"set_cr4", "vm_create", "vm_destroy"}
@@ -87,6 +91,7 @@ class Judge:
             for name, act in spec.actions.items()}
         self.touches["hit"] = self.touches.get("shadow_hit", ALL_PARTS) | self.touches.get("tlb_hit", ALL_PARTS)
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
+        self.initial: State | None = None  # the spec's initial state in this scope, computed once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
 
 
@@ -113,7 +118,9 @@ class Oracle:
         self.au = Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots,
                            config.gvas, config.slots)
         self.judge = judge
-        self._init: State = self.it.initial_state()
+        if judge.initial is None:  # the same for every test case on this scope
+            judge.initial = self.it.initial_state()
+        self._init: State = judge.initial
         self.state = self._init
         self.ideal = Ideal(config.gfns, config.beyond_memory)
         self.coverage = judge.coverage
@@ -123,6 +130,7 @@ class Oracle:
         self._access = {n: i for i, n in enumerate(spec.enums["access"])}
         self._lay = {n: self.u.layout[n] for n in self.u.layout}
         self._flags: dict[int, dict[str, Any]] = {}
+        self._raw: tuple[Any, ...] | None = None  # what the last step judged read, but for its costly parts
 
     # ---------------------------------------------------------------- the abstraction
     def parts_for(self, op: Operation, obs: Observation) -> frozenset[str]:
@@ -153,7 +161,7 @@ class Oracle:
             raise Failure("refinement", str(e)) from None
 
     def start(self, st: dict[str, Any]) -> None:
-        self.state = self._init
+        self.state, self._raw = self._init, None
         impl = self.with_ghost(self.abstract(st), self.state)
         if impl != self.state:  # (the spec's initial state satisfies every invariant: dmm prove's init obligations)
             raise Failure("refinement", "the implementation's initial state is not the spec's initial state",
@@ -311,14 +319,17 @@ class Oracle:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
         self.observe(op, obs, read_guest)
-        impl = self.abstract(st, parts)
+        # Nothing read changed since the last step (no costly part read, the rest equal): the
+        # implementation is in the state judged then, which is the spec state's but for ghost state.
+        raw = tuple(st.get(k) for k in RAW_KEYS)
+        impl = self.state if not parts and raw == self._raw else self.abstract(st, parts)
         try:
             steps, after = self.refine(obs, impl)
         except Failure:
             self.unexplained(impl)
             raise
         self.invariants(self.state, after)
-        self.state = after
+        self.state, self._raw = after, raw
         return steps
 
     def verify(self, st: dict[str, Any], after: str) -> None:

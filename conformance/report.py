@@ -144,6 +144,10 @@ def not_tried(result: FuzzResult) -> list[str]:
     return [c for c in inputs.classes() if not result.inputs.get(c)]
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
 def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[str, Any]:
     failures = []
     if result.failure is not None:
@@ -163,6 +167,7 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "seconds_in_impl": round(result.seconds_in_impl, 3),
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
             "warnings": result.warnings, "shrink_cut": result.shrink_cut,
+            "seconds_to_failure": _round(result.seconds_to_failure), "seconds_shrinking": _round(result.seconds_shrinking),
             "known_divergences": result.known.to_json() if result.known is not None else None,
             "memory": {"start_mib": round(result.memory_mib_start, 1), "peak_mib": round(result.memory_mib_peak, 1),
                        "limit_mib": result.memory_limit_mib}}

@@ -120,6 +120,11 @@ class IncrementalChecker:
                 compile_formula(u, body, tuple(v.name for v in vs), name=f"{name} clause {n}", shared=it.shared),
                 compile_formula(u, whole, name=f"{name} clause {n} (full)", shared=it.shared),
                 occ, domains, total))
+        # the clauses that read each symbol: a step re-checks only those of the symbols it changed
+        self.reading: dict[str, list[int]] = {}
+        for k, cl in enumerate(self.clauses):
+            for name in cl.occurrences:
+                self.reading.setdefault(name, []).append(k)
 
     def changed_points(self, before: State, after: State) -> list[tuple[str, int, Any, Any]]:
         """(symbol, flat index, old, new) for every point that differs; compares in C-speed chunks."""
@@ -140,11 +145,14 @@ class IncrementalChecker:
         changes = self.changed_points(before, after)
         if not changes:
             return []
-        by_symbol: dict[str, list[tuple[int, Any, Any]]] = {}
+        by_symbol: dict[str, list[tuple[tuple[Any, ...], Any, Any]]] = {}
+        layout = self.it.u.layout
         for name, i, old, new in changes:
-            by_symbol.setdefault(name, []).append((i, old, new))
+            lay = layout[name]
+            by_symbol.setdefault(name, []).append((_unflatten(i, lay.strides, lay.domains), old, new))
         bad: list[str] = []
-        for cl in self.clauses:
+        for k in sorted({k for name in by_symbol for k in self.reading.get(name, ())}):
+            cl = self.clauses[k]
             if cl.invariant in bad:
                 continue
             if not self._clause_holds(cl, after, by_symbol):
@@ -157,15 +165,14 @@ class IncrementalChecker:
         return [Violation(n, blame(self.it.u, after, next(i.formula for i in self.it.invariants if i.name == n)))
                 for n in names]
 
-    def _clause_holds(self, cl: _Clause, s: State, by_symbol: dict[str, list[tuple[int, Any, Any]]]) -> bool:
+    def _clause_holds(self, cl: _Clause, s: State, by_symbol: dict[str, list[tuple[tuple[Any, ...], Any, Any]]]) -> bool:
+        """`by_symbol`: each changed point's arguments, old and new value, per symbol."""
         instances: set[tuple[Any, ...]] = set()
         for name, points in by_symbol.items():
             for occ in cl.occurrences.get(name, ()):
                 if not occ.arg_pins and occ.value_pin is None:
                     return bool(cl.full_fn(s))
-                lay = self.it.u.layout[name]
-                for i, old, new in points:
-                    args = _unflatten(i, lay.strides, lay.domains)
+                for args, old, new in points:
                     pinned: dict[int, list[Any]] = {}
                     for pos, var in occ.arg_pins:
                         pinned[var] = [args[pos]]
