@@ -215,7 +215,16 @@ class Filler:
         gap.ops = ops
         try:
             runner.reset()
-            for op in ops:
+            cat = Catalogue(runner.judge.it, self.operations)  # type: ignore[union-attr]
+            for i, op in enumerate(ops):
+                if not self._legal(cat, runner, op):
+                    # the implementation did not take the internal steps the spec run assumed: the
+                    # rest of the run would be a request the spec forbids, never a fair verdict
+                    gap.records = list(runner.records)
+                    gap.verdict, gap.reason = "impossible", (
+                        f"the run needs {op.action}({_args(op)}) at operation {i}, which the spec does not allow in "
+                        "the implementation's state then: it did not take the steps of its own the run assumed")
+                    return runner
                 runner.step(op)
         except Failure as f:
             gap.verdict, gap.failure, gap.records = "failed", f, list(runner.records)
@@ -226,6 +235,22 @@ class Filler:
             gap.verdict = "filled"
             gap.reason = f"performed after {len(ops)} operation{'s' if len(ops) != 1 else ''}, and conformed"
         return runner
+
+    def _legal(self, cat: Catalogue, runner: Runner, op: Operation) -> bool:
+        """Is the operation legal in the spec state the oracle holds (the implementation's, judged)?"""
+        if op.action not in cat.ops:
+            return True  # not a spec action's operation: legal whenever its VM lives
+        cfg, it = self.config, cat.it
+        xs = []
+        for p in cat.ops[op.action].inputs:
+            v = op.args[p.name]
+            index = {"root": list(cfg.roots), "gva": list(cfg.gvas)}.get(p.type.name)
+            if index is not None:
+                v = index.index(v)
+            elif p.type.name in self.spec.enums:
+                v = it.u.parse_value(p.type, v)
+            xs.append(v)
+        return cat.legal(runner.oracle.state, op.action, tuple(xs))  # type: ignore[union-attr]
 
     def _instead(self, gap: Gap, steps: list[dict[str, Any]]) -> str:
         """Why a replay that conformed did not perform the action: what the implementation did at
@@ -266,6 +291,11 @@ class Filler:
         gap.verdict, gap.reason = "impossible", (
             f"the implementation never performed {gap.action} on its own: after the shortest run that enables it "
             f"({len(steps) - 1} spec steps), none of the {tried} legal operations tried next made it")
+
+
+def _args(op: Operation) -> str:
+    return ", ".join(f"{k}={hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 4096 else v}"
+                     for k, v in op.args.items())
 
 
 def _run_spec(it: Interpreter, steps: list[dict[str, Any]]) -> Any:

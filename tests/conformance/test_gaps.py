@@ -121,3 +121,23 @@ def test_fill_gaps_after_a_campaign_on_many_workers(monkeypatch, capsys):
     assert main(["fuzz", "--examples", "2", "--steps", "2", "-j", "2", "--fill-gaps", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [(g["gap"], g["verdict"]) for g in out["gaps"]] == [("swap_out", "filled")]
+
+
+class _NeverSwaps(BundledVmm):
+    """The bundled VMM declining every swap-out (a legal answer: the request may be refused)."""
+
+    def step(self, op):
+        from dmmcheck.conformance.adapter import Observation
+
+        if op.action == "swap_out":
+            return Observation(note="declined")
+        return super().step(op)
+
+
+def test_gap_impossible_when_the_implementation_does_not_take_the_runs_steps():
+    (g,) = Filler(SPEC, _NeverSwaps).fill([Gap("swap_in")])
+    assert [s["action"] for s in g.witness][-2:] == ["swap_out", "swap_in"]
+    # the swap-out was declined, so the swap-in the run needs next is no legal request: not sent
+    assert g.verdict == "impossible", g.reason
+    assert g.reason.startswith("the run needs swap_in(v=0, g=10") and "does not allow" in g.reason
+    assert [r.op.action for r in g.records] == ["vm_create", "demand_page", "swap_out"]
