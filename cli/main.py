@@ -239,6 +239,13 @@ def cmd_prove(args: argparse.Namespace) -> int:
             write_reached(path, spec.file, hashlib.sha256(spec_text.encode()).hexdigest(), r)
             r.reachability["trace_file"] = str(path)
             traces.append(str(path))
+        if r.kind == "witness" and r.status == "proved":  # a run to drive an implementation through
+            from dmmcheck.model.witness import write_trace as write_witness
+
+            path = Path(args.trace_dir) / f"witness-{r.invariant}.jsonl"
+            write_witness(path, spec.file, hashlib.sha256(spec_text.encode()).hexdigest(), r)
+            r.witness["trace_file"] = str(path)  # type: ignore[index]
+            traces.append(str(path))
     if args.json:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
     else:

@@ -360,30 +360,13 @@ def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
     for f0 in initial:
         if f0 not in raw_seen:
             visit(f0, (None, -1, -1))
-    # (action, part's key, its memo: key -> enabled instances, successors, noop)
-    parts = [(i, p.key, {}, p.successors, ga.noop) for i, ga in enumerate(g.actions) for p in ga.parts]
+    expand = g.expander()
     while queue:
         stop = _stop(result, keep_going, lim, len(parent), most_states, budget, start)
         if stop:
             result.complete, result.stopped_by = False, stop
             break
-        s = queue.popleft()
-        for i, key, memo, successors, noop in parts:
-            if key is not None:
-                kk = key(s)
-                n = memo.get(kk)
-                if n is not None:  # the same successors as from an earlier state: all visited
-                    counts[i] += n
-                    continue
-            out = successors(s)
-            counts[i] += len(out)
-            if key is not None:
-                memo[kk] = len(out)
-            if noop:
-                continue
-            for k, s2 in out:
-                if s2 not in raw_seen:
-                    visit(s2, (s, i, k))
+        expand(queue.popleft(), raw_seen, visit, counts)
         if progress and len(parent) % 20000 < 50:
             progress(len(parent), len(queue))
     result.states = len(parent)

@@ -90,7 +90,7 @@ class _Emitter:
         self.track()
 
     def track(self) -> None:
-        """Start recording what the code emitted next reads and writes (for Part and checks)."""
+        """Start recording what the code emitted next reads and writes (memo keys, invariant checks)."""
         self.reads: set[int] = set()
         self.writes: set[int] = set()
         self.always: set[int] = set()  # written whatever the state (outside any non-constant `if`)
@@ -248,37 +248,31 @@ class _Emitter:
 
 
 @dataclass
-class Part:
-    """Some instances of one action. When key is set, which of them are enabled and what each makes
-    of s depend only on key(s): s outside the positions they all write whatever the state and none
-    of them reads. So once one state with that key was expanded, the part's successors from another
-    are the same states (already visited) and only their number is needed."""
-
-    key: Callable[[Flat], tuple] | None
-    successors: Callable[[Flat], list[tuple[int, Flat]]]  # (instance, successor) for each enabled one
-
-
-@dataclass
 class GroundAction:
     name: str
     instances: list[tuple[Any, ...]]  # argument tuples; successors() name them by index
-    parts: list[Part]
+    parts: list[Callable[[Flat], list[tuple[int, Flat]]]]  # (instance, successor) for each enabled one
     noop: bool  # modifies nothing: its successors are s itself, counted and not visited
     # per instance: do the invariants hold after it, given that they held before (None: never enabled)
     checks: list[Callable[[Flat], bool] | None]
 
     def successors(self, s: Flat) -> list[tuple[int, Flat]]:
-        return [x for p in self.parts for x in p.successors(s)]
+        return [x for p in self.parts for x in p(s)]
 
 
-MEMO_MIN = 8  # instances sharing a footprint worth a memo (guest_map: 32 rights and A/D per gfn)
+# Instances that share a footprint worth a memo (guest_map: 32 rights and A/D bits per gfn). Which
+# of them are enabled, and what each makes of s, depend only on s outside the positions they all
+# write whatever the state and none of them reads (the key): once a state with that key was
+# expanded, the group's successors from another are the same states, already visited, and only
+# their number is needed.
+MEMO_MIN = 8
 
 
 @dataclass
 class _Instance:
     index: int
     conds: list[str]
-    body: list[str]
+    updates: list[str] | None  # None: the action modifies nothing
     reads: frozenset[int]
     writes: frozenset[int]
     always: frozenset[int]
@@ -293,14 +287,27 @@ def _instance(em: _Emitter, action: Action, parts: list[A.Expr], k: int, args: t
     if "False" in conds:
         return None
     conds = [c for c in conds if c != "True"]
-    if not action.modifies:
-        body = [f"a(({k}, s))"]
-    else:
-        body = ["n = list(s)"]
+    body: list[str] | None = None
+    if action.modifies:
+        body = []
         for upd in action.updates:
             em.update(upd, env, "", body)
-        body.append(f"a(({k}, tuple(n)))")
     return _Instance(k, conds, body, frozenset(em.reads), frozenset(em.writes), frozenset(em.always), em.dynamic)
+
+
+def _listed(x: _Instance) -> list[str]:
+    """An enabled instance, in successors(): appended as (instance, successor)."""
+    if x.updates is None:
+        return [f"a(({x.index}, s))"]
+    return ["n = list(s)", *x.updates, f"a(({x.index}, tuple(n)))"]
+
+
+def _visited(x: _Instance, action: int, counter: str) -> list[str]:
+    """An enabled instance, in expand(): counted, and its successor visited unless seen."""
+    if x.updates is None:
+        return [f"{counter} += 1"]
+    return [f"{counter} += 1", "n = list(s)", *x.updates, "t = tuple(n)",
+            f"if t not in seen: visit(t, (s, {action}, {x.index}))"]
 
 
 def _trie(items: list[tuple[list[str], list[str]]], indent: str, out: list[str]) -> None:
@@ -323,15 +330,17 @@ def _trie(items: list[tuple[list[str], list[str]]], indent: str, out: list[str])
 
 def _part_source(items: list[_Instance]) -> str:
     lines = ["def successors(s):", "    r = []", "    a = r.append"]
-    _trie([(x.conds, x.body) for x in items], "    ", lines)
+    _trie([(x.conds, _listed(x)) for x in items], "    ", lines)
     lines.append("    return r")
     return "\n".join(lines) + "\n"
 
 
-def _ground_action(em: _Emitter, action: Action, width: int) -> tuple[list[tuple[str, list[int] | None]],
-                                                                     list[tuple[Any, ...]], list[_Instance]]:
-    """Sources of the action's parts (each with its key's positions, or None: no memo), the
-    instances in order, and those that can be enabled."""
+Group = tuple[list[_Instance], list[int] | None]  # instances, and the positions of their memo key (or None)
+
+
+def _ground_action(em: _Emitter, action: Action, width: int) -> tuple[list[Group], list[tuple[Any, ...]], list[_Instance]]:
+    """The action's instances in groups (one memo each, but the last), all its instances in order,
+    and those that can be enabled."""
     domains = [em.domain(p.type) for p in action.params]
     instances = list(itertools.product(*domains))
     if len(instances) > MAX_INSTANCES:
@@ -345,16 +354,37 @@ def _ground_action(em: _Emitter, action: Action, width: int) -> tuple[list[tuple
             rest.append(x)
         else:
             groups.setdefault(x.always, []).append(x)
-    out: list[tuple[str, list[int] | None]] = []
+    out: list[Group] = []
     for always, members in groups.items():
         free = always - frozenset().union(*(x.reads for x in members))
         if len(members) < MEMO_MIN or not free:
             rest += members
             continue
-        out.append((_part_source(members), [i for i in range(width) if i not in free]))
+        out.append((members, [i for i in range(width) if i not in free]))
     if rest or not out:
-        out.append((_part_source(sorted(rest, key=lambda x: x.index)), None))
+        out.append((sorted(rest, key=lambda x: x.index), None))
     return out, instances, items
+
+
+def _expand_source(actions: list[list[Group]]) -> tuple[str, list[list[int]]]:
+    """expand(s, seen, visit, counts): every action's enabled instances from s counted, their
+    successors not in seen visited; the memo groups' keys K0, K1, ... and memos M0, M1, ... are
+    globals. One function with no calls per instance: the explorer's inner loop."""
+    lines = ["def expand(s, seen, visit, counts):"]
+    lines += [f"    c{i} = 0" for i in range(len(actions))]
+    keys: list[list[int]] = []
+    for i, groups in enumerate(actions):
+        for members, key in groups:
+            if key is None:
+                _trie([(x.conds, _visited(x, i, f"c{i}")) for x in members], "    ", lines)
+                continue
+            j = len(keys)
+            keys.append(key)
+            lines += [f"    kk = K{j}(s)", f"    m = M{j}.get(kk)", "    if m is None:", "        p = 0"]
+            _trie([(x.conds, _visited(x, i, "p")) for x in members], "        ", lines)
+            lines += [f"        M{j}[kk] = p", f"        c{i} += p", "    else:", f"        c{i} += m"]
+    lines += [f"    counts[{i}] += c{i}" for i in range(len(actions))]
+    return "\n".join(lines) + "\n", keys
 
 
 class Ground:
@@ -382,21 +412,34 @@ class Ground:
         self.all_hold = _checker(inv_src, range(len(inv_src)), cache)
         size = sum(map(len, inv_src))
         self.actions: list[GroundAction] = []
+        all_groups: list[list[Group]] = []
         for name, act in actions.items():
-            sources, instances, items = _ground_action(em, act, self.width)
-            size += sum(len(src) for src, _ in sources)
+            groups, instances, items = _ground_action(em, act, self.width)
+            all_groups.append(groups)
+            sources = [_part_source(members) for members, _ in groups]
+            size += 2 * sum(map(len, sources))
             if size > MAX_SOURCE:
                 raise TooLarge(f"the generated code passes {MAX_SOURCE:,} characters")
-            parts = [Part(_key(key), _exec(src, f"ground {name}", "successors")) for src, key in sources]
+            parts = [_exec(src, f"ground {name}", "successors") for src in sources]
             checks: list[Callable[[Flat], bool] | None] = [None] * len(instances)
             for x in items:
                 # an invariant none of whose positions the instance may write keeps its value
                 which = tuple(j for j, r in enumerate(inv_reads) if x.dynamic or r is None or r & x.writes)
                 checks[x.index] = _checker(inv_src, which, cache)
             self.actions.append(GroundAction(name, instances, parts, not act.modifies, checks))
+        src, self._keys = _expand_source(all_groups)
+        self._expand = compile(src, "<ground expand>", "exec")
         if len(perms) > MAX_PERMUTATIONS:
             raise TooLarge(f"{len(perms)} permutations")
         self.canonical = self._canonical(perms)
+
+    def expander(self) -> Callable[[Flat, set[Flat], Callable[..., None], list[int]], None]:
+        """A new expand() (see _expand_source), with empty memos: one per search."""
+        ns: dict[str, Any] = {"_N": NONE}
+        for j, key in enumerate(self._keys):
+            ns[f"K{j}"], ns[f"M{j}"] = _key(key), {}
+        exec(self._expand, ns)
+        return ns["expand"]
 
     def flatten(self, s: State) -> Flat:
         return tuple(NONE if v is None else v for v in itertools.chain.from_iterable(s))
@@ -445,9 +488,7 @@ def _checker(inv_src: list[str], which: Any, cache: dict[tuple[int, ...], Callab
     return cache[key]
 
 
-def _key(positions: list[int] | None) -> Callable[[Flat], tuple] | None:
-    if positions is None:
-        return None
+def _key(positions: list[int]) -> Callable[[Flat], Any]:
     if len(positions) == 1:
         return lambda f, i=positions[0]: (f[i],)
     return operator.itemgetter(*positions)
