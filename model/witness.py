@@ -13,8 +13,10 @@ is left to the solver within the axioms, so the witness names the values it need
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import z3
@@ -148,3 +150,15 @@ def _read_run(spec: CheckedSpec, enc: Encoding, model: z3.ModelRef, states: list
 
 def _sizes(bound: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in bound.items())
+
+
+def write_trace(path: Path, spec_path: str, spec_hash: str, r: Result) -> None:
+    """A witness's run in the trace format of `dmm prove --bmc` (docs/trace-format.md): `dmm replay`
+    drives an implementation through it, its internal steps and outputs left to the implementation."""
+    w = r.witness or {}
+    header = {"format": "dmm-trace/1", "source": "dmm prove (witness)", "spec": spec_path, "spec_hash": spec_hash,
+              "universe": w.get("universe"), "witness": r.invariant, "shape": w.get("shape")}
+    lines = [json.dumps(header)] + [json.dumps({"step": i, "action": st["action"], "args": st["args"]})
+                                    for i, st in enumerate(w.get("steps", []))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -146,3 +146,20 @@ def test_finite_sizes_the_witness_universe():
     results, _ = run(ProveOptions(str(LOCK), finite=2, use_cache=False, only="witness/hand_over"))
     (r,) = results
     assert r.status == "proved" and r.witness["universe"] == {"client": 2}
+
+
+def test_a_witness_run_is_written_and_replays_on_the_bundled_vmm(tmp_path, capsys):
+    from dmmcheck.spec import bundled_path
+
+    spec = tmp_path / "dmm.dmm"
+    spec.write_text(bundled_path().read_text() + "\n# A page can be swapped out.\nwitness swapped:\n  reach any*; swap_out\n")
+    traces = tmp_path / "traces"
+    assert main(["prove", str(spec), "--only", "witness/", "--finite", "1", "--witness-depth", "4", "--no-cache",
+                 "-j", "1", "--trace-dir", str(traces), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (entry,) = out["obligations"]
+    assert [s["action"] for s in entry["witness"]["steps"]] == ["vm_create", "demand_page", "swap_out"]
+    assert out["traces"] == [entry["witness"]["trace_file"]] == [str(traces / "witness-swapped.jsonl")]
+    # the harness drives the bundled VMM through it, as it replays a BMC trace
+    assert main(["replay", str(traces / "witness-swapped.jsonl"), "--spec", str(spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
