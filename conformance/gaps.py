@@ -121,10 +121,13 @@ class Filler:
             start = time.perf_counter()
             if self.progress:
                 self.progress(gap.name)
-            if gap.outcome is None:
-                self._action(gap)
-            else:
-                self._guard(gap)
+            try:
+                if gap.outcome is None:
+                    self._action(gap)
+                else:
+                    self._guard(gap)
+            except Exception as e:  # noqa: BLE001 - one gap's trouble is reported, the others still filled
+                gap.verdict, gap.reason = "not found", f"could not be searched or replayed: {type(e).__name__}: {e}"
             gap.seconds = time.perf_counter() - start
         return gaps
 

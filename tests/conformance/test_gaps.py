@@ -141,3 +141,12 @@ def test_gap_impossible_when_the_implementation_does_not_take_the_runs_steps():
     assert g.verdict == "impossible", g.reason
     assert g.reason.startswith("the run needs swap_in(v=0, g=10") and "does not allow" in g.reason
     assert [r.op.action for r in g.records] == ["vm_create", "demand_page", "swap_out"]
+
+
+def test_a_gap_that_cannot_be_searched_is_reported_not_raised(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(gaps, "search", broken)
+    (g,) = Filler(SPEC, BundledVmm).fill([Gap("swap_out")])
+    assert g.verdict == "not found" and g.reason == "could not be searched or replayed: RuntimeError: solver crashed"
