@@ -54,13 +54,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """The main job: prove every obligation, explore the default bound, fuzz the bundled VMM, one
-    summary table. Exit 0 when everything passed; otherwise the first failing stage's status."""
+    """The main job: prove every obligation, explore the smallest bound that enables every action,
+    fuzz the bundled VMM, one summary table. Exit 0 when everything passed; otherwise the first
+    failing stage's status."""
     from rich.console import Console
     from rich.table import Table
 
     from dmmcheck.model import report
-    from dmmcheck.model.explore import default_bound, explore
+    from dmmcheck.model.explore import CHECK_SECONDS, all_actions_bound, explore
     from dmmcheck.model.interp import Interpreter
     from dmmcheck.model.runner import ProveOptions, exit_status
 
@@ -75,16 +76,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                                                              reach_seconds=REACH_SECONDS, spec=spec), err)
     prove_status = exit_status(results)
     s = report.summary(results)
-    bound = default_bound(spec)
+    bound = all_actions_bound(spec)
     with err.status("exploring"):
-        r = explore(Interpreter(spec, bound), max_seconds=120)
+        r = explore(Interpreter(spec, bound), max_seconds=CHECK_SECONDS)
     table = Table(title="dmm check")
     for col in ("stage", "result", "seconds", "detail"):
         table.add_column(col)
     table.add_row("prove", "[green]passed[/]" if prove_status == 0 else f"[red]failed (exit {prove_status})[/]",
                   f"{seconds:.1f}", f"{s['proved']} proved, {s['violated']} violated, {s['unknown']} unknown (unbounded)")
     explore_ok = r.complete and not r.violations
-    detail = f"{r.states} states, bound {', '.join(f'{k}={v}' for k, v in r.bound.items())}"
+    detail = (f"{r.states:,} states, bound {', '.join(f'{k}={v}' for k, v in r.bound.items())} "
+              f"({r.transitions:,} transitions); "
+              + (f"[yellow]warning: {r.never_enabled_warning()}[/]" if r.never_enabled else "every action enabled"))
     if r.violations:
         detail += f"; violated: {', '.join(v.invariant for v, _ in r.violations)}"
     elif not r.complete:
@@ -132,6 +135,14 @@ def _parse_bound(text: str | None) -> dict[str, int]:
     return bound
 
 
+def _print_action_table(counts: dict[str, int]) -> None:
+    """Per action: the transitions it made, and whether any explored state enabled it."""
+    width = max(map(len, counts), default=6)
+    print(f"  {'action':<{width}}  {'transitions':>12}  enabled")
+    for a, n in counts.items():
+        print(f"  {a:<{width}}  {n:>12,}  {'yes' if n else 'NEVER'}")
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     """Every reachable state within the bound; exit 0 with no violation, 1 with one, 3 stopped by a
     limit, 2 a bad bound, 4 a spec error."""
@@ -169,22 +180,25 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"bound": r.bound, "states": r.states, "transitions": r.transitions,
                           "seconds": round(r.seconds, 3), "states_per_second": round(r.states_per_second),
+                          "transitions_per_second": round(r.transitions_per_second),
                           "complete": r.complete, "stopped_by": r.stopped_by or None,
                           "symmetry": r.symmetry, "not_symmetric": r.not_symmetric,
-                          "never_enabled": [a for a, n in r.action_counts.items() if n == 0],
+                          "actions": {a: {"transitions": n, "enabled": n > 0} for a, n in r.action_counts.items()},
+                          "never_enabled": r.never_enabled,
+                          "warnings": [w for w in [r.never_enabled_warning()] if w],
                           "violations": violations}))
     else:
         print(f"dmm explore: bound {it.u.describe()}")
         sym = (f"symmetry reduced over {', '.join(r.symmetry)}" if r.symmetry else "no symmetry reduction") + \
             (f"; not over {', '.join(r.not_symmetric)} (more than {MAX_PERMUTATIONS:,} permutations)"
              if r.not_symmetric else "")
-        print(f"  {r.states} states, {r.transitions} transitions in {r.seconds:.1f} s "
-              f"({r.states_per_second:.0f} states/s, {sym})")
+        print(f"  {r.states:,} states, {r.transitions:,} transitions in {r.seconds:.1f} s "
+              f"({r.states_per_second:,.0f} states/s, {r.transitions_per_second:,.0f} transitions/s, {sym})")
         if not r.complete and not r.violations:
             print(f"  INCOMPLETE: stopped by {r.stopped_by}; states beyond it were not explored")
-        dead = [a for a, n in r.action_counts.items() if n == 0]
-        if dead:
-            print(f"  never enabled at this bound: {', '.join(dead)}")
+        _print_action_table(r.action_counts)
+        if r.never_enabled:
+            print(f"  WARNING: {r.never_enabled_warning()}")
         for v, trace in r.violations:
             print(f"  VIOLATED {v}")
             for i, st in enumerate(trace):
