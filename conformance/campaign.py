@@ -579,6 +579,7 @@ def fuzz_campaign(task: SeedTask, jobs: int | None, cluster: str | None, actions
     parts = [(s, o.result) for s, o in zip(seeds, outcomes) if o.result is not None]
     merged = merge([p.result for _, p in parts], task.seed, wall, impl_name, task.level, task.memory_limit_mib)
     merged.interrupted |= board.interrupted or getattr(ex, "interrupted", False)
+    merged.config = task.config  # the campaign's scope (a failure's own below), as a single campaign reports it
     if known is not None:
         from .divergences import Tally
 

@@ -90,7 +90,7 @@ def test_a_local_campaign_splits_examples_and_each_worker_is_its_seeds_campaign(
     alone = fuzz(BundledVmm, SPEC, Config(), examples=4, seed_=0)
     assert (workers[0].steps, dict(workers[0].coverage)) == (alone.steps, dict(alone.coverage))
     j = campaign_json(c, ACTIONS, None)
-    assert j["steps"] == c.merged.steps and j["jobs"] == 2 and j["lost"] == []
+    assert j["steps"] == c.merged.steps and j["jobs"] == 2 and j["lost"] == [] and j["config"] == Config().to_json()
     assert [w["seed"] for w in j["workers"]] == c.seeds
 
 
