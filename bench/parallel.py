@@ -6,7 +6,8 @@ usage: bench/parallel.py [SECONDS]   (default 40 per campaign; about 3 x (SECOND
 steps_per_second: the merged campaign's judged steps per wall-clock second, from the first worker
 started to the last result in (process start-up included). worker_steps_per_second: the sum of the
 workers' own rates (start-up excluded). ratio_*: against -j 1 (ratio_j2_over_j1_workers: on the
-workers' own rates). Every worker fuzzes a seed of its
+workers' own rates). steps_per_cpu_second and cpu_efficiency_j2_over_j1: the steps per CPU second of
+the workers, which a busy machine changes far less than the wall-clock rate. Every worker fuzzes a seed of its
 own derived from seed 0 (the same seeds in every configuration), so the work is alike. The load
 average before and after says how quiet the machine was: on a busy one the ratio says little.
 """
@@ -24,10 +25,13 @@ from dmmcheck.spec import load
 
 
 def figures(c: Campaign) -> dict[str, Any]:
-    workers = [o.result.result for o in c.outcomes if o.result is not None]
+    parts = [o.result for o in c.outcomes if o.result is not None]
+    workers = [p.result for p in parts]
+    cpu = sum(p.cpu_seconds for p in parts)
     return {"steps": c.merged.steps, "seconds": round(c.merged.seconds, 2),
             "steps_per_second": round(c.merged.steps_per_second, 1),
             "worker_steps_per_second": round(sum(w.steps_per_second for w in workers), 1),
+            "steps_per_cpu_second": round(sum(w.steps for w in workers) / cpu, 1) if cpu else None,
             "workers": len(workers), "lost": len(c.lost), "failures": len(c.found)}
 
 
@@ -52,6 +56,10 @@ def main() -> None:
         # the same without process start-up: the workers' own rates summed
         "ratio_j2_over_j1_workers": round(runs["j2"]["worker_steps_per_second"]
                                           / (runs["j1"]["worker_steps_per_second"] or 1.0), 2),
+        # per CPU second of the workers: 1.0 when two workers do not slow each other down (then the
+        # wall-clock ratio is two on two idle cores, whatever the load when measured)
+        "cpu_efficiency_j2_over_j1": round((runs["j2"]["steps_per_cpu_second"] or 0)
+                                           / (runs["j1"]["steps_per_cpu_second"] or 1.0), 2),
         "runs": runs}))
 
 

@@ -474,6 +474,7 @@ class SeedResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # the shrunk steps, as trace rows
     known_hits: dict[str, int] = field(default_factory=dict)
     known_first: dict[str, str] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # the worker's CPU time in its campaign: its rate whatever else the machine runs
 
 
 def _spec_of(text: str | None, where: str) -> Any:
@@ -507,11 +508,14 @@ def run_seed(task: SeedTask, progress: Callable[[FuzzResult], None] | None = Non
         else load_adapter(task.impl or "dmmcheck.conformance.vmm_adapter:BundledVmm")
     db = open_db(task.db, *identity(spec_text, task.impl, task.impl_cmd, task.config, task.level, task.steps,
                                     task.tuning))
+    cpu = time.process_time()
     r = fuzz(factory, spec, task.config, seconds=task.seconds, examples=task.examples, seed_=task.seed,
              steps_per_case=task.steps, step_timeout=task.step_timeout, progress=progress, tuning=task.tuning,
              memory_limit_mib=task.memory_limit_mib, shrink_seconds=task.shrink_seconds, level=task.level,
              known=known, database=db)
-    return strip(r)
+    out = strip(r)
+    out.cpu_seconds = time.process_time() - cpu
+    return out
 
 
 def strip(r: FuzzResult) -> SeedResult:
@@ -656,6 +660,7 @@ def campaign_json(c: Campaign, actions: list[str], cluster: str | None) -> dict[
          "examples": o.result.result.examples if o.result else None,
          "seconds": round(o.result.result.seconds, 3) if o.result else None,
          "steps_per_second": round(o.result.result.steps_per_second, 1) if o.result else None,
+         "cpu_seconds": round(o.result.cpu_seconds, 3) if o.result else None,
          "failure": o.result.failure["kind"] if o.result and o.result.failure else None, "lost": o.lost}
         for s, o in zip(c.seeds, c.outcomes)]
     out["lost"] = [{"seed": s, "reason": why} for s, why in c.lost]
