@@ -290,7 +290,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
     except (TraceError, ValueError, OSError) as e:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
-    for f in c.found:
+    for f in [x for x in c.found if x.rows]:  # as in a single campaign: no trace without steps (memory)
         f.trace, warning = save(args.trace_dir, f"fuzz-{f.failure.kind}-seed{f.seeds[0]}-{int(time.time())}.jsonl",
                                 spec=spec, seed=f.seeds[0], impl_cmd=cmd, adapter=None if cmd is not None else args.impl,
                                 config=f.config or config, records=[TraceRow(r) for r in f.rows], failure=f.failure,

@@ -84,6 +84,7 @@ def test_a_local_campaign_splits_examples_and_each_worker_is_its_seeds_campaign(
     assert c.seeds == [0, worker_seed(0, 1)] and not c.lost
     workers = [o.result.result for o in c.outcomes]
     assert [w.examples for w in workers] == [4, 4]
+    assert all(0 < o.result.cpu_seconds for o in c.outcomes)
     assert c.merged.steps == sum(w.steps for w in workers) > 0
     assert c.merged.coverage == sum((w.coverage for w in workers), Counter())
     # worker 0 ran exactly what `dmm fuzz --seed 0 --examples 4` runs in process
