@@ -3,12 +3,19 @@
 applications_per_second: guard check + successor, on (state, action, args) triples from random walks.
 invariant_checks_per_second: every invariant checked after a step, incrementally (the harness's path).
 full_invariant_checks_per_second: every invariant evaluated from scratch, for comparison.
-explore_states_per_second: `dmm explore` at its default bound, for a fixed time.
+explore_states_per_second, explore_transitions_per_second: `dmm explore` at its default bound (the
+ground-compiled path it takes there), and explore_general_*: the general path at the same bound, for
+at most 20 s each.
+explore_all_actions: the scope `dmm check` explores, the smallest in which every action is enabled,
+to the end: its states, transitions, seconds (wall, and CPU: the machine is shared, so the wall
+time depends on the load, given with it), and the actions never enabled (none).
+--no-all-actions leaves that last part out (it takes about 40 s of one core).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -16,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dmmcheck.model.explore import DEFAULT_BOUND, explore  # noqa: E402
+from dmmcheck.model.explore import ALL_ACTIONS_BOUND, DEFAULT_BOUND, ExploreResult, explore  # noqa: E402
 from dmmcheck.model.incremental import IncrementalChecker  # noqa: E402
 from dmmcheck.model.interp import Interpreter  # noqa: E402
 from dmmcheck.spec import load  # noqa: E402
@@ -50,6 +57,19 @@ def walk(it: Interpreter, steps: int, seed: int):
     return out
 
 
+def explore_all_actions() -> dict:
+    """The all-actions scope explored to the end, as `dmm check` does (spec compiled included)."""
+    load_before = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    r: ExploreResult = explore(Interpreter(load(), ALL_ACTIONS_BOUND), max_seconds=900)
+    return {"bound": ALL_ACTIONS_BOUND, "states": r.states, "transitions": r.transitions,
+            "seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
+            "search_seconds": round(r.seconds, 2), "states_per_second": round(r.states_per_second),
+            "transitions_per_second": round(r.transitions_per_second), "complete": r.complete,
+            "violations": [v.invariant for v, _ in r.violations], "never_enabled": r.never_enabled,
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
 def main() -> None:
     it = Interpreter(load(), FUZZ_SIZE)
     inc = IncrementalChecker(it)
@@ -77,12 +97,18 @@ def main() -> None:
 
     small = Interpreter(load(), DEFAULT_BOUND)
     r = explore(small, max_seconds=20)
+    general = explore(small, max_seconds=20, ground=False)
 
     print(json.dumps({
         "applications_per_second": round(apps),
         "invariant_checks_per_second": round(inc_rate),
         "full_invariant_checks_per_second": round(full_rate),
         "explore_states_per_second": round(r.states_per_second),
+        "explore_transitions_per_second": round(r.transitions_per_second),
+        "explore_general_states_per_second": round(general.states_per_second),
+        "explore_general_transitions_per_second": round(general.transitions_per_second),
+        "explore_all_actions": None if "--no-all-actions" in sys.argv else explore_all_actions(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "fuzz_size": FUZZ_SIZE,
         "explore_bound": DEFAULT_BOUND,
         "walk_steps": len(triples),
