@@ -78,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     s = report.summary(results)
     bound = all_actions_bound(spec)
     with err.status("exploring"):
-        r = explore(Interpreter(spec, bound), max_seconds=CHECK_SECONDS)
+        r = explore(Interpreter(spec, bound), max_seconds=CHECK_SECONDS, jobs=os.cpu_count() or 1)
     table = Table(title="dmm check")
     for col in ("stage", "result", "seconds", "detail"):
         table.add_column(col)
@@ -168,7 +168,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
             print(f"\r  {states} states, {frontier} queued", end="", file=sys.stderr, flush=True)
     try:
         r = explore(it, max_states=args.max_states, max_seconds=args.max_seconds, progress=progress,
-                    keep_going=args.keep_going, max_memory=args.max_memory and args.max_memory << 20)
+                    keep_going=args.keep_going, max_memory=args.max_memory and args.max_memory << 20,
+                    jobs=args.jobs)
     except InterpError as e:  # e.g. an init whose requires leave too many initial states at this bound
         print(f"\ndmm explore: {e}" if progress else f"dmm explore: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -366,6 +367,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          "result: incomplete)")
     sp.add_argument("--keep-going", action="store_true",
                     help="after a violation, go on to find the shortest violation of every invariant")
+    sp.add_argument("-j", "--jobs", type=count(1, 256), default=1, metavar="N",
+                    help="explore in up to N processes, split by the model's parameters (default 1; the same result)")
     sp = add("prove", cmd_prove, "prove every invariant inductive with Z3; report every obligation")
     sp.add_argument("--json", action="store_true", help="print the report as JSON")
     sp.add_argument("--html", metavar="FILE", help="also write the results as one self-contained HTML page (docs/report.md)")

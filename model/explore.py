@@ -73,6 +73,7 @@ class ExploreResult:
     not_symmetric: list[str] = field(default_factory=list)  # sorts too large for it (MAX_PERMUTATIONS)
     memory_states: int | None = None  # the states the memory budget holds
     reached: list[State] | None = None  # with keep_states: every state kept (one per orbit)
+    processes: int = 1  # the search ran in this many processes (parallel_explore)
 
     @property
     def states_per_second(self) -> float:
@@ -185,18 +186,25 @@ class Symmetry:
 def explore(it: Interpreter, *, max_states: int | None = None, max_seconds: float | None = None,
             symmetry: bool = True, progress: Callable[[int, int], None] | None = None,
             keep_going: bool = False, max_memory: int | None = None, ground: bool = True,
-            keep_states: bool = False) -> ExploreResult:
+            keep_states: bool = False, jobs: int = 1) -> ExploreResult:
     """BFS over the reachable states. Stops at the first violation unless keep_going, which goes on to
     find the first (shortest-trace) violation of every invariant; stops (incomplete) at max_states,
     max_seconds, or when the states kept would pass max_memory bytes (default: half of what is
     available). With ground (the default) a bound small enough is explored by the ground-compiled
     spec (ground.py: the same states, several times faster); ground=False, or a larger bound, takes
-    the general path below."""
+    the general path below. jobs > 1: in that many processes where the search splits (see
+    parallel_explore), with the same result."""
     if ground:
         g = _ground(it, symmetry)
         if g is not None:
-            return _explore_ground(it, g, Limits(max_states, max_seconds, max_memory), symmetry, progress,
-                                   keep_going, keep_states)
+            lim = Limits(max_states, max_seconds, max_memory)
+            if jobs > 1 and max_states is None and not keep_states:
+                from .parallel_explore import explore_in_parts
+
+                r = explore_in_parts(it, g, lim, symmetry, keep_going, jobs)
+                if r is not None:
+                    return r
+            return _explore_ground(it, g, lim, symmetry, progress, keep_going, keep_states)
     sym = Symmetry(it) if symmetry else None
     canon = sym.canonical if sym and sym.maps else (lambda s: s)
     start = time.perf_counter()
@@ -323,6 +331,7 @@ class Limits:
     max_states: int | None
     max_seconds: float | None
     max_memory: int | None
+    halt: Any = None  # an Event another process sets when it found a violation (parallel_explore)
 
 
 def _ground(it: Interpreter, symmetry: bool) -> Ground | None:
@@ -341,8 +350,10 @@ def _ground(it: Interpreter, symmetry: bool) -> Ground | None:
 
 
 def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
-                    progress: Callable[[int, int], None] | None, keep_going: bool, keep_states: bool) -> ExploreResult:
-    """explore() over flat states with the ground-compiled spec: the same search, step for step."""
+                    progress: Callable[[int, int], None] | None, keep_going: bool, keep_states: bool,
+                    initial: list[Flat] | None = None) -> ExploreResult:
+    """explore() over flat states with the ground-compiled spec: the same search, step for step;
+    from the given initial states (flat) instead of all of them, for parallel_explore."""
     canon = g.canonical
     start = time.perf_counter()
     result = ExploreResult(dict(it.u.sizes), 0, 0, 0.0, True)
@@ -372,6 +383,8 @@ def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
         if check(f):  # type: ignore[misc]
             return
         broken.add(c)
+        if lim.halt is not None:
+            lim.halt.set()
         for name in g.failing(c):
             if name not in seen_broken:
                 seen_broken.add(name)
@@ -379,7 +392,8 @@ def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
                 v = it.check(trace[-1].state, [name])[0]  # blamed in the trace's state (see explore)
                 result.violations.append((v, trace))
 
-    initial = [g.flatten(s0) for s0 in it.initial_states()]
+    if initial is None:
+        initial = [g.flatten(s0) for s0 in it.initial_states()]
     most_states = max(1, budget // state_bytes(initial[0])) if initial else None
     result.memory_states = most_states
     for f0 in initial:
@@ -408,6 +422,8 @@ def _stop(result: ExploreResult, keep_going: bool, lim: Limits, states: int, mos
     """Why the search stops before the next state, or "" to go on."""
     if result.violations and not keep_going:
         return "first violation"
+    if lim.halt is not None and lim.halt.is_set() and not keep_going:
+        return "first violation (in another process)"
     if lim.max_states is not None and states >= lim.max_states:
         return f"state limit {lim.max_states}"
     if lim.max_seconds is not None and time.perf_counter() - start > lim.max_seconds:

@@ -352,3 +352,40 @@ def test_check_explores_the_all_actions_bound_and_warns_of_an_action_never_enabl
     out = " ".join(capsys.readouterr().out.translate({ord(c): " " for c in "│┃┏┓┗┛┡┩└┘━─┳┻╇┴┬"}).split())
     assert seen["sizes"] == ex.ALL_ACTIONS_BOUND and seen["max_seconds"] == ex.CHECK_SECONDS
     assert "warning: never enabled at this bound: b" in out
+
+
+# ---------------------------------------------------------------- several processes
+
+TINY_OPEN = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 1, "slot": 1}  # budget and quota open: 4 parts
+
+
+def test_two_processes_explore_what_one_does():
+    from dmmcheck.model.explore import _ground
+    from dmmcheck.model.parallel_explore import parts
+
+    it = Interpreter(load(), TINY_OPEN)
+    g = _ground(it, True)
+    budget, quota = (it.u.layout[n].index for n in ("budget", "quota"))
+    pairs = [{(g.nest(f)[budget][0], g.nest(f)[quota][0]) for f in grp} for grp in parts(it, g)]
+    assert pairs == [{(1, 1)}, {(1, 0)}, {(0, 1)}, {(0, 0)}]  # one (budget, quota) a part, largest first
+    one, two = explore(it), explore(it, jobs=2)
+    assert two.processes == 2 and one.processes == 1
+    assert _summary(one) == _summary(two)
+
+
+def test_a_violation_found_in_parts_is_reported_as_one_process_finds_it():
+    """Which states a part explores past a violation depends on the processes' timing, so a search
+    in parts that finds one runs again in one process: the same report whatever -j."""
+    from dmmcheck.conformance.spec_mutants import SPEC_MUTANTS
+
+    m = next(x for x in SPEC_MUTANTS if x.name == "cr3_load_keeps_tlb")
+    it = Interpreter(check(parse(_broken(m.old, m.new), "m.dmm")), TINY_OPEN)
+    one, two = explore(it), explore(it, jobs=2)
+    assert one.violations and _summary(one) == _summary(two)
+
+
+def test_explore_in_parts_keeps_the_time_limit(capsys):
+    assert main(["explore", "--bound", "gfn=2", "-j", "2", "--max-seconds", "1", "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert not out["complete"] and out["stopped_by"].startswith("time limit")
+    assert out["seconds"] < 30
