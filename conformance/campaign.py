@@ -462,6 +462,7 @@ class SeedTask:
     level: str | None = None
     known: tuple[str, str] | None = None  # (file name, text) of --known-divergences
     db: str | None = None
+    full_readback: bool = False  # --full-readback: the whole abstract state after every step
 
 
 @dataclass
@@ -512,7 +513,7 @@ def run_seed(task: SeedTask, progress: Callable[[FuzzResult], None] | None = Non
     r = fuzz(factory, spec, task.config, seconds=task.seconds, examples=task.examples, seed_=task.seed,
              steps_per_case=task.steps, step_timeout=task.step_timeout, progress=progress, tuning=task.tuning,
              memory_limit_mib=task.memory_limit_mib, shrink_seconds=task.shrink_seconds, level=task.level,
-             known=known, database=db)
+             known=known, database=db, full_readback=task.full_readback)
     out = strip(r)
     out.cpu_seconds = time.process_time() - cpu
     return out

@@ -86,6 +86,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--fixed-scope", action="store_true",
                     help="every test case on the default configuration (campaigns otherwise vary it within "
                          "the adapter's declared bounds)")
+    sp.add_argument("--full-readback", action="store_true",
+                    help="read the implementation's whole abstract state after every step (by default only the "
+                         "parts a step's events say may have changed, and all of it every 8 steps and at the end "
+                         "of each test case)")
     add_level_argument(sp)
     add_known_argument(sp)
     add_campaign_arguments(sp)
@@ -155,7 +159,7 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
                       memory_limit_mib=getattr(args, "memory_limit", 4096),
                       shrink_seconds=getattr(args, "shrink_seconds", 60.0),
                       tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None), known=known,
-                      database=database)
+                      database=database, full_readback=getattr(args, "full_readback", False))
     finally:
         if status:
             status.stop()
@@ -284,7 +288,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
                         args.examples if args.seconds is not None or args.examples is not None else 100, args.steps,
                         args.step_timeout, getattr(args, "memory_limit", 4096), getattr(args, "shrink_seconds", 60.0),
                         getattr(args, "level", None), (kpath, Path(kpath).read_text()) if kpath else None,
-                        getattr(args, "db", None))
+                        getattr(args, "db", None), getattr(args, "full_readback", False))
         c = fuzz_campaign(task, args.jobs, args.cluster, list(spec.actions), known, None if args.json else err,
                           cmd if cmd is not None else args.impl)
     except (TraceError, ValueError, OSError) as e:

@@ -318,7 +318,9 @@ class Oracle:
               parts: frozenset[str] = ALL_PARTS) -> list[SpecStep]:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
-        self.observe(op, obs, read_guest)
+        # Guest memory is compared where the step may have written it by what it reports (the same
+        # steps as re-read the guest's side: Oracle.parts_for), and at every full read.
+        self.observe(op, obs, read_guest, memory="guest" in parts)
         # Nothing read changed since the last step (no costly part read, the rest equal): the
         # implementation is in the state judged then, which is the spec state's but for ghost state.
         raw = tuple(st.get(k) for k in RAW_KEYS)
@@ -332,9 +334,11 @@ class Oracle:
         self.state, self._raw = after, raw
         return steps
 
-    def verify(self, st: dict[str, Any], after: str) -> None:
+    def verify(self, st: dict[str, Any], after: str, read_guest: Any) -> None:
         """A full read where the last steps read only part of the state: the implementation must be
-        in the state their events explain (else it changed something it did not report)."""
+        in the state their events explain, its guest memory the ideal machine's (else it changed
+        something it did not report)."""
+        self.compare_memory(read_guest)
         impl = self.abstract(st)
         if self.with_ghost(impl, self.state) != self.state:
             self.unexplained(impl)
@@ -343,9 +347,12 @@ class Oracle:
                           self.u.show_diff(self.state, self.with_ghost(impl, self.state), "spec", "impl"))
 
     # ---------------------------------------------------------------- observation
-    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None) -> None:
+    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None,
+                memory: bool = True) -> None:
         """`events`: what the implementation did, where it does not report it (conformance levels
-        below full: levels.py derives them); by default its own events."""
+        below full: levels.py derives them); by default its own events. `memory`: False when the
+        step wrote no guest memory by what it reports (no compare of it then: Runner's full reads
+        come with one)."""
         a, ideal = op.args, self.ideal
         events = obs.events if events is None else events
         for name, args in events:
@@ -373,7 +380,7 @@ class Oracle:
             self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in events))
         if any(n == "vm_destroy" for n, _ in events):
             ideal.destroy(a["v"])
-        if obs.access is None or a.get("a") != "read":
+        if memory and (obs.access is None or a.get("a") != "read"):
             self.compare_memory(read_guest)
 
     def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any, walked: bool = False) -> None:

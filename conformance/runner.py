@@ -199,7 +199,9 @@ class Runner:
             self.timing.impl += time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
-            self._judge(lambda: self.oracle.verify(st, what))  # type: ignore[union-attr]
+            read = self.adapter.read_guest
+            self._guarded(lambda: self._judge(lambda: self.oracle.verify(st, what, read)),  # type: ignore[union-attr]
+                          f"judging the state {what}")
         except Failure as f:
             f.facts.update(step=rec.index, operation={"action": rec.op.action, "args": dict(rec.op.args)})
             raise

@@ -118,6 +118,8 @@ class Vmm:
         self._loaded: tuple[int, int, Mode] | None = None  # (vm, root mfn, mode) in the CPU
         self._tlb_stale = False  # an invlpg asked for a flush the CPU has not done yet
         self.walk = walk  # the software walker of guest tables (an attribute: a mutant may replace it)
+        # the abstraction's walks of each (vm, root, nxe, gvas), with the bytes of the pages they read
+        self._guest_walks: dict[tuple[int, int, bool, tuple[int, ...]], tuple[dict, dict, dict]] = {}
         self.stats = {"hits": 0, "hidden_faults": 0, "emulated": 0, "guest_faults": 0}
 
     def emit(self, name: str, **args: Any) -> None:
@@ -510,38 +512,68 @@ class Vmm:
         """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
         the guest's own tables (no A/D written) for every cached or current root; and the gfns of
         the tables each of those walks read."""
-        out, tables = {}, {}
+        out: dict = {}
+        tables: dict = {}
         for vm in self.vms.values():
-            # a supervisor read: any present translation (XD is a reserved bit when the guest's NXE is off)
-            probe = Mode(user=False, wp=False, nxe=vm.nxe)
-            pages: dict[int, array] = {}  # each guest table page read once per call
+            raw: dict[int, bytes | None] = {}  # each guest page read once per call (None: outside memory)
 
-            def read64(a: int, vm: Vm = vm, pages: dict[int, array] = pages) -> int:
-                page = pages.get(a >> x86.PAGE_SHIFT)
-                if page is None:
-                    page = pages[a >> x86.PAGE_SHIFT] = array("Q", self.peek(vm, a & ~0xFFF, x86.PAGE_SIZE))
-                return page[(a & 0xFFF) >> 3]
+            def page(g: int, vm: Vm = vm, raw: dict[int, bytes | None] = raw) -> bytes | None:
+                if g not in raw:
+                    try:
+                        raw[g] = self.peek(vm, g << x86.PAGE_SHIFT, x86.PAGE_SIZE)
+                    except IndexError:
+                        raw[g] = None
+                return raw[g]
 
             roots = {g for (vid, g, _wp) in self.mmu.roots if vid == vm.id} | \
                 ({vm.cr3_gfn} if vm.cr3_gfn is not None else set()) | set(extra_roots or ())
             for root in roots:
-                for gva in gvas:
-                    try:
-                        w = walk(read64, None, root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
-                    except IndexError:
-                        continue
-                    if w.fault:
-                        continue
-                    _, _, leaf = w.leaf
-                    out[(vm.id, root, gva)] = (w.paddr >> x86.PAGE_SHIFT, w.writable, w.user,
-                                               w.nx and vm.nxe, bool(leaf & x86.A), bool(leaf & x86.D))
-                    tables[(vm.id, root, gva)] = tuple(sorted({addr >> x86.PAGE_SHIFT for _, addr, _ in w.entries}))
+                # A root's walks read only its tables' pages: while those hold the same bytes, the
+                # walks give what they gave (the walks cost more than reading the pages again).
+                key = (vm.id, root, vm.nxe, tuple(gvas))
+                last = self._guest_walks.get(key)
+                if last is None or any(page(g) != b for g, b in last[0].items()):
+                    last = self._guest_walks[key] = self._walk_root(vm, root, gvas, page)
+                out.update(last[1])
+                tables.update(last[2])
         return out, tables
+
+    def _walk_root(self, vm: Vm, root: int, gvas: list[int], page: Any) -> tuple[dict, dict, dict]:
+        """({gfn: bytes} of the pages the walks read, mappings, tables) of every gva under one root."""
+        probe = Mode(user=False, wp=False, nxe=vm.nxe)  # a supervisor read: any present translation
+        arrays: dict[int, array] = {}
+
+        def read64(a: int) -> int:
+            g = a >> x86.PAGE_SHIFT
+            got = arrays.get(g)
+            if got is None:
+                data = page(g)
+                if data is None:
+                    raise IndexError(f"gpa {a:#x} is outside VM {vm.id}'s memory")
+                got = arrays[g] = array("Q", data)
+            return got[(a & 0xFFF) >> 3]
+
+        out, tables = {}, {}
+        for gva in gvas:
+            try:
+                w = walk(read64, None, root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
+            except IndexError:
+                continue
+            if w.fault:
+                continue
+            _, _, leaf = w.leaf
+            out[(vm.id, root, gva)] = (w.paddr >> x86.PAGE_SHIFT, w.writable, w.user,
+                                       w.nx and vm.nxe, bool(leaf & x86.A), bool(leaf & x86.D))
+            tables[(vm.id, root, gva)] = tuple(sorted({addr >> x86.PAGE_SHIFT for _, addr, _ in w.entries}))
+        return {g: page(g) for g in arrays}, out, tables
 
     def _shadow_leaves(self, table: int, level: int, base: int) -> dict[int, tuple[int, int]]:
         leaves = {}
-        for idx, e in enumerate(array("Q", self.cpu.read(table, x86.PAGE_SIZE))):
-            if not e & x86.P or (level == 4 and idx == 511):
+        data = self.cpu.read(table, x86.PAGE_SIZE)
+        entries = array("Q", data)
+        for idx in _present(data):  # (tables are sparse: only the present entries are visited)
+            e = entries[idx]
+            if level == 4 and idx == 511:
                 continue
             va = x86.at(base, level, idx)
             if level == 1:
@@ -549,6 +581,21 @@ class Vmm:
             else:
                 leaves.update(self._shadow_leaves(e & x86.ADDR_MASK, level - 1, va))
         return leaves
+
+
+# Each entry's low byte, mapped to 1 when its P bit is set, else 0.
+_P_BYTE = bytes(b & x86.P for b in range(256))
+
+
+def _present(page: bytes) -> list[int]:
+    """The indexes of a table page's present entries, found at C speed: P is bit 0 of each
+    entry's first byte (little-endian)."""
+    flags = page[::8].translate(_P_BYTE)
+    out, i = [], flags.find(1)
+    while i >= 0:
+        out.append(i)
+        i = flags.find(1, i + 1)
+    return out
 
 
 __all__ = ["FREE", "MAPPED", "OutOfMemory", "Result", "Vm", "Vmm"]

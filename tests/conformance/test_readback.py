@@ -41,6 +41,17 @@ class SilentZap(BundledVmm):
         return obs
 
 
+class SilentStore(BundledVmm):
+    """Writes a data page's first bytes on a read the hardware served, and reports nothing."""
+
+    def step(self, o: Operation):
+        obs = super().step(o)
+        if o.args.get("a") == "read" and [n for n, _ in obs.events] == ["hit"]:
+            mfn = self.vmm.vms[0].p2m[12]  # type: ignore[union-attr]  (SETUP's data page)
+            self.vmm.cpu.write(mfn << x86.PAGE_SHIFT, b"\xff" * 8)  # type: ignore[union-attr]
+        return obs
+
+
 def runner(adapter, full_readback: bool) -> Runner:
     r = Runner(adapter, SPEC, Config(), full_readback=full_readback)
     r.reset()
@@ -97,6 +108,22 @@ def test_the_end_of_a_test_case_catches_the_silent_change():
     assert e.value.facts["step"] == len(SETUP) - 1
 
 
+def test_a_silent_store_is_caught_at_the_next_compare_with_full_reads_and_at_the_end_without():
+    # (a load never changes memory: memory is compared after the operation that follows the hit)
+    after = op("invlpg", v=0, x=X[1])
+    r = runner(SilentStore(), full_readback=True)
+    with pytest.raises(Failure) as e:
+        for o in SETUP + [after]:
+            r.step(o)
+    assert e.value.kind == "observation" and e.value.facts["step"] == len(SETUP)
+    r = runner(SilentStore(), full_readback=False)
+    for o in SETUP + [after]:  # neither reports a write: no compare of memory
+        r.step(o)
+    with pytest.raises(Failure) as e:
+        r.verify()
+    assert e.value.kind == "observation" and e.value.facts["what"] == "memory"
+
+
 def test_a_campaign_with_partial_reads_catches_the_silent_change():
     r = fuzz(SilentZap, SPEC, Config(), examples=100, seed_=0, shrink_seconds=20)
     assert r.failure is not None and r.failure.kind in ("refinement", "invariant")
@@ -110,3 +137,16 @@ def test_verify_after_full_reads_reads_nothing_more():
     reads = dict(r.reads)
     r.verify()
     assert dict(r.reads) == reads
+
+
+def test_dmm_fuzz_full_readback_reads_everything_after_every_step(capsys):
+    import json
+
+    from dmmcheck.main import main
+
+    reads = {}
+    for flag in ([], ["--full-readback"]):
+        assert main(["fuzz", "--examples", "4", "--json", "--fixed-scope", *flag]) == 0
+        reads[bool(flag)] = json.loads(capsys.readouterr().out)["readback"]
+    assert reads[False].get("partial", 0) > 0 and reads[False]["full"] > 0
+    assert "partial" not in reads[True] and reads[True]["full"] > reads[False]["full"]
