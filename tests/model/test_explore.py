@@ -389,3 +389,15 @@ def test_explore_in_parts_keeps_the_time_limit(capsys):
     out = json.loads(capsys.readouterr().out)
     assert not out["complete"] and out["stopped_by"].startswith("time limit")
     assert out["seconds"] < 30
+
+
+@pytest.mark.parametrize("unroll,memo", [(1, 2), (64, 1)])
+def test_ground_path_with_loops_and_with_memos_everywhere(monkeypatch, unroll, memo):
+    """Quantifiers kept as loops (positions computed at run time: no memo, every invariant checked)
+    and a memo for every group of instances give the same search as the general path."""
+    from dmmcheck.model import ground
+
+    monkeypatch.setattr(ground, "UNROLL", unroll)
+    monkeypatch.setattr(ground, "MEMO_MIN", memo)
+    it = Interpreter(load(), {**SMALL, "mfn": 2})
+    assert _summary(explore(it)) == _summary(explore(it, ground=False))
