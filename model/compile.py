@@ -186,7 +186,9 @@ def _namespace(u: Universe, node: Any, key: Any, shared: bool, filename: str,
         source = emit(_Emitter(u, shared=True))
         codes[key] = (compile(source, filename, "exec"), source, node)
     code, source, _ = codes[key]
-    ns = dict(_bindings(u))
+    # One namespace per universe for all its functions: they read only the sizes from it (the
+    # names each exec defines are taken from it at once, before the next exec rebinds them).
+    ns = _bindings(u)
     exec(code, ns)
     return ns, source
 
