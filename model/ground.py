@@ -407,6 +407,8 @@ class Ground:
 
     def __init__(self, u: Universe, invariants: list[tuple[str, A.Expr]], actions: dict[str, Action],
                  perms: list[dict[str, tuple[int, ...]]]) -> None:
+        if len(perms) > MAX_PERMUTATIONS:
+            raise TooLarge(f"{len(perms)} permutations")
         self.u = u
         self.offsets: dict[str, int] = {}
         at = 0
@@ -444,8 +446,6 @@ class Ground:
             self.actions.append(GroundAction(name, instances, parts, not act.modifies, checks))
         src, self._keys = _expand_source(all_groups)
         self._expand = compile(src, "<ground expand>", "exec")
-        if len(perms) > MAX_PERMUTATIONS:
-            raise TooLarge(f"{len(perms)} permutations")
         self.canonical = self._canonical(perms)
 
     def expander(self) -> Callable[[Flat, set[Flat], Callable[..., None], list[int]], None]:
