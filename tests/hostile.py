@@ -35,7 +35,7 @@ BAD_COUNTS = ["-1", "nan", "inf", "", "x", "0x10", "1.5"]
 BAD_BOUNDS = ["vm=0", "vmm=2", "vm", "x", "vm=-1", "vm=1e3", "vm=100,mfn=100,gva=100,root=10", "=3"]
 NUMERIC = {"fuzz": ["--seconds", "--examples", "--seed", "--steps", "--step-timeout", "--memory-limit"],
            "prove": ["--timeout", "--rlimit", "--bmc", "--k-induction", "--finite", "-j", "--reach-seconds"],
-           "explore": ["--max-states", "--max-seconds", "--max-memory", "--bound"],
+           "explore": ["--max-states", "--max-seconds", "--max-memory", "--bound", "-j"],
            "mutants": ["--seconds-per-mutant", "-j", "--seed"],
            "replay": ["--step-timeout"]}
 # What an adapter can do wrong, in which method: the harness must turn each into a verdict (1) or,
