@@ -3,8 +3,11 @@
 Nodes are frozen dataclasses: hashable, comparable, cheap to share. Source locations ride along
 but never take part in equality, so `parse(print(ast)) == ast` compares structure only.
 
-The parser produces *surface* nodes (`Name`, `App`); the checker (`checker.py`) resolves names and
-returns *resolved* nodes (`Var`, `Sym`, `EnumLit`, `Some`) in which every expression's type is known.
+The parser produces *surface* nodes (`Name`, `App`, and the `Surface*` forms whose binders are
+`Binder`s as written and whose update targets are names as written); the checker (`checker.py`)
+resolves names and returns *resolved* nodes (`Var`, `Sym`, `EnumLit`, `Some`, and `Quant`, `Count`,
+`Assign`... whose binders are `Var`s and whose targets are `Sym`s) in which every expression's type is
+known. The two forms are distinct classes so that a consumer of checked specs is typed without casts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class Loc:
 
 
 def _loc() -> Loc | None:
-    return field(default=None, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=None, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- types
@@ -113,7 +116,9 @@ class BinOp:
 
 
 @dataclass(frozen=True)
-class Quant:
+class SurfaceQuant:
+    """`forall x: S. body` / `exists ...` as written (the checker makes a `Quant`)."""
+
     kind: str  # "forall" | "exists"
     binders: tuple[Binder, ...]
     body: Expr
@@ -121,8 +126,8 @@ class Quant:
 
 
 @dataclass(frozen=True)
-class Count:
-    """`count { x: S, y: T | body }`: how many tuples satisfy body (an int)."""
+class SurfaceCount:
+    """`count { x: S, y: T | body }` as written (the checker makes a `Count`)."""
 
     binders: tuple[Binder, ...]
     body: Expr
@@ -159,6 +164,25 @@ class Sym:
 
 
 @dataclass(frozen=True)
+class Quant:
+    """A resolved quantifier: its variables are typed `Var`s."""
+
+    kind: str  # "forall" | "exists"
+    binders: tuple[Var, ...]
+    body: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class Count:
+    """A resolved `count { x: S, y: T | body }`: how many tuples satisfy body (an int)."""
+
+    binders: tuple[Var, ...]
+    body: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
 class EnumLit:
     enum: str
     value: str
@@ -173,7 +197,10 @@ class Some:
     loc: Loc | None = _loc()
 
 
-Expr = Union[Name, App, BoolLit, IntLit, NoneLit, Not, BinOp, Quant, Count, Ite, Var, Sym, EnumLit, Some]
+# One union for both forms: the operators (Not, BinOp, Ite) are shared by them.
+Expr = Union[Name, App, SurfaceQuant, SurfaceCount,
+             BoolLit, IntLit, NoneLit, Not, BinOp, Ite,
+             Quant, Count, Var, Sym, EnumLit, Some]
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
@@ -187,7 +214,7 @@ def children(e: Expr) -> tuple[Expr, ...]:
             return (l, r)
         case Ite(c, t, f):
             return (c, t, f)
-        case Quant(_, _, body) | Count(_, body):
+        case Quant(_, _, body) | Count(_, body) | SurfaceQuant(_, _, body) | SurfaceCount(_, body):
             return (body,)
     return ()
 
@@ -201,28 +228,73 @@ class Requires:
     loc: Loc | None = _loc()
 
 
+# Updates as written. A target is a name or an application: what it names is the checker's to find.
+Target = Union[Name, App]
+
+
+@dataclass(frozen=True)
+class SurfaceAssign:
+    target: Target
+    value: Expr
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class SurfaceInsert:
+    target: Target
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class SurfaceRemove:
+    target: Target
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class SurfaceForallUpdate:
+    binders: tuple[Binder, ...]
+    body: SurfaceUpdate
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
+class SurfaceIfUpdate:
+    cond: Expr
+    then: tuple[SurfaceUpdate, ...]
+    else_: tuple[SurfaceUpdate, ...]
+    loc: Loc | None = _loc()
+
+
+SurfaceUpdate = Union[SurfaceAssign, SurfaceInsert, SurfaceRemove, SurfaceForallUpdate, SurfaceIfUpdate]
+SurfaceStmt = Union[Requires, SurfaceUpdate]
+
+
+# Resolved updates (only the checker makes these): each target a mutable symbol's `Sym`.
+
+
 @dataclass(frozen=True)
 class Assign:
-    target: Expr  # Name or App as written; Sym once resolved
+    target: Sym
     value: Expr
     loc: Loc | None = _loc()
 
 
 @dataclass(frozen=True)
 class Insert:
-    target: Expr
+    target: Sym
     loc: Loc | None = _loc()
 
 
 @dataclass(frozen=True)
 class Remove:
-    target: Expr
+    target: Sym
     loc: Loc | None = _loc()
 
 
 @dataclass(frozen=True)
 class ForallUpdate:
-    binders: tuple[Binder, ...]
+    binders: tuple[Var, ...]
     body: Update
     loc: Loc | None = _loc()
 
@@ -235,8 +307,10 @@ class IfUpdate:
     loc: Loc | None = _loc()
 
 
-Update = Union[Assign, Insert, Remove, ForallUpdate, IfUpdate]
+Leaf = Union[Assign, Insert, Remove]  # the updates that write: each names one point of one symbol
+Update = Union[Leaf, ForallUpdate, IfUpdate]
 Stmt = Union[Requires, Update]
+Cond = tuple[Expr, bool]  # an if-condition around an update, and the branch it is on
 
 
 def syms(e: Expr) -> Iterator[Sym]:
@@ -247,14 +321,14 @@ def syms(e: Expr) -> Iterator[Sym]:
         yield from syms(c)
 
 
-def update_leaves(updates: tuple[Update, ...], conds: tuple = (), bound: tuple = ()) \
-        -> Iterator[tuple[Update, tuple[tuple[Expr, bool], ...], tuple]]:
+def update_leaves(updates: tuple[Update, ...], conds: tuple[Cond, ...] = (), bound: tuple[Var, ...] = ()) \
+        -> Iterator[tuple[Leaf, tuple[Cond, ...], tuple[Var, ...]]]:
     """Each assignment, insert or remove in program order, with the if-conditions around it (each
     with its polarity) and the variables of the quantified updates around it."""
     for u in updates:
         match u:
             case ForallUpdate(vs, body):
-                yield from update_leaves((body,), conds, bound + tuple(vs))
+                yield from update_leaves((body,), conds, bound + vs)
             case IfUpdate(c, then, else_):
                 yield from update_leaves(then, conds + ((c, True),), bound)
                 yield from update_leaves(else_, conds + ((c, False),), bound)
@@ -340,7 +414,7 @@ class InvariantDecl:
 
 @dataclass(frozen=True)
 class InitDecl:
-    body: tuple[Update, ...]
+    body: tuple[SurfaceStmt, ...]
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
 
@@ -349,7 +423,7 @@ class InitDecl:
 class ActionDecl:
     name: str
     params: tuple[Binder, ...]
-    body: tuple[Stmt, ...]
+    body: tuple[SurfaceStmt, ...]
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
 

@@ -241,9 +241,9 @@ class _Checker:
             case A.AxiomDecl(name, formula):
                 self.declare(name, d.loc, "axiom")
                 f = self.expect(formula, {}, BOOL)
-                mutable = sorted(_symbols_in(f) & {s.name for s in self.out.mutable_symbols})
-                if mutable:
-                    raise self.error(d.loc, f"axiom {name} mentions mutable state ({', '.join(mutable)})",
+                state = sorted(_symbols_in(f) & {s.name for s in self.out.mutable_symbols})
+                if state:
+                    raise self.error(d.loc, f"axiom {name} mentions mutable state ({', '.join(state)})",
                                      "a formula over immutable symbols only (state properties are invariants)")
                 self.out.axioms.append(Invariant(name, f, d.doc, d.loc))
             case A.InvariantDecl(name, formula):
@@ -276,7 +276,8 @@ class _Checker:
 
     # ---------------------------------------------------------------- init and actions
     def init(self, d: A.InitDecl) -> Action:
-        updates, constraints = [], []
+        updates: list[A.Update] = []
+        constraints: list[A.Expr] = []
         for u in d.body:
             try:
                 if isinstance(u, A.Requires):  # a constraint on the initial state: it reads that state
@@ -303,7 +304,7 @@ class _Checker:
         return Action("init", (), tuple(constraints), tuple(updates), modifies, d.doc, d.loc)
 
     def witness(self, d: A.WitnessDecl) -> Witness:
-        shape = []
+        shape: list[tuple[str | None, bool]] = []
         for step in d.shape:
             if step.action is not None and step.action not in self.out.actions:
                 hint = self._suggest(step.action, list(self.out.actions))
@@ -315,7 +316,8 @@ class _Checker:
 
     def action(self, d: A.ActionDecl) -> Action:
         env = self.binders({}, d.params)
-        guards, updates = [], []
+        guards: list[A.Expr] = []
+        updates: list[A.Update] = []
         for s in d.body:
             try:
                 if isinstance(s, A.Requires):
@@ -328,15 +330,18 @@ class _Checker:
         params = tuple(env[b.name] for b in d.params)
         return Action(d.name, params, tuple(guards), tuple(updates), modifies, d.doc, d.loc)
 
-    def update(self, u: A.Update, env: dict[str, A.Var]) -> A.Update:
+    def update(self, u: A.SurfaceUpdate, env: dict[str, A.Var]) -> A.Update:
         match u:
-            case A.Assign(target, value):
+            case A.SurfaceAssign(target, value):
                 sym, args = self.target(target, env, relation_only=False)
                 return A.Assign(A.Sym(sym.name, args, target.loc), self.expect(value, env, sym.result), u.loc)
-            case A.Insert(target) | A.Remove(target):
+            case A.SurfaceInsert(target):
                 sym, args = self.target(target, env, relation_only=True)
-                return type(u)(A.Sym(sym.name, args, target.loc), u.loc)
-            case A.ForallUpdate(binders, body):
+                return A.Insert(A.Sym(sym.name, args, target.loc), u.loc)
+            case A.SurfaceRemove(target):
+                sym, args = self.target(target, env, relation_only=True)
+                return A.Remove(A.Sym(sym.name, args, target.loc), u.loc)
+            case A.SurfaceForallUpdate(binders, body):
                 inner = self.binders(env, binders)
                 r = self.update(body, inner)
                 for b in binders:
@@ -344,15 +349,15 @@ class _Checker:
                         raise self.error(b.loc, f"bound variable {b.name!r} does not appear as an argument of every "
                                                 "updated symbol, so the update would write one point many times",
                                          f"{b.name} as a direct argument of the updated relation or function")
-                return A.ForallUpdate(tuple(inner[b.name] for b in binders), r, u.loc)  # type: ignore[arg-type]
-            case A.IfUpdate(cond, then, else_):
+                return A.ForallUpdate(tuple(inner[b.name] for b in binders), r, u.loc)
+            case A.SurfaceIfUpdate(cond, then, else_):
                 c = self.expect(cond, env, BOOL)
                 return A.IfUpdate(c, tuple(self.update(x, env) for x in then),
                                   tuple(self.update(x, env) for x in else_), u.loc)
         raise TypeError(u)
 
-    def target(self, t: A.Expr, env: dict[str, A.Var], *, relation_only: bool) -> tuple[Symbol, tuple[A.Expr, ...]]:
-        name = t.name  # type: ignore[union-attr]
+    def target(self, t: A.Target, env: dict[str, A.Var], *, relation_only: bool) -> tuple[Symbol, tuple[A.Expr, ...]]:
+        name = t.name
         args = t.args if isinstance(t, A.App) else ()
         if name in env:
             raise self.error(t.loc, f"cannot assign to variable {name!r}", "a mutable relation, function or constant")
@@ -413,14 +418,14 @@ class _Checker:
             case A.BinOp(op, left, right):
                 res = INT if op in A.ARITH_OPS else BOOL
                 return A.BinOp(op, self.expect(left, env, INT), self.expect(right, env, INT), e.loc), res
-            case A.Quant(kind, binders, body):
+            case A.SurfaceQuant(kind, binders, body):
                 inner = self.binders(env, binders)
                 vs = tuple(inner[b.name] for b in binders)
-                return A.Quant(kind, vs, self.expect(body, inner, BOOL), e.loc), BOOL  # type: ignore[arg-type]
-            case A.Count(binders, body):
+                return A.Quant(kind, vs, self.expect(body, inner, BOOL), e.loc), BOOL
+            case A.SurfaceCount(binders, body):
                 inner = self.binders(env, binders)
                 vs = tuple(inner[b.name] for b in binders)
-                return A.Count(vs, self.expect(body, inner, BOOL), e.loc), INT  # type: ignore[arg-type]
+                return A.Count(vs, self.expect(body, inner, BOOL), e.loc), INT
             case A.Ite(cond, then, else_):
                 c = self.expect(cond, env, BOOL)
                 t, f = self.unify(then, else_, env, e.loc)
@@ -523,7 +528,7 @@ def free_vars(e: A.Expr) -> set[str]:
         case A.Var(name):
             return {name}
         case A.Quant(_, vs, body) | A.Count(vs, body):
-            return free_vars(body) - {v.name for v in vs}  # type: ignore[union-attr]
+            return free_vars(body) - {v.name for v in vs}
     return set().union(*(free_vars(c) for c in A.children(e))) if A.children(e) else set()
 
 
@@ -556,19 +561,19 @@ def substitute(e: A.Expr, sub: dict[str, A.Expr]) -> A.Expr:
         case A.Ite(c, t, f):
             return A.Ite(substitute(c, sub), substitute(t, sub), substitute(f, sub), e.loc)
         case A.Quant(_, vs, body) | A.Count(vs, body):
-            sub = {k: v for k, v in sub.items() if k not in {x.name for x in vs}}  # type: ignore[union-attr]
+            sub = {k: v for k, v in sub.items() if k not in {x.name for x in vs}}
             taken = set().union(*(free_vars(v) for v in sub.values())) if sub else set()
             new_vs = []
             for v in vs:
                 if v.name in taken:
                     fresh = _fresh(v.name, taken | free_vars(body))
-                    sub[v.name] = A.Var(fresh, v.type, v.loc)  # type: ignore[union-attr]
-                    v = A.Var(fresh, v.type, v.loc)  # type: ignore[union-attr]
+                    sub[v.name] = A.Var(fresh, v.type, v.loc)
+                    v = A.Var(fresh, v.type, v.loc)
                 new_vs.append(v)
             body = substitute(body, sub)
             if isinstance(e, A.Quant):
-                return A.Quant(e.kind, tuple(new_vs), body, e.loc)  # type: ignore[arg-type]
-            return A.Count(tuple(new_vs), body, e.loc)  # type: ignore[arg-type]
+                return A.Quant(e.kind, tuple(new_vs), body, e.loc)
+            return A.Count(tuple(new_vs), body, e.loc)
     return e
 
 
@@ -583,20 +588,20 @@ def _symbols_in(e: A.Expr) -> set[str]:
     return {s.name for s in A.syms(e)}
 
 
-def _leaves(u: A.Update) -> list[A.Update]:
+def _leaves(u: A.Update) -> list[A.Leaf]:
     return [leaf for leaf, _, _ in A.update_leaves((u,))]
 
 
 def _targets(u: A.Update) -> set[str]:
-    return {leaf.target.name for leaf in _leaves(u)}  # type: ignore[union-attr]
+    return {leaf.target.name for leaf in _leaves(u)}
 
 
 def _symbols_in_update_rhs(u: A.Update) -> set[str]:
     match u:
         case A.Assign(target, value):
-            return _symbols_in(value).union(*(_symbols_in(a) for a in target.args))  # type: ignore[union-attr]
+            return _symbols_in(value).union(*(_symbols_in(a) for a in target.args))
         case A.Insert(target) | A.Remove(target):
-            return set().union(*(_symbols_in(a) for a in target.args))  # type: ignore[union-attr]
+            return set().union(*(_symbols_in(a) for a in target.args))
         case A.ForallUpdate(_, body):
             return _symbols_in_update_rhs(body)
         case A.IfUpdate(cond, then, else_):
@@ -605,7 +610,7 @@ def _symbols_in_update_rhs(u: A.Update) -> set[str]:
 
 
 def _picks_point(u: A.Update, var: str) -> bool:
-    return all(any(isinstance(a, A.Var) and a.name == var for a in leaf.target.args)  # type: ignore[union-attr]
+    return all(any(isinstance(a, A.Var) and a.name == var for a in leaf.target.args)
                for leaf in _leaves(u))
 
 
@@ -613,12 +618,12 @@ def _totally_assigned(u: A.Update, bound: frozenset[str] = frozenset()) -> set[s
     """Symbols that u assigns at every point: unguarded, each argument a distinct enclosing variable."""
     match u:
         case A.ForallUpdate(vs, body):
-            return _totally_assigned(body, bound | {v.name for v in vs})  # type: ignore[union-attr]
+            return _totally_assigned(body, bound | {v.name for v in vs})
         case A.Assign(target) | A.Insert(target) | A.Remove(target):
-            args = target.args  # type: ignore[union-attr]
+            args = target.args
             names = [a.name for a in args if isinstance(a, A.Var) and a.name in bound]
             if len(names) == len(args) and len(set(names)) == len(names):
-                return {target.name}  # type: ignore[union-attr]
+                return {target.name}
     return set()
 
 

@@ -220,26 +220,26 @@ class _ToAst(Transformer):
         return A.Requires(c[0], loc=self._loc(meta))
 
     def assign(self, meta, c):
-        return A.Assign(c[0], c[1], loc=self._loc(meta))
+        return A.SurfaceAssign(c[0], c[1], loc=self._loc(meta))
 
     def insert(self, meta, c):
-        return A.Insert(c[0], loc=self._loc(meta))
+        return A.SurfaceInsert(c[0], loc=self._loc(meta))
 
     def remove(self, meta, c):
-        return A.Remove(c[0], loc=self._loc(meta))
+        return A.SurfaceRemove(c[0], loc=self._loc(meta))
 
     def forall_update(self, meta, c):
-        return A.ForallUpdate(tuple(c[:-1]), c[-1], loc=self._loc(meta))
+        return A.SurfaceForallUpdate(tuple(c[:-1]), c[-1], loc=self._loc(meta))
 
     def if_update(self, meta, c):
-        return A.IfUpdate(c[0], c[1], c[2] if len(c) > 2 else (), loc=self._loc(meta))
+        return A.SurfaceIfUpdate(c[0], c[1], c[2] if len(c) > 2 else (), loc=self._loc(meta))
 
     def block(self, meta, c):
         return tuple(c)
 
     # ---- expressions
     def quant(self, meta, c):
-        return A.Quant(str(c[0]), tuple(c[1:-1]), c[-1], loc=self._loc(meta))
+        return A.SurfaceQuant(str(c[0]), tuple(c[1:-1]), c[-1], loc=self._loc(meta))
 
     def iff_op(self, meta, c):
         return A.BinOp("iff", c[0], c[1], loc=self._loc(meta))
@@ -288,7 +288,7 @@ class _ToAst(Transformer):
         return A.Ite(c[0], c[1], c[2], loc=self._loc(meta))
 
     def count(self, meta, c):
-        return A.Count(tuple(c[:-1]), c[-1], loc=self._loc(meta))
+        return A.SurfaceCount(tuple(c[:-1]), c[-1], loc=self._loc(meta))
 
     def name(self, meta, c):
         return A.Name(str(c[0]), loc=self._loc(meta))

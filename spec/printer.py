@@ -19,7 +19,7 @@ def show_type(t: A.TypeRef) -> str:
     return str(t)
 
 
-def show_binders(bs: tuple[A.Binder, ...]) -> str:
+def show_binders(bs: tuple[A.Binder, ...] | tuple[A.Var, ...]) -> str:
     return ", ".join(f"{b.name}: {show_type(b.type)}" for b in bs)
 
 
@@ -56,9 +56,9 @@ def _expr(e: A.Expr) -> tuple[str, int]:
             else:  # left-associative
                 lhs, rhs = show_expr(left, lv), show_expr(right, lv + 1)
             return f"{lhs} {op} {rhs}", lv
-        case A.Quant(kind, binders, body):
+        case A.Quant(kind, binders, body) | A.SurfaceQuant(kind, binders, body):
             return f"{kind} {show_binders(binders)}. {show_expr(body)}", _QUANT
-        case A.Count(binders, body):
+        case A.Count(binders, body) | A.SurfaceCount(binders, body):
             return f"count {{ {show_binders(binders)} | {show_expr(body)} }}", _ATOM
         case A.Ite(c, t, f):
             # An unparenthesised else-branch runs to the end of the enclosing expression.
@@ -66,20 +66,21 @@ def _expr(e: A.Expr) -> tuple[str, int]:
     raise TypeError(f"not an expression: {e!r}")
 
 
-def _stmt(s: A.Stmt, indent: str) -> list[str]:
+def _stmt(s: A.Stmt | A.SurfaceStmt, indent: str) -> list[str]:
+    """A statement as written or resolved: both print the same."""
     match s:
         case A.Requires(cond):
             return [f"{indent}requires {show_expr(cond)}"]
-        case A.Assign(target, value):
+        case A.Assign(target, value) | A.SurfaceAssign(target, value):
             return [f"{indent}{show_expr(target)} := {show_expr(value)}"]
-        case A.Insert(target):
+        case A.Insert(target) | A.SurfaceInsert(target):
             return [f"{indent}insert {show_expr(target)}"]
-        case A.Remove(target):
+        case A.Remove(target) | A.SurfaceRemove(target):
             return [f"{indent}remove {show_expr(target)}"]
-        case A.ForallUpdate(binders, body):
+        case A.ForallUpdate(binders, body) | A.SurfaceForallUpdate(binders, body):
             inner = _stmt(body, indent)
             return [f"{indent}forall {show_binders(binders)}. {inner[0].lstrip()}", *inner[1:]]
-        case A.IfUpdate(cond, then, else_):
+        case A.IfUpdate(cond, then, else_) | A.SurfaceIfUpdate(cond, then, else_):
             out = [f"{indent}if {show_expr(cond)} {{"]
             out += [line for u in then for line in _stmt(u, indent + "  ")]
             if else_:
@@ -90,7 +91,7 @@ def _stmt(s: A.Stmt, indent: str) -> list[str]:
     raise TypeError(f"not a statement: {s!r}")
 
 
-def show_update(u: A.Update) -> str:
+def show_update(u: A.Update | A.SurfaceUpdate) -> str:
     """One update on one line (nested blocks joined), for messages."""
     return " ".join(line.strip() for line in _stmt(u, ""))
 

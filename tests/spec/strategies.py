@@ -30,8 +30,8 @@ def _extend(sub: st.SearchStrategy) -> st.SearchStrategy:
         st.builds(A.App, names, st.lists(sub, max_size=3).map(tuple)),
         st.builds(A.Not, sub),
         st.builds(A.BinOp, ops, sub, sub),
-        st.builds(A.Quant, st.sampled_from(["forall", "exists"]), binders, sub),
-        st.builds(A.Count, binders, sub),
+        st.builds(A.SurfaceQuant, st.sampled_from(["forall", "exists"]), binders, sub),
+        st.builds(A.SurfaceCount, binders, sub),
         st.builds(A.Ite, sub, sub, sub),
     )
 
@@ -43,13 +43,13 @@ targets = st.one_of(st.builds(A.Name, names), st.builds(A.App, names, st.lists(e
 def _updates(sub: st.SearchStrategy) -> st.SearchStrategy:
     block = st.lists(sub, max_size=2).map(tuple)
     return st.one_of(
-        st.builds(A.ForallUpdate, binders, sub),
-        st.builds(A.IfUpdate, exprs, block, block),
+        st.builds(A.SurfaceForallUpdate, binders, sub),
+        st.builds(A.SurfaceIfUpdate, exprs, block, block),
     )
 
 
 updates = st.recursive(
-    st.one_of(st.builds(A.Assign, targets, exprs), st.builds(A.Insert, targets), st.builds(A.Remove, targets)),
+    st.one_of(st.builds(A.SurfaceAssign, targets, exprs), st.builds(A.SurfaceInsert, targets), st.builds(A.SurfaceRemove, targets)),
     _updates, max_leaves=4)
 stmts = st.one_of(st.builds(A.Requires, exprs), updates)
 arg_types = st.lists(types, max_size=3).map(tuple)

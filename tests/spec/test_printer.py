@@ -53,5 +53,5 @@ def test_precedence_is_kept():
     assert show_expr(A.BinOp("implies", a, A.BinOp("implies", b, c))) == "a implies b implies c"
     assert show_expr(A.BinOp("-", a, A.BinOp("-", b, c))) == "a - (b - c)"
     assert show_expr(A.Not(A.BinOp("=", a, b))) == "not a = b"
-    q = A.Quant("forall", (A.Binder("x", A.TypeRef("s")),), a)
+    q = A.SurfaceQuant("forall", (A.Binder("x", A.TypeRef("s")),), a)
     assert show_expr(A.BinOp("and", q, b)) == "(forall x: s. a) and b"
