@@ -454,9 +454,12 @@ class Prover:
             start = time.perf_counter()
             sv.push()
             sv.add(enc.init(st))
-            if sv.check() == z3.sat:
+            r = sv.check()
+            if r == z3.sat:
                 proved(ob, start)
             sv.pop()
+            if r == z3.unknown:
+                return out  # a solver stopped by its limit is not reused (check_action says why)
         rest = [o for o in obs if o.invariant != "init"]
         if not rest:
             return out
@@ -478,9 +481,12 @@ class Prover:
                 continue
             sv.push()
             sv.add(guard)
-            if sv.check() == z3.sat:
+            r = sv.check()
+            if r == z3.sat:
                 proved(ob, start)
             sv.pop()
+            if r == z3.unknown:
+                return out  # a solver stopped by its limit is not reused (check_action says why)
         return out
 
     def _prove_inits(self, obs: list[Obligation]) -> list[Result]:
@@ -496,11 +502,14 @@ class Prover:
             start = time.perf_counter()
             sv.push()
             sv.add(z3.Not(enc.invariant(ob.invariant, st)))  # type: ignore[arg-type]
-            if sv.check() == z3.unsat:
+            r = sv.check()
+            if r == z3.unsat:
                 res = self._result(ob, "proved", bound=mode)
                 res.seconds = time.perf_counter() - start
                 out.append(res)
             sv.pop()
+            if r == z3.unknown:
+                return out  # a solver stopped by its limit is not reused (check_action says why)
         return out
 
     def check_action(self, obs: list[Obligation], cache: "Cache | None" = None) -> list[Result]:
@@ -528,10 +537,13 @@ class Prover:
         for with_counts in (False, True):
             if not pending:
                 break
-            sv = self.solver()
-            sv.set(rlimit=min(self.rlimit, COUNTS_RLIMIT if with_counts else INCREMENTAL_QUICK_RLIMIT))
-            sv.add(self.axiom_formula, guards, *(self.pre_count_axioms if with_counts else ()))
-            tracked = _assume(sv, self.pre_invariants)
+
+            def shared() -> tuple[z3.Solver, dict[str, str]]:
+                sv = self.solver()
+                sv.set(rlimit=min(self.rlimit, COUNTS_RLIMIT if with_counts else INCREMENTAL_QUICK_RLIMIT))
+                sv.add(self.axiom_formula, guards, *(self.pre_count_axioms if with_counts else ()))
+                return sv, _assume(sv, self.pre_invariants)
+            sv, tracked = shared()
             left = []
             for ob in pending:
                 start = time.perf_counter()
@@ -546,6 +558,11 @@ class Prover:
                 r = sv.check()
                 core = sorted({tracked[str(c)] for c in sv.unsat_core() if str(c) in tracked}) if r == z3.unsat else []
                 sv.pop()
+                if r == z3.unknown:
+                    # A check stopped by the resource limit leaves Z3's incremental solver unfit for reuse:
+                    # checks after it on the same solver crashed the process (SIGSEGV in
+                    # Z3_solver_check_assumptions). The next goal gets a fresh solver.
+                    sv, tracked = shared()
                 if r != z3.unsat:
                     left.append(ob)
                     continue

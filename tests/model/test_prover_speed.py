@@ -129,3 +129,33 @@ def test_an_explicit_job_count_still_forks(monkeypatch, tmp_path):
     results, _ = run(ProveOptions(LOCKSERV, use_cache=False, cache_dir=str(tmp_path), jobs=2))
     assert used == [2] and all(r.status == "proved" for r in results)
     assert Obligation("init", invariant="mutex").name == "init/mutex"
+
+
+def test_a_solver_stopped_by_its_limit_is_never_checked_again(monkeypatch):
+    """Z3 crashed (SIGSEGV in Z3_solver_check_assumptions) checking again on an incremental solver
+    whose previous check the resource limit had stopped: a shared solver is replaced after an unknown."""
+    import z3
+
+    reused = []
+    real = Prover.solver
+
+    def tracking(self):
+        sv = real(self)
+        check = sv.check
+
+        def checked(*a):
+            if getattr(sv, "stopped", False):
+                reused.append(sv)
+            r = check(*a)
+            sv.stopped = r == z3.unknown
+            return r
+        sv.check = checked
+        return sv
+    monkeypatch.setattr(Prover, "solver", tracking)
+    spec = load(None)
+    p = Prover(spec, rlimit=5_000)  # between the easy goals and the hard ones: some stop, some prove
+    obs = [ob for ob in p.obligations() if ob.kind == "inductive" and ob.action == "cow_break"]
+    statuses = {r.status for r in p.check_action(obs)}
+    p.check_inits([ob for ob in p.obligations() if ob.kind == "init"])
+    assert "unknown" in statuses and "proved" in statuses
+    assert reused == []
