@@ -165,7 +165,7 @@ def conjuncts(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, 
     if isinstance(e, A.BinOp) and e.op == "and":
         return conjuncts(e.left, vs) + conjuncts(e.right, vs)
     if isinstance(e, A.Quant) and e.kind == "forall":
-        return conjuncts(e.body, vs + tuple(e.binders))  # type: ignore[arg-type]
+        return conjuncts(e.body, vs + e.binders)
     return [(vs, e)]
 
 

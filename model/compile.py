@@ -162,7 +162,7 @@ def _bindings(u: Universe) -> dict[str, int]:
         b = {f"N_{sort}": n for sort, n in u.sizes.items()}
         for name, lay in u.layout.items():
             b.update((f"S_{name}_{k}", st) for k, st in enumerate(lay.strides))
-        u._shared_bindings = b  # type: ignore[attr-defined]
+        u._shared_bindings = b  # type: ignore[attr-defined]  # a cache the universe does not declare
     return b
 
 

@@ -81,8 +81,8 @@ class Counts:
             ys = [enc.fresh(p.name, p.type) for p in term.params]
             env = {p.name: y for p, y in zip(term.params, ys)}
             c = self.func(enc, term, st.tag)(*ys)
-            xs = [enc.fresh(v.name, v.type) for v in term.node.binders]  # type: ignore[union-attr]
-            es = [enc.fresh(v.name + "_e", v.type) for v in term.node.binders]  # type: ignore[union-attr]
+            xs = [enc.fresh(v.name, v.type) for v in term.node.binders]
+            es = [enc.fresh(v.name + "_e", v.type) for v in term.node.binders]
             phi_x = enc.expr(term.node.body, st, {**env, **_bind(term, xs)})
             phi_e = enc.expr(term.node.body, st, {**env, **_bind(term, es)})
             same = z3.And([x == e for x, e in zip(xs, es)])
@@ -106,7 +106,7 @@ class Counts:
 
 
 def _bind(term: CountTerm, values: list[z3.ExprRef]) -> Env:
-    return {v.name: x for v, x in zip(term.node.binders, values)}  # type: ignore[union-attr]
+    return {v.name: x for v, x in zip(term.node.binders, values)}
 
 
 def _forall(vs: list[z3.ExprRef], body: z3.BoolRef) -> z3.BoolRef:
@@ -148,22 +148,22 @@ def delta_terms(enc: Encoding, term: CountTerm, action: Action, pre: Vocab, post
     if not touched:
         return z3.IntVal(0)
     yenv = {p.name: y for p, y in zip(term.params, ys)}
-    count_vars = [v.name for v in node.binders]  # type: ignore[union-attr]
+    count_vars = [v.name for v in node.binders]
     affected: list[list[z3.ExprRef]] = []
     for name in sorted(touched):
         occs = [s for s in A.syms(node.body) if s.name == name]
         for occ in occs:
-            names = [a.name if isinstance(a, A.Var) else None for a in occ.args]
-            if None in names or sorted(names) != sorted(count_vars):  # type: ignore[type-var]
+            names = [a.name for a in occ.args if isinstance(a, A.Var)]
+            if len(names) < len(occ.args) or sorted(names) != sorted(count_vars):
                 return None  # this occurrence does not pin the counted tuple
         for leaf, _conds, bound in A.update_leaves(action.updates):
-            if leaf.target.name != name:  # type: ignore[union-attr]
+            if leaf.target.name != name:
                 continue
             if bound:
                 return None  # a quantified update may change phi at many tuples
-            point = [enc.expr(a, pre, env) for a in leaf.target.args]  # type: ignore[union-attr]
+            point = [enc.expr(a, pre, env) for a in leaf.target.args]
             for occ in occs:
-                pos = {a.name: i for i, a in enumerate(occ.args)}  # type: ignore[union-attr]
+                pos = {a.name: i for i, a in enumerate(occ.args) if isinstance(a, A.Var)}  # all are, checked above
                 affected.append([point[pos[v]] for v in count_vars])
     terms = []
     for i, xs in enumerate(affected):

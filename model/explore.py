@@ -140,6 +140,13 @@ def _digest(s: State) -> int:
     return zlib.crc32(marshal.dumps(s, 2))  # version 2: no back-references, which depend on sharing
 
 
+def _one(i: int) -> Callable[[tuple], tuple]:
+    """A 1-tuple of position i (itemgetter with one index returns the bare item)."""
+    def pick(t: tuple, i: int = i) -> tuple:  # i a local: the hot path's fastest read
+        return (t[i],)
+    return pick
+
+
 class Symmetry:
     """Permutations of each sort's elements, precomputed as index and value maps per symbol."""
 
@@ -153,7 +160,7 @@ class Symmetry:
             if all(p == tuple(range(len(p))) for p in combo):
                 continue  # identity
             perm = dict(zip(sorts, combo))
-            entry = []
+            entry: list[tuple[int, Callable[[tuple], tuple], dict | None]] = []
             for name, lay in u.layout.items():
                 sym = lay.symbol
                 arg_perms = [perm.get(t.name) for t in sym.args]
@@ -165,8 +172,8 @@ class Symmetry:
                 for i, point in enumerate(u.points(name)):
                     moved = tuple(p[a] if p is not None else a for p, a in zip(arg_perms, point))
                     src[u.index(name, moved)] = i
-                pick = operator.itemgetter(*src) if len(src) > 1 else (lambda t, i=src[0]: (t[i],))
-                remap = None if res_perm is None else {None: None, **{v: res_perm[v] for v in range(len(res_perm))}}
+                pick: Callable[[tuple], tuple] = operator.itemgetter(*src) if len(src) > 1 else _one(src[0])
+                remap: dict | None = None if res_perm is None else {None: None, **{v: res_perm[v] for v in range(len(res_perm))}}
                 entry.append((lay.index, pick, remap))
             self.maps.append(entry)
 
@@ -380,7 +387,7 @@ def _explore_ground(it: Interpreter, g: Ground, lim: Limits, symmetry: bool,
         # Invariants are symmetric (no constant names an element), so f answers for c; from a state
         # where all held, only those the step may have changed are checked.
         check = g.all_hold if prev is None or prev in broken else g.actions[i].checks[k]
-        if check(f):  # type: ignore[misc]
+        if check(f):  # type: ignore[misc]  # an instance that made a successor has its check
             return
         broken.add(c)
         if lim.halt is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from html import escape
 from typing import Any
 
@@ -156,9 +156,9 @@ def _other(args: list[str], skip: str) -> str:
 
 
 def relation_svg(state: dict[str, dict[str, Any]], sizes: dict[str, int], sorts: list[str], *,
-                 compare: dict[str, dict[str, Any]] | None = None, blamed: set[str] = frozenset(),  # type: ignore[assignment]
+                 compare: dict[str, dict[str, Any]] | None = None, blamed: Set[str] = frozenset(),
                  new_class: str = "added", caption: str = "", values: dict[str, str] | None = None,
-                 marked: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+                 marked: Set[str] = frozenset()) -> str:
     """Elements as nodes on an ellipse, in sort order; relations and functions as edges between
     them (parallel ones fanned out, each labelled). Edges absent from `compare` get `new_class`
     (green when added, red dashed when removed); edges standing for a blamed point get class
@@ -190,7 +190,7 @@ def relation_svg(state: dict[str, dict[str, Any]], sizes: dict[str, int], sorts:
     return "".join(out)
 
 
-def _is_blamed(label: str, a: str, b: str, blamed: set[str]) -> bool:
+def _is_blamed(label: str, a: str, b: str, blamed: Set[str]) -> bool:
     """An edge stands for a blamed point when its label is that point."""
     return label in blamed
 

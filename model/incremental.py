@@ -53,7 +53,7 @@ def clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ..
     if isinstance(e, A.BinOp) and e.op == "and":
         return clauses(e.left, vs) + clauses(e.right, vs)
     if isinstance(e, A.Quant) and e.kind == "forall":
-        return clauses(e.body, vs + tuple(e.binders))  # type: ignore[arg-type]
+        return clauses(e.body, vs + e.binders)
     return [(vs, e)]
 
 

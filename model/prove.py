@@ -232,7 +232,7 @@ class Prover:
         enc = self._encoding(self._mode())
         st = enc.vocab("0")
         sv = self.solver()
-        goal = z3.Not(enc.invariant(ob.invariant, st))  # type: ignore[arg-type]
+        goal = z3.Not(enc.invariant(ob.invariant, st))  # type: ignore[arg-type]  # this obligation kind names its invariant
         sv.add(enc.axioms(), enc.init(st), goal)
         self._add_count_axioms(sv, enc, [st])
         return sv, {}, self._unsat_is_proof(ob), self._mode()
@@ -242,12 +242,12 @@ class Prover:
         if mode is not None:
             return self._build_inductive_finite(ob)
         enc = self._encoding(None)
-        act = self.spec.actions[ob.action]  # type: ignore[index]
+        act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
         env, guards = self.action_parts[act.name]
         post = Updated(enc, self.pre, act, env)
         enc.reset_fresh(1_000_000)
         try:
-            goal = z3.Not(enc.invariant(ob.invariant, post))  # type: ignore[arg-type]
+            goal = z3.Not(enc.invariant(ob.invariant, post))  # type: ignore[arg-type]  # this obligation kind names its invariant
         except Unsupported as e:
             return self._finite_fallback(ob, [str(e)])
         sv = self.solver()
@@ -260,11 +260,11 @@ class Prover:
     def _build_inductive_finite(self, ob: Obligation):
         enc = self._encoding(self.bound)
         pre = enc.vocab("0")
-        act = self.spec.actions[ob.action]  # type: ignore[index]
+        act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
         env = enc.param_consts(act)
         post = Updated(enc, pre, act, env)
         sv = self.solver()
-        sv.add(enc.axioms(), enc.guards(act, pre, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
+        sv.add(enc.axioms(), enc.guards(act, pre, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]  # this obligation kind names its invariant
         tracked = self._track(sv, enc, pre)
         return sv, tracked, self._unsat_is_proof(ob), self.bound
 
@@ -310,7 +310,7 @@ class Prover:
             sv.add(*invariants)
             what = "the invariants together are unsatisfiable"
         else:
-            act = self.spec.actions[ob.action]  # type: ignore[index]
+            act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
             sv.add(*invariants)
             sv.add(enc.guards(act, st, enc.param_consts(act)))
             what = f"dead action: {ob.action} is enabled in no state satisfying the invariants"
@@ -331,7 +331,7 @@ class Prover:
         sels = [z3.Int(f"step{i}") for i in range(k)]
         base = self.solver()
         base.add(enc.axioms(), enc.init(states[0]))
-        bmc = _DeepeningSolver(base, enc, self.spec, states, sels, ob.invariant)  # type: ignore[arg-type]
+        bmc = _DeepeningSolver(base, enc, self.spec, states, sels, ob.invariant)  # type: ignore[arg-type]  # this obligation kind names its invariant
 
         def interpret(sv, r: z3.CheckSatResult, tracked: dict[str, str]) -> Result:
             if r == z3.unsat:
@@ -359,7 +359,7 @@ class Prover:
         if missing is not None:
             return self._finite_fallback(Obligation("inductive", None, ob.invariant), [missing])
         self._add_count_axioms(sv, enc, states)
-        sv.add(z3.Not(enc.invariant(ob.invariant, states[k])))  # type: ignore[arg-type]
+        sv.add(z3.Not(enc.invariant(ob.invariant, states[k])))  # type: ignore[arg-type]  # this obligation kind names its invariant
         return sv, tracked, self._unsat_is_proof(ob, f"step case at depth {k}"), mode
 
     def _transitions(self, enc: Encoding, states: list[Vocab], sv: z3.Solver) -> str | None:
@@ -501,7 +501,7 @@ class Prover:
         for ob in obs:
             start = time.perf_counter()
             sv.push()
-            sv.add(z3.Not(enc.invariant(ob.invariant, st)))  # type: ignore[arg-type]
+            sv.add(z3.Not(enc.invariant(ob.invariant, st)))  # type: ignore[arg-type]  # this obligation kind names its invariant
             r = sv.check()
             if r == z3.unsat:
                 res = self._result(ob, "proved", bound=mode)
@@ -520,7 +520,7 @@ class Prover:
         the full path of check() (finite counterexample search, clause by clause)."""
         if self.finite_n is not None or not obs:
             return [self.check(ob, cache) for ob in obs]
-        act = self.spec.actions[obs[0].action]  # type: ignore[index]
+        act = self.spec.actions[obs[0].action]  # type: ignore[index]  # inductive obligations name their action
         enc = self._encoding(None)
         env, guards = self.action_parts[act.name]
         results: dict[str, Result] = {}
@@ -549,7 +549,7 @@ class Prover:
                 start = time.perf_counter()
                 try:
                     enc.reset_fresh(1_000_000)
-                    goal = z3.Not(enc.invariant(ob.invariant, Updated(enc, self.pre, act, env)))  # type: ignore[arg-type]
+                    goal = z3.Not(enc.invariant(ob.invariant, Updated(enc, self.pre, act, env)))  # type: ignore[arg-type]  # this obligation kind names its invariant
                 except Unsupported:
                     left.append(ob)
                     continue
@@ -585,7 +585,7 @@ class Prover:
         from .incremental import clauses
 
         enc = self._encoding(None)
-        act = self.spec.actions[ob.action]  # type: ignore[index]
+        act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
         env, guards = self.action_parts[act.name]
         inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
         cores: list[z3.ExprRef] = []
@@ -604,7 +604,7 @@ class Prover:
             if r != z3.unsat:
                 return r
             cores += list(sub.unsat_core())
-        sv.unsat_core = lambda: cores  # type: ignore[method-assign]
+        sv.unsat_core = lambda: cores
         return z3.unsat
 
     def why_unknown(self, sv: Any) -> str:
@@ -635,7 +635,7 @@ class Prover:
                 continue
             sizes = shrink_sizes(sizes, lambda sz: self._cti_solver(ob, sz)[0].check() == z3.sat)
             sv, enc, pre, post, env = self._cti_solver(ob, sizes)
-            prefer_first(sv, enc, [(p.type, env[p.name]) for p in self.spec.actions[ob.action].params])  # type: ignore[index]
+            prefer_first(sv, enc, [(p.type, env[p.name]) for p in self.spec.actions[ob.action].params])  # type: ignore[index]  # this obligation kind names its action
             model = minimise_facts(sv, enc, Universe(self.spec, sizes), pre)
             return self._show_cti(ob, model, enc, sizes, pre, post, env)
         return None
@@ -643,10 +643,10 @@ class Prover:
     def _cti_solver(self, ob: Obligation, sizes: dict[str, int]):
         enc = Encoding(self.spec, sizes)
         pre, post = enc.vocab("0"), enc.vocab("1")
-        act = self.spec.actions[ob.action]  # type: ignore[index]
+        act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
         env = enc.param_consts(act)
         sv = self.solver()
-        sv.add(enc.axioms(), enc.transition(act, pre, post, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]
+        sv.add(enc.axioms(), enc.transition(act, pre, post, env), z3.Not(enc.invariant(ob.invariant, post)))  # type: ignore[arg-type]  # this obligation kind names its invariant
         sv.add(*[enc.invariant(i.name, pre) for i in self.spec.invariants])
         return sv, enc, pre, post, env
 
@@ -704,10 +704,11 @@ def _domain(enc: Encoding, t) -> list[z3.ExprRef] | None:
 
 def _enabled_in(model: z3.ModelRef, guard: z3.BoolRef, params: list[tuple[z3.ExprRef, list | None]]) -> bool:
     """Some arguments (among the first _MODEL_TRIES) make the guard true in the model's state."""
-    if any(d is None for _, d in params):
+    domains = [d for _, d in params if d is not None]
+    if len(domains) < len(params):
         return False
     consts = [c for c, _ in params]
-    for values in itertools.islice(itertools.product(*[d for _, d in params]), _MODEL_TRIES):
+    for values in itertools.islice(itertools.product(*domains), _MODEL_TRIES):
         g = z3.substitute(guard, *zip(consts, values)) if consts else guard
         if z3.is_true(model.eval(g, model_completion=True)):
             return True

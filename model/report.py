@@ -195,7 +195,7 @@ def _show_failing(console: Console, r: Result, cx: dict[str, Any], verb: str) ->
         where = f"{part['loc']}: " if part.get("loc") else ""
         console.print(f"  {r.invariant} {verb}: {where}conjunct {part['index']} of {part['of']}: {part['text']}",
                       highlight=False, markup=False)
-    console.print(f"  {'blame' if part else r.invariant + ' ' + verb}: {cx.get('blame')}", highlight=False, markup=False)
+    console.print(f"  {'blame' if part else f'{r.invariant} {verb}'}: {cx.get('blame')}", highlight=False, markup=False)
 
 
 def _show_immutable(console: Console, cx: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dmmcheck.spec import CheckedSpec, load
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import multiprocessing as mp
     from multiprocessing.connection import Connection
 
-_WORKER: dict[str, object] = {}
+_WORKER: dict[str, Any] = {}  # this worker process's "prover" (a Prover) and "cache" (a Cache or None)
 
 
 @dataclass
@@ -93,20 +93,20 @@ def _init_worker(opts: ProveOptions, in_pool: bool = False) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         die_with_parent()
     spec = loaded(opts)
-    _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)  # type: ignore[arg-type]
+    _WORKER["prover"] = Prover(spec, finite=opts.finite, timeout=opts.timeout, rlimit=opts.rlimit)
     _WORKER["cache"] = Cache(opts.cache_dir) if opts.use_cache else None
 
 
 def _run(group: list[Obligation]) -> list[Result]:
-    prover: Prover = _WORKER["prover"]  # type: ignore[assignment]
+    prover: Prover = _WORKER["prover"]
     cache = _WORKER["cache"]
     if group[0].kind == "inductive":
-        return prover.check_action(group, cache)  # type: ignore[arg-type]
+        return prover.check_action(group, cache)
     if group[0].kind == "init":
-        return prover.check_inits(group, cache)  # type: ignore[arg-type]
+        return prover.check_inits(group, cache)
     if group[0].kind == "vacuity":
-        return prover.check_vacuity(group, cache)  # type: ignore[arg-type]
-    return [prover.check(ob, cache) for ob in group]  # type: ignore[arg-type]
+        return prover.check_vacuity(group, cache)
+    return [prover.check(ob, cache) for ob in group]
 
 
 def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
@@ -118,7 +118,7 @@ def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
     inits = [ob for ob in obs if ob.kind == "init"]
     for ob in obs:
         if ob.kind == "inductive":
-            by_action.setdefault(ob.action, []).append(ob)  # type: ignore[arg-type]
+            by_action.setdefault(ob.action, []).append(ob)  # type: ignore[arg-type]  # an inductive obligation names its action
         elif ob.kind not in ("vacuity", "init"):
             singles.append([ob])
     if inits:

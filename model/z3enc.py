@@ -216,9 +216,9 @@ class Encoding:
                   old: z3.ExprRef) -> z3.ExprRef:
         value = old
         for leaf, conds, bound in A.update_leaves(action.updates):
-            if leaf.target.name != name:  # type: ignore[union-attr]
+            if leaf.target.name != name:
                 continue
-            args = leaf.target.args  # type: ignore[union-attr]
+            args = leaf.target.args
             local = dict(env)
             pinned: set[int] = set()
             for v in bound:  # read each bound variable off its coordinate of xs

@@ -83,7 +83,8 @@ def parse(text: str, file: str = "<spec>") -> A.SpecFile:
         raise SpecError([Diagnostic(loc, what, _describe(e.expected))], text) from None
     except lark.UnexpectedCharacters as e:
         loc = A.Loc(file, e.line, e.column)
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        pos = e.pos_in_stream  # lark types it optional; UnexpectedCharacters always sets it
+        ch = text[pos] if pos is not None and pos < len(text) else ""
         expected = _CHAR_HINTS.get(ch, "a name, a number, a keyword or one of ( ) { } [ ] , . : := = != < <= > >= + - ? |")
         raise SpecError([Diagnostic(loc, f"unexpected character {ch!r}", expected)], text) from None
     except lark.UnexpectedEOF as e:
@@ -139,7 +140,7 @@ def _with_doc(decl: A.Decl, lines: list[str]) -> A.Decl:
 
 
 def _fields(node: object) -> dict:
-    return {k: getattr(node, k) for k in node.__dataclass_fields__}  # type: ignore[attr-defined]
+    return {k: getattr(node, k) for k in node.__dataclass_fields__}  # type: ignore[attr-defined]  # every AST node is a dataclass
 
 
 @v_args(meta=True)
