@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from dmmcheck.impl import x86
+from dmmcheck.impl.errors import BeyondMemory
 from dmmcheck.impl.mmu import FULL, LEAF_KEY, MAX_INVLPG, Role, entry_access
 from dmmcheck.impl.policies import OutOfMemory
 from dmmcheck.impl.walker import walk as _plain_walk
@@ -191,7 +192,7 @@ def _(vmm: Any) -> None:
                 for _level, addr, e in w.entries:
                     if not e & x86.A:
                         vmm.gpa_write(vm, addr, (e | x86.A).to_bytes(8, "little"), walker=True)
-        except (IndexError, OutOfMemory):  # a table beyond memory or out of memory: nothing written
+        except (BeyondMemory, OutOfMemory):  # a table beyond memory or out of memory: nothing written
             pass
         return res
     vmm.page_fault = page_fault
@@ -352,7 +353,7 @@ def _(vmm: Any) -> None:
         mfn = vm.p2m.get(gfn)
         if mfn is None:
             if not 0 <= gfn <= vm.nr_gfns:
-                raise IndexError(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
+                raise BeyondMemory(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
             mfn = vmm.policy.fault_in(vm, gfn)
         return mfn
     vmm.gfn_mfn = gfn_mfn

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import x86
 from .cpu import HOLE_PAGES, SIZES, Cpu
+from .errors import BeyondMemory
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
 from .mmu import FULL, Mmu, Role, entry_access
 from .policies import OutOfMemory, Policies
@@ -161,7 +162,7 @@ class Vmm:
         mfn = vm.p2m.get(gfn)
         if mfn is None:
             if not 0 <= gfn < vm.nr_gfns:
-                raise IndexError(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
+                raise BeyondMemory(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
             mfn = self.policy.fault_in(vm, gfn)
         return mfn
 
@@ -314,8 +315,8 @@ class Vmm:
         try:
             w = self.walk(read, lambda a, v: ad.append((a, v)), cr3, gva, acc, mode)
             bad_gfn = not w.fault and w.paddr >> x86.PAGE_SHIFT >= vm.nr_gfns
-        except IndexError:  # a guest table beyond memory ("fault": no read of it succeeds)
-            bad_gfn = True
+        except BeyondMemory:  # a guest table beyond memory ("fault": no read of it succeeds)
+            bad_gfn = True  # any other exception of the walk is a bug: it propagates, a crash
         except OutOfMemory:  # a guest table could not be paged in
             return Result(True, 0, gva, oom=True)
         if bad_gfn and self.beyond_memory != "fault":
