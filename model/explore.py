@@ -33,7 +33,7 @@ from .state import State
 # never enabled here, nor swap_full (every slot used while a gfn is resident); the report says so.
 DEFAULT_BOUND = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 2, "slot": 1}
 # The smallest scope in which every action of the bundled spec is enabled (docs/prover.md): what
-# `dmm check` explores. 982,284 states, 90 million transitions, about 42 s of one core.
+# `dmm check` explores. 982,284 states, 90 million transitions, about 36 s of one core.
 ALL_ACTIONS_BOUND = {**DEFAULT_BOUND, "gfn": 2}
 SHARING_BOUND = ALL_ACTIONS_BOUND  # the name the reachability search knows it by
 # `dmm check` explores for at most this long: a loaded machine takes several times the figure above,

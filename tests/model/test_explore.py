@@ -318,7 +318,7 @@ def test_a_bound_too_large_for_the_ground_path_takes_the_general_one():
 
 def test_every_action_is_enabled_at_the_all_actions_bound():
     """The scope dmm check explores enables every action of the bundled spec (the full search takes
-    about 42 s of one core; the first 100,000 states already enable each of them)."""
+    about 36 s of one core; the first 100,000 states already enable each of them)."""
     from dmmcheck.model.explore import ALL_ACTIONS_BOUND
 
     r = explore(Interpreter(load(), ALL_ACTIONS_BOUND), max_states=100_000)
