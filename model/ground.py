@@ -8,14 +8,18 @@ this module compiles the spec once per bound into code with no loops and no gene
 - a state is one flat tuple (every symbol's values, in layout order) instead of a tuple of tuples:
   one copy and one hash per successor instead of one per modified symbol;
 - each action instance (action, concrete arguments) is its guard's conjuncts followed by its writes,
-  every index a constant; instances that share their first conjuncts test them once (a trie);
+  every index a constant; instances that share their first conjuncts test them once (a trie), and
+  every instance of every action sits in one function, expand(), with no call per transition;
 - quantifiers of up to UNROLL instances are unrolled, and conjuncts made constant by the arguments
   (`v1 != v2` at v1=v2=0) are folded away;
-- each permutation of the symmetric sorts' elements is one tuple display over the flat state.
+- instances that write the same positions whatever the state share a memo (MEMO_MIN), a step that
+  changes nothing is told before its successor is built, and each instance knows which invariants
+  it can change (the explorer checks only those after it);
+- the permutations of the symmetric sorts' elements are tuple displays in one `min`.
 
 The meaning is the one compile.py gives the same AST (tests compare the two explorers state for
-state); where a bound is too large for this (too many instances or permutations), `usable` says no
-and the explorer takes the general path.
+state); a bound too large for this (too many instances, permutations or characters of code) raises
+TooLarge, and the explorer takes the general path.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from .compile import conjuncts
 from .state import State, Universe
 
 UNROLL = 64  # a quantifier with more instances than this stays a loop
-MAX_INSTANCES = 4096  # action instances in all: past this the generated code grows too large
+MAX_INSTANCES = 4096  # argument tuples of one action: past this the generated code grows too large
 MAX_SOURCE = 4 << 20  # characters of generated code
-MAX_PERMUTATIONS = 720  # one generated function each
+MAX_PERMUTATIONS = 720  # one tuple display each, in canon()
 
 Flat = tuple  # a state as one flat tuple of values, `none` as NONE
 # `none` in a flat state: unlike None it orders against ints and bools and hashes the same in every
