@@ -17,7 +17,10 @@ the number of processes.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +63,8 @@ def _order(values: tuple) -> tuple:
 
 
 def _explore_part(initial: list[Flat]) -> _Part:
+    if os.environ.get("DMM_TEST_EXPLORE_CRASH"):  # tests: a worker that dies
+        os._exit(70)
     w = _WORK
     lim = w["lim"]
     if lim.max_seconds is not None:  # one deadline for the whole search, whenever the part starts
@@ -72,7 +77,7 @@ def _explore_part(initial: list[Flat]) -> _Part:
 def explore_in_parts(it: Interpreter, g: Ground, lim: Limits, symmetry: bool, keep_going: bool,
                      jobs: int) -> ExploreResult | None:
     """The search in up to `jobs` processes; None when it does not split (one part, no fork on this
-    platform) or found a violation: then the caller searches in this process."""
+    platform), found a violation, or a worker died: then the caller searches in this process."""
     groups = parts(it, g)
     if len(groups) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return None
@@ -84,8 +89,12 @@ def explore_in_parts(it: Interpreter, g: Ground, lim: Limits, symmetry: bool, ke
     _WORK.update(it=it, g=g, symmetry=symmetry, keep_going=keep_going, start=start,
                  lim=replace(lim, max_memory=budget // procs, halt=ctx.Event()))
     try:
-        with ctx.Pool(procs) as pool:
-            done = pool.map(_explore_part, groups, chunksize=1)
+        # an executor, not a Pool: a worker that dies (killed, out of memory) breaks it with an
+        # error instead of leaving its part unanswered forever
+        with ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+            done = list(pool.map(_explore_part, groups))
+    except BrokenProcessPool:
+        return None  # the search runs again in this process, where a failure is seen as it is
     finally:
         _WORK.clear()
     if any(p.violated for p in done):

@@ -401,3 +401,12 @@ def test_ground_path_with_loops_and_with_memos_everywhere(monkeypatch, unroll, m
     monkeypatch.setattr(ground, "MEMO_MIN", memo)
     it = Interpreter(load(), {**SMALL, "mfn": 2})
     assert _summary(explore(it)) == _summary(explore(it, ground=False))
+
+
+def test_a_worker_that_dies_leaves_the_search_to_this_process(monkeypatch):
+    monkeypatch.setenv("DMM_TEST_EXPLORE_CRASH", "1")
+    it = Interpreter(load(), TINY_OPEN)
+    r = explore(it, jobs=2)
+    assert r.processes == 1 and r.complete
+    monkeypatch.delenv("DMM_TEST_EXPLORE_CRASH")
+    assert _summary(r) == _summary(explore(it, jobs=2))
