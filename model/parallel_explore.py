@@ -1,9 +1,9 @@
 """Exploring in several processes, split by the model's parameters.
 
 An action never modifies an immutable symbol, so the reachable states split exactly by the values
-the initial states give the immutable symbols (the DMM spec: its budget and quota, 9 pairs at the
-all-actions bound), and a permutation of a sort's elements keeps those values (they are ints, not
-elements), so no orbit spans two parts. Each part is explored on its own, in a worker process
+the initial states give the immutable constants of a type that is not a sort (the DMM spec: its
+budget and quota, 9 pairs at the all-actions bound), and a permutation of a sort's elements keeps
+those values, so no orbit spans two parts. Each part is explored on its own, in a worker process
 forked from this one (it inherits the compiled spec), and the counts are added up.
 
 The split is uneven (budget=2, quota=2 holds 55% of the all-actions scope's states), so the parts
@@ -47,9 +47,12 @@ _WORK: dict[str, Any] = {}
 
 
 def parts(it: Interpreter, g: Ground) -> list[list[Flat]]:
-    """The initial states (flat) grouped by their immutable values, largest values first."""
-    immutable = [i for name, lay in it.u.layout.items() if not lay.symbol.mutable
-                 for i in range(g.offsets[name], g.offsets[name] + lay.size)]
+    """The initial states (flat) grouped by the values of their parameters, largest values first.
+    A parameter is an immutable constant of a type no permutation touches (an int, a bool, an
+    enum): an immutable relation over a sort (a quorum's members) is permuted with its sort, so
+    grouping by it would put one orbit in several parts, each counting it."""
+    immutable = [g.offsets[name] for name, lay in it.u.layout.items()
+                 if not lay.symbol.mutable and not lay.symbol.args and lay.symbol.result.name not in it.u.sizes]
     groups: dict[tuple, list[Flat]] = {}
     for s0 in it.initial_states():
         f = g.flatten(s0)

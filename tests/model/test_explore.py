@@ -410,3 +410,31 @@ def test_a_worker_that_dies_leaves_the_search_to_this_process(monkeypatch):
     assert r.processes == 1 and r.complete
     monkeypatch.delenv("DMM_TEST_EXPLORE_CRASH")
     assert _summary(r) == _summary(explore(it, jobs=2))
+
+
+PARTS_TOY = """
+sort vm
+sort mfn
+immutable const cap: int
+immutable relation big(vm)
+function owner(mfn): vm?
+function has(vm): mfn?
+init {
+  forall m: mfn. owner(m) := none
+  forall v: vm. has(v) := none
+}
+action grab(v: vm, m: mfn) {
+  requires has(v) = none and owner(m) = none and (big(v) or cap > 1)
+  owner(m) := v
+  has(v) := m
+}
+invariant exclusive: forall v: vm, m: mfn. has(v) = m iff owner(m) = v
+"""
+
+
+def test_parts_split_by_parameters_only_never_an_orbit():
+    """big(vm) is permuted with vm: big={vm0} and big={vm1} are one orbit, so they must be in one
+    part (split by cap alone), or both parts would count it."""
+    it = Interpreter(check(parse(PARTS_TOY, "toy.dmm")), {"vm": 2, "mfn": 2})
+    one, two = explore(it), explore(it, jobs=2)
+    assert two.processes == 2 and _summary(one) == _summary(two)
