@@ -6,13 +6,15 @@ the process and its children, from getrusage(RUSAGE_CHILDREN) around the subproc
 `dmm prove --no-cache SPEC` and of `python mypyvy.py verify EXAMPLE.pyv`, and dmm/mypyvy. Each figure
 is the least of --repeat runs (default 5; CPU time grows with the load, it never shrinks), after one
 unmeasured run that fills the bytecode cache: both tools run with PYTHONPYCACHEPREFIX set to a
-temporary folder, as an installed program would (without it, every run compiles the tools' Python).
+temporary folder, as an installed program would; with --no-pycache both run with
+PYTHONDONTWRITEBYTECODE=1 instead, compiling their Python on every run (as in a checkout where bytecode
+is never written).
 
 mypyvy is not a dependency: set MYPYVY to a checkout of github.com/wilcoxjay/mypyvy (with `src/` and
 `examples/`), and MYPYVY_PYTHON to a Python that has z3-solver, typing-extensions and networkx
 (default: this one). Without MYPYVY its figures are null, with the reason.
 
-Usage: bench/prove_vs_mypyvy.py [--repeat N] [NAME ...]   (default: all nine)
+Usage: bench/prove_vs_mypyvy.py [--repeat N] [--no-pycache] [NAME ...]   (default: all nine)
 """
 
 from __future__ import annotations
@@ -65,13 +67,18 @@ def dmm_checks(spec: Path | None, env: dict[str, str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-pycache", action="store_true", help="compile both tools' Python on every run")
     ap.add_argument("names", nargs="*", default=NAMES)
     args = ap.parse_args()
     mypyvy = os.environ.get("MYPYVY")
     mypyvy_python = os.environ.get("MYPYVY_PYTHON", sys.executable)
     with tempfile.TemporaryDirectory() as pycache, tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "PYTHONPYCACHEPREFIX": pycache, "DMM_CACHE_DIR": cache}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = {**os.environ, "DMM_CACHE_DIR": cache}
+        if args.no_pycache:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env["PYTHONPYCACHEPREFIX"] = pycache
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         rows = []
         for name in args.names:
             spec = EXAMPLES / f"{name}.dmm"
@@ -100,6 +107,7 @@ def main() -> None:
         "startup_cpu_s": startup,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cores": os.cpu_count(),
+        "bytecode_cache": not args.no_pycache,
     }))
 
 
