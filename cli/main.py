@@ -265,7 +265,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
     else:
         report.show(Console(), spec, results, seconds, traces)
-    return prove_html.finish(args, spec, results, seconds, traces, exit_status(results))
+    return prove_html.finish(spec, results, seconds, traces, exit_status(results),
+                             html=getattr(args, "html", None), itf_path=getattr(args, "itf", None))
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
@@ -26,6 +26,9 @@ from .oracle import Failure
 from . import report_cli
 from .report import as_json, show_failure, show_fuzz
 from .trace import TraceError, load_adapter, replay, save, spec_hash
+
+if TYPE_CHECKING:
+    from .gaps import FillOptions  # imported where used: gaps loads the prover
 
 DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -48,6 +51,13 @@ def adapter_factory(args: argparse.Namespace) -> Callable[[], Adapter]:
     if cmd is not None:
         return child_factory(cmd, getattr(args, "step_timeout", 10.0))
     return load_adapter(args.impl)
+
+
+def fill_options(args: argparse.Namespace) -> FillOptions:
+    """--fill-gaps's options, typed (bad input: TraceError or ValueError, as adapter_factory)."""
+    from .gaps import FillOptions
+
+    return FillOptions(adapter_factory(args), scope_of(args)[0], args.step_timeout, getattr(args, "level", None))
 
 
 def close_adapter(adapter: Any) -> None:
@@ -235,7 +245,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     filled = None  # --fill-gaps: after a campaign without failure, each gap driven with a witness
     if getattr(args, "fill_gaps", False) and result.failure is None and not result.interrupted:
         try:
-            filled = gaps.run(spec, args, result, None if args.json else err)
+            filled = gaps.run(spec, fill_options(args), result, None if args.json else err)
         except (TraceError, ValueError) as e:
             print(f"dmm fuzz: {e}", file=sys.stderr)
             return EXIT_INPUT
@@ -308,7 +318,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         from . import gaps
 
         try:
-            filled = gaps.run(spec, args, c.merged, None if args.json else err)
+            filled = gaps.run(spec, fill_options(args), c.merged, None if args.json else err)
         except (TraceError, ValueError) as e:
             print(f"dmm fuzz: {e}", file=sys.stderr)
             return EXIT_INPUT

@@ -336,9 +336,19 @@ def deterministic_init(spec: CheckedSpec) -> None:
                          "(dmm prove and dmm explore handle such a spec)")
 
 
-def run(spec: CheckedSpec, args: Any, result: Any, console: Any = None) -> list[Gap]:
+@dataclass(frozen=True)
+class FillOptions:
+    """What filling the gaps takes from the command line (the CLI builds it)."""
+
+    adapter: Callable[[], Adapter]  # makes the implementation's adapter
+    scope: Config
+    step_timeout: float = 10.0
+    level: str | None = None
+
+
+def run(spec: CheckedSpec, opts: FillOptions, result: Any, console: Any = None) -> list[Gap]:
     """`dmm fuzz --fill-gaps`: the campaign's gaps, each filled or explained (ValueError: bad input)."""
-    from .cli import adapter_factory, close_adapter, scope_of
+    from .cli import close_adapter
 
     if result.level == "black-box":
         raise ValueError("--fill-gaps needs the spec actions an implementation performs: not observable at level "
@@ -348,8 +358,7 @@ def run(spec: CheckedSpec, args: Any, result: Any, console: Any = None) -> list[
     if status:
         status.start()
     try:
-        filler = Filler(spec, adapter_factory(args), scope_of(args)[0], step_timeout=args.step_timeout,
-                        level=getattr(args, "level", None),
+        filler = Filler(spec, opts.adapter, opts.scope, step_timeout=opts.step_timeout, level=opts.level,
                         progress=(lambda name: status.update(f"filling gaps: {name}")) if status else None)
         try:
             return filler.fill(gaps)

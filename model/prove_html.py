@@ -184,7 +184,8 @@ def outputs_ok(*paths: str | None) -> bool:
     return True
 
 
-def finish(args: Any, spec: Any, results: list[Result], seconds: float, traces: list[str], status: int) -> int:
+def finish(spec: Any, results: list[Result], seconds: float, traces: list[str], status: int, *,
+           html: str | None = None, itf_path: str | None = None) -> int:
     """`dmm prove --html FILE --itf FILE`: write them; the prover's status, or 2 (bad input) when a
     file could not be written and nothing else was found."""
     import hashlib
@@ -194,10 +195,10 @@ def finish(args: Any, spec: Any, results: list[Result], seconds: float, traces: 
 
     ok = True
     bmc = [r for r in results if r.kind == "bmc" and r.status == "violated"]
-    if getattr(args, "itf", None):
+    if itf_path:
         digest = hashlib.sha256(Path(spec.file).read_bytes()).hexdigest()
         for r in bmc:
-            path = Path(args.itf) if len(bmc) == 1 else Path(args.itf).with_name(f"{Path(args.itf).stem}-{r.invariant}.itf.json")
+            path = Path(itf_path) if len(bmc) == 1 else Path(itf_path).with_name(f"{Path(itf_path).stem}-{r.invariant}.itf.json")
             try:
                 itf.write_bmc(path, str(spec.file), digest, r)
                 print(f"dmm prove: ITF trace written to {path}", file=sys.stderr)
@@ -206,12 +207,12 @@ def finish(args: Any, spec: Any, results: list[Result], seconds: float, traces: 
                 ok = False
         if not bmc:
             print("dmm prove: no BMC violation: no ITF trace written", file=sys.stderr)
-    if getattr(args, "html", None):
+    if html:
         try:
-            Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.html).write_text(render(spec, results, seconds, traces), encoding="utf-8")
-            print(f"dmm prove: report written to {args.html} (open it in a browser)", file=sys.stderr)
+            Path(html).parent.mkdir(parents=True, exist_ok=True)
+            Path(html).write_text(render(spec, results, seconds, traces), encoding="utf-8")
+            print(f"dmm prove: report written to {html} (open it in a browser)", file=sys.stderr)
         except OSError as e:
-            print(f"dmm prove: cannot write {args.html}: {e.strerror or e}", file=sys.stderr)
+            print(f"dmm prove: cannot write {html}: {e.strerror or e}", file=sys.stderr)
             ok = False
     return status if status or ok else 2
