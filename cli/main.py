@@ -181,7 +181,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"bound": r.bound, "states": r.states, "transitions": r.transitions,
                           "seconds": round(r.seconds, 3), "states_per_second": round(r.states_per_second),
-                          "transitions_per_second": round(r.transitions_per_second),
+                          "transitions_per_second": round(r.transitions_per_second), "processes": r.processes,
                           "complete": r.complete, "stopped_by": r.stopped_by or None,
                           "symmetry": r.symmetry, "not_symmetric": r.not_symmetric,
                           "actions": {a: {"transitions": n, "enabled": n > 0} for a, n in r.action_counts.items()},
@@ -193,7 +193,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         sym = (f"symmetry reduced over {', '.join(r.symmetry)}" if r.symmetry else "no symmetry reduction") + \
             (f"; not over {', '.join(r.not_symmetric)} (more than {MAX_PERMUTATIONS:,} permutations)"
              if r.not_symmetric else "")
-        print(f"  {r.states:,} states, {r.transitions:,} transitions in {r.seconds:.1f} s "
+        procs = f" in {r.processes} processes" if r.processes > 1 else ""
+        print(f"  {r.states:,} states, {r.transitions:,} transitions in {r.seconds:.1f} s{procs} "
               f"({r.states_per_second:,.0f} states/s, {r.transitions_per_second:,.0f} transitions/s, {sym})")
         if not r.complete and not r.violations:
             print(f"  INCOMPLETE: stopped by {r.stopped_by}; states beyond it were not explored")

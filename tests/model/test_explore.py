@@ -28,7 +28,7 @@ def test_bundled_spec_explores_clean_at_default_bound(capsys):
     assert all(x["transitions"] > 0 for a, x in out["actions"].items() if a not in never)
     (warning,) = out["warnings"]
     assert warning.startswith("never enabled at this bound: ") and all(a in warning for a in never)
-    assert out["transitions_per_second"] > out["states_per_second"] > 0
+    assert out["transitions_per_second"] > out["states_per_second"] > 0 and out["processes"] == 1
 
 
 def _broken(old: str, new: str = "") -> str:
@@ -382,6 +382,14 @@ def test_a_violation_found_in_parts_is_reported_as_one_process_finds_it():
     it = Interpreter(check(parse(_broken(m.old, m.new), "m.dmm")), TINY_OPEN)
     one, two = explore(it), explore(it, jobs=2)
     assert one.violations and _summary(one) == _summary(two)
+
+
+def test_explore_says_how_many_processes_it_ran_in(capsys):
+    assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2"]) == 0
+    assert "13,771 states, 716,133 transitions in " in capsys.readouterr().out
+    assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["processes"] == 2 and out["states"] == 13771
 
 
 def test_explore_in_parts_keeps_the_time_limit(capsys):
