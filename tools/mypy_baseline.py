@@ -14,7 +14,6 @@ Usage: python tools/mypy_baseline.py [--update] [--stats]
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -44,13 +43,8 @@ def link_tree() -> None:
 
 
 def repo_path(mypy_path: str) -> str:
-    """The repository path of a file mypy names through the link tree."""
-    rel = Path(mypy_path).resolve().relative_to(ROOT) if os.path.isabs(mypy_path) else None
-    if rel is not None:
-        return str(rel)
-    parts = Path(mypy_path).parts
-    inner = parts[parts.index("dmmcheck") + 1:] if "dmmcheck" in parts else parts
-    return str(Path(*inner)) if inner[0] in FOLDERS else str(Path("cli", *inner))
+    """The repository path of a file mypy names through the link tree (the links lead back)."""
+    return str((ROOT / mypy_path).resolve().relative_to(ROOT))
 
 
 def run_mypy() -> list[tuple[str, int, str, str]]:
