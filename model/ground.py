@@ -40,6 +40,7 @@ UNROLL = 64  # a quantifier with more instances than this stays a loop
 MAX_INSTANCES = 4096  # argument tuples of one action: past this the generated code grows too large
 MAX_SOURCE = 4 << 20  # characters of generated code
 MAX_PERMUTATIONS = 720  # one tuple display each, in canon()
+PREFIX = 16  # canon() compares a permuted copy's first values before it builds the rest
 
 Flat = tuple  # a state as one flat tuple of values, `none` as NONE
 # `none` in a flat state: unlike None it orders against ints and bools and hashes the same in every
@@ -470,8 +471,8 @@ class Ground:
     def failing(self, f: Flat) -> list[str]:
         return [n for n, inv in zip(self.invariant_names, self.invariants) if not inv(f)]
 
-    def _display(self, perm: dict[str, tuple[int, ...]], k: int) -> str:
-        """new[position of pi(args)] = pi(old[position of args]), as a tuple display."""
+    def _display(self, perm: dict[str, tuple[int, ...]], k: int) -> list[str]:
+        """new[position of pi(args)] = pi(old[position of args]), each position's source."""
         src = [""] * self.width
         for name, lay in self.u.layout.items():
             sym = lay.symbol
@@ -481,20 +482,25 @@ class Ground:
             for i, point in enumerate(self.u.points(name)):
                 moved = tuple(p[a] if p is not None else a for p, a in zip(arg_perms, point))
                 src[self.offsets[name] + self.u.index(name, moved)] = read.format(k, self.offsets[name] + i)
-        return "(" + ", ".join(src) + ",)" if src else "()"  # a spec with no state
+        return src if src else "()"  # a spec with no state
 
     def _canonical(self, perms: list[dict[str, tuple[int, ...]]]) -> Callable[[Flat], Flat]:
-        """The smallest of the state's permuted copies (tuple order): one function, one `min`."""
+        """The smallest of the state's permuted copies (tuple order). A copy whose first PREFIX
+        values already compare greater than the best so far is not built (most are not)."""
         if not perms:
             return lambda f: f
         maps: dict[str, dict[Any, Any]] = {}
-        displays = []
+        k_pre = min(PREFIX, self.width)
+        lines = ["def canon(s):", "    b = s", f"    bp = s[:{k_pre}]"]
         for k, perm in enumerate(perms):
             for sort, p in perm.items():
                 maps[f"m_{sort}_{k}"] = {NONE: NONE, **dict(enumerate(p))}
-            displays.append(self._display(perm, k))
-        code = "def canon(s):\n    return min(s, " + ", ".join(displays) + ")\n"
-        return _exec(code, "canonical", "canon", maps)
+            src = self._display(perm, k)
+            lines += [f"    p = ({', '.join(src[:k_pre])},)", "    if p <= bp:",
+                      f"        t = p + ({', '.join(src[k_pre:])},)" if k_pre < self.width else "        t = p",
+                      "        if t < b:", "            b, bp = t, p"]
+        lines.append("    return b")
+        return _exec("\n".join(lines) + "\n", "canonical", "canon", maps)
 
 
 def _checker(inv_src: list[str], which: Any, cache: dict[tuple[int, ...], Callable[[Flat], bool]]) -> Callable[[Flat], bool]:

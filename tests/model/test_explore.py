@@ -446,3 +446,31 @@ def test_parts_split_by_parameters_only_never_an_orbit():
     it = Interpreter(check(parse(PARTS_TOY, "toy.dmm")), {"vm": 2, "mfn": 2})
     one, two = explore(it), explore(it, jobs=2)
     assert two.processes == 2 and _summary(one) == _summary(two)
+
+
+def test_ground_canonical_is_the_smallest_permuted_copy():
+    """canon() skips building a copy whose first values already compare greater: the result is
+    still the smallest of all the permuted copies, and the same for every state of an orbit."""
+    import itertools
+    import random
+
+    from dmmcheck.model.explore import ALL_ACTIONS_BOUND, _ground, symmetric_sorts
+    from dmmcheck.model.ground import NONE
+
+    it = Interpreter(load(), {**ALL_ACTIONS_BOUND, "gva": 2})
+    g = _ground(it, True)
+    assert g.canonical is not None and set(symmetric_sorts(it.u.sizes)[0]) == {"gva", "gfn", "mfn"}
+    perms = [dict(zip(("gva", "gfn", "mfn"), c))
+             for c in itertools.product(*(itertools.permutations(range(2)) for _ in range(3)))]
+    copies = []
+    for k, perm in enumerate(perms):
+        maps = {f"m_{sort}_{k}": {NONE: NONE, **dict(enumerate(p))} for sort, p in perm.items()}
+        copies.append(eval(compile("lambda s: (" + ", ".join(g._display(perm, k)) + ",)", "p", "eval"), maps))
+    rng = random.Random(1)
+    s = it.initial_state()
+    for _ in range(300):
+        a, args = rng.choice(list(it.enabled(s)))
+        s = it.apply(s, a, args)
+        f = g.flatten(s)
+        orbit = [p(f) for p in copies]
+        assert g.canonical(f) == min(orbit) and all(g.canonical(o) == min(orbit) for o in orbit)
