@@ -404,6 +404,7 @@ def _expand_source(actions: list[list[Group]]) -> tuple[str, list[list[int]]]:
             _trie([(x.conds, _visited(x, i, "p")) for x in members], "        ", lines)
             lines += [f"        M{j}[kk] = p", f"        c{i} += p", "    else:", f"        c{i} += m"]
     lines += [f"    counts[{i}] += c{i}" for i in range(len(actions))]
+    lines.append("    return None")  # a body even for a spec with no action
     return "\n".join(lines) + "\n", keys
 
 
@@ -482,12 +483,12 @@ class Ground:
             for i, point in enumerate(self.u.points(name)):
                 moved = tuple(p[a] if p is not None else a for p, a in zip(arg_perms, point))
                 src[self.offsets[name] + self.u.index(name, moved)] = read.format(k, self.offsets[name] + i)
-        return src if src else "()"  # a spec with no state
+        return src
 
     def _canonical(self, perms: list[dict[str, tuple[int, ...]]]) -> Callable[[Flat], Flat]:
         """The smallest of the state's permuted copies (tuple order). A copy whose first PREFIX
         values already compare greater than the best so far is not built (most are not)."""
-        if not perms:
+        if not perms or not self.width:  # nothing to permute (a spec with no state)
             return lambda f: f
         maps: dict[str, dict[Any, Any]] = {}
         k_pre = min(PREFIX, self.width)
