@@ -341,9 +341,10 @@ class Vmm:
             return Result(True, 0, gva, oom=True)
         if (acc is Access.WRITE and self.machine.desc[mfn].status == SHARED and w.writable
                 and not self.mmu.write_protected(vm, gfn)):
-            mfn = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
-            if mfn is None:
+            copy = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
+            if copy is None:
                 return Result(True, 0, gva, oom=True)
+            mfn = copy
         rights = self.mmu.leaf_rights(vm, w, access, gfn, mfn, acc is Access.WRITE, user)
         self.mmu.install_leaf(sp, x86.index(gva, 1), gfn, mfn, rights, bool(access & 1))
         self.stats["hidden_faults"] += 1
