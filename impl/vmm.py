@@ -197,9 +197,10 @@ class Vmm:
             chunk = min(len(data), x86.PAGE_SIZE - (gpa & 0xFFF))
             mfn = self.gfn_mfn(vm, gpa >> x86.PAGE_SHIFT)
             if mfn in self.holders and self.machine.desc[mfn].status == SHARED:
-                mfn = self.policy.cow_break(vm, gpa >> x86.PAGE_SHIFT)  # the VMM writes a shared page too
-                if mfn is None:
+                copy = self.policy.cow_break(vm, gpa >> x86.PAGE_SHIFT)  # the VMM writes a shared page too
+                if copy is None:
                     raise OutOfMemory(f"no page to break copy-on-write of VM {vm.id} gpa {gpa:#x}")
+                mfn = copy
             self.cpu.write((mfn << x86.PAGE_SHIFT) | (gpa & 0xFFF), data[:chunk])
             self.mmu.guest_table_written(vm, gpa, chunk)
             gpa, data = gpa + chunk, data[chunk:]
