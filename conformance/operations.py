@@ -50,7 +50,7 @@ INTERNAL = {"shadow_fill", "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect
 @dataclass
 class OpSpec:
     name: str
-    inputs: tuple[A.Binder, ...]  # the parameters the harness draws
+    inputs: tuple[A.Var, ...]  # the parameters the harness draws
     # per alternative action: for each parameter, either ("in", i) an input, ("sym", name, [input
     # positions]) the value of a state symbol, or ("any", domain size) a search
     plans: list[tuple[str, list[tuple]]] = field(default_factory=list)
@@ -76,7 +76,7 @@ class Catalogue:
     def _plan(self, action: str, inputs: list[str]) -> list[tuple]:
         act = self.it.spec.actions[action]
         pinned = _pins(act.guards)
-        plan = []
+        plan: list[tuple] = []
         for p in act.params:
             if p.name in inputs:
                 plan.append(("in", inputs.index(p.name)))
@@ -118,7 +118,7 @@ class Catalogue:
         return None
 
 
-def _pins(guards: list[A.Expr]) -> dict[str, A.Sym]:
+def _pins(guards: tuple[A.Expr, ...]) -> dict[str, A.Sym]:
     """Parameters a guard conjunct equates with a symbol application: {"m": p2m(v, g)}."""
     out: dict[str, A.Sym] = {}
 
