@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from dmmcheck.conformance.adapter import Config
+from dmmcheck.conformance.fuzz import fuzz
+from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.impl import x86
 from dmmcheck.impl.errors import BeyondMemory
 from dmmcheck.impl.vmm import BAD_GFN_CODE, Vmm
 from dmmcheck.impl.x86 import Access
+from dmmcheck.spec import load
 
 NR_GFNS = 8
 UP = x86.P | x86.RW | x86.US
@@ -47,3 +51,20 @@ def test_a_bug_in_the_walk_is_a_crash_not_a_guest_fault(monkeypatch, bug):
     monkeypatch.setattr(vmm, "walk", broken_walk)
     with pytest.raises(type(bug)):
         vmm.access(vm, GVA, Access.READ)
+
+
+class WalkBug(BundledVmm):
+    """The bundled VMM with a bug in its software walk (an index off the end of a list)."""
+
+    def reset(self, config: Config) -> None:
+        super().reset(config)
+
+        def walk(*args, **kwargs):
+            return [][0]
+        self.vmm.walk = walk
+
+
+def test_the_harness_reports_a_walk_bug_as_a_crash():
+    r = fuzz(WalkBug, load(None), Config(), examples=50, seed_=0)
+    assert r.failure is not None and r.failure.kind == "crash", r.failure
+    assert "IndexError" in r.failure.message
