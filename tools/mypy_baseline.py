@@ -14,6 +14,7 @@ Usage: python tools/mypy_baseline.py [--update] [--stats]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -33,13 +34,16 @@ def link_tree() -> None:
     """build/mypy/dmmcheck: cli's modules, and each layer's folder, as the package installs them."""
     pkg = LINKS / "dmmcheck"
     pkg.mkdir(parents=True, exist_ok=True)
-    for old in pkg.iterdir():
-        if old.is_symlink():
+    want = {src.name: src for src in (ROOT / "cli").glob("*.py")} | {f: ROOT / f for f in FOLDERS}
+    for old in pkg.iterdir():  # links already right are kept: two lint runs at once agree
+        if old.is_symlink() and want.get(old.name) != Path(os.readlink(old)):
             old.unlink()
-    for src in (ROOT / "cli").glob("*.py"):
-        (pkg / src.name).symlink_to(src)
-    for folder in FOLDERS:
-        (pkg / folder).symlink_to(ROOT / folder, target_is_directory=True)
+    for name, src in want.items():
+        if not (pkg / name).is_symlink():
+            try:
+                (pkg / name).symlink_to(src, target_is_directory=src.is_dir())
+            except FileExistsError:  # another run made it just now
+                pass
 
 
 def repo_path(mypy_path: str) -> str:
