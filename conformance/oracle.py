@@ -146,6 +146,8 @@ class Oracle:
                 out |= {"guest"}
         if obs.guest_writes or op.args.get("a") == "write" or op.action in GUEST_VIEW_OPS:
             out |= {"guest"}
+        if obs.access is not None and ((obs.access.fault or obs.access.oom) or any(n != "hit" for n, _ in obs.events)):
+            out |= {"guest"}  # a walk may set A bits, a faulting one too (allowed), without an event
         return out
 
     def abstract(self, st: dict[str, Any], parts: frozenset[str] = ALL_PARTS) -> State:
@@ -209,10 +211,29 @@ class Oracle:
     def refine(self, obs: Observation, impl: State) -> tuple[list[SpecStep], State]:
         """The spec steps that explain the operation, and the state they reach (which carries the
         ghost TLB and otherwise equals the implementation's); Failure if there are none."""
-        s, steps = self.state, []
         events = obs.events
         last_write = max((i for i, (n, a) in enumerate(events)
                           if n in MEMORY_WRITERS or (n == "hit" and a.get("a") == "write")), default=len(events) - 1)
+        try:
+            steps, s = self._refine(obs, impl, last_write)
+        except Failure as first:
+            # The guest's edits go where its memory was last written; an edit that is only the A/D
+            # bits the VMM's own walk set (another gva under the same entry) may precede events that
+            # expect the old mapping (a zap of that gva's spte): then they are tried at the end.
+            if last_write >= len(events) - 1 or not first.message.startswith("event "):
+                raise
+            try:
+                steps, s = self._refine(obs, impl, len(events) - 1)
+            except Failure:
+                raise first from None
+        for st in steps:
+            self.coverage[st.action] += 1
+        return steps, s
+
+    def _refine(self, obs: Observation, impl: State, last_write: int) -> tuple[list[SpecStep], State]:
+        """refine, with the guest's edits placed after event `last_write` (-1: before every event)."""
+        s, steps = self.state, []
+        events = obs.events
         if last_write < 0:
             s = self._guest_edits(s, impl, steps)
         for i, (name, args) in enumerate(events):
@@ -241,8 +262,7 @@ class Oracle:
             after = self.it.apply(s, name, xs)
             why = "; ".join(self.it.step_check(s, name, xs, after).problems)
             raise Failure("refinement", f"{where}: {name}({self.it.show_args(name, xs)}) is not enabled", why)
-        steps.append(SpecStep(name, xs, inferred))
-        self.coverage[name] += 1
+        steps.append(SpecStep(name, xs, inferred))  # (counted in coverage once the step is explained)
         return self.it.apply(s, name, xs)
 
     def _hit(self, s: State, args: dict[str, Any], steps: list[SpecStep], i: int) -> State:

@@ -150,3 +150,23 @@ def test_dmm_fuzz_full_readback_reads_everything_after_every_step(capsys):
         reads[bool(flag)] = json.loads(capsys.readouterr().out)["readback"]
     assert reads[False].get("partial", 0) > 0 and reads[False]["full"] > 0
     assert "partial" not in reads[True] and reads[True]["full"] > reads[False]["full"]
+
+
+def test_the_ad_bits_the_vmms_walk_sets_for_another_gva_before_zapping_it_are_explained():
+    # A store through a 2 MiB guest page framed at the root's own gfn: the VMM's walk sets D in the
+    # huge entry (gva9 maps through it too), then zaps gva9's spte, then runs out of memory. The
+    # guest's edit of gva9 (its D bit) goes after the zap, not right after the walk.
+    gvas = (6516736, 6860800, 7757824, 7774208, 8331264, 419532800, 420696064, 421085184, 421416960,
+            0xFFFF800000000000, 0xFFFF800000001000, 0xFFFF800000002000, 0xFFFF800000003000)
+    config = Config(vms=1, gfns=12, mfns=6, slots=1, roots=(0,), gvas=gvas, quota=5)
+    ops = [op("vm_create", v=0), op("guest_unmap", v=0, r=0, x=8331264), op("cr3_load", v=0, r=0),
+           op("gpte_write", v=0, r=0, x=gvas[10], level=2, g=0, bits=0xA7),
+           op("guest_walk", v=0, x=gvas[9], a="fetch", u=True),
+           op("guest_fault", v=0, x=6860800, a="write", u=True, value=0x8027, size=16, offset=3976),
+           op("guest_walk", v=0, x=gvas[10], a="write", u=True, value=0x80000000800000C5, size=2, offset=0)]
+    r = Runner(BundledVmm(), SPEC, config)
+    r.reset()
+    for o in ops:
+        r.step(o)
+    assert [n for n, _ in r.records[-1].observation.events][:2] == ["guest_walk", "zap_spte"]
+    assert [s.action for s in r.records[-1].spec_steps][-1] == "guest_map"  # the edit, last
