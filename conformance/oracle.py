@@ -146,8 +146,10 @@ class Oracle:
                 out |= {"guest"}
         if obs.guest_writes or op.args.get("a") == "write" or op.action in GUEST_VIEW_OPS:
             out |= {"guest"}
-        if obs.access is not None and ((obs.access.fault or obs.access.oom) or any(n != "hit" for n, _ in obs.events)):
-            out |= {"guest"}  # a walk may set A bits, a faulting one too (allowed), without an event
+        acc = obs.access
+        if acc is not None and (acc.fault or acc.oom or acc.skipped or not obs.events
+                                or any(n != "hit" for n, _ in obs.events)):
+            out |= {"guest"}  # only a hit leaves guest memory alone: a walk may set A bits without an event
         return out
 
     def abstract(self, st: dict[str, Any], parts: frozenset[str] = ALL_PARTS) -> State:
@@ -338,9 +340,7 @@ class Oracle:
               parts: frozenset[str] = ALL_PARTS) -> list[SpecStep]:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
-        # Guest memory is compared where the step may have written it by what it reports (the same
-        # steps as re-read the guest's side: Oracle.parts_for), and at every full read.
-        self.observe(op, obs, read_guest, memory="guest" in parts)
+        self.observe(op, obs, read_guest)
         # Nothing read changed since the last step (no costly part read, the rest equal): the
         # implementation is in the state judged then, which is the spec state's but for ghost state.
         raw = tuple(st.get(k) for k in RAW_KEYS)
@@ -367,12 +367,9 @@ class Oracle:
                           self.u.show_diff(self.state, self.with_ghost(impl, self.state), "spec", "impl"))
 
     # ---------------------------------------------------------------- observation
-    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None,
-                memory: bool = True) -> None:
+    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None) -> None:
         """`events`: what the implementation did, where it does not report it (conformance levels
-        below full: levels.py derives them); by default its own events. `memory`: False when the
-        step wrote no guest memory by what it reports (no compare of it then: Runner's full reads
-        come with one)."""
+        below full: levels.py derives them); by default its own events."""
         a, ideal = op.args, self.ideal
         events = obs.events if events is None else events
         for name, args in events:
@@ -400,7 +397,7 @@ class Oracle:
             self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in events))
         if any(n == "vm_destroy" for n, _ in events):
             ideal.destroy(a["v"])
-        if memory and (obs.access is None or a.get("a") != "read"):
+        if obs.access is None or a.get("a") != "read":
             self.compare_memory(read_guest)
 
     def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any, walked: bool = False) -> None:
