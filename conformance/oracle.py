@@ -8,7 +8,8 @@ accepted exactly when the spec allows them. Two things are not the implementatio
 - the guest's own page-table edits (a guest store that changed its tables) are read from the
   abstraction: each (vm, root, gva) whose guest mapping changed is a guest_map / guest_unmap step,
   placed right after the last event that wrote guest memory (so fills that follow see the new
-  mapping, fills that precede the old);
+  mapping, fills that precede the old) — or, when an event then is not enabled (a zap of an spte
+  whose guest entry only gained the A/D bits the VMM's own walk set), after the last event;
 - the TLB is ghost state: the hardware's cannot be read, so the spec's own TLB stands in for it,
   and a "hit" the hardware served is a shadow_hit if the spte allows it, else a tlb_hit.
 Then every invariant of the spec is evaluated on the abstracted state (incrementally), with blame.
