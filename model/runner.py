@@ -98,15 +98,22 @@ def _init_worker(opts: ProveOptions, in_pool: bool = False) -> None:
 
 
 def _run(group: list[Obligation]) -> list[Result]:
+    """A group's results, each kept in the cache as it is made (before a retry's note is added).
+    The cache is read in one place only: run(), before any group starts."""
     prover: Prover = _WORKER["prover"]
-    cache = _WORKER["cache"]
     if group[0].kind == "inductive":
-        return prover.check_action(group, cache)
-    if group[0].kind == "init":
-        return prover.check_inits(group, cache)
-    if group[0].kind == "vacuity":
-        return prover.check_vacuity(group, cache)
-    return [prover.check(ob, cache) for ob in group]
+        results = prover.check_action(group)
+    elif group[0].kind == "init":
+        results = prover.check_inits(group)
+    elif group[0].kind == "vacuity":
+        results = prover.check_vacuity(group)
+    else:
+        results = [prover.check(ob) for ob in group]
+    cache: Cache | None = _WORKER["cache"]
+    if cache is not None:
+        for ob, res in zip(group, results):
+            cache.put(cache.key(prover.fingerprint(ob)), res)
+    return results
 
 
 def _groups(obs: list[Obligation]) -> list[list[Obligation]]:
