@@ -215,10 +215,10 @@ def open_database(spec: Any, args: argparse.Namespace, config: Config, tuning: T
 
 
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
-    from . import gaps
+    from . import binding
 
     try:
-        gaps.deterministic_init(spec)
+        binding.check(spec)
     except ValueError as e:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -360,9 +360,9 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
     if not report_cli.check_outputs("replay", getattr(args, "html", None), getattr(args, "export_itf", None)):
         return EXIT_INPUT
     try:
-        from .gaps import deterministic_init
+        from . import binding
 
-        deterministic_init(spec)
+        binding.check(spec)
         known = known_of(spec, args)
         factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
         config = scope_of(args)[0] if getattr(args, "config", None) else None

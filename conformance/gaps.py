@@ -326,16 +326,6 @@ def _inputs(it: Interpreter, cat: Catalogue, op: str):
 # ---------------------------------------------------------------- the command line
 
 
-def deterministic_init(spec: CheckedSpec) -> None:
-    """The harness judges an implementation from one initial state: an init with requires that
-    leave state open (several initial states) is refused, with where (ValueError: bad input)."""
-    free = spec.init_free_symbols()
-    if free and spec.init is not None:
-        raise ValueError(f"{spec.init.loc}: the spec's init leaves {', '.join(free)} to its requires (a non-deterministic "
-                         "initial state); the harness needs one initial state: assign them in init "
-                         "(dmm prove and dmm explore handle such a spec)")
-
-
 @dataclass(frozen=True)
 class FillOptions:
     """What filling the gaps takes from the command line (the CLI builds it)."""
