@@ -37,10 +37,10 @@ def missing(spec: CheckedSpec) -> list[str]:
     # every action: the harness names some in its tables and strings (operations.py, the oracle),
     # draws the others from the spec, and an implementation performs all of them
     for name, want in ref.actions.items():
-        have = spec.actions.get(name)
-        if have is None:
+        act = spec.actions.get(name)
+        if act is None:
             out.append(f"action '{name}'")
-        elif _params(have) != _params(want):
+        elif _params(act) != _params(want):
             params = ", ".join(f"{n}: {t}" for n, t in _params(want))
             out.append(f"action '{name}' with the parameters ({params})")
     return out

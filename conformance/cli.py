@@ -215,7 +215,7 @@ def open_database(spec: Any, args: argparse.Namespace, config: Config, tuning: T
 
 
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
-    from . import binding
+    from . import binding, gaps
 
     try:
         binding.check(spec)
