@@ -14,6 +14,7 @@ level), so another run — any seed, any machine — replays them first.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -619,7 +620,27 @@ def merge(parts: list[FuzzResult], seed: int, wall: float, impl: str, level: str
         m.warnings += [f"seed {r.seed}: {w}" for w in r.warnings]
         m.shrink_cut |= r.shrink_cut
         m.interrupted |= r.interrupted
+    m.rate_samples = sum_samples([r.rate_samples for r in parts])
     return m
+
+
+def sum_samples(series: list[list[list[float]]]) -> list[list[float]]:
+    """The workers' [seconds, steps] samples summed per whole second: at each second, every
+    worker's steps at its last sample by then (a worker's clock starts with its own campaign; they
+    start within a moment of each other), so the sum's slope is the campaign's steps/s."""
+    series = [s for s in series if s]
+    if not series:
+        return []
+    end = max(s[-1][0] for s in series)
+    times = [[x[0] for x in s] for s in series]
+    out = []
+    for t in [*range(int(end) + 1)] + ([end] if end > int(end) else []):
+        total = 0
+        for s, ts in zip(series, times):
+            i = bisect.bisect_right(ts, t) - 1
+            total += s[i][1] if i >= 0 else 0
+        out.append([round(float(t), 3), total])
+    return out
 
 
 def dedupe(parts: list[tuple[int, SeedResult]]) -> list[Found]:
@@ -662,6 +683,7 @@ def campaign_json(c: Campaign, actions: list[str], cluster: str | None) -> dict[
          "seconds": round(o.result.result.seconds, 3) if o.result else None,
          "steps_per_second": round(o.result.result.steps_per_second, 1) if o.result else None,
          "cpu_seconds": round(o.result.cpu_seconds, 3) if o.result else None,
+         "rate_samples": o.result.result.rate_samples if o.result else None,
          "failure": o.result.failure["kind"] if o.result and o.result.failure else None, "lost": o.lost}
         for s, o in zip(c.seeds, c.outcomes)]
     out["lost"] = [{"seed": s, "reason": why} for s, why in c.lost]

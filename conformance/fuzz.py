@@ -53,6 +53,10 @@ class CaseResult:
     it: Any = None
 
 
+SAMPLE_PERIOD = 1.0  # seconds between rate samples
+SAMPLE_EVERY = 64  # steps between looks at the clock: at ~2,000 steps/s, ~30 ms; a look costs ~0.1 µs a step
+
+
 @dataclass
 class FuzzResult:
     impl: str
@@ -89,10 +93,21 @@ class FuzzResult:
     known: Tally | None = None  # the accepted divergences met (--known-divergences), per entry
     skipped: Counter[str] = field(default_factory=Counter)  # accesses not performed by the adapter, by kind
     reads: Counter[str] = field(default_factory=Counter)  # abstract-state reads, "full" or "partial" (runner.py)
+    # steps judged over time, [seconds since the start, steps], about one a second (and one at the
+    # end): a campaign report draws steps/s over time from it (a slowdown, a stall while shrinking)
+    rate_samples: list[list[float]] = field(default_factory=list)
+    next_sample: float = 0.0  # perf_counter of the next sample
 
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds else 0.0
+
+    def sample(self, now: float | None = None) -> None:
+        """Record [seconds, steps] now, if a second has passed since the last sample."""
+        now = time.perf_counter() if now is None else now
+        if now >= self.next_sample:
+            self.rate_samples.append([round(now - self.started, 3), self.steps])
+            self.next_sample = now + SAMPLE_PERIOD
 
     @property
     def seconds_to_failure(self) -> float | None:
@@ -396,6 +411,8 @@ class Case:
         try:
             runner.step(op)
             result.steps += 1
+            if not result.steps % SAMPLE_EVERY:
+                result.sample()
         except Failure as f:
             if self._failed(f):
                 return False
@@ -496,6 +513,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     if seconds is None and examples is None:
         examples = 100
     start = result.started = time.perf_counter()
+    result.sample(start)
     result.it, result.config = runner.judge.it, config  # type: ignore[union-attr]
     last: list[CaseResult] = []
     # Whatever the campaign prints (Hypothesis's notes on a failing example, an adapter's debug
@@ -504,6 +522,8 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning,
                   shrink_seconds, database)
     result.seconds = time.perf_counter() - start
+    result.next_sample = 0.0  # the end is always sampled
+    result.sample(start + result.seconds)
     if result.first_failure_seconds is not None:
         result.seconds_shrinking = result.seconds - result.first_failure_seconds
     if hasattr(adapter, "close"):

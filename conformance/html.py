@@ -261,6 +261,9 @@ def campaign_page(result: Any, actions: list[str], trace: str | None, story: Sto
              f"<p>{result.examples} test cases, {result.steps} steps in {result.seconds:.1f} s "
              f"({result.steps_per_second:.0f} steps/s; {result.seconds_in_impl:.1f} s in the implementation, "
              f"{result.seconds_in_oracle:.1f} s in the oracles); seed {result.seed}; level {escape(result.level)}</p>"]
+    chart = rate_chart(getattr(result, "rate_samples", None) or [])
+    if chart:
+        parts.append(chart)
     if trace:
         parts.append(f"<p>Failing trace: <code>{escape(trace)}</code> — replay: <span class=\"cmd\">dmm replay "
                      f"{escape(trace)}</span></p>")
@@ -273,6 +276,35 @@ def campaign_page(result: Any, actions: list[str], trace: str | None, story: Sto
     parts.append("<details class=\"scopes\"><summary>Scopes of the test cases</summary>"
                  + _counts("Scopes of the test cases", result.scopes, []) + "</details>")
     return page(f"dmm fuzz — {'failure' if f else 'no failure'}", "\n".join(parts), GENERATOR)
+
+
+def rate_chart(samples: list[list[float]], width: int = 480, height: int = 120) -> str:
+    """Steps/s over time as an inline SVG line: the rate between successive [seconds, steps]
+    samples (FuzzResult.rate_samples; a campaign's are summed over its workers), drawn at the
+    interval's end. Empty with fewer than two samples: one rate is the figure above already."""
+    pts = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0), (t1, n1) in zip(samples, samples[1:]) if t1 > t0]
+    if not pts:
+        return ""
+    pad = 30
+    end = max(samples[-1][0], 1e-9)
+    top = max([r for _, r in pts] + [1.0])
+
+    def x(t: float) -> float:
+        return pad + (width - 2 * pad) * t / end
+
+    def y(r: float) -> float:
+        return height - pad + (2 * pad - height) * r / top
+
+    line = " ".join(f"{x(t):.1f},{y(r):.1f}" for t, r in [(samples[0][0], pts[0][1])] + pts)
+    return (f"<h2>Steps/s over time</h2><svg class=\"rate\" width=\"{width}\" height=\"{height}\" role=\"img\" "
+            f"aria-label=\"steps/s over time\" xmlns=\"http://www.w3.org/2000/svg\">"
+            f"<title>steps/s over time</title>"
+            f"<line x1=\"{pad}\" y1=\"{height - pad}\" x2=\"{width - pad}\" y2=\"{height - pad}\" stroke=\"#888\"/>"
+            f"<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{height - pad}\" stroke=\"#888\"/>"
+            f"<text x=\"{pad - 4}\" y=\"{pad + 4}\" text-anchor=\"end\" font-size=\"10\">{top:,.0f}</text>"
+            f"<text x=\"{pad - 4}\" y=\"{height - pad + 4}\" text-anchor=\"end\" font-size=\"10\">0</text>"
+            f"<text x=\"{width - pad}\" y=\"{height - pad + 14}\" text-anchor=\"end\" font-size=\"10\">{end:,.0f} s</text>"
+            f"<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1.5\" points=\"{line}\"/></svg>")
 
 
 def _coverage(result: Any, actions: list[str]) -> str:

@@ -168,7 +168,7 @@ def as_json(result: FuzzResult, actions: list[str], trace: str | None) -> dict[s
             "seconds_in_oracle": round(result.seconds_in_oracle, 3), "failures": failures,
             "warnings": result.warnings, "shrink_cut": result.shrink_cut,
             "seconds_to_failure": _round(result.seconds_to_failure), "seconds_shrinking": _round(result.seconds_shrinking),
-            "readback": dict(result.reads),
+            "readback": dict(result.reads), "rate_samples": result.rate_samples,
             "known_divergences": result.known.to_json() if result.known is not None else None,
             "memory": {"start_mib": round(result.memory_mib_start, 1), "peak_mib": round(result.memory_mib_peak, 1),
                        "limit_mib": result.memory_limit_mib}}
