@@ -108,7 +108,8 @@ def test_an_adapter_raising_a_baseexception_subclass_is_a_crash_verdict(tmp_path
         "        if op.action == 'cr3_load':\n            raise Odd('not an Exception')\n"
         "        return super().step(op)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["fuzz", "--impl", "odd_adapter:Vmm", "--examples", "5", "--json", "--trace-dir", str(tmp_path / "t")]) == 1
+    # enough test cases that some swarm includes cr3_load (accesses need a loaded root anyway)
+    assert main(["fuzz", "--impl", "odd_adapter:Vmm", "--examples", "40", "--json", "--trace-dir", str(tmp_path / "t")]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["failures"][0]["kind"] == "crash" and "raised Odd: not an Exception" in out["failures"][0]["message"]
 
