@@ -19,7 +19,9 @@ import struct
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
-from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+from unicorn.unicorn_const import (
+    UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_PROT_ALL,
+)
 from unicorn.x86_const import (
     UC_CPU_X86_BROADWELL,
     UC_X86_REG_CR0,
@@ -58,6 +60,7 @@ KERNEL_CS, KERNEL_DS, USER_DS, USER_CS = 0x08, 0x10, 0x18 | 3, 0x20 | 3
 GDT = [0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFF2000000FFFF, 0x00AFFA000000FFFF]
 
 # The hole's pages, by index: page tables, then the pages they map.
+_Q = struct.Struct("<Q")
 _PDPT, _PD, _PT, _GDT, _STACK, _KCODE, _UCODE = range(7)
 HOLE_PAGES = 7
 # Access instructions, at these offsets of both code pages: mov rax,[rbx] / mov [rbx],rax / jmp rbx
@@ -99,7 +102,13 @@ class Cpu:
         # The default model (qemu64) has no SMAP: CR4.SMAP is silently dropped. Broadwell has SMEP,
         # SMAP, NX and 1 GiB pages, and MAXPHYADDR 40 (probed: tests/impl/test_cpu.py).
         self.uc.ctl_set_cpu_model(UC_CPU_X86_BROADWELL)
-        self.uc.mem_map(0, phys_bytes)
+        # Physical memory is a host buffer Unicorn maps (mem_map_ptr): the VMM's and the harness's
+        # reads and writes of it are slices of a memoryview, not calls into Unicorn that allocate
+        # a buffer each (most of the VMM's time went there). The CPU's code, the only code Unicorn
+        # translates, is written once (_build_hole), before any translation.
+        self._ram = (ctypes.c_char * phys_bytes)()
+        self.mem = memoryview(self._ram).cast("B")
+        self.uc.mem_map_ptr(0, phys_bytes, UC_PROT_ALL, ctypes.addressof(self._ram))
         self.phys_bytes = phys_bytes
         # The CPU's own pages live at the top of physical memory.
         self.hole_base = phys_bytes - HOLE_PAGES * x86.PAGE_SIZE
@@ -126,7 +135,7 @@ class Cpu:
     def wipe(self) -> None:
         """Back to power-on for a new VMM: memory below the CPU's own pages zeroed, nothing loaded,
         the TLB empty. (Cheaper than a new Cpu: no re-calibration.)"""
-        self.uc.mem_write(0, bytes(self.hole_base))
+        ctypes.memset(self._ram, 0, self.hole_base)
         self.uc.context_restore(self._base_context)
         self._mode = None
         self._clean = False
@@ -134,16 +143,20 @@ class Cpu:
 
     # ---------------------------------------------------------------- physical memory
     def read64(self, paddr: int) -> int:
-        return struct.unpack("<Q", self.uc.mem_read(paddr, 8))[0]
+        return _Q.unpack_from(self.mem, paddr)[0]
 
     def write64(self, paddr: int, value: int) -> None:
-        self.uc.mem_write(paddr, struct.pack("<Q", value & (2**64 - 1)))
+        _Q.pack_into(self.mem, paddr, value & (2**64 - 1))
 
     def read(self, paddr: int, n: int) -> bytes:
-        return bytes(self.uc.mem_read(paddr, n))
+        if paddr < 0 or paddr + n > self.phys_bytes:
+            raise UcError(UC_ERR_READ_UNMAPPED)  # as Unicorn's mem_read says it
+        return bytes(self.mem[paddr:paddr + n])
 
     def write(self, paddr: int, data: bytes) -> None:
-        self.uc.mem_write(paddr, data)
+        if paddr < 0 or paddr + len(data) > self.phys_bytes:
+            raise UcError(UC_ERR_WRITE_UNMAPPED)
+        self.mem[paddr:paddr + len(data)] = data
 
     def page(self, i: int) -> int:
         return self.hole_base + i * x86.PAGE_SIZE
