@@ -13,6 +13,7 @@ interpreter evaluate the spec's formulas on it. The mapping is explicit about it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import mul
 from typing import Any
 
 from dmmcheck.model.interp import Interpreter
@@ -78,7 +79,7 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     strides = {name: lay.strides for name, lay in U.layout.items()}
 
     def put(name: str, args: tuple[int, ...], value: Any) -> None:
-        values[name][sum(a * s for a, s in zip(args, strides[name]))] = value
+        values[name][sum(map(mul, args, strides[name]))] = value  # map, not a generator: ~30 a step
 
     def mfn_ix(mfn: int) -> int:
         i = mfn - u.first_mfn
