@@ -635,7 +635,7 @@ def sum_samples(series: list[list[list[float]]]) -> list[list[float]]:
     times = [[x[0] for x in s] for s in series]
     out = []
     for t in [*range(int(end) + 1)] + ([end] if end > int(end) else []):
-        total = 0
+        total: float = 0
         for s, ts in zip(series, times):
             i = bisect.bisect_right(ts, t) - 1
             total += s[i][1] if i >= 0 else 0

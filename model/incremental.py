@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from dmmcheck.spec import ast as A
@@ -179,7 +180,7 @@ class IncrementalChecker:
                     return bool(cl.full_fn(s))
                 vpin_by_arg = vpin is not None and any(var == vpin for _, var in arg_pins)
                 for args, old, new in points:
-                    choices = list(domains)
+                    choices: list[Sequence[Any]] = list(domains)
                     for pos, var in arg_pins:
                         choices[var] = (args[pos],)
                     if vpin is not None:
