@@ -18,19 +18,11 @@ from typing import Any
 
 from dmmcheck.model.state import State
 
-from . import levels
-from .adapter import LEVELS, Adapter, Config
+from .adapter import Adapter, Config
 from .oracle import Failure
 from .runner import Runner, StepRecord
-from .trace import (
-    Trace,
-    _config_of,
-    check_steps,
-    load_adapter,
-    make_adapter,
-    operations_of,
-    read,
-)
+from .trace import Trace, prepare
+
 
 P, RW, US, PS = 1, 2, 4, 1 << 7
 XD = 1 << 63
@@ -83,15 +75,7 @@ def tell(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None, st
          config: Config | None = None, level: str | None = None) -> Story:
     """Replay the trace as `dmm replay` does (trace.replay), keeping each step's snapshot. Bad input
     is a TraceError or ValueError, as for replay."""
-    trace = read(path)
-    config = config or _config_of(path, trace)
-    adapter = make_adapter(_factory(trace, factory, step_timeout), step_timeout)
-    if level is None:
-        recorded, own = trace.header.get("level"), levels.declared(adapter.capabilities())
-        level = recorded if recorded in LEVELS and levels.rank(recorded) >= levels.rank(own) else None
-    runner = Runner(levels.at_level(adapter, level), spec, config, step_timeout)
-    ops = operations_of(trace, config)
-    check_steps(path, trace, ops, spec, runner.adapter.capabilities().operations)
+    trace, adapter, runner, ops = prepare(path, spec, factory, step_timeout, config, level)
     try:
         story = _run(path, trace, runner, adapter, ops)
         story.spec_file = str(spec.file)
@@ -100,16 +84,6 @@ def tell(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None, st
         close = getattr(adapter, "close", None)
         if close is not None:
             close()
-
-
-def _factory(trace: Trace, factory: Callable[[], Adapter] | None, timeout: float) -> Callable[[], Adapter]:
-    if factory is not None:
-        return factory
-    if isinstance(trace.header.get("impl_cmd"), str):
-        from .child import child_factory
-
-        return child_factory(trace.header["impl_cmd"], timeout)
-    return load_adapter(trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm")
 
 
 def _run(path: Path, trace: Trace, runner: Runner, adapter: Adapter, ops: list[Any]) -> Story:

@@ -214,12 +214,11 @@ def make_adapter(factory: Callable[[], Adapter], timeout: float) -> Adapter:
     return adapter
 
 
-def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
-           step_timeout: float = 10.0, config: Config | None = None,
-           level: str | None = None) -> tuple[Trace, Runner, Failure | None]:
-    """Re-run a trace's operations (on its own configuration, or `config`); the verdict is the
-    first failure, or None. Judged at `level`, else at the level the trace was recorded at (when
-    the adapter provides it), else at the adapter's own."""
+def prepare(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None, step_timeout: float = 10.0,
+            config: Config | None = None, level: str | None = None) -> tuple[Trace, Adapter, Runner, list[Any]]:
+    """A trace read and checked, its adapter made (the trace's own when `factory` is None) and a runner
+    judging at `level`, else at the level the trace was recorded at (when the adapter provides it),
+    else at the adapter's own; the operations to run. `dmm replay` and the report's story share it."""
     trace = read(path)
     if config is None:
         config = _config_of(path, trace)
@@ -237,6 +236,15 @@ def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
     runner = Runner(levels.at_level(adapter, level), spec, config, step_timeout)
     ops = operations_of(trace, config)
     check_steps(path, trace, ops, spec, runner.adapter.capabilities().operations)
+    return trace, adapter, runner, ops
+
+
+def replay(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
+           step_timeout: float = 10.0, config: Config | None = None,
+           level: str | None = None) -> tuple[Trace, Runner, Failure | None]:
+    """Re-run a trace's operations (on its own configuration, or `config`); the verdict is the
+    first failure, or None (the level as `prepare` chooses it)."""
+    trace, _adapter, runner, ops = prepare(path, spec, factory, step_timeout, config, level)
     try:
         runner.reset()
         for op in ops:
