@@ -42,6 +42,11 @@ class BundledVmm:
 
     name = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # a subclass (a user's variant, a seeded bug) reports itself as MODULE:ATTR, not as this class
+        super().__init_subclass__(**kwargs)
+        cls.name = f"{cls.__module__}:{cls.__qualname__}"
+
     def __init__(self) -> None:
         self.vmm: Vmm | None = None
         self.config = Config()

@@ -112,6 +112,7 @@ def test_an_adapter_raising_a_baseexception_subclass_is_a_crash_verdict(tmp_path
     assert main(["fuzz", "--impl", "odd_adapter:Vmm", "--examples", "40", "--json", "--trace-dir", str(tmp_path / "t")]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["failures"][0]["kind"] == "crash" and "raised Odd: not an Exception" in out["failures"][0]["message"]
+    assert out["impl"] == "odd_adapter:Vmm"  # the subclass names itself, not the bundled adapter
 
 
 @pytest.mark.parametrize("argv, what", [
