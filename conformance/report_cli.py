@@ -12,19 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dmmcheck.model.html import output_problem
+from dmmcheck.model.html import check_outputs  # re-exported: the harness commands check their outputs with it
 
 EXIT_INPUT = 2
-
-
-def check_outputs(command: str, *paths: str | None) -> bool:
-    """Print why an output path is unusable (bad input); True when all are fine."""
-    for path in paths:
-        why = output_problem(path)
-        if why:
-            print(f"dmm {command}: cannot write {path!r}: {why}", file=sys.stderr)
-            return False
-    return True
 
 
 def write_page(command: str, path: str, text: str) -> bool:

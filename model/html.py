@@ -275,3 +275,15 @@ def blamed_elements(blame: str) -> set[str]:
     """The elements a blame binds its variables to (`at a=client0, b=client1`)."""
     m = BLAME.match(blame.strip().splitlines()[0] if blame.strip() else "")
     return {b.split("=", 1)[1] for b in m.group("bindings").split(", ")} if m else set()
+
+
+def check_outputs(command: str, *paths: str | None) -> bool:
+    """Print why an output path is unusable (bad input: checked before any work); True when all are fine."""
+    import sys
+
+    for path in paths:
+        why = output_problem(path)
+        if why:
+            print(f"dmm {command}: cannot write {path!r}: {why}", file=sys.stderr)
+            return False
+    return True

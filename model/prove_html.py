@@ -172,16 +172,9 @@ def _reachability(r: Result) -> str:
 
 def outputs_ok(*paths: str | None) -> bool:
     """The --html and --itf paths can be written (checked before proving); else say why."""
-    import sys
+    from .html import check_outputs
 
-    from .html import output_problem
-
-    for path in paths:
-        why = output_problem(path)
-        if why:
-            print(f"dmm prove: cannot write {path!r}: {why}", file=sys.stderr)
-            return False
-    return True
+    return check_outputs("prove", *paths)
 
 
 def finish(spec: Any, results: list[Result], seconds: float, traces: list[str], status: int, *,
