@@ -13,7 +13,6 @@ interpreter evaluate the spec's formulas on it. The mapping is explicit about it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import mul
 from typing import Any
 
 from dmmcheck.model.interp import Interpreter
@@ -76,10 +75,9 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
             continue
         res = lay.symbol.result
         values[name] = [None if res.optional else (False if res.name == "bool" else 0)] * lay.size
-    strides = {name: lay.strides for name, lay in U.layout.items()}
 
     def put(name: str, args: tuple[int, ...], value: Any) -> None:
-        values[name][sum(map(mul, args, strides[name]))] = value  # map, not a generator: ~30 a step
+        values[name][U.index(name, args)] = value
 
     def mfn_ix(mfn: int) -> int:
         i = mfn - u.first_mfn
@@ -141,10 +139,9 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
 def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
            root_ix: dict[int, int], gva_ix: dict[int, int], put: Any) -> None:
     """gmap and its rights, A and D; g_table: the guest's own walks."""
-    gs = U.layout["gmap"].strides  # every (vm, root, gva) symbol has this layout
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
-            k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]  # (vm, root, gva), row-major
+            k = U.index("gmap", (vm_ix[v], root_ix[r], gva_ix[x]))  # every (vm, root, gva) symbol has gmap's layout
             for name, val in (("gmap", gfn), ("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a),
                               ("g_dirty", d)):
                 values[name][k] = val
@@ -159,10 +156,9 @@ def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]]
 def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
             root_ix: dict[int, int], gva_ix: dict[int, int], put: Any, mfn_ix: Any) -> None:
     """sptes and their rights; the rmap, judged against the leaf entry serving each spte."""
-    gs = U.layout["gmap"].strides
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
-            k = vm_ix[v] * gs[0] + root_ix[r] * gs[1] + gva_ix[x] * gs[2]
+            k = U.index("spte", (vm_ix[v], root_ix[r], gva_ix[x]))  # s_write, s_user, s_nx: the same layout
             for name, val in (("spte", mfn_ix(mfn)), ("s_write", w), ("s_user", us), ("s_nx", nx)):
                 values[name][k] = val
     spte_at = st.get("spte_at", {})

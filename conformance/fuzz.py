@@ -271,8 +271,8 @@ class Drawer:
         return Operation(name, args)
 
     def _point(self, v: int, s: Any, x: int) -> int:
-        r = s[self.root_ix][v]
-        return (v * len(self.config.roots) + r) * len(self.config.gvas) + x
+        """Where (v, its current root, gva x) lies in gmap's entry of the spec state."""
+        return self.cat.it.u.index("gmap", (v, s[self.root_ix][v], x))
 
     def _extra(self, c: Choices, name: str, vms: list[int], s: Any = None) -> Operation:
         if name == "share_scan":

@@ -30,7 +30,7 @@ from typing import Any
 
 from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
-from dmmcheck.model.state import State, unflatten
+from dmmcheck.model.state import State
 
 from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
@@ -301,7 +301,7 @@ class Oracle:
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):
                 continue
-            v, r, x = unflatten(k, lays[0].domains)
+            v, r, x = self.u.point(GMAP[0], k)
             if now[0] is None:
                 s = self._apply(s, "guest_unmap", (v, r, x), steps, "guest edit", True)
             else:
@@ -318,7 +318,7 @@ class Oracle:
         for k in points:
             now = impl[tab.index][k]
             if now != s[tab.index][k]:
-                s = self._apply(s, "guest_path", unflatten(k, tab.domains) + (now,), steps, "guest edit", True)
+                s = self._apply(s, "guest_path", self.u.point("g_table", k) + (now,), steps, "guest edit", True)
         return s
 
     def unexplained(self, impl: State) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from dmmcheck.model.compile import compile_enabled_within, compile_formula, conjuncts
 from dmmcheck.model.interp import Interpreter
-from dmmcheck.model.state import State, unflatten
+from dmmcheck.model.state import State
 from dmmcheck.spec import ast as A
 
 from .operations import OUTPUTS, _pins
@@ -121,7 +121,6 @@ class Reach:
         outputs = {p.type.name for name, outs in OUTPUTS.items() if name in self.it.actions
                    for p in self.it.actions[name].action.params if p.name in outs}
         self.weights = [1 if any(t.name in outputs for t in self.types[k].args) else HEAVY for k in self.keys]
-        self.gmap_domains = u.layout["gmap"].domains
         self.gtab = u.layout.get("g_table")
 
     def _plan(self, name: str, ca: Any) -> _Plan:
@@ -206,11 +205,10 @@ class Reach:
             if x[k] == y[k]:
                 continue
             sym = self.types[k]
-            lay = self.it.u.layout[sym.name]
             res = sym.result.name if sym.result.name in sorts else None
             for i, (a, b) in enumerate(zip(x[k], y[k])):
                 if a != b:
-                    yield k, sym, unflatten(i, lay.domains), res, a, b
+                    yield k, sym, self.it.u.point(sym.name, i), res, a, b
 
     # ---------------------------------------------------------------- the search
     def search(self, before: State, target: State, given: dict[str, set[Any]]) -> Outcome:
@@ -281,14 +279,14 @@ class Reach:
             tab = target[self.gtab.index]
             for k in paths:
                 if tab[k] != s[self.gtab.index][k]:
-                    args = unflatten(k, self.gtab.domains) + (tab[k],)
+                    args = self.it.u.point("g_table", k) + (tab[k],)
                     if self.it.is_enabled(s, "guest_path", args):
                         yield "guest_path", args, self.it.apply(s, "guest_path", args)
         for k in edits:  # the guest's edits, to exactly the implementation's values
             now = tuple(target[i][k] for i in self.gmap_ix)
             if now == tuple(s[i][k] for i in self.gmap_ix):
                 continue
-            point = unflatten(k, self.gmap_domains)
+            point = self.it.u.point("gmap", k)
             name, args = ("guest_unmap", point) if now[0] is None else ("guest_map", point + now)
             if self.it.is_enabled(s, name, args):
                 yield name, args, self.it.apply(s, name, args)

@@ -147,10 +147,9 @@ class IncrementalChecker:
         if not changes:
             return []
         by_symbol: dict[str, list[tuple[tuple[Any, ...], Any, Any]]] = {}
-        layout = self.it.u.layout
+        u = self.it.u
         for name, i, old, new in changes:
-            lay = layout[name]
-            by_symbol.setdefault(name, []).append((_unflatten(i, lay.strides, lay.domains), old, new))
+            by_symbol.setdefault(name, []).append((u.point(name, i), old, new))
         bad: list[str] = []
         for k in sorted({k for name in by_symbol for k in self.reading.get(name, ())}):
             cl = self.clauses[k]
@@ -194,11 +193,3 @@ class IncrementalChecker:
             if not f(s, *inst):
                 return False
         return True
-
-
-def _unflatten(i: int, strides: tuple[int, ...], domains: tuple[int, ...]) -> tuple[Any, ...]:
-    out = []
-    for st in strides:
-        q, i = divmod(i, st)
-        out.append(q)
-    return tuple(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from operator import mul
 from typing import Any, Iterator
 
 from dmmcheck.spec import ast as A
@@ -143,8 +144,17 @@ class Universe:
 
     # ---- states
     def index(self, name: str, args: tuple[Any, ...]) -> int:
-        lay = self.layout[name]
-        return sum(int(a) * st for a, st in zip(args, lay.strides))
+        """Where the point `args` of a symbol lies in its entry of a state (row-major)."""
+        # map, not a generator: the harness's read-back calls this some 30 times a step
+        return sum(map(mul, args, self.layout[name].strides))
+
+    def point(self, name: str, k: int) -> tuple[int, ...]:
+        """The argument tuple at flat index k of a symbol's entry: the inverse of `index`."""
+        out = []
+        for st in self.layout[name].strides:
+            q, k = divmod(k, st)
+            out.append(q)
+        return tuple(out)
 
     def get(self, s: State, name: str, *args: Any) -> Any:
         lay = self.layout[name]
@@ -240,13 +250,3 @@ def _jsonable(t: A.TypeRef, v: Any, u: Universe) -> Any:
     if t.name in (A.BOOL, A.INT):
         return v
     return u.show_value(t, v)
-
-
-def unflatten(k: int, domains: tuple[int, ...]) -> tuple[int, ...]:
-    """The point (argument tuple) at flat index k of a symbol whose arguments have these domains
-    (row-major, as SymbolLayout.strides)."""
-    out = []
-    for d in reversed(domains):
-        out.append(k % d)
-        k //= d
-    return tuple(reversed(out))

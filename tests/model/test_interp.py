@@ -113,6 +113,16 @@ def test_state_dict_round_trip():
     assert IT.u.from_dict(IT.u.to_dict(s)) == s
 
 
+def test_point_inverts_index_in_layout_order():
+    # every symbol's flat indices, in order, are exactly its points (what the read-back and the
+    # oracle's guest-edit inference rely on when they turn an index back into arguments)
+    u = IT.u
+    for name, lay in u.layout.items():
+        points = list(u.points(name))
+        assert [u.index(name, p) for p in points] == list(range(lay.size)), name
+        assert [u.point(name, k) for k in range(lay.size)] == points, name
+
+
 def test_random_walks_keep_invariants():
     # Evidence at fuzzing-like sizes beyond the explorer's bound.
     import random
