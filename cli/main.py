@@ -95,12 +95,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     table.add_row("explore", "[green]passed[/]" if explore_ok else "[red]failed[/]", f"{r.seconds:.1f}", detail)
     fuzz_ok = True
     if args.spec is None:  # the bundled VMM conforms to the bundled spec; another spec has no implementation here
-        from dmmcheck.conformance.cli import DEFAULT_IMPL, run_fuzz
+        from dmmcheck.conformance.cli import FuzzOptions, run_fuzz
         from dmmcheck.conformance.report import show_failure
 
-        fargs = argparse.Namespace(impl=DEFAULT_IMPL, seconds=args.fuzz_seconds, examples=None, seed=0, steps=40,
-                                   step_timeout=10.0, mutant=None, trace_dir="dmm-traces")
-        fr, trace = run_fuzz(spec, fargs, err)
+        fr, trace = run_fuzz(spec, FuzzOptions(seconds=args.fuzz_seconds), err)
         fuzz_ok = fr.failure is None
         never = [a for a in spec.actions if not fr.coverage.get(a)]
         detail = (f"{fr.steps} steps, {fr.examples} cases, {fr.steps_per_second:.0f} steps/s on the bundled VMM"
@@ -315,7 +313,8 @@ def cmd_adapter_check(args: argparse.Namespace) -> int:
     1 violations, 2 bad input."""
     from dmmcheck.conformance import adapter_check
 
-    return adapter_check.main(args)
+    return adapter_check.main(adapter_check.CheckOptions(args.impl, args.impl_cmd, args.timeout, args.config,
+                                                         args.json))
 
 
 class _Harness:

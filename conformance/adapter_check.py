@@ -15,7 +15,6 @@ cannot be loaded).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -271,11 +270,19 @@ def _close(c: Checker) -> None:
     c.passed(name, msg, reply)
 
 
-def main(args: argparse.Namespace) -> int:
-    cmd, impl = getattr(args, "impl_cmd", None), getattr(args, "impl", None)
-    if cmd is None and impl is None:
-        print("dmm adapter-check: give the adapter: --impl-cmd 'CMD ARGS' or --impl MODULE:ATTR", file=sys.stderr)
-        return EXIT_INPUT
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `dmm adapter-check` checks, and how (the command line builds it from its arguments)."""
+
+    impl: str | None = None  # MODULE:ATTR: an in-process adapter, checked through the reference server
+    impl_cmd: str | None = None  # 'CMD ARGS': a program speaking dmm-adapter/1
+    timeout: float = 10.0  # seconds one call may take
+    config: str | None = None  # a scope file to reset on instead of the default Config
+    json: bool = False
+
+
+def main(args: CheckOptions) -> int:
+    cmd, impl = args.impl_cmd, args.impl
     if impl is not None:  # checked through the reference server: the replies travel as they would
         from .trace import TraceError, load_adapter
 
@@ -286,13 +293,16 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_INPUT
         argv = [sys.executable, "-m", "dmmcheck.conformance.serve", "--impl", impl]
         label = impl
-    else:
+    elif cmd is not None:
         try:
             argv = parse_command(cmd)
         except CommandError as e:
             print(f"dmm adapter-check: {e}", file=sys.stderr)
             return EXIT_INPUT
         label = cmd
+    else:
+        print("dmm adapter-check: give the adapter: --impl-cmd 'CMD ARGS' or --impl MODULE:ATTR", file=sys.stderr)
+        return EXIT_INPUT
     channel = Channel(argv, args.timeout)
     try:
         channel.start()
@@ -300,7 +310,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"dmm adapter-check: cannot start {label!r}: {e.strerror or e}", file=sys.stderr)
         return EXIT_INPUT
     config = Config()
-    if getattr(args, "config", None):
+    if args.config:
         from .configfile import ConfigError, load as load_config
 
         try:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -34,6 +35,36 @@ DEFAULT_IMPL = "dmmcheck.conformance.vmm_adapter:BundledVmm"
 EXIT_FAILURE, EXIT_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
+@dataclass(frozen=True)
+class FuzzOptions:
+    """What a campaign in this process runs with, typed: `dmm fuzz`'s options (`of` reads them from
+    the parsed arguments), also built by the pytest plugin and `dmm check`; the defaults are the
+    command line's."""
+
+    impl: str | None = DEFAULT_IMPL  # MODULE:ATTR; None with no impl_cmd: the trace's own (dmm replay)
+    impl_cmd: str | None = None  # 'CMD ARGS': an adapter in another process
+    seconds: float | None = None
+    examples: int | None = None
+    seed: int = 0
+    steps: int = 40  # per test case
+    step_timeout: float = 10.0
+    shrink_seconds: float = 60.0
+    memory_limit: int = 4096  # MiB
+    mutant: str | None = None
+    config: str | None = None  # a scope file
+    fixed_scope: bool = False
+    level: str | None = None
+    known_divergences: str | None = None  # a known-divergences file
+    db: str | None = None  # a shared example database
+    full_readback: bool = False
+    trace_dir: str = "dmm-traces"
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> FuzzOptions:
+        """The options a command's parsed arguments give (a command without one keeps its default)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
 def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAULT_IMPL,
                        what: str = "the bundled VMM") -> None:
     """--impl MODULE:ATTR (an adapter in this process) or --impl-cmd 'CMD ARGS' (a program speaking
@@ -45,19 +76,20 @@ def add_impl_arguments(sp: argparse.ArgumentParser, default: str | None = DEFAUL
                         "on stdin/stdout (docs/adapter-protocol.md)")
 
 
-def adapter_factory(args: argparse.Namespace) -> Callable[[], Adapter]:
+def adapter_factory(opts: FuzzOptions) -> Callable[[], Adapter]:
     """What --impl-cmd or --impl names (bad input: TraceError or ValueError, with a message)."""
-    cmd = getattr(args, "impl_cmd", None)
-    if cmd is not None:
-        return child_factory(cmd, getattr(args, "step_timeout", 10.0))
-    return load_adapter(args.impl)
+    if opts.impl_cmd is not None:
+        return child_factory(opts.impl_cmd, opts.step_timeout)
+    if opts.impl is None:
+        raise ValueError("no adapter: give --impl MODULE:ATTR or --impl-cmd 'CMD ARGS'")
+    return load_adapter(opts.impl)
 
 
-def fill_options(args: argparse.Namespace) -> FillOptions:
+def fill_options(opts: FuzzOptions) -> FillOptions:
     """--fill-gaps's options, typed (bad input: TraceError or ValueError, as adapter_factory)."""
     from .gaps import FillOptions
 
-    return FillOptions(adapter_factory(args), scope_of(args)[0], args.step_timeout, getattr(args, "level", None))
+    return FillOptions(adapter_factory(opts), scope_of(opts)[0], opts.step_timeout, opts.level)
 
 
 def close_adapter(adapter: Any) -> None:
@@ -130,9 +162,8 @@ def add_known_argument(sp: argparse.ArgumentParser) -> None:
                          "divergences\"): a failure an entry matches ends its test case, counted, instead of the run")
 
 
-def known_of(spec: Any, args: argparse.Namespace) -> Any:
+def known_of(spec: Any, path: str | None) -> Any:
     """The --known-divergences file's entries, or None (a bad file: DivergenceFileError, exit 2)."""
-    path = getattr(args, "known_divergences", None)
     if path is None:
         return None
     from .divergences import load as load_known
@@ -146,12 +177,12 @@ def add_level_argument(sp: argparse.ArgumentParser) -> None:
                          f"{', '.join(LEVELS)} (default: the level the adapter declares; one above it is an error)")
 
 
-def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None) -> tuple[FuzzResult, str | None]:
+def run_fuzz(spec: Any, opts: FuzzOptions, console: Console | None = None) -> tuple[FuzzResult, str | None]:
     """The campaign, its failing trace (if any) written; progress on `console` when given."""
-    known = known_of(spec, args)  # checked before anything runs
-    config, vary = scope_of(args)
-    factory = adapter_factory(args)
-    database = open_database(spec, args, config, Tuning(vary_scope=vary))
+    known = known_of(spec, opts.known_divergences)  # checked before anything runs
+    config, vary = scope_of(opts)
+    factory = adapter_factory(opts)
+    database = open_database(spec, opts, config, Tuning(vary_scope=vary))
     status = console.status("fuzzing") if console and console.is_terminal else None
     if status:
         status.start()
@@ -164,20 +195,19 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
                           f"{int(r.failure is not None or r.first is not None)} failures")
 
     try:
-        result = fuzz(factory, spec, config, seconds=args.seconds, examples=args.examples, seed_=args.seed,
-                      steps_per_case=args.steps, step_timeout=args.step_timeout, progress=progress,
-                      memory_limit_mib=getattr(args, "memory_limit", 4096),
-                      shrink_seconds=getattr(args, "shrink_seconds", 60.0),
-                      tuning=Tuning(vary_scope=vary), level=getattr(args, "level", None), known=known,
-                      database=database, full_readback=getattr(args, "full_readback", False))
+        result = fuzz(factory, spec, config, seconds=opts.seconds, examples=opts.examples, seed_=opts.seed,
+                      steps_per_case=opts.steps, step_timeout=opts.step_timeout, progress=progress,
+                      memory_limit_mib=opts.memory_limit, shrink_seconds=opts.shrink_seconds,
+                      tuning=Tuning(vary_scope=vary), level=opts.level, known=known,
+                      database=database, full_readback=opts.full_readback)
     finally:
         if status:
             status.stop()
     trace = None
     if result.failure is not None and result.shrunk:
-        trace, warning = save(args.trace_dir, f"fuzz-{result.failure.kind}-seed{args.seed}-{int(time.time())}.jsonl",
-                              spec=spec, seed=args.seed, impl_cmd=getattr(args, "impl_cmd", None),
-                              adapter=None if getattr(args, "impl_cmd", None) is not None else args.impl,
+        trace, warning = save(opts.trace_dir, f"fuzz-{result.failure.kind}-seed{opts.seed}-{int(time.time())}.jsonl",
+                              spec=spec, seed=opts.seed, impl_cmd=opts.impl_cmd,
+                              adapter=None if opts.impl_cmd is not None else opts.impl,
                               config=result.config or config,
                               records=result.shrunk, failure=result.failure, it=result.it, level=result.level)
         if warning:
@@ -185,33 +215,33 @@ def run_fuzz(spec: Any, args: argparse.Namespace, console: Console | None = None
     return result, trace
 
 
-def scope_of(args: argparse.Namespace) -> tuple[Config, bool]:
+def scope_of(opts: FuzzOptions) -> tuple[Config, bool]:
     """The campaign's configuration (--config, else the default) with --mutant switched on, and
     whether test cases vary it (not with --fixed-scope; with --config only if the file says so)."""
     from dataclasses import replace
 
     from .configfile import load
 
-    if getattr(args, "config", None):
-        config, vary = load(args.config)
+    if opts.config:
+        config, vary = load(opts.config)
     else:
         config, vary = Config(), True
-    vary = vary and not getattr(args, "fixed_scope", False)
-    return replace(config, mutant=getattr(args, "mutant", None)), vary
+    vary = vary and not opts.fixed_scope
+    return replace(config, mutant=opts.mutant), vary
 
 
-def open_database(spec: Any, args: argparse.Namespace, config: Config, tuning: Tuning) -> Any:
+def open_database(spec: Any, opts: FuzzOptions, config: Config, tuning: Tuning) -> Any:
     """--db's example database for an in-process campaign (the same keys as the workers' of a
     campaign on many: campaign.identity), or None."""
     from .campaign import check_db, identity, open_db
 
-    url = getattr(args, "db", None)
+    url = opts.db
     if url is None:
         return None
     check_db(url)
-    cmd = getattr(args, "impl_cmd", None)
-    return open_db(url, *identity(Path(spec.file).read_text(), None if cmd is not None else args.impl, cmd, config,
-                                  getattr(args, "level", None), args.steps, tuning))
+    cmd = opts.impl_cmd
+    return open_db(url, *identity(Path(spec.file).read_text(), None if cmd is not None else opts.impl, cmd, config,
+                                  opts.level, opts.steps, tuning))
 
 
 def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
@@ -228,7 +258,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     if not report_cli.check_outputs("fuzz", getattr(args, "html", None)):
         return EXIT_INPUT
     try:
-        result, trace = run_fuzz(spec, args, None if args.json else err)
+        result, trace = run_fuzz(spec, FuzzOptions.of(args), None if args.json else err)
     except (TraceError, ValueError) as e:
         print(f"dmm fuzz: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -245,7 +275,7 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
     filled = None  # --fill-gaps: after a campaign without failure, each gap driven with a witness
     if getattr(args, "fill_gaps", False) and result.failure is None and not result.interrupted:
         try:
-            filled = gaps.run(spec, fill_options(args), result, None if args.json else err)
+            filled = gaps.run(spec, fill_options(FuzzOptions.of(args)), result, None if args.json else err)
         except (TraceError, ValueError) as e:
             print(f"dmm fuzz: {e}", file=sys.stderr)
             return EXIT_INPUT
@@ -282,11 +312,12 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
 
     out, err = Console(), Console(stderr=True)
     cmd = getattr(args, "impl_cmd", None)
+    opts = FuzzOptions.of(args)
     try:
-        known = known_of(spec, args)
-        config, vary = scope_of(args)
+        known = known_of(spec, opts.known_divergences)
+        config, vary = scope_of(opts)
         # bad input shows here, once, not as every worker's loss
-        adapter = levels.at_level(make_adapter(adapter_factory(args), args.step_timeout), getattr(args, "level", None))
+        adapter = levels.at_level(make_adapter(adapter_factory(opts), args.step_timeout), getattr(args, "level", None))
         try:
             check_scope(adapter, config, args.step_timeout)
         finally:
@@ -318,7 +349,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
         from . import gaps
 
         try:
-            filled = gaps.run(spec, fill_options(args), c.merged, None if args.json else err)
+            filled = gaps.run(spec, fill_options(opts), c.merged, None if args.json else err)
         except (TraceError, ValueError) as e:
             print(f"dmm fuzz: {e}", file=sys.stderr)
             return EXIT_INPUT
@@ -363,9 +394,10 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
         from . import binding
 
         binding.check(spec)
-        known = known_of(spec, args)
-        factory = adapter_factory(args) if args.impl or getattr(args, "impl_cmd", None) is not None else None
-        config = scope_of(args)[0] if getattr(args, "config", None) else None
+        opts = FuzzOptions.of(args)
+        known = known_of(spec, opts.known_divergences)
+        factory = adapter_factory(opts) if opts.impl or opts.impl_cmd is not None else None
+        config = scope_of(opts)[0] if opts.config else None
         trace, runner, failure = replay(Path(args.trace), spec, factory, args.step_timeout, config,
                                         getattr(args, "level", None))
         close_adapter(runner.adapter)
@@ -439,8 +471,8 @@ def cmd_mutants(args: argparse.Namespace) -> int:
         from dmmcheck.spec import load
 
         known = getattr(args, "known_divergences", None)
-        known_of(load(None), args)  # checked here, before any campaign (each loads it again)
-        config, vary = scope_of(args) if getattr(args, "config", None) else (None, True)
+        known_of(load(None), known)  # checked here, before any campaign (each loads it again)
+        config, vary = scope_of(FuzzOptions.of(args)) if getattr(args, "config", None) else (None, True)
         cluster = getattr(args, "cluster", None)
         quiet = args.json or not err.is_terminal or args.jobs > 1 or cluster is not None  # a campaign draws its own
         with err.status(f"running {len(names)} mutants, {args.seconds_per_mutant:g} s each at most") if not quiet \

@@ -14,7 +14,6 @@ session gains:
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,7 @@ class ConformanceItem(pytest.Item):
         from dmmcheck.spec import load
 
         from .adapter import Config
-        from .cli import DEFAULT_IMPL, adapter_factory, close_adapter, known_of, run_fuzz
+        from .cli import DEFAULT_IMPL, FuzzOptions, adapter_factory, close_adapter, known_of, run_fuzz
         from .configfile import load as load_config
         from .levels import at_level
         from .report import show_failure
@@ -89,20 +88,22 @@ class ConformanceItem(pytest.Item):
         opt = self.config.getoption
         spec = load(opt("--dmm-spec"))
         console = Console(record=True, width=140, file=io.StringIO())
-        impl = argparse.Namespace(impl=opt("--dmm-impl") or DEFAULT_IMPL, impl_cmd=opt("--dmm-impl-cmd"),
-                                  step_timeout=10.0)
+        seconds = opt("--dmm-seconds")
+        opts = FuzzOptions(impl=opt("--dmm-impl") or DEFAULT_IMPL, impl_cmd=opt("--dmm-impl-cmd"), seconds=seconds,
+                           examples=None if seconds else opt("--dmm-examples"), seed=opt("--dmm-seed"),
+                           trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"), level=opt("--dmm-level"),
+                           known_divergences=opt("--dmm-known-divergences"))
         if self.kind == "init":
             config = load_config(opt("--dmm-config"))[0] if opt("--dmm-config") else Config()
-            adapter = make_adapter(adapter_factory(impl), 10.0)
+            adapter = make_adapter(adapter_factory(opts), opts.step_timeout)
             try:
                 Runner(at_level(adapter, opt("--dmm-level")), spec, config).reset()  # raises Failure
             finally:
                 close_adapter(adapter)
             return
-        known_args = argparse.Namespace(known_divergences=opt("--dmm-known-divergences"))
         if self.kind == "replay":
-            known = known_of(spec, known_args)
-            _, runner, failure = replay(self.trace, spec, adapter_factory(impl),  # type: ignore[arg-type]
+            known = known_of(spec, opts.known_divergences)
+            _, runner, failure = replay(self.trace, spec, adapter_factory(opts),  # type: ignore[arg-type]
                                         level=opt("--dmm-level"))
             close_adapter(runner.adapter)
             accepted = known.match(failure) if known is not None and failure is not None else None
@@ -113,12 +114,7 @@ class ConformanceItem(pytest.Item):
                 show_failure(console, runner.records, failure, seed=0, trace=str(self.trace), level=runner.level)
                 raise ConformanceFailed(console.export_text())
             return
-        args = argparse.Namespace(impl=impl.impl, impl_cmd=impl.impl_cmd, seconds=opt("--dmm-seconds"),
-                                  examples=None if opt("--dmm-seconds") else opt("--dmm-examples"),
-                                  seed=opt("--dmm-seed"), steps=40, step_timeout=10.0, mutant=None,
-                                  trace_dir=opt("--dmm-traces"), config=opt("--dmm-config"), level=opt("--dmm-level"),
-                                  known_divergences=known_args.known_divergences)
-        result, trace = run_fuzz(spec, args)
+        result, trace = run_fuzz(spec, opts)
         if result.known is not None:
             from .report import show_known
 
@@ -126,7 +122,7 @@ class ConformanceItem(pytest.Item):
             show_known(text, result.known)
             self.add_report_section("call", "dmm known divergences", text.export_text())
         if result.failure is not None:
-            show_failure(console, result.shrunk, result.failure, seed=args.seed, trace=trace, level=result.level)
+            show_failure(console, result.shrunk, result.failure, seed=opts.seed, trace=trace, level=result.level)
             raise ConformanceFailed(console.export_text())
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:

@@ -21,7 +21,7 @@ from dmmcheck.conformance.fuzz import Tuning, fuzz
 from dmmcheck.conformance.oracle import Failure, Judge
 from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
-from dmmcheck.main import main
+from dmmcheck.main import build_parser, main
 from dmmcheck.spec import load
 from tests.scenarios import SETUP, X, op
 
@@ -284,6 +284,31 @@ def test_adapter_check_of_an_in_process_adapter_and_bad_input(capsys):
     assert main(["adapter-check"]) == 2
     err = capsys.readouterr().err
     assert "cannot import no.such" in err and "no such program 'no-such-program'" in err and "Traceback" not in err
+
+
+def test_adapter_check_is_a_library_call_with_typed_options(capsys):
+    # no argparse: what a team's own tooling calls; the options' defaults are the command line's
+    from dmmcheck.conformance.adapter_check import CheckOptions
+    from dmmcheck.conformance.adapter_check import main as check
+
+    assert check(CheckOptions(impl_cmd=SERVE, json=True)) == 0
+    assert json.loads(capsys.readouterr().out)["violations"] == 0
+    assert check(CheckOptions()) == 2
+    parsed = build_parser("adapter-check").parse_args(["adapter-check", "--impl-cmd", "x"])
+    assert CheckOptions(impl_cmd="x") == CheckOptions(parsed.impl, parsed.impl_cmd, parsed.timeout, parsed.config,
+                                                      parsed.json)
+
+
+def test_fuzz_options_defaults_are_the_command_lines():
+    from dataclasses import fields
+
+    from dmmcheck.conformance.cli import FuzzOptions
+
+    parsed = build_parser("fuzz").parse_args(["fuzz"])
+    assert all(hasattr(parsed, f.name) for f in fields(FuzzOptions))  # every option is one of dmm fuzz's
+    assert FuzzOptions.of(parsed) == FuzzOptions()
+    assert FuzzOptions.of(build_parser("fuzz").parse_args(["fuzz", "--seed", "3", "--fixed-scope"])) == \
+        FuzzOptions(seed=3, fixed_scope=True)
 
 
 # ---------------------------------------------------------------- the command line
