@@ -51,11 +51,12 @@ class StepVerdict:
 
 
 class Interpreter:
-    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None, shared: bool = False) -> None:
+    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None, shared: bool = False,
+                 fixed: dict[str, tuple[Any, ...]] | None = None) -> None:
         """`shared`: compile the spec once for every universe, binding the sizes by name (compile.py;
-        for a caller that meets many universes)."""
+        for a caller that meets many universes). `fixed`: immutable symbols' values (Universe)."""
         self.spec = spec
-        self.u = Universe(spec, sizes)
+        self.u = Universe(spec, sizes, fixed)
         self.shared = shared
         self.actions: dict[str, CompiledAction] = {n: compile_action(self.u, a, shared) for n, a in spec.actions.items()}
         assert spec.init is not None
@@ -73,7 +74,8 @@ class Interpreter:
             if lay.symbol.result.name == A.INT and lay.symbol.name not in self.u.params:
                 raise InterpError(f"immutable int symbol {lay.symbol.name!r} has no finite domain to enumerate")
         blank = [tuple([None] * lay.size) for lay in self.u.layout.values()]
-        choices = [itertools.product(self.u.params.get(lay.symbol.name) or self.u.domain(lay.symbol.result),
+        choices = [[self.u.fixed[lay.symbol.name]] if lay.symbol.name in self.u.fixed else
+                   itertools.product(self.u.params.get(lay.symbol.name) or self.u.domain(lay.symbol.result),
                                      repeat=lay.size) for lay in immutables]
         out = []
         free = self._free_init()

@@ -42,7 +42,10 @@ class SymbolLayout:
 class Universe:
     """Sizes for every sort, and where each symbol lives in a state tuple."""
 
-    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None) -> None:
+    def __init__(self, spec: CheckedSpec, sizes: dict[str, int] | None = None,
+                 fixed: dict[str, tuple[Any, ...]] | None = None) -> None:
+        """`fixed`: the values of immutable symbols that the caller decides rather than enumerates
+        (the harness's roles: which of them have CR0.WP), each a tuple in layout order."""
         sizes = dict(sizes or {})
         params = {n for n, sym in spec.symbols.items() if _is_param(sym)}
         for name in sizes:
@@ -70,6 +73,15 @@ class Universe:
             for d in domains:
                 size *= d
             self.layout[sym.name] = SymbolLayout(i, sym, domains, strides, size)
+        self.fixed: dict[str, tuple[Any, ...]] = {}
+        for name, values in (fixed or {}).items():
+            lay = self.layout.get(name)
+            if lay is None or lay.symbol.mutable:
+                raise UniverseError(f"only an immutable symbol can be fixed, not {name!r}")
+            dom = (None,) * lay.symbol.result.optional + self.domain(lay.symbol.result)
+            if len(values) != lay.size or any(v not in dom for v in values):
+                raise UniverseError(f"{name} fixed to {list(values)}: it needs {lay.size} values from {list(dom)}")
+            self.fixed[name] = tuple(values)
         points = sum(lay.size for lay in self.layout.values())
         if points > MAX_POINTS:
             big = max(self.layout.values(), key=lambda lay: lay.size)

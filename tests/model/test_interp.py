@@ -143,3 +143,21 @@ def test_show_state_shows_element_zero():
     s = IT.apply(s, "demand_page", (0, 0, 0))
     text = IT.u.show_state(s)
     assert "p2m: (vm0, gfn0) -> mfn0" in text
+
+
+def test_fixed_immutable_relation_makes_one_initial_state_per_parameter():
+    """The harness fixes which roles have CR0.WP; the interpreter then enumerates only the budget and
+    the quota, and an unknown or ill-sized fixing is refused."""
+    from dmmcheck.model.state import UniverseError
+    sizes = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 1, "slot": 1, "vcpu": 1, "role": 2,
+             "budget": 1, "quota": 1}
+    free = Interpreter(SPEC, sizes)
+    assert len(free.initial_states()) == 4  # role_wp over two roles
+    it = Interpreter(SPEC, sizes, fixed={"role_wp": (True, False)})
+    (s0,) = it.initial_states()
+    assert s0[it.u.layout["role_wp"].index] == (True, False)
+    assert it.initial_state() == s0
+    with pytest.raises(UniverseError, match="role_wp fixed"):
+        Interpreter(SPEC, sizes, fixed={"role_wp": (True,)})
+    with pytest.raises(UniverseError, match="only an immutable"):
+        Interpreter(SPEC, sizes, fixed={"live": (True,)})
