@@ -31,6 +31,23 @@ Event = tuple[str, dict[str, Any]]
 # software walker treats a table in no memslot. The harness's one list: the ideal machine, the
 # config file and the wire schema follow it.
 BEYOND_MEMORY = ("fault", "ones", "zeros")
+# The paging-mode bits that make a shadow page's role (the spec's sort `role`), in the order a role's
+# name lists them: "wp+nxe" is CR0.WP and EFER.NXE set, CR4.SMEP and CR4.SMAP clear; "-" none.
+ROLE_BITS = ("wp", "smep", "smap", "nxe")
+
+
+def role_bits(name: str) -> frozenset[str]:
+    """The bits a role name sets; a ValueError says what is wrong with a malformed one."""
+    bits = [] if name == "-" else name.split("+")
+    if not bits and name != "-" or any(b not in ROLE_BITS for b in bits) or len(set(bits)) != len(bits):
+        raise ValueError(f"role {name!r}: a role is its set bits among {', '.join(ROLE_BITS)} joined by '+' "
+                         "in that order, or '-' for none")
+    return frozenset(bits)
+
+
+def role_name(bits: Any) -> str:
+    """The canonical name of a set of role bits (the inverse of role_bits)."""
+    return "+".join(b for b in ROLE_BITS if b in bits) or "-"
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,10 @@ class Config:
     # (unbacked memory: reads all-ones, writes dropped, as on bare metal) or "zeros" (reads zeros,
     # writes dropped: a table there is not present).
     beyond_memory: str = "fault"
+    vcpus: int = 2  # vCPUs per VM (the spec's sort vcpu)
+    # The paging modes the guest's vCPUs switch between (the spec's sort role, in this order), by
+    # name (ROLE_BITS): with CR0.WP and without, NXE on.
+    roles: tuple[str, ...] = ("wp+nxe", "nxe")
 
     def __post_init__(self) -> None:
         # Checked where every configuration is made (a trace header, a config file, a scope drawn):
@@ -61,11 +82,24 @@ class Config:
         if self.beyond_memory not in BEYOND_MEMORY:
             raise ValueError(f"beyond_memory must be one of {', '.join(map(repr, BEYOND_MEMORY))}, "
                              f"not {self.beyond_memory!r}")
+        if self.vcpus < 1:
+            raise ValueError(f"vcpus must be at least 1, not {self.vcpus}")
+        if not self.roles:
+            raise ValueError("roles must name at least one paging mode")
+        canonical = [role_name(role_bits(r)) for r in self.roles]
+        if canonical != list(self.roles):
+            raise ValueError(f"roles {list(self.roles)}: write each in canonical form {canonical}")
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"roles {list(self.roles)}: each paging mode once")
+
+    def fixed(self) -> dict[str, tuple[bool, ...]]:
+        """The spec's immutable symbols this configuration decides: which roles have CR0.WP."""
+        return {"role_wp": tuple("wp" in role_bits(r) for r in self.roles)}
 
     def sizes(self) -> dict[str, int]:
         """The spec's sort sizes and its parameters, the budget and the quota (none: every mfn)."""
         return {"vm": self.vms, "gfn": self.gfns, "mfn": self.mfns, "root": len(self.roots),
-                "gva": len(self.gvas), "slot": self.slots,
+                "gva": len(self.gvas), "slot": self.slots, "vcpu": self.vcpus, "role": len(self.roles),
                 "budget": self.mfns if self.budget is None else self.budget,
                 "quota": self.mfns if self.quota is None else self.quota}
 
@@ -73,14 +107,15 @@ class Config:
         return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
                 "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "quota": self.quota,
                 "mutant": self.mutant,
-                "beyond_memory": self.beyond_memory}
+                "beyond_memory": self.beyond_memory, "vcpus": self.vcpus, "roles": list(self.roles)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Config":
         return Config(vms=d["vms"], gfns=d["gfns"], mfns=d["mfns"], slots=d["slots"], roots=tuple(d["roots"]),
                       gvas=tuple(d["gvas"]), budget=d.get("budget"), quota=d.get("quota"),
                       mutant=d.get("mutant"),
-                      beyond_memory=d.get("beyond_memory", "fault"))
+                      beyond_memory=d.get("beyond_memory", "fault"), vcpus=d.get("vcpus", 1),
+                      roles=tuple(d.get("roles", ("wp+nxe", "nxe"))))
 
 
 @dataclass(frozen=True)
@@ -137,6 +172,7 @@ class Bounds:
     regions: int = 2  # 2 MiB regions the gvas may span (each a page table per root)
     budget: bool = True  # a budget may be set
     quota: bool = True  # a per-VM quota may be set
+    vcpus: int = 1  # vCPUs per VM (an adapter that runs several says how many)
 
 
 @dataclass(frozen=True)
