@@ -53,9 +53,10 @@ def _imported(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
 
 
 # What a proof that passes, printed to a pipe, never uses: lark (the standalone parser in the parser
-# cache parses), the progress bar, the HTML and ITF writers, the interpreter's incremental checks.
+# cache parses), the progress bar, the HTML and ITF writers, the interpreter's incremental checks,
+# difflib (the checker's "did you mean" for a spec with errors).
 NOT_FOR_A_PASSING_PROOF = ("lark", "rich.progress", "dmmcheck.model.prove_html", "dmmcheck.model.html",
-                           "dmmcheck.model.itf", "dmmcheck.model.incremental")
+                           "dmmcheck.model.itf", "dmmcheck.model.incremental", "difflib")
 
 
 def test_a_passing_proof_imports_only_what_it_uses(tmp_path):
