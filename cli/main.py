@@ -294,9 +294,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """A trace as one HTML page (docs/report.md). Exit 0 written, 2 bad input, 4 a spec error."""
     from dmmcheck.conformance import report_cli
+    from dmmcheck.conformance.cli import FuzzOptions
 
     spec = _load_or_report(args.spec)
-    return spec if isinstance(spec, int) else report_cli.cmd_report(spec, args)
+    return spec if isinstance(spec, int) else report_cli.report(spec, args.trace, args.output, FuzzOptions.of(args))
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
