@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 from dmmcheck.model.limits import BACKSTOP, REACH_SECONDS, RLIMIT, WITNESS_DEPTH
-from dmmcheck.spec import SpecError, load
 
 # Exit statuses, the same in every command (docs/exit-codes.md): a verdict never shares a code with
 # a usage error.
@@ -29,6 +28,9 @@ EXIT_NOT_INDUCTIVE = 5  # dmm prove: a counterexample to induction, and no reach
 def _load_or_report(path: str | None):
     """The checked spec, or the exit status after printing why there is none: a spec with errors
     (4), or a file that cannot be read at all (2)."""
+    # Here, not at the top: `dmm --help` and the harness's commands start without the spec's imports.
+    from dmmcheck.spec import SpecError, load
+
     try:
         return load(path)
     except SpecError as e:
@@ -226,10 +228,13 @@ def cmd_prove(args: argparse.Namespace) -> int:
     spec = _load_or_report(args.spec)
     if isinstance(spec, int):
         return spec
-    from dmmcheck.model import prove_html
+    # The HTML and ITF writers (and their imports) only when a file is asked for.
+    files = args.html is not None or args.itf is not None
+    if files:
+        from dmmcheck.model import prove_html
 
-    if not prove_html.outputs_ok(args.html, args.itf):
-        return EXIT_USAGE
+        if not prove_html.outputs_ok(args.html, args.itf):
+            return EXIT_USAGE
     opts = ProveOptions(args.spec, args.finite, args.timeout, args.bmc, args.k_induction, args.only,
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
                         reach_seconds=args.reach_seconds, spec=spec)
@@ -264,8 +269,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
     else:
         report.show(Console(), spec, results, seconds, traces)
-    return prove_html.finish(spec, results, seconds, traces, exit_status(results),
-                             html=getattr(args, "html", None), itf_path=getattr(args, "itf", None))
+    if not files:
+        return exit_status(results)
+    return prove_html.finish(spec, results, seconds, traces, exit_status(results), html=args.html, itf_path=args.itf)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -288,9 +294,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """A trace as one HTML page (docs/report.md). Exit 0 written, 2 bad input, 4 a spec error."""
     from dmmcheck.conformance import report_cli
+    from dmmcheck.conformance.cli import FuzzOptions
 
     spec = _load_or_report(args.spec)
-    return spec if isinstance(spec, int) else report_cli.cmd_report(spec, args)
+    return spec if isinstance(spec, int) else report_cli.report(spec, args.trace, args.output, FuzzOptions.of(args))
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:

@@ -18,6 +18,10 @@ from typing import Any
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 
+from .binding import (ACTIVE, BALLOONED, BUDGET, CR0_WP, CUR_ROOT, FLUSH_PENDING, G_TABLE, GFN, GMAP, GPT_PAGE,
+                      GVA, IDLE, LIVE, MFN, OWNER, P2M, PSTATUS, QUOTA, REFCOUNT, RMAP, ROOT, SLOT, SLOT_USED,
+                      SPTE, STATUS, SWAP_SLOT, VM, VMM_POOL, WRITE_PROTECTED)
+
 
 class AbstractionError(ValueError):
     """The implementation's state names something the spec state cannot hold (an mfn outside the
@@ -39,9 +43,9 @@ class Universe:
     quota: int | None = None  # None: every mfn
 
     def sizes(self) -> dict[str, int]:
-        return {"vm": len(self.vms), "gfn": self.nr_gfns, "mfn": self.nr_mfns, "root": len(self.roots),
-                "gva": len(self.gvas), "slot": self.slots, "budget": self.nr_mfns if self.budget is None else self.budget,
-                "quota": self.nr_mfns if self.quota is None else self.quota}
+        return {VM: len(self.vms), GFN: self.nr_gfns, MFN: self.nr_mfns, ROOT: len(self.roots),
+                GVA: len(self.gvas), SLOT: self.slots, BUDGET: self.nr_mfns if self.budget is None else self.budget,
+                QUOTA: self.nr_mfns if self.quota is None else self.quota}
 
 
 def interpreter_for(spec: Any, u: Universe) -> Interpreter:
@@ -51,10 +55,12 @@ def interpreter_for(spec: Any, u: Universe) -> Interpreter:
 # The costly parts of abstract_state() an adapter may leave out of a read (abstract_state_parts):
 # the keys of each, and the spec symbols they give. Everything else is read at every step.
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "shadow": (("spte", "rmap", "spte_at"), ("spte", "s_write", "s_user", "s_nx", "rmap")),
-    "guest": (("gmap", "g_tables"), ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty", "g_table")),
+    "shadow": (("spte", "rmap", "spte_at"), SPTE + (RMAP,)),
+    "guest": (("gmap", "g_tables"), GMAP + (G_TABLE,)),
 }
 ALL_PARTS = frozenset(PARTS)
+# abstract_state()'s pool of a machine page ("active:VM", "idle:VM") -> the VM pool symbol it is in
+_POOLS = {"active": ACTIVE, "idle": IDLE}
 
 
 def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]],
@@ -65,7 +71,7 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     vm_ix = {v: i for i, v in enumerate(u.vms)}
     root_ix = {r: i for i, r in enumerate(u.roots)}
     gva_ix = {x: i for i, x in enumerate(u.gvas)}
-    status_ix = {n: i for i, n in enumerate(it.spec.enums["pstatus"])}
+    status_ix = {n: i for i, n in enumerate(it.spec.enums[PSTATUS])}
     kept = {name for part, (_, names) in PARTS.items() if part not in parts for name in names}
     if kept and previous is None:
         raise ValueError("a read without every part needs the previous state")
@@ -88,12 +94,12 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
 
     for v, flags in vm_flags.items():
         i = vm_ix[v]
-        put("live", (i,), flags["live"])
-        put("cr0_wp", (i,), flags["wp"])
-        put("cur_root", (i,), root_ix.get(flags["cr3_gfn"]))
-        put("flush_pending", (i,), v in st["flush_pending"])
+        put(LIVE, (i,), flags["live"])
+        put(CR0_WP, (i,), flags["wp"])
+        put(CUR_ROOT, (i,), root_ix.get(flags["cr3_gfn"]))
+        put(FLUSH_PENDING, (i,), v in st["flush_pending"])
     pools, descs = st["pool"], st["descriptor"]
-    vmm_pool, status_v, refcount_v, owner_v = (values[n] for n in ("vmm_pool", "status", "refcount", "owner"))
+    vmm_pool, status_v, refcount_v, owner_v = (values[n] for n in (VMM_POOL, STATUS, REFCOUNT, OWNER))
     for m in range(u.nr_mfns):  # the hot loop: one-argument symbols index by m itself
         pool = pools.get(u.first_mfn + m, "vmm")
         status, refcount, owner = descs.get(u.first_mfn + m, ("free", 0, None))
@@ -102,32 +108,32 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         refcount_v[m] = refcount
         owner_v[m] = vm_ix.get(owner) if owner is not None else None
         kind, _, owner_id = pool.partition(":")
-        if kind in ("active", "idle") and int(owner_id) in vm_ix:
-            put(kind, (vm_ix[int(owner_id)], m), True)
+        if kind in _POOLS and int(owner_id) in vm_ix:
+            put(_POOLS[kind], (vm_ix[int(owner_id)], m), True)
     for (v, g), mfn in st["p2m"].items():
         if g < u.nr_gfns:
-            put("p2m", (vm_ix[v], g), mfn_ix(mfn))
+            put(P2M, (vm_ix[v], g), mfn_ix(mfn))
     for (v, g), slot in st.get("swap", {}).items():
         if g < u.nr_gfns and slot < u.slots:
-            put("swap_slot", (vm_ix[v], g), slot)
+            put(SWAP_SLOT, (vm_ix[v], g), slot)
     if "slots_used" not in st:
         raise AbstractionError("abstract_state() lacks 'slots_used': the swap device's own list of the slots "
                                "it holds (an empty list for a VMM without swap)")
     for slot in st["slots_used"]:
         if not 0 <= slot < u.slots:
             raise AbstractionError(f"slot {slot} is used, but the swap device has {u.slots} slots")
-        put("slot_used", (slot,), True)
+        put(SLOT_USED, (slot,), True)
     for name in U.params:  # the model's parameters (the budget, the quota) are the scope's, not the implementation's
         values[name] = [U.param_value(name)]
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:
-            put("ballooned", (vm_ix[v], g), True)
+            put(BALLOONED, (vm_ix[v], g), True)
     for v, g in st["write_protected"]:
         if g < u.nr_gfns:
-            put("write_protected", (vm_ix[v], g), True)
+            put(WRITE_PROTECTED, (vm_ix[v], g), True)
     for v, g in st.get("gpt_pages", st["write_protected"]):  # an adapter that unprotects lazily tells them apart
         if g < u.nr_gfns:
-            put("gpt_page", (vm_ix[v], g), True)
+            put(GPT_PAGE, (vm_ix[v], g), True)
     if "guest" in parts:
         _guest(U, u, st, values, vm_ix, root_ix, gva_ix, put)
     if "shadow" in parts:
@@ -141,16 +147,15 @@ def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]]
     """gmap and its rights, A and D; g_table: the guest's own walks."""
     for (v, r, x), (gfn, w, us, nx, a, d) in st["gmap"].items():
         if r in root_ix and x in gva_ix and gfn < u.nr_gfns:
-            k = U.index("gmap", (vm_ix[v], root_ix[r], gva_ix[x]))  # every (vm, root, gva) symbol has gmap's layout
-            for name, val in (("gmap", gfn), ("g_write", w), ("g_user", us), ("g_nx", nx), ("g_accessed", a),
-                              ("g_dirty", d)):
+            k = U.index(GMAP[0], (vm_ix[v], root_ix[r], gva_ix[x]))  # every (vm, root, gva) symbol: one layout
+            for name, val in zip(GMAP, (gfn, w, us, nx, a, d)):
                 values[name][k] = val
-    if "g_table" in U.layout:  # optional: without it no walk's tables are known (walk_protected is vacuous)
+    if G_TABLE in U.layout:  # optional: without it no walk's tables are known (walk_protected is vacuous)
         for (v, r, x), tables in st.get("g_tables", {}).items():
             if r in root_ix and x in gva_ix:
                 for t in tables:
                     if t < u.nr_gfns:
-                        put("g_table", (vm_ix[v], root_ix[r], gva_ix[x], t), True)
+                        put(G_TABLE, (vm_ix[v], root_ix[r], gva_ix[x], t), True)
 
 
 def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
@@ -158,8 +163,8 @@ def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]
     """sptes and their rights; the rmap, judged against the leaf entry serving each spte."""
     for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
-            k = U.index("spte", (vm_ix[v], root_ix[r], gva_ix[x]))  # s_write, s_user, s_nx: the same layout
-            for name, val in (("spte", mfn_ix(mfn)), ("s_write", w), ("s_user", us), ("s_nx", nx)):
+            k = U.index(SPTE[0], (vm_ix[v], root_ix[r], gva_ix[x]))
+            for name, val in zip(SPTE, (mfn_ix(mfn), w, us, nx)):
                 values[name][k] = val
     spte_at = st.get("spte_at", {})
     for mfn, refs in st["rmap"].items():
@@ -167,4 +172,4 @@ def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]
         for ref in refs:
             for v, r, x in spte_at.get(tuple(ref), ()):
                 if r in root_ix and x in gva_ix:
-                    put("rmap", (m, vm_ix[v], root_ix[r], gva_ix[x]), True)
+                    put(RMAP, (m, vm_ix[v], root_ix[r], gva_ix[x]), True)

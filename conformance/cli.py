@@ -293,7 +293,8 @@ def cmd_fuzz(spec: Any, args: argparse.Namespace) -> int:
             out.print("[green]no failure[/]")
         if filled is not None:
             gaps.show(out, filled, args.seed)
-    written = report_cli.fuzz_output(spec, args, result, trace) if getattr(args, "html", None) else 0
+    written = report_cli.fuzz_output(spec, FuzzOptions.of(args), args.html, result, trace) \
+        if getattr(args, "html", None) else 0
     if result.failure is not None or any(g.verdict == "failed" for g in filled or ()):
         return EXIT_FAILURE
     return written or (EXIT_INTERRUPTED if result.interrupted else 0)
@@ -374,7 +375,7 @@ def cmd_fuzz_campaign(spec: Any, args: argparse.Namespace) -> int:
             from . import gaps
 
             gaps.show(out, filled, args.seed)
-    written = report_cli.fuzz_output(spec, args, c.merged, c.found[0].trace if c.found else None) \
+    written = report_cli.fuzz_output(spec, opts, args.html, c.merged, c.found[0].trace if c.found else None) \
         if getattr(args, "html", None) else 0
     if c.found or any(g.verdict == "failed" for g in filled or ()):
         return EXIT_FAILURE
@@ -429,7 +430,8 @@ def cmd_replay(spec: Any, args: argparse.Namespace) -> int:
         if saved is not None:
             out.print("same verdict as recorded" if _same(saved, failure) else
                       f"[yellow]recorded verdict was {saved.get('kind')}: {saved.get('message')}[/]")
-    written = report_cli.replay_outputs(spec, args)
+    written = report_cli.replay_outputs(spec, args.trace, FuzzOptions.of(args), getattr(args, "html", None),
+                                        getattr(args, "export_itf", None))
     return EXIT_FAILURE if failure is not None and accepted is None else written
 
 
@@ -514,7 +516,8 @@ def cmd_mutants(args: argparse.Namespace) -> int:
             for sr in spec_results:
                 st.add_row(sr.name, sr.description, sr.prover, sr.harness)
             con.print(st)
-    written = report_cli.mutants_output(args, results, out) if getattr(args, "html", None) else 0
+    written = report_cli.mutants_output(args.html, getattr(args, "level", None), results, out) \
+        if getattr(args, "html", None) else 0
     if out["killed"] + out["lost"] < out["total"]:
         return EXIT_FAILURE  # a survivor
     if written:

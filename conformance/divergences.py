@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .binding import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
 from .configfile import read_toml
-from .operations import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
 from .oracle import Failure
 
 KINDS = ("observation", "invariant", "refinement")

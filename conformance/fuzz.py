@@ -26,7 +26,8 @@ from hypothesis.errors import Flaky
 
 from . import inputs, levels, scope
 from .adapter import Adapter, Config, Operation
-from .operations import ACCESS_ACTIONS, EXTRA, REFUSABLE, Catalogue
+from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, REFUSABLE
+from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
 from .scope import table_gfns
@@ -163,10 +164,10 @@ class Drawer:
     def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning(),
                  features: tuple[bool, bool] = (False, False)) -> None:
         self.cat, self.config, self.tuning = cat, config, tuning
-        self.access = list(cat.it.spec.enums["access"])
-        self.live_ix = cat.it.u.layout["live"].index
-        self.root_ix = cat.it.u.layout["cur_root"].index
-        self.gmap_ix = cat.it.u.layout["gmap"].index
+        self.access = list(cat.it.spec.enums[ACCESS])
+        self.live_ix = cat.it.u.layout[LIVE].index
+        self.root_ix = cat.it.u.layout[CUR_ROOT].index
+        self.gmap_ix = cat.it.u.layout[GMAP[0]].index
         self.ops = ops
         self.focus = tuning.focus
         self.tables = table_gfns(config)
@@ -272,7 +273,7 @@ class Drawer:
 
     def _point(self, v: int, s: Any, x: int) -> int:
         """Where (v, its current root, gva x) lies in gmap's entry of the spec state."""
-        return self.cat.it.u.index("gmap", (v, s[self.root_ix][v], x))
+        return self.cat.it.u.index(GMAP[0], (v, s[self.root_ix][v], x))
 
     def _extra(self, c: Choices, name: str, vms: list[int], s: Any = None) -> Operation:
         if name == "share_scan":

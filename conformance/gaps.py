@@ -34,7 +34,9 @@ from dmmcheck.spec.checker import CheckedSpec, Witness
 
 from . import levels
 from .adapter import Adapter, Config, Operation
-from .operations import ACCESS_ACTIONS, ALTERNATIVES, INTERNAL, OUTPUTS, REFUSABLE, Catalogue
+from .binding import (ACCESS_ACTIONS, ALTERNATIVES, GFN, GVA, INTERNAL, MFN, OUTPUTS, REFUSABLE, ROOT, SHADOW_HIT,
+                      SLOT, TLB_HIT, VM)
+from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord
 from .scope import table_gfns
@@ -42,13 +44,13 @@ from .scope import table_gfns
 DEPTH = 8  # actions in a witness run, at most
 # Universes tried in turn (sizes over the smallest, one of each sort): one VM; two VMs (sharing
 # needs two holders); two VMs and two gfns.
-GROWTH = ({}, {"vm": 2}, {"vm": 2, "gfn": 2})
+GROWTH = ({}, {VM: 2}, {VM: 2, GFN: 2})
 MAX_PROBES = 400  # next operations tried after a run, for an action the implementation performs itself
 
 
 # Why an implementation answers an operation with another action, where the harness's own rules say.
 _INSTEAD = {
-    ("tlb_hit", "shadow_hit"): "the harness names a hit tlb_hit only when the shadow entry would not allow the "
+    (TLB_HIT, SHADOW_HIT): "the harness names a hit tlb_hit only when the shadow entry would not allow the "
                                "access, so only a stale TLB entry can serve one; this implementation's shadow "
                                "entry allowed it (it leaves no stale TLB entry behind)",
 }
@@ -175,8 +177,8 @@ class Filler:
         tried = []
         for grow in GROWTH:
             sizes = {s: grow.get(s, 1) for s in self.spec.sorts}
-            if "mfn" in sizes:
-                sizes["mfn"] = max(sizes["mfn"], 2)  # a page for the guest and one to spare
+            if MFN in sizes:
+                sizes[MFN] = max(sizes[MFN], 2)  # a page for the guest and one to spare
             found, why = search(self.spec, w, self.depth, sizes, allowed=self.drivable)
             if found is not None:
                 return found, ""
@@ -205,8 +207,8 @@ class Filler:
         if v in ("true", "false"):
             return v == "true"
         cfg = self.config
-        for sort, values in (("vm", list(range(cfg.vms))), ("root", list(cfg.roots)), ("gva", list(cfg.gvas)),
-                             ("gfn", self.data_gfns), ("slot", list(range(cfg.slots)))):
+        for sort, values in ((VM, list(range(cfg.vms))), (ROOT, list(cfg.roots)), (GVA, list(cfg.gvas)),
+                             (GFN, self.data_gfns), (SLOT, list(range(cfg.slots)))):
             if isinstance(v, str) and v.startswith(sort) and v[len(sort):].isdigit():
                 return values[int(v[len(sort):])]
         return v  # an enum value (read, write, fetch)
@@ -247,7 +249,7 @@ class Filler:
         xs = []
         for p in cat.ops[op.action].inputs:
             v = op.args[p.name]
-            index = {"root": list(cfg.roots), "gva": list(cfg.gvas)}.get(p.type.name)
+            index = {ROOT: list(cfg.roots), GVA: list(cfg.gvas)}.get(p.type.name)
             if index is not None:
                 v = index.index(v)
             elif p.type.name in self.spec.enums:

@@ -12,27 +12,28 @@ import re
 from collections.abc import Callable
 
 from .adapter import Config
+from .binding import GFN, GVA, MFN, ROOT, SLOT, SORTS, VM
 
-ELEMENT = re.compile(r"\b(vm|root|gva|gfn|mfn|slot)(\d+)\b")
+ELEMENT = re.compile(rf"\b({'|'.join(SORTS)})(\d+)\b")
 
 
 def meaning(sort: str, n: int, config: Config, first_mfn: int | None) -> str | None:
     """What element n of `sort` is in the implementation, or None when the scope has no such element."""
-    if sort == "vm":
+    if sort == VM:
         return f"VM {n}" if n < config.vms else None
-    if sort == "root":
+    if sort == ROOT:
         return f"root gfn {config.roots[n]:#x}" if n < len(config.roots) else None
-    if sort == "gva":
+    if sort == GVA:
         return f"gva {config.gvas[n]:#x}" if n < len(config.gvas) else None
-    if sort == "gfn":
+    if sort == GFN:
         return f"gfn {n:#x}" if n < config.gfns else None
-    if sort == "mfn":
+    if sort == MFN:
         if n >= config.mfns:
             return None
         # Without the implementation's first DMM page (a fuzz campaign does not keep it) the index
         # is all that is known; a replay knows the frame.
         return f"mfn {first_mfn + n:#x}" if first_mfn is not None else f"DMM machine page #{n} (counted from the first)"
-    if sort == "slot":
+    if sort == SLOT:
         return f"swap slot {n}" if n < config.slots else None
     return None
 
@@ -42,14 +43,13 @@ def value(sort: str, n: int, config: Config, first_mfn: int | None) -> str | Non
     text = meaning(sort, n, config, first_mfn)
     if text is None:
         return None
-    return f"page #{n}" if sort == "mfn" and first_mfn is None else text.rsplit(" ", 1)[-1]
+    return f"page #{n}" if sort == MFN and first_mfn is None else text.rsplit(" ", 1)[-1]
 
 
 def mentioned(texts: list[str]) -> list[tuple[str, int]]:
     """The spec elements named in some texts, each once, in sort order then index."""
-    order = ("vm", "root", "gva", "gfn", "mfn", "slot")
     found = {(m.group(1), int(m.group(2))) for t in texts for m in ELEMENT.finditer(t)}
-    return sorted(found, key=lambda e: (order.index(e[0]), e[1]))
+    return sorted(found, key=lambda e: (SORTS.index(e[0]), e[1]))
 
 
 def legend(texts: list[str], config: Config, first_mfn: int | None) -> list[tuple[str, str]]:
@@ -68,7 +68,7 @@ def annotate(text: str, config: Config, first_mfn: int | None,
     `gva1[0x400000]`, or whatever `wrap(name, value)` makes of it (the HTML report's markup)."""
     def sub(m: re.Match[str]) -> str:
         v = value(m.group(1), int(m.group(2)), config, first_mfn)
-        if v is None or m.group(1) == "vm":  # VM n is vmn: nothing to add
+        if v is None or m.group(1) == VM:  # VM n is vmn: nothing to add
             return wrap(m.group(0), "") if wrap else m.group(0)
         return wrap(m.group(0), v) if wrap else f"{m.group(0)}[{v}]"
     return ELEMENT.sub(sub, text)

@@ -28,17 +28,14 @@ from dmmcheck.model.state import State
 
 from .adapter import LEVELS, Adapter, AdapterError, Capabilities, Config, Event, Observation, Operation
 from .ideal import PAGE, A, Controls, D
-from .operations import ACCESS_ACTIONS, EXTRA
+from .binding import (ACCESS, BALLOON_INFLATE, CR0_WP, CUR_ROOT, GFN, GMAP, GUEST_EDITS, GUEST_OPS, GUEST_WALK, GVA,
+                      LIVE, ROOT, VM, VM_CREATE, VM_DESTROY)
 from .oracle import Failure, Oracle, SpecStep
-from .reach import GUEST_EDITS, Outcome, Reach
+from .reach import Outcome, Reach
 
 WHAT = {"full": "refinement from events, invariants, observation",
         "state": "reachability of each state, invariants, observation",
         "black-box": "observation, guest memory across every operation"}
-# Operations whose legality the guest's own state decides (the rest are requests to the VMM).
-GUEST_OPS = {"vm_create", "vm_destroy", "cr3_load", "set_cr0_wp", "guest_map", "guest_unmap", "invlpg"} \
-    | set(ACCESS_ACTIONS) | set(EXTRA)
-GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
 
 
 def rank(level: str) -> int:
@@ -182,18 +179,18 @@ def named(oracle: Oracle, op: Operation) -> dict[str, set[Any]]:
             out.setdefault(sort, set()).add(x)
     for k in ("v", "v1", "v2"):
         if isinstance(a.get(k), int) and 0 <= a[k] < cfg.vms:
-            put("vm", a[k])
+            put(VM, a[k])
     for k in ("g", "g1", "g2"):
         if isinstance(a.get(k), int) and 0 <= a[k] < cfg.gfns:
-            put("gfn", a[k])
+            put(GFN, a[k])
     if "r" in a:
-        put("root", oracle._root_ix.get(a["r"]))
+        put(ROOT, oracle._root_ix.get(a["r"]))
     if "x" in a:
-        put("gva", oracle._gva_ix.get(a["x"]))
+        put(GVA, oracle._gva_ix.get(a["x"]))
     if isinstance(a.get("a"), str) and a["a"] in oracle._access:  # (guest_map's `a` is its A bit)
-        put("access", oracle._access[a["a"]])
-        if a.get("v") in out.get("vm", ()):
-            put("root", oracle.u.get(oracle.state, "cur_root", a["v"]))
+        put(ACCESS, oracle._access[a["a"]])
+        if a.get("v") in out.get(VM, ()):
+            put(ROOT, oracle.u.get(oracle.state, CUR_ROOT, a["v"]))
     return out
 
 
@@ -203,14 +200,14 @@ def observed(oracle: Oracle, op: Operation, obs: Observation, read_guest: Any) -
     the operation and guest memory. (Not off the spec steps a search found at level state: they
     are one explanation of the state, not necessarily what the implementation did.)"""
     a, out = op.args, []
-    if op.action in ("vm_create", "vm_destroy") and isinstance(a.get("v"), int):
+    if op.action in (VM_CREATE, VM_DESTROY) and isinstance(a.get("v"), int):
         out.append((op.action, {"v": a["v"]}))
-    elif op.action.startswith("balloon_inflate") and _zeroed(oracle, a, read_guest):
+    elif op.action.startswith(BALLOON_INFLATE) and _zeroed(oracle, a, read_guest):
         # The page may have been given up (its content gone: zero) or the request declined
         # (unchanged): the guest's memory says which.
-        out.append(("balloon_inflate", {"v": a["v"], "g": a["g"]}))
+        out.append((BALLOON_INFLATE, {"v": a["v"], "g": a["g"]}))
     if obs.access is not None and obs.access.oom and _walked(oracle, op, read_guest):
-        out.append(("guest_walk", {}))
+        out.append((GUEST_WALK, {}))
     return out
 
 
@@ -254,9 +251,9 @@ def guest_view(oracle: Oracle) -> State:
     u, cfg, s = oracle.u, oracle.config, [list(e) for e in oracle._init]
     lay = u.layout
     for v, vm in oracle.ideal.vms.items():
-        s[lay["live"].index][v] = True
-        s[lay["cr0_wp"].index][v] = vm.ctl.wp
-        s[lay["cur_root"].index][v] = oracle._root_ix.get(vm.cr3)  # type: ignore[arg-type]
+        s[lay[LIVE].index][v] = True
+        s[lay[CR0_WP].index][v] = vm.ctl.wp
+        s[lay[CUR_ROOT].index][v] = oracle._root_ix.get(vm.cr3)  # type: ignore[arg-type]
         probe = copy.copy(vm)
         probe.ctl = Controls()
         for ri, root in enumerate(cfg.roots):
@@ -265,7 +262,7 @@ def guest_view(oracle: Oracle) -> State:
                 o, t, used = probe.walk(x, "read", False)
                 if o.fault or t is None or o.paddr is None or not used or o.paddr >> 12 >= cfg.gfns:
                     continue
-                k = u.index("gmap", (v, ri, xi))
+                k = u.index(GMAP[0], (v, ri, xi))
                 leaf = used[-1][1]
                 for name, val in zip(GMAP, (o.paddr >> 12, t.rw, t.us, t.nx, bool(leaf & A), bool(leaf & D))):
                     s[lay[name].index][k] = val
@@ -278,8 +275,8 @@ class Blind:
 
     def __init__(self, cat: Any) -> None:
         self.cat = cat
-        self._live = cat.it.u.layout["live"].index
-        self._vms = {name: [i for i, p in enumerate(o.inputs) if p.type.name == "vm"] for name, o in cat.ops.items()}
+        self._live = cat.it.u.layout[LIVE].index
+        self._vms = {name: [i for i, p in enumerate(o.inputs) if p.type.name == VM] for name, o in cat.ops.items()}
 
     def legal(self, s: State, name: str, xs: tuple[Any, ...]) -> bool:
         if name in GUEST_OPS:

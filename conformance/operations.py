@@ -7,6 +7,7 @@ chosen v, g); an output no guard pins is searched over its whole sort. Accesses 
 the guest (its current CR3). A few operations are not spec actions: raw page-table edits
 (`gpte_write`), CR4 changes (`set_cr4`) and one pass of the sharing scanner (`share_scan`); each
 is legal whenever its VM lives, and the harness judges what the implementation did in response.
+Which action is which (an access, an output, an alternative answer) is the DMM binding's (binding.py).
 """
 
 from __future__ import annotations
@@ -19,32 +20,8 @@ from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 from dmmcheck.spec import ast as A
 
-ACCESS_ACTIONS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
-# What the implementation chooses, by action (everything else is the harness's to choose).
-OUTPUTS = {"demand_page": ("m",), "swap_in": ("s", "m"), "swap_out": ("m", "s"), "share_merge": ("m1", "m2"),
-           "cow_break": ("m", "n"), "balloon_inflate": ("m",), "balloon_inflate_swapped": ("s",),
-           "pool_grow": ("m",), "pool_shrink": ("m",)}
-# One operation the implementation may answer with any of these actions (e.g. a balloon inflate
-# of a resident, swapped or absent gfn).
-ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped", "balloon_inflate_unmapped"),
-                "balloon_inflate_swapped": ("balloon_inflate_swapped",),
-                "balloon_inflate_unmapped": ("balloon_inflate_unmapped",),
-                "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom"),
-                "swap_out": ("swap_out", "swap_full")}
-EXTRA = {"gpte_write": ("v", "r", "x"), "set_cr4": ("v",), "share_scan": ()}
-# Every argument of the extra operations (a trace that lacks one is broken).
-EXTRA_ARGS = {"gpte_write": ("v", "r", "x", "level", "g", "bits"), "set_cr4": ("v", "nxe", "smep", "smap"),
-              "share_scan": ()}
-# Composite operations: legal when the VM lives; the implementation performs the steps that make
-# the spec action enabled first (vm_destroy: give every page back, then destroy).
-WHEN_LIVE = {"vm_destroy"} | set(EXTRA) | set(ACCESS_ACTIONS)
-# Policy requests a VMM may always decline (doing nothing is a legal answer): the generator also asks
-# them now and then where the spec forbids the action itself — a swap-out or merge of a guest table,
-# a balloon of a shadowed table — and the VMM must refuse (its own checks are under test too).
-REFUSABLE = ("swap_out", "swap_io_error", "share_merge", "balloon_inflate")
-# Only the VMM itself does these; they are judged when reported, never asked for.
-INTERNAL = {"shadow_fill", "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect_gpt", "tlb_flush",
-            "tlb_evict", "flush_request", "share_rehome"}
+from .binding import ACCESS_ACTIONS, ALTERNATIVES, CUR_ROOT, INTERNAL, LIVE, OUTPUTS, WHEN_LIVE
+from .binding import REFUSABLE as REFUSABLE  # the input space (inputs.py) reads it from here
 
 
 @dataclass
@@ -70,8 +47,8 @@ class Catalogue:
                 if alt in it.spec.actions:
                     spec.plans.append((alt, self._plan(alt, [p.name for p in inputs])))
             self.ops[name] = spec
-        self._live = it.u.layout["live"].index
-        self._cur_root = it.u.layout["cur_root"].index
+        self._live = it.u.layout[LIVE].index
+        self._cur_root = it.u.layout[CUR_ROOT].index
 
     def _plan(self, action: str, inputs: list[str]) -> list[tuple]:
         act = self.it.spec.actions[action]

@@ -34,18 +34,15 @@ from dmmcheck.model.state import State
 
 from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
+from .binding import (ACCESS, BALLOON_INFLATE, CR3_LOAD, G_TABLE, GFN, GMAP, GUEST_MAP, GUEST_PATH, GUEST_UNMAP,
+                      GUEST_VIEW_OPS, GUEST_WALK, GVA, HITS, INVLPG, MEMORY_WRITERS, MFN, ROOT, SET_CR0_WP, SET_CR4,
+                      SHADOW_FILL, SHADOW_HIT, SLOT, TLB_HIT, VM, VM_CREATE, VM_DESTROY)
 from .ideal import PAGE, Ideal, Outcome
 
-MEMORY_WRITERS = {"guest_walk", "guest_write", "demand_page", "swap_in", "cow_break", "balloon_inflate",
-                  "balloon_inflate_swapped", "balloon_inflate_unmapped"}
-GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
 # What abstract_state() gives besides its costly parts (abstraction.PARTS): everything
 # to_spec_state reads of it.
 RAW_KEYS = ("mfns", "vms", "pool", "descriptor", "p2m", "swap", "slots_used", "ballooned", "write_protected",
             "gpt_pages", "flush_pending")
-# Operations that change what the guest's walks give without a store or an event: CR4.NXE (a walk's
-# NX), a VM created or destroyed (its walks appear or go).
-GUEST_VIEW_OPS = {"set_cr4", "vm_create", "vm_destroy"}
 
 
 class Failure(Exception):
@@ -90,7 +87,7 @@ class Judge:
         self.touches: dict[str, frozenset[str]] = {
             name: frozenset(part for part, (_, names) in PARTS.items() if set(names) & act.modifies)
             for name, act in spec.actions.items()}
-        self.touches["hit"] = self.touches.get("shadow_hit", ALL_PARTS) | self.touches.get("tlb_hit", ALL_PARTS)
+        self.touches["hit"] = self.touches.get(SHADOW_HIT, ALL_PARTS) | self.touches.get(TLB_HIT, ALL_PARTS)
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.initial: State | None = None  # the spec's initial state in this scope, computed once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
@@ -128,7 +125,7 @@ class Oracle:
         self.skipped: Counter[str] = Counter()  # accesses the adapter did not perform, by kind (runner.py shares one)
         self._root_ix = {r: i for i, r in enumerate(config.roots)}
         self._gva_ix = {x: i for i, x in enumerate(config.gvas)}
-        self._access = {n: i for i, n in enumerate(spec.enums["access"])}
+        self._access = {n: i for i, n in enumerate(spec.enums[ACCESS])}
         self._lay = {n: self.u.layout[n] for n in self.u.layout}
         self._flags: dict[int, dict[str, Any]] = {}
         self._raw: tuple[Any, ...] | None = None  # what the last step judged read, but for its costly parts
@@ -188,21 +185,21 @@ class Oracle:
             if p.name not in args:
                 raise Failure("refinement", f"event {name} lacks argument {p.name!r}: {args}")
             v, t = args[p.name], p.type.name
-            if t == "vm":
+            if t == VM:
                 x = v if 0 <= v < self.config.vms else None
-            elif t == "root":
+            elif t == ROOT:
                 x = self._root_ix.get(v)
-            elif t == "gva":
+            elif t == GVA:
                 x = self._gva_ix.get(v)
-            elif t == "gfn":
+            elif t == GFN:
                 x = v if 0 <= v < self.config.gfns else None
-            elif t == "mfn":
+            elif t == MFN:
                 x = v - self.au.first_mfn
                 if not 0 <= x < self.au.nr_mfns:
                     raise Failure("refinement", f"event {name}: {p.name}={v:#x} is not a DMM machine page")
-            elif t == "slot":
+            elif t == SLOT:
                 x = v if 0 <= v < self.config.slots else None
-            elif t == "access":
+            elif t == ACCESS:
                 x = self._access[v]
             else:
                 x = bool(v)
@@ -246,7 +243,7 @@ class Oracle:
                 if name not in self.it.actions:
                     raise Failure("refinement", f"event {i}: {name!r} is not an action of the spec")
                 xs = self.spec_args(name, args)
-                if xs is not None and name == "shadow_fill" and not self.it.is_enabled(s, name, xs):
+                if xs is not None and name == SHADOW_FILL and not self.it.is_enabled(s, name, xs):
                     s = self._edit_before_fill(s, impl, xs, steps)
                 if xs is not None:
                     s = self._apply(s, name, xs, steps, f"event {i}")
@@ -269,25 +266,25 @@ class Oracle:
         return self.it.apply(s, name, xs)
 
     def _hit(self, s: State, args: dict[str, Any], steps: list[SpecStep], i: int) -> State:
-        xs = self.spec_args("shadow_hit", args)
+        xs = self.spec_args(SHADOW_HIT, args)
         if xs is None:
             return s
-        for name in ("shadow_hit", "tlb_hit"):
+        for name in HITS:
             if self.it.is_enabled(s, name, xs):
                 return self._apply(s, name, xs, steps, f"event {i}")
-        return self._apply(s, "shadow_hit", xs, steps, f"event {i} (a hit the hardware served)")
+        return self._apply(s, SHADOW_HIT, xs, steps, f"event {i} (a hit the hardware served)")
 
     def _edit_before_fill(self, s: State, impl: State, xs: tuple[Any, ...], steps: list[SpecStep]) -> State:
         """A guest edit of the fill's own entry may precede the fill within one operation. Same
         mapping: a walk through another root sharing the table set its A bit (and D, for a write).
         Another mapping: the guest rewrote the entry; the final one is the edit. (Whatever this
         assumes that the implementation's final state does not bear out fails the final compare.)"""
-        k = self.u.index("gmap", xs[:3])
+        k = self.u.index(GMAP[0], xs[:3])
         cur = tuple(s[self._lay[n].index][k] for n in GMAP)
         if cur[0] != xs[3]:
             return self._guest_edits(s, impl, steps, only=k)
         new = cur[:4] + (True, cur[5] or xs[5])
-        return s if new == cur else self._apply(s, "guest_map", xs[:3] + new, steps, "guest edit", True)
+        return s if new == cur else self._apply(s, GUEST_MAP, xs[:3] + new, steps, "guest edit", True)
 
     def _guest_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None = None) -> State:
         """The guest's own page-table edits: every (vm, root, gva) whose walk reads other tables
@@ -303,14 +300,14 @@ class Oracle:
                 continue
             v, r, x = self.u.point(GMAP[0], k)
             if now[0] is None:
-                s = self._apply(s, "guest_unmap", (v, r, x), steps, "guest edit", True)
+                s = self._apply(s, GUEST_UNMAP, (v, r, x), steps, "guest edit", True)
             else:
-                s = self._apply(s, "guest_map", (v, r, x) + now, steps, "guest edit", True)
+                s = self._apply(s, GUEST_MAP, (v, r, x) + now, steps, "guest edit", True)
         return s
 
     def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None) -> State:
         """guest_path for each (vm, root, gva, table gfn) the walk now reads or no longer reads."""
-        tab = self._lay.get("g_table")
+        tab = self._lay.get(G_TABLE)
         if tab is None or impl[tab.index] == s[tab.index]:
             return s
         tables = tab.domains[-1]  # g_table's points are gmap's, times the table gfn
@@ -318,7 +315,7 @@ class Oracle:
         for k in points:
             now = impl[tab.index][k]
             if now != s[tab.index][k]:
-                s = self._apply(s, "guest_path", self.u.point("g_table", k) + (now,), steps, "guest edit", True)
+                s = self._apply(s, GUEST_PATH, self.u.point(G_TABLE, k) + (now,), steps, "guest edit", True)
         return s
 
     def unexplained(self, impl: State) -> None:
@@ -374,29 +371,29 @@ class Oracle:
         a, ideal = op.args, self.ideal
         events = obs.events if events is None else events
         for name, args in events:
-            if name == "vm_create":
+            if name == VM_CREATE:
                 ideal.create(args["v"])
-            elif name.startswith("balloon_inflate") and args["v"] in ideal.vms:
+            elif name.startswith(BALLOON_INFLATE) and args["v"] in ideal.vms:
                 ideal.vms[args["v"]].mem.zero(args["g"])  # the guest gave the page up: its content is gone
         for v, gpa, data in obs.guest_writes:
             ideal.vms[v].mem.write(gpa, data)
         vm = ideal.vms.get(a.get("v"))  # type: ignore[arg-type]
-        if op.action == "cr3_load" and vm is not None:
+        if op.action == CR3_LOAD and vm is not None:
             vm.cr3 = a["r"]
             vm.flush()
-        elif op.action == "set_cr0_wp" and vm is not None:
+        elif op.action == SET_CR0_WP and vm is not None:
             vm.ctl.wp = a["b"]
-        elif op.action == "set_cr4" and vm is not None:
+        elif op.action == SET_CR4 and vm is not None:
             if a["smep"] and not vm.ctl.smep:
                 vm.flush()  # SDM 4.10.4.1: a MOV to CR4 that sets SMEP invalidates the TLB
             vm.ctl.nxe, vm.ctl.smep, vm.ctl.smap = a["nxe"], a["smep"], a["smap"]
-        elif op.action == "invlpg" and vm is not None:
+        elif op.action == INVLPG and vm is not None:
             vm.invlpg(a["x"])
         elif obs.access is not None and obs.access.skipped:
             self.skipped[a.get("a", op.action)] += 1  # not performed: nothing happened, nothing to judge
         elif obs.access is not None and vm is not None:
-            self._judge_access(op, obs.access, read_guest, walked=any(n == "guest_walk" for n, _ in events))
-        if any(n == "vm_destroy" for n, _ in events):
+            self._judge_access(op, obs.access, read_guest, walked=any(n == GUEST_WALK for n, _ in events))
+        if any(n == VM_DESTROY for n, _ in events):
             ideal.destroy(a["v"])
         if obs.access is None or a.get("a") != "read":
             self.compare_memory(read_guest)

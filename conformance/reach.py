@@ -33,16 +33,16 @@ from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 from dmmcheck.spec import ast as A
 
-from .operations import OUTPUTS, _pins
+from .binding import G_TABLE, GMAP, GUEST_EDITS, GUEST_MAP, GUEST_PATH, GUEST_UNMAP, MFN, OUTPUTS, SLOT, VM
+from .operations import _pins
 
-GUEST_EDITS = ("guest_map", "guest_unmap", "guest_path")
 # How far uphill the lookahead's first action may go (points): freeing a page for the next
 # allocation changes its descriptor, its pool lists and a slot.
 UPHILL = 12
 # The sorts of which one unused element joins the search, and of which each VM lends one it holds
 # (Reach.elements).
-SPARE = ("slot",)
-BORROW = ("mfn",)
+SPARE = (SLOT,)
+BORROW = (MFN,)
 # A point about the guest's own elements weighs this many points about resources (Reach.weights).
 HEAVY = 8
 # Regression: the most promising disabled actions tried at a ridge, and the states each may take.
@@ -50,7 +50,6 @@ REGRESS_WANTED = 6
 REGRESS_STATES = 40
 # Searches worth remembering (states expanded), and how many are kept.
 CACHE_FROM, CACHE_SIZE = 20, 32
-GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class Reach:
         outputs = {p.type.name for name, outs in OUTPUTS.items() if name in self.it.actions
                    for p in self.it.actions[name].action.params if p.name in outs}
         self.weights = [1 if any(t.name in outputs for t in self.types[k].args) else HEAVY for k in self.keys]
-        self.gtab = u.layout.get("g_table")
+        self.gtab = u.layout.get(G_TABLE)
 
     def _plan(self, name: str, ca: Any) -> _Plan:
         act, u = ca.action, self.it.u
@@ -169,12 +168,12 @@ class Reach:
             if spare is not None:
                 out.setdefault(sort, set()).add(spare)
         for sort in BORROW:
-            for v in sorted(out.get("vm", ())):
+            for v in sorted(out.get(VM, ())):
                 # the lowest element of the sort that a point of v names in both states, and
                 # nothing else names
                 for e, (k, point) in sorted(held.get(sort, {}).items()):
                     sym = self.types[k]
-                    if e not in out.get(sort, ()) and ("vm", v) in zip((t.name for t in sym.args), point) \
+                    if e not in out.get(sort, ()) and (VM, v) in zip((t.name for t in sym.args), point) \
                             and target[k][self.it.u.index(sym.name, point)] == e:
                         for t, x in zip(sym.args, point):
                             out.setdefault(t.name, set()).add(x)
@@ -279,15 +278,15 @@ class Reach:
             tab = target[self.gtab.index]
             for k in paths:
                 if tab[k] != s[self.gtab.index][k]:
-                    args = self.it.u.point("g_table", k) + (tab[k],)
-                    if self.it.is_enabled(s, "guest_path", args):
-                        yield "guest_path", args, self.it.apply(s, "guest_path", args)
+                    args = self.it.u.point(G_TABLE, k) + (tab[k],)
+                    if self.it.is_enabled(s, GUEST_PATH, args):
+                        yield GUEST_PATH, args, self.it.apply(s, GUEST_PATH, args)
         for k in edits:  # the guest's edits, to exactly the implementation's values
             now = tuple(target[i][k] for i in self.gmap_ix)
             if now == tuple(s[i][k] for i in self.gmap_ix):
                 continue
-            point = self.it.u.point("gmap", k)
-            name, args = ("guest_unmap", point) if now[0] is None else ("guest_map", point + now)
+            point = self.it.u.point(GMAP[0], k)
+            name, args = (GUEST_UNMAP, point) if now[0] is None else (GUEST_MAP, point + now)
             if self.it.is_enabled(s, name, args):
                 yield name, args, self.it.apply(s, name, args)
 

@@ -19,6 +19,7 @@ from typing import Any
 from dmmcheck.model.state import State
 
 from .adapter import Adapter, Config
+from .binding import GVA, ROOT, VM
 from .oracle import Failure
 from .runner import Runner, StepRecord
 from .trace import Trace, prepare
@@ -137,7 +138,7 @@ def _walks_of_access(runner: Runner, adapter: Adapter, rec: StepRecord) -> Walks
     return walks(runner, adapter, a["v"], vm.cr3, a["x"] + a.get("offset", 0), a.get("a", "read"), bool(a.get("u")))
 
 
-BOUND = re.compile(r"\b(vm|root|gva)(\d+)\b")
+BOUND = re.compile(rf"\b({VM}|{ROOT}|{GVA})(\d+)\b")
 
 
 def _walks_of_verdict(runner: Runner, adapter: Adapter, f: Failure) -> Walks | None:
@@ -146,14 +147,14 @@ def _walks_of_verdict(runner: Runner, adapter: Adapter, f: Failure) -> Walks | N
     cfg, found = runner.config, {}
     for m in BOUND.finditer((f.detail or f.message).splitlines()[0] if (f.detail or f.message) else ""):
         found.setdefault(m.group(1), int(m.group(2)))
-    v = f.facts.get("vm", found.get("vm"))
+    v = f.facts.get("vm", found.get(VM))  # (the facts' keys are a verdict's, not the spec's)
     gva = f.facts.get("gva")
-    if gva is None and found.get("gva", len(cfg.gvas)) < len(cfg.gvas):
-        gva = cfg.gvas[found["gva"]]
+    if gva is None and found.get(GVA, len(cfg.gvas)) < len(cfg.gvas):
+        gva = cfg.gvas[found[GVA]]
     vm = runner.oracle.ideal.vms.get(v) if isinstance(v, int) else None  # type: ignore[union-attr]
     if vm is None or gva is None:
         return None
-    root = cfg.roots[found["root"]] if found.get("root", len(cfg.roots)) < len(cfg.roots) else vm.cr3
+    root = cfg.roots[found[ROOT]] if found.get(ROOT, len(cfg.roots)) < len(cfg.roots) else vm.cr3
     return None if root is None else walks(runner, adapter, v, root, gva, "read", False)  # type: ignore[arg-type]
 
 

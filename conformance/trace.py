@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from . import levels
 from .adapter import LEVELS, Adapter, Capabilities, Config, Operation
-from .operations import ACCESS_ACTIONS, EXTRA_ARGS, INTERNAL, OUTPUTS
+from .binding import ACCESS_ACTIONS, COW_BREAK, EXTRA_ARGS, GFN, GVA, INTERNAL, OUTPUTS, ROOT, SLOT, VM
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
 
@@ -134,7 +134,7 @@ def check_steps(path: Path, trace: Trace, ops: list[Operation], spec: Any, opera
         if op.action in spec.actions:
             outs = set(OUTPUTS.get(op.action, ())) | ({"r"} if op.action in ACCESS_ACTIONS else set())
             need = [p.name for p in spec.actions[op.action].params if p.name not in outs]
-        if op.action == "cow_break" and trace.header.get("values") == "impl":
+        if op.action == COW_BREAK and trace.header.get("values") == "impl":
             need.append("value")  # the guest's store that breaks the sharing (a bmc trace's is 0)
         missing = [k for k in need if k not in op.args]
         if missing:
@@ -164,8 +164,8 @@ def _impl_value(v: Any, config: Config) -> Any:
         return v
     if v in ("true", "false"):
         return v == "true"
-    for sort, values in (("vm", range(config.vms)), ("root", config.roots), ("gva", config.gvas),
-                         ("gfn", range(config.gfns)), ("slot", range(config.slots))):
+    for sort, values in ((VM, range(config.vms)), (ROOT, config.roots), (GVA, config.gvas),
+                         (GFN, range(config.gfns)), (SLOT, range(config.slots))):
         if v.startswith(sort) and v[len(sort):].isdigit():
             i = int(v[len(sort):])
             if i >= len(values):

@@ -17,7 +17,6 @@ from dmmcheck.spec.checker import CheckedSpec
 
 from .counterexample import Counterexamples
 from .counting import Counts
-from .incremental import clauses
 from .obligation import Obligation
 from .query import Answer, Assertion, Level, Part, Query, Reading, tracked
 from .z3enc import Encoding, Env, Updated, Vocab
@@ -105,6 +104,10 @@ class Builders:
         enc = self.encoding(None)
         act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
         env, _ = self.action_parts[act.name]
+        # Here, not at the top: incremental brings the interpreter's modules, which only this fallback
+        # rung of the ladder needs.
+        from .incremental import clauses
+
         inv = next(i for i in self.spec.invariants if i.name == ob.invariant)
         for n, (vs, body) in enumerate(clauses(inv.formula)):
             enc.reset_fresh(2_000_000 + 1000 * n)

@@ -8,7 +8,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dmmcheck.spec.checker import CheckedSpec
@@ -20,9 +19,12 @@ _MARK = {"proved": "[green]✓[/]", "violated": "[red]✗[/]", "unknown": "[yell
 
 
 def run_with_progress(opts: ProveOptions, console: Console, quiet: bool = False) -> tuple[list[Result], float]:
-    total = len(select(Prover.list_obligations(loaded(opts), opts.bmc, opts.kinduction), opts.only))
     if quiet or not console.is_terminal:
         return run(opts)
+    total = len(select(Prover.list_obligations(loaded(opts), opts.bmc, opts.kinduction), opts.only))
+    # Imported only for a terminal: a piped or --json run never draws the bar (rich.progress: ~5 ms).
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("proving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=True) as bar:
         task = bar.add_task("prove", total=total, last="")

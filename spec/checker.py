@@ -12,7 +12,6 @@ a mutable symbol unassigned.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 from . import ast as A
@@ -152,6 +151,8 @@ class _Checker:
         return _Fail()
 
     def _suggest(self, name: str, candidates: list[str]) -> str:
+        import difflib  # only a spec with errors needs it: not on every command's start
+
         close = difflib.get_close_matches(name, candidates, n=1)
         return f"; did you mean {close[0]!r}?" if close else ""
 

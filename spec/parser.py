@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+import os
+import sys
+from contextlib import suppress
 from functools import lru_cache
-from importlib import resources
+from importlib.util import find_spec
+from io import StringIO
 from pathlib import Path
-
-import lark
-from lark import Lark, Token, Transformer, v_args
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from . import ast as A
 from .errors import Diagnostic, SpecError, source_lines
+
+if TYPE_CHECKING:
+    from lark import Lark, Token
 
 MAX_INT_DIGITS = 18
 
@@ -41,12 +49,92 @@ _CHAR_HINTS = {
 }
 
 
+_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "basic", "propagate_positions": True,
+                            "maybe_placeholders": False}
+# Bump when what the parser cache holds changes form.
+_CACHE_FORMAT = "dmm-parser/1"
+
+
+def _grammar() -> str:
+    return Path(__file__).with_name("grammar.lark").read_text()  # package data, installed beside this file
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
+    """The parser built by lark itself: the fallback, and the one whose exceptions word syntax errors."""
+    from lark import Lark
+
     # cache=True keeps the compiled LALR tables in the temp directory, keyed by the grammar's hash.
-    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False,
-                cache=True)
+    return Lark(_grammar(), **_OPTIONS, cache=True)
+
+
+def parser_cache_dir() -> Path:
+    """Where the standalone parser is kept: $DMM_PARSER_CACHE, else the user's cache folder."""
+    if os.environ.get("DMM_PARSER_CACHE"):
+        return Path(os.environ["DMM_PARSER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dmm"
+
+
+def _cache_key(grammar: str) -> str:
+    """Everything the cached parser depends on: the grammar, the options, the Python that compiled
+    it (marshal's format is per version) and the installed lark (it generated the code)."""
+    spec = find_spec("lark")
+    origin = Path(spec.origin) if spec and spec.origin else None
+    lark_id = f"{origin}:{origin.stat().st_mtime_ns}" if origin and origin.exists() else "?"
+    text = "\n".join([_CACHE_FORMAT, sys.version, lark_id, repr(sorted(_OPTIONS.items())), grammar])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=1)
+def _standalone() -> ModuleType | None:
+    """lark's standalone parser for the grammar (the LALR tables and lark's runtime in one module),
+    compiled once and kept in parser_cache_dir(): loading it costs a few ms, where importing lark
+    and loading its own cache costs ~30. None when it cannot be had (then lark parses)."""
+    try:
+        grammar = _grammar()
+        path = parser_cache_dir() / f"parser-{_cache_key(grammar)}.marshal"
+    except OSError:
+        return None
+    try:
+        code = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):  # absent, unreadable or damaged: made again
+        code = _compile_standalone(path)
+    if code is None:
+        return None
+    name = f"{__package__}._standalone_parser"
+    module = sys.modules[name] = ModuleType(name)  # its dataclasses look their module up there
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - code lark generated from our own grammar
+        vars(module)["parser"] = module.Lark_StandAlone()
+    except Exception:  # noqa: BLE001 - a cache entry that does not load is never an error: lark parses
+        del sys.modules[name]
+        return None
+    return module
+
+
+def _compile_standalone(path: Path) -> Any:
+    """Generate and compile the standalone parser and keep it at `path`; None when `path` cannot be
+    written (a read-only home or checkout): generating it per process would cost more than lark."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            return None
+    except OSError:
+        return None
+    from lark.tools.standalone import gen_standalone
+
+    out = StringIO()
+    gen_standalone(_parser(), out=out)
+    code = compile(out.getvalue(), "<dmm standalone parser>", "exec")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(marshal.dumps(code))
+        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    except OSError:
+        with suppress(OSError):
+            tmp.unlink()
+        return None
+    return code
 
 
 def _describe(terminals: set[str] | frozenset[str]) -> str:
@@ -64,14 +152,31 @@ def _describe(terminals: set[str] | frozenset[str]) -> str:
 
 
 def _end_loc(file: str, text: str) -> A.Loc:
-    lines = source_lines(text[:-1] if text.endswith("\n") else text)  # the end of the last line
+    lines = source_lines(text.removesuffix("\n"))  # the end of the last line
     return A.Loc(file, len(lines), len(lines[-1]) + 1)
 
 
 def parse(text: str, file: str = "<spec>") -> A.SpecFile:
     """Parse spec text into a surface AST, or raise SpecError."""
+    fast = _standalone()
+    if fast is not None:
+        try:
+            tree = fast.parser.parse(text)
+        except fast.UnexpectedInput:  # a syntax error: lark words it, exactly as without the cache
+            pass
+        else:
+            return _to_spec(tree, fast.Tree, text, file)
+    from lark import Tree
+
+    return _to_spec(_lark_parse(text, file), Tree, text, file)
+
+
+def _lark_parse(text: str, file: str) -> Any:
+    """The tree lark's own parser makes of the text, or SpecError saying where and what was expected."""
+    import lark
+
     try:
-        tree = _parser().parse(text)
+        return _parser().parse(text)
     except lark.UnexpectedToken as e:
         tok = e.token
         if tok.type == "$END" or tok.line is None:
@@ -89,15 +194,16 @@ def parse(text: str, file: str = "<spec>") -> A.SpecFile:
         raise SpecError([Diagnostic(loc, f"unexpected character {ch!r}", expected)], text) from None
     except lark.UnexpectedEOF as e:
         raise SpecError([Diagnostic(_end_loc(file, text), "unexpected end of file", _describe(set(e.expected)))], text) from None
+
+
+def _to_spec(tree: Any, tree_type: type, text: str, file: str) -> A.SpecFile:
+    """The surface AST of a parse tree made by lark or by the standalone parser (tree_type: its Tree)."""
     try:
-        decls = _ToAst(file).transform(tree)
-    except lark.exceptions.VisitError as e:
-        if isinstance(e.orig_exc, SpecError):
-            raise SpecError(e.orig_exc.diagnostics, text) from None
-        raise
+        decls = _ToAst(file, tree_type).transform(tree)
+    except SpecError as e:
+        raise SpecError(e.diagnostics, text) from None
     lines = source_lines(text)
-    decls = tuple(_with_doc(d, lines) for d in decls.children)
-    return A.SpecFile(decls, file=file, source=text)
+    return A.SpecFile(tuple(_with_doc(d, lines) for d in decls.children), file=file, source=text)
 
 
 def parse_file(path: str | Path) -> A.SpecFile:
@@ -116,6 +222,12 @@ def parse_file(path: str | Path) -> A.SpecFile:
         raise SpecError([Diagnostic(A.Loc(str(p), line, col), f"spec is not UTF-8 text: byte {e.object[e.start]:#04x} "
                                     f"({e.reason})", "UTF-8 text")]) from None
     return parse(text, str(p))
+
+
+def _is_token(x: object) -> bool:
+    """A token of either parser (lark's and the standalone's Token are both str subclasses; no other
+    child of a tree is a str)."""
+    return isinstance(x, str)
 
 
 def _token_words(tok: Token) -> str:
@@ -143,13 +255,19 @@ def _fields(node: object) -> dict:
     return {k: getattr(node, k) for k in node.__dataclass_fields__}  # type: ignore[attr-defined]  # every AST node is a dataclass
 
 
-@v_args(meta=True)
-class _ToAst(Transformer):
-    """Lark tree -> AST nodes, each with its Loc."""
+class _ToAst:
+    """Lark tree -> AST nodes, each with its Loc: bottom up, a rule's method called with the rule's
+    meta and its children done (what lark's Transformer does with v_args(meta=True)). Written here
+    because the tree comes from lark or from the standalone parser, each with its own classes."""
 
-    def __init__(self, file: str) -> None:
-        super().__init__()
+    def __init__(self, file: str, tree_type: type) -> None:
         self.file = file
+        self.tree_type = tree_type
+
+    def transform(self, tree: Any) -> Any:
+        children = [self.transform(c) if isinstance(c, self.tree_type) else c for c in tree.children]
+        rule = getattr(self, tree.data, None)
+        return rule(tree.meta, children) if rule else self.tree_type(tree.data, children, tree.meta)
 
     def _loc(self, meta: object) -> A.Loc:
         return A.Loc(self.file, getattr(meta, "line", 0), getattr(meta, "column", 0))
@@ -166,7 +284,7 @@ class _ToAst(Transformer):
 
     def _split_mut(self, c):
         """(mutable, ghost, the rest) from a declaration's optional modifier."""
-        if c and isinstance(c[0], Token) and c[0].type in ("IMMUTABLE", "GHOST"):
+        if c and _is_token(c[0]) and c[0].type in ("IMMUTABLE", "GHOST"):
             return c[0].type == "GHOST", c[0].type == "GHOST", c[1:]
         return True, False, c
 
@@ -200,7 +318,7 @@ class _ToAst(Transformer):
         return A.ActionDecl(str(c[0]), params, body, loc=self._loc(meta))
 
     def witness_decl(self, meta, c):
-        required = bool(c) and isinstance(c[0], Token) and c[0].type == "REQUIRED"
+        required = bool(c) and _is_token(c[0]) and c[0].type == "REQUIRED"
         c = c[1:] if required else c
         shape = tuple(x for x in c[1:] if isinstance(x, A.ShapeStep))
         rest = [x for x in c[1:] if not isinstance(x, A.ShapeStep)]

@@ -44,6 +44,22 @@ def test_a_changed_parameter_a_missing_action_and_a_missing_symbol_are_named():
     assert lacks == ["state relation 'rmap'", "action 'vm_create' with the parameters (v: vm)", "action 'swap_out'"]
 
 
+def test_every_name_the_harness_declares_is_the_dmm_specs_and_required_of_a_variant():
+    ref = load(None)
+    assert binding.named(ref) == []
+    # the symbols it names are state an implementation shows: the check against the reference requires them
+    assert all(ref.symbols[n].mutable and not ref.symbols[n].ghost for n in binding.NAMED_SYMBOLS)
+    assert binding.GMAP[0] in binding.NAMED_SYMBOLS and binding.OUTPUTS.keys() <= binding.NAMED_ACTIONS
+
+
+def test_an_enum_whose_values_the_harness_names_must_keep_them():
+    # the harness draws and names accesses by these values: a spec with another is refused
+    spec = _variant("enum access { read, write, fetch }", "enum access { read, write, fetch, prefetch }")
+    assert binding.missing(spec) == ["enum access {read, write, fetch}"]
+    with pytest.raises(ValueError, match="lacks enum access"):
+        binding.check(spec)
+
+
 @pytest.mark.parametrize("command", ["fuzz", "replay"])
 def test_fuzz_and_replay_refuse_a_spec_that_is_not_the_dmm_spec(command, tmp_path, capsys):
     spec = str(EXAMPLES / "lockserv.dmm")

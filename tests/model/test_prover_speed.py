@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,32 @@ def test_prover_commands_import_nothing_of_the_harness(argv):
                          check=True).stdout
     heavy = [m for m in json.loads(out) if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
     assert heavy == [], argv
+
+
+def _imported(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv)], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    return json.loads(out)
+
+
+# What a proof that passes, printed to a pipe, never uses: lark (the standalone parser in the parser
+# cache parses), the progress bar, the HTML and ITF writers, the interpreter's incremental checks,
+# difflib (the checker's "did you mean" for a spec with errors).
+NOT_FOR_A_PASSING_PROOF = ("lark", "rich.progress", "dmmcheck.model.prove_html", "dmmcheck.model.html",
+                           "dmmcheck.model.itf", "dmmcheck.model.incremental", "difflib")
+
+
+def test_a_passing_proof_imports_only_what_it_uses(tmp_path):
+    env = {**os.environ, "DMM_PARSER_CACHE": str(tmp_path)}
+    _imported(["parse", LOCKSERV], env)  # fills the parser cache
+    mods = _imported(["prove", LOCKSERV, "--no-cache"], env)
+    assert [m for m in mods if m in NOT_FOR_A_PASSING_PROOF or m.startswith("lark.")] == []
+    assert "dmmcheck.model.prove" in mods  # the probe did prove
+
+
+def test_help_imports_nothing_of_the_spec_language():
+    mods = _imported(["--help"])
+    assert [m for m in mods if m == "lark" or m.startswith(("lark.", "dmmcheck.spec", "z3"))] == []
 
 
 def test_harness_commands_still_get_their_options(capsys):
