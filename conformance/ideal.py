@@ -9,8 +9,10 @@ and the guest's A/D bits.
 Where the architecture leaves the outcome open, the machine offers every allowed outcome (the
 candidates), and the oracle accepts any of them (docs/conformance.md, "Fair oracles"):
 - the TLB: after the guest changes an entry and before it invalidates (invlpg, CR3 load), a CPU may
-  still use the old translation, to succeed or to take a "spurious" #PF (SDM 4.10.4.3). The machine
-  keeps, per gva page, the translations the guest may still be using; any #PF drops them (4.10.4.1);
+  still use the old translation, to succeed or to take a "spurious" #PF (SDM 4.10.4.3). Each vCPU
+  keeps, per gva page, the translations it may still be using; a #PF on it drops its own for that
+  gva (4.10.4.1). A guest edit is a memory write whether the VMM traps it or not (an unsync table):
+  no vCPU's TLB is invalidated by it, only by that vCPU's own invlpg, CR3 load or setting of SMEP;
 - A bits on a walk that faults (4.8): unchanged, or A set on a top-down prefix of the entries the
   walk used (`Outcome.may_set_a`); never D, never an entry the walk did not use;
 - memory beyond the VM (a table, or a leaf's frame, at or past `gfns`): the configuration chooses
@@ -19,6 +21,13 @@ candidates), and the oracle accepts any of them (docs/conformance.md, "Fair orac
   "zeros" (memory that reads zeros: a table there holds not-present entries, so the walk faults not
   present; a leaf there reads zeros and drops writes).
 A non-canonical gva raises #GP(0): no walk, no #PF, no CR2 (SDM 3A 3.3.7.1, 6.15).
+
+A VM has several vCPUs over one memory, each with its own CR3, paging mode (a role: CR0.WP,
+CR4.SMEP, CR4.SMAP, EFER.NXE) and TLB. A mode change flushes nothing but what SDM 4.10.4.1 names (a
+MOV to CR4 that sets SMEP): the TLB caches an entry's rights (R/W, U/S, XD), not the mode, and the
+mode in force at the access judges them (4.10.2.2), so a translation cached under CR0.WP=1 may still
+serve a supervisor write after WP is cleared, and one cached before SMAP was set is checked with
+SMAP. A VMM that flushes on every mode change (as shadow roles do) shows less; that is allowed.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapter import BEYOND_MEMORY  # the conventions for memory beyond the VM (Config.beyond_memory)
+# BEYOND_MEMORY: the conventions for memory beyond the VM (Config.beyond_memory); roles by name
+from .adapter import BEYOND_MEMORY, ROLE_BITS, role_bits, role_name
 
 PAGE = 4096
 P, RW, US, A, D, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
@@ -90,10 +100,24 @@ class Outcome:
 
 @dataclass
 class Controls:
+    """A vCPU's paging mode: the bits a role names (Config.roles). The reset value is "wp+nxe"."""
     wp: bool = True
     nxe: bool = True
     smep: bool = False
     smap: bool = False
+
+    @staticmethod
+    def of(role: str) -> Controls:
+        """The mode a role names ("wp+nxe", "-", ...); a ValueError for a malformed name, or one
+        not in canonical form (the names Config.roles holds, and traces carry)."""
+        bits = role_bits(role)
+        if role_name(bits) != role:
+            raise ValueError(f"role {role!r}: the canonical name is {role_name(bits)!r}")
+        return Controls(wp="wp" in bits, nxe="nxe" in bits, smep="smep" in bits, smap="smap" in bits)
+
+    @property
+    def role(self) -> str:
+        return role_name({b for b in ROLE_BITS if getattr(self, b)})
 
 
 class GuestMemory:
@@ -158,14 +182,15 @@ def permits(acc: str, user: bool, ac: bool, c: Controls, rw: bool, us: bool, nx:
     return acc == "read" or rw or not c.wp
 
 
-class IdealVm:
-    """One VM: its memory, CR3 and controls, and what its TLB may still hold (SDM 4.10): whole
-    translations (`tlb`: 4 KiB, 2 MiB or 1 GiB, as cached by a successful access) and upper-level
-    entries (`psc`, the paging-structure caches: where the walk under a PML4E, PDPTE or PDE goes
-    next). A processor may use either instead of memory until the guest invalidates it."""
+class IdealCpu:
+    """One vCPU of a VM: the VM's memory (shared with its other vCPUs), its own CR3 and mode, and
+    what its TLB may still hold (SDM 4.10): whole translations (`tlb`: 4 KiB, 2 MiB or 1 GiB, as
+    cached by a successful access) and upper-level entries (`psc`, the paging-structure caches: where
+    the walk under a PML4E, PDPTE or PDE goes next). It may use either instead of memory until it
+    invalidates it itself: another vCPU's invlpg or CR3 load does not reach this TLB."""
 
-    def __init__(self, gfns: int, beyond: str = "fault") -> None:
-        self.mem = GuestMemory(gfns, beyond)
+    def __init__(self, mem: GuestMemory) -> None:
+        self.mem = mem
         self.cr3: int | None = None
         self.ctl = Controls()
         # (level of the leaf, gva >> its shift) -> translations the guest may still be using
@@ -373,18 +398,42 @@ class IdealVm:
         self.tlb.clear()
         self.psc.clear()
 
+    def load_cr3(self, root: int) -> None:
+        """MOV to CR3 (no PCIDs, no global pages): a new root and an empty TLB (SDM 4.10.4.1)."""
+        self.cr3 = root
+        self.flush()
+
+    def set_mode(self, role: str) -> None:
+        """The guest loads CR0.WP, CR4.SMEP, CR4.SMAP and EFER.NXE to the role's bits. Of these
+        only a MOV to CR4 that sets SMEP invalidates the TLB (SDM 4.10.4.1); the entries kept are
+        judged under the new mode when used (the module's docstring)."""
+        new = Controls.of(role)
+        if new.smep and not self.ctl.smep:
+            self.flush()
+        self.ctl = new
+
+
+class IdealVm:
+    """One VM: its guest-physical memory and its vCPUs (indices 0 .. vcpus-1), each an IdealCpu."""
+
+    def __init__(self, gfns: int, beyond: str = "fault", vcpus: int = 1) -> None:
+        if vcpus < 1:
+            raise ValueError(f"a VM has at least one vCPU, not {vcpus}")
+        self.mem = GuestMemory(gfns, beyond)
+        self.cpus = [IdealCpu(self.mem) for _ in range(vcpus)]
+
 
 class Ideal:
     """One IdealVm per live VM, mirrored from the operations the harness sends."""
 
-    def __init__(self, gfns: int, beyond: str = "fault") -> None:
+    def __init__(self, gfns: int, beyond: str = "fault", vcpus: int = 1) -> None:
         if beyond not in BEYOND_MEMORY:
             raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond!r}")
-        self.gfns, self.beyond = gfns, beyond
+        self.gfns, self.beyond, self.vcpus = gfns, beyond, vcpus
         self.vms: dict[int, IdealVm] = {}
 
     def create(self, v: int) -> None:
-        self.vms[v] = IdealVm(self.gfns, self.beyond)
+        self.vms[v] = IdealVm(self.gfns, self.beyond, self.vcpus)
 
     def destroy(self, v: int) -> None:
         self.vms.pop(v, None)
