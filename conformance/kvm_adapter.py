@@ -4,10 +4,11 @@
     dmm serve --impl dmmcheck.conformance.kvm_adapter:KvmVmm
 
 Each harness VM is a KVM VM with one vCPU (machine.py), kept across test cases and powered on
-afresh by `vm_create`. The guest plays every operation itself, as instructions (guest.py): page-
+afresh by `vm_create`: the adapter's scope has one vCPU (`c` is 0 in every operation). The guest plays every operation itself, as instructions (guest.py): page-
 table edits are stores through its direct map (KVM write-protects the tables it shadows, so these
 trap and are emulated, as any guest's are), CR3/CR0/CR4/EFER loads and invlpg are instructions,
-accesses are loads, stores and fetches at CPL 0 or 3. KVM shows nothing of itself, so the adapter
+accesses are loads, stores and fetches at CPL 0 or 3; `set_mode` loads the role's CR0.WP, CR4.SMEP,
+CR4.SMAP and EFER.NXE. KVM shows nothing of itself, so the adapter
 reports no events and no abstract state: the harness judges what the guest sees (docs/kvm.md).
 
 PML4 entry 511 of the root the guest runs on holds the adapter's own tables. The adapter keeps the
@@ -29,6 +30,7 @@ from .adapter import (
     Config,
     Observation,
     Operation,
+    role_bits,
 )
 from .scope import guest_tables, table_for
 
@@ -41,12 +43,13 @@ PAGE = G.PAGE
 UPPER = G.P | G.RW | G.US | G.A
 ACCESS_OPS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
 OPERATIONS = frozenset(ACCESS_OPS + (
-    "vm_create", "vm_destroy", "cr3_load", "set_cr0_wp", "set_cr4", "guest_map", "guest_unmap", "gpte_write",
+    "vm_create", "vm_destroy", "cr3_load", "set_mode", "guest_map", "guest_unmap", "gpte_write",
     "invlpg", "balloon_inflate", "balloon_inflate_unmapped", "balloon_inflate_swapped", "balloon_deflate",
     "demand_page"))
 # Campaigns vary each test case's scope up to this: three VMs and roots, gvas over up to four 2 MiB
-# regions drawn from the whole canonical space (scope.REGIONS), memory for their tables.
-SCOPE = Bounds(vms=3, gfns=48, mfns=48, slots=4, roots=3, gvas=16, regions=4, budget=True)
+# regions drawn from the whole canonical space (scope.REGIONS), memory for their tables; one vCPU
+# per VM (machine.py runs one).
+SCOPE = Bounds(vms=3, gfns=48, mfns=48, slots=4, roots=3, gvas=16, regions=4, budget=True, vcpus=1)
 CAPACITY = 256  # gfns each KVM VM's memory mapping holds (a larger configuration maps more)
 ENTRY511 = 0xFF8  # the byte offset of PML4 entry 511 in a root
 NO_1G = -1  # a walk through a 1 GiB page (_walk)
@@ -123,18 +126,15 @@ class KvmVmm:
         st = self.live.get(v)  # type: ignore[arg-type]
         if st is None:
             raise ValueError(f"{name}: VM {v} does not exist")
+        if a.get("c", 0) != 0:
+            raise ValueError(f"{name}: vCPU {a['c']}: each VM has one vCPU, 0")
         m = self.machines[v]
         if name == "vm_destroy":
             del self.live[v]
         elif name == "cr3_load":
             self._cr3_load(m, st, a["r"])
-        elif name == "set_cr0_wp":
-            m.set_controls(a["b"], m.nxe, m.smep, m.smap)
-        elif name == "set_cr4":
-            flush = a["smep"] and not m.smep
-            m.set_controls(m.wp, a["nxe"], a["smep"], a["smap"])
-            if flush:  # (SDM 4.10.4.1: setting SMEP invalidates the TLB)
-                st.cached.clear()
+        elif name == "set_mode":
+            self._set_mode(m, st, a["o"])
         elif name == "guest_map":
             leaf = (a["g"] << 12) | G.P | (G.RW if a["w"] else 0) | (G.US if a["u"] else 0) \
                 | (G.XD if a["nx"] else 0) | (G.A if a["a"] else 0) | (G.D if a["d"] else 0)
@@ -171,6 +171,15 @@ class KvmVmm:
         else:
             m.load_cr3(r * PAGE)
         st.cached.clear()
+
+    def _set_mode(self, m: Machine, st: GuestState, role: str) -> None:
+        """The guest loads the role's bits: wrmsr, mov cr4, mov cr0, each only where it changes."""
+        bits = role_bits(role)
+        smep = "smep" in bits
+        flush = smep and not m.smep
+        m.set_controls("wp" in bits, "nxe" in bits, smep, "smap" in bits)
+        if flush:  # (SDM 4.10.4.1: setting SMEP invalidates the TLB)
+            st.cached.clear()
 
     def _edit(self, v: int, m: Machine, st: GuestState, root: int, gva: int, level: int, entry: int,
               obs: Observation) -> None:
@@ -370,6 +379,8 @@ def _check(config: Config) -> None:
         raise ValueError(f"beyond_memory {config.beyond_memory!r}: KVM gives a final page beyond guest memory to the "
                          "VMM as MMIO (no #PF), so only \"zeros\" (KVM's own convention for a table there) or "
                          "\"ones\" can be played (docs/kvm.md)")
+    if config.vcpus != 1:
+        raise ValueError(f"{config.vcpus} vCPUs per VM: the adapter runs one (its scope's vcpus)")
     if config.gfns > G.MAX_GFNS:
         raise ValueError(f"{config.gfns} gfns: the adapter's direct map covers {G.MAX_GFNS}")
     for x in config.gvas:

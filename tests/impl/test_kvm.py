@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no KVM here: {WHY}")
 
 TRACES = Path(__file__).parent / "kvm-traces"
 CMD = f"{sys.executable} -m dmmcheck.conformance.kvm_adapter"
-ZEROS = Config(beyond_memory="zeros")  # the adapter's convention of choice: KVM's own for a table there
-ONES = Config(beyond_memory="ones")
+# the adapter's convention of choice (KVM's own for a table there), and its one vCPU
+ZEROS = Config(beyond_memory="zeros", vcpus=1)
+ONES = Config(beyond_memory="ones", vcpus=1)
 X = 0x400000  # the default gvas: 0x400000.. (PT at gfn 3 of root 0)
 
 
@@ -41,14 +42,14 @@ def guest(a, config: Config = ZEROS):  # type: ignore[no-untyped-def]
     gfn 11 supervisor rw NX, 0x403000 unmapped."""
     a.reset(config)
     op(a, "vm_create", v=0)
-    op(a, "cr3_load", v=0, r=0)
+    op(a, "cr3_load", v=0, c=0, r=0)
     for x, g, w, u, nx in ((X, 9, True, True, False), (X + 0x1000, 10, False, True, False),
                            (X + 0x2000, 11, True, False, True)):
         op(a, "guest_map", v=0, r=0, x=x, g=g, w=w, u=u, nx=nx, a=False, d=False)
 
 
 def acc(a, x: int, kind: str, user: bool, value: int = 0, size: int = 8):  # type: ignore[no-untyped-def]
-    return op(a, "guest_walk", v=0, x=x, a=kind, u=user, value=value, size=size, offset=0).access
+    return op(a, "guest_walk", v=0, c=0, x=x, a=kind, u=user, value=value, size=size, offset=0).access
 
 
 def test_loads_stores_and_ad_bits(kvm) -> None:  # type: ignore[no-untyped-def]
@@ -83,21 +84,21 @@ def test_fetch_runs_one_instruction(kvm) -> None:  # type: ignore[no-untyped-def
     assert not acc(kvm, X, "fetch", False).fault
     assert not acc(kvm, X, "fetch", True).fault
     acc(kvm, X, "write", False, 0x12345678_058B48)  # mov rax, [rip+disp32]: could read memory
-    r = op(kvm, "guest_walk", v=0, x=X, a="fetch", u=False)
+    r = op(kvm, "guest_walk", v=0, c=0, x=X, a="fetch", u=False)
     assert r.access.skipped and "RIP-relative" in r.note
 
 
 def test_wp0_smep_smap(kvm) -> None:  # type: ignore[no-untyped-def]
     guest(kvm)
-    op(kvm, "set_cr0_wp", v=0, b=False)
+    op(kvm, "set_mode", v=0, c=0, o="nxe")
     assert not acc(kvm, X + 0x1000, "write", False, 5).fault  # CR0.WP=0: a supervisor write to a read-only page
     assert int.from_bytes(kvm.read_guest(0, 3 * 4096 + 8, 8), "little") & 0x40  # D set
-    op(kvm, "set_cr0_wp", v=0, b=True)
+    op(kvm, "set_mode", v=0, c=0, o="wp+nxe")
     assert acc(kvm, X + 0x1000, "write", False, 5).error_code == 0x3
-    op(kvm, "set_cr4", v=0, nxe=True, smep=True, smap=False)
+    op(kvm, "set_mode", v=0, c=0, o="wp+smep+nxe")
     acc_ = acc(kvm, X, "fetch", False)
     assert (acc_.fault, acc_.error_code) == (True, 0x11)  # SMEP: a supervisor fetch from a user page
-    op(kvm, "set_cr4", v=0, nxe=True, smep=False, smap=True)
+    op(kvm, "set_mode", v=0, c=0, o="wp+smap+nxe")
     r = acc(kvm, X, "read", False)
     assert (r.fault, r.error_code) == (True, 0x1)  # SMAP with EFLAGS.AC clear
 
@@ -112,11 +113,11 @@ def test_huge_pages_and_invlpg(kvm) -> None:  # type: ignore[no-untyped-def]
     # remap X to gfn 12 without invlpg: either translation; after invlpg only the new one
     op(kvm, "guest_map", v=0, r=0, x=X, g=12, w=True, u=True, nx=False, a=False, d=False)
     assert acc(kvm, X, "read", False).value in (0, 42)
-    op(kvm, "invlpg", v=0, x=X)
+    op(kvm, "invlpg", v=0, c=0, x=X)
     assert acc(kvm, X, "read", False).value == 0
     # a 1 GiB page (PDPTE 0): the guest CPU this KVM offers has none, so it is not performed
     op(kvm, "gpte_write", v=0, r=0, x=X, level=3, bits=0x87, g=0)
-    assert op(kvm, "guest_walk", v=0, x=X, a="read", u=False).access.skipped
+    assert op(kvm, "guest_walk", v=0, c=0, x=X, a="read", u=False).access.skipped
 
 
 def test_pml4_entry_bit_8_is_not_performed(kvm) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +125,7 @@ def test_pml4_entry_bit_8_is_not_performed(kvm) -> None:  # type: ignore[no-unty
     AMD one this host's KVM offers (it faults P|RSVD): an access through one is not performed."""
     guest(kvm)
     op(kvm, "gpte_write", v=0, r=0, x=X, level=4, bits=0x127, g=1)
-    r = op(kvm, "guest_walk", v=0, x=X, a="read", u=False)
+    r = op(kvm, "guest_walk", v=0, c=0, x=X, a="read", u=False)
     assert r.access.skipped and "bit 8" in r.note
     op(kvm, "gpte_write", v=0, r=0, x=X, level=3, bits=0x127, g=2)  # bit 8 of a PDPTE: ignored by both
     op(kvm, "gpte_write", v=0, r=0, x=X, level=4, bits=0x27, g=1)
@@ -159,9 +160,32 @@ def test_memory_beyond(kvm, config, fill) -> None:  # type: ignore[no-untyped-de
 
 def test_refused_configurations(kvm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="zeros"):
-        kvm.reset(Config())  # beyond_memory "fault": KVM gives such a page to the VMM as MMIO
+        kvm.reset(Config(vcpus=1))  # beyond_memory "fault": KVM gives such a page to the VMM as MMIO
     with pytest.raises(ValueError, match="511"):
-        kvm.reset(Config(beyond_memory="zeros", gvas=(0xFFFFFF8000000000,)))
+        kvm.reset(Config(beyond_memory="zeros", vcpus=1, gvas=(0xFFFFFF8000000000,)))
+    with pytest.raises(ValueError, match="one"):
+        kvm.reset(Config(beyond_memory="zeros", vcpus=2))
+    assert kvm.capabilities().scope.vcpus == 1  # what keeps a campaign's scopes at one vCPU
+
+
+def test_a_second_vcpu_is_refused(kvm) -> None:  # type: ignore[no-untyped-def]
+    guest(kvm)
+    for name, args in (("cr3_load", {"r": 0}), ("invlpg", {"x": X}), ("set_mode", {"o": "nxe"}),
+                       ("guest_walk", {"x": X, "a": "read", "u": False})):
+        with pytest.raises(ValueError, match="vCPU 1"):
+            op(kvm, name, v=0, c=1, **args)
+    assert not acc(kvm, X, "read", False).fault  # the guest runs on: nothing was done
+
+
+def test_set_mode_sets_every_bit_of_the_role(kvm) -> None:  # type: ignore[no-untyped-def]
+    guest(kvm)
+    op(kvm, "set_mode", v=0, c=0, o="-")  # WP, SMEP, SMAP, NXE all clear
+    assert not acc(kvm, X + 0x1000, "write", False, 5).fault  # WP=0
+    assert acc(kvm, X + 0x2000, "read", False).error_code == 0x9  # NXE=0: XD is a reserved bit (P|RSVD)
+    op(kvm, "set_mode", v=0, c=0, o="wp+smep+smap+nxe")
+    assert acc(kvm, X, "read", False).error_code == 0x1  # SMAP
+    assert acc(kvm, X, "fetch", False).error_code == 0x11  # SMEP
+    assert acc(kvm, X + 0x1000, "write", False, 5).error_code == 0x3  # WP
 
 
 def test_adapter_check(tmp_path: Path) -> None:
