@@ -5,7 +5,9 @@ interpreter evaluate the spec's formulas on it. The mapping is explicit about it
 
 - vm: the implementation's VM ids, in order; gfn: 0..nr_gfns-1 of each VM (one size for all);
   mfn: the DMM-managed machine frames, in order; root: the guest root gfns named in the config;
-  gva: a window of guest-virtual pages named in the config; slot: the swap device's slots.
+  gva: a window of guest-virtual pages named in the config; slot: the swap device's slots; vcpu:
+  0..vcpus-1 of each VM; role: the paging modes the config names, by name (which have CR0.WP, the
+  spec's immutable role_wp, is fixed by the config like the budget).
 - What the implementation cannot show (the hardware TLB) is empty here: the TLB becomes ghost state
   the harness tracks from the spec's own actions; `flush_pending` is the VMM's own record.
 """
@@ -18,9 +20,10 @@ from typing import Any
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 
-from .binding import (ACTIVE, BALLOONED, BUDGET, CR0_WP, CUR_ROOT, FLUSH_PENDING, G_TABLE, GFN, GMAP, GPT_PAGE,
-                      GVA, IDLE, LIVE, MFN, OWNER, P2M, PSTATUS, QUOTA, REFCOUNT, RMAP, ROOT, SLOT, SLOT_USED,
-                      SPTE, STATUS, SWAP_SLOT, VM, VMM_POOL, WRITE_PROTECTED)
+from .adapter import Config
+from .binding import (ACTIVE, BALLOONED, BUDGET, CUR_ROOT, FLUSH_PENDING, G_TABLE, G_UPPER, GFN, GMAP, GPT_PAGE,
+                      GVA, IDLE, LIVE, MFN, MODE, OWNER, P2M, PSTATUS, QUOTA, REFCOUNT, RMAP, ROLE, ROLE_WP, ROOT,
+                      SLOT, SLOT_USED, SPTE, STATUS, SWAP_SLOT, VCPU, VM, VMM_POOL, WRITE_PROTECTED)
 
 
 class AbstractionError(ValueError):
@@ -41,22 +44,42 @@ class Universe:
     slots: int = 1
     budget: int | None = None  # None: every mfn
     quota: int | None = None  # None: every mfn
+    vcpus: int = 1
+    roles: tuple[str, ...] = Config.roles  # paging modes by name, in the spec's role order
 
     def sizes(self) -> dict[str, int]:
         return {VM: len(self.vms), GFN: self.nr_gfns, MFN: self.nr_mfns, ROOT: len(self.roots),
-                GVA: len(self.gvas), SLOT: self.slots, BUDGET: self.nr_mfns if self.budget is None else self.budget,
+                GVA: len(self.gvas), SLOT: self.slots, VCPU: self.vcpus, ROLE: len(self.roles),
+                BUDGET: self.nr_mfns if self.budget is None else self.budget,
                 QUOTA: self.nr_mfns if self.quota is None else self.quota}
+
+    def fixed(self) -> dict[str, tuple[bool, ...]]:
+        """role_wp, as the roles' names say (Config.fixed)."""
+        return {ROLE_WP: tuple("wp" in role.split("+") for role in self.roles)}
+
+    def role_ix(self, name: Any) -> int:
+        """The spec's role for a role name; AbstractionError for a name the configuration lacks."""
+        try:
+            return self.roles.index(name)
+        except ValueError:
+            raise AbstractionError(f"role {name!r} is not one of the configuration's roles "
+                                   f"{', '.join(self.roles)}") from None
+
+    @staticmethod
+    def of(config: Config, first_mfn: int = 1) -> Universe:
+        return Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots, config.gvas,
+                        config.slots, config.budget, config.quota, config.vcpus, config.roles)
 
 
 def interpreter_for(spec: Any, u: Universe) -> Interpreter:
-    return Interpreter(spec, u.sizes())
+    return Interpreter(spec, u.sizes(), fixed=u.fixed())
 
 
 # The costly parts of abstract_state() an adapter may leave out of a read (abstract_state_parts):
 # the keys of each, and the spec symbols they give. Everything else is read at every step.
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "shadow": (("spte", "rmap", "spte_at"), SPTE + (RMAP,)),
-    "guest": (("gmap", "g_tables"), GMAP + (G_TABLE,)),
+    "guest": (("gmap", "g_tables", "g_uppers"), GMAP + (G_TABLE, G_UPPER)),
 }
 ALL_PARTS = frozenset(PARTS)
 # abstract_state()'s pool of a machine page ("active:VM", "idle:VM") -> the VM pool symbol it is in
@@ -65,8 +88,8 @@ _POOLS = {"active": ACTIVE, "idle": IDLE}
 
 def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]],
                   parts: frozenset[str] = ALL_PARTS, previous: State | None = None) -> State:
-    """The spec state the implementation is in. `vm_flags[vm]`: live, cr3_gfn, wp. A part not in
-    `parts` was not read: its symbols are `previous`'s."""
+    """The spec state the implementation is in. `vm_flags[vm]`: live, and per vCPU (vcpus) its
+    cr3_gfn and role. A part not in `parts` was not read: its symbols are `previous`'s."""
     U = it.u
     vm_ix = {v: i for i, v in enumerate(u.vms)}
     root_ix = {r: i for i, r in enumerate(u.roots)}
@@ -92,12 +115,7 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
                                    f"[{u.first_mfn:#x}, {u.first_mfn + u.nr_mfns:#x})")
         return i
 
-    for v, flags in vm_flags.items():
-        i = vm_ix[v]
-        put(LIVE, (i,), flags["live"])
-        put(CR0_WP, (i,), flags["wp"])
-        put(CUR_ROOT, (i,), root_ix.get(flags["cr3_gfn"]))
-        put(FLUSH_PENDING, (i,), v in st["flush_pending"])
+    _vcpus(u, st, vm_flags, vm_ix, root_ix, put)
     pools, descs = st["pool"], st["descriptor"]
     vmm_pool, status_v, refcount_v, owner_v = (values[n] for n in (VMM_POOL, STATUS, REFCOUNT, OWNER))
     for m in range(u.nr_mfns):  # the hot loop: one-argument symbols index by m itself
@@ -125,6 +143,8 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         put(SLOT_USED, (slot,), True)
     for name in U.params:  # the model's parameters (the budget, the quota) are the scope's, not the implementation's
         values[name] = [U.param_value(name)]
+    for name, fixed in U.fixed.items():  # so are the roles' bits (role_wp)
+        values[name] = list(fixed)
     for v, g in st.get("ballooned", ()):
         if g < u.nr_gfns:
             put(BALLOONED, (vm_ix[v], g), True)
@@ -142,6 +162,23 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
                  for name, lay in U.layout.items())
 
 
+def _vcpus(u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]], vm_ix: dict[int, int],
+           root_ix: dict[int, int], put: Any) -> None:
+    """live; per vCPU its CR3's root, its role, and whether the VMM owes it a flush."""
+    pending = {tuple(p) for p in st["flush_pending"]}  # (vm, vcpu) pairs (lists, over the wire)
+    for v, flags in vm_flags.items():
+        i = vm_ix[v]
+        put(LIVE, (i,), flags["live"])
+        cpus = flags.get("vcpus")
+        if not isinstance(cpus, list) or len(cpus) != u.vcpus:
+            raise AbstractionError(f"abstract_state()['vms'][{v}] lacks 'vcpus': a list of the {u.vcpus} "
+                                   "configured vCPUs, each {'cr3_gfn', 'role'}")
+        for c, cpu in enumerate(cpus):
+            put(CUR_ROOT, (i, c), root_ix.get(cpu["cr3_gfn"]))
+            put(MODE, (i, c), None if cpu["role"] is None else u.role_ix(cpu["role"]))
+            put(FLUSH_PENDING, (i, c), (v, c) in pending)
+
+
 def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
            root_ix: dict[int, int], gva_ix: dict[int, int], put: Any) -> None:
     """gmap and its rights, A and D; g_table: the guest's own walks."""
@@ -150,26 +187,30 @@ def _guest(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]]
             k = U.index(GMAP[0], (vm_ix[v], root_ix[r], gva_ix[x]))  # every (vm, root, gva) symbol: one layout
             for name, val in zip(GMAP, (gfn, w, us, nx, a, d)):
                 values[name][k] = val
-    if G_TABLE in U.layout:  # optional: without it no walk's tables are known (walk_protected is vacuous)
-        for (v, r, x), tables in st.get("g_tables", {}).items():
+    # optional: without them no walk's tables are known (walk_protected is vacuous, every table the
+    # leaf's: an adapter that unsyncs gives g_uppers)
+    for name, key in ((G_TABLE, "g_tables"), (G_UPPER, "g_uppers")):
+        if name not in U.layout:
+            continue
+        for (v, r, x), tables in st.get(key, {}).items():
             if r in root_ix and x in gva_ix:
                 for t in tables:
                     if t < u.nr_gfns:
-                        put(G_TABLE, (vm_ix[v], root_ix[r], gva_ix[x], t), True)
+                        put(name, (vm_ix[v], root_ix[r], gva_ix[x], t), True)
 
 
 def _shadow(U: Any, u: Universe, st: dict[str, Any], values: dict[str, list[Any]], vm_ix: dict[int, int],
             root_ix: dict[int, int], gva_ix: dict[int, int], put: Any, mfn_ix: Any) -> None:
     """sptes and their rights; the rmap, judged against the leaf entry serving each spte."""
-    for (v, r, x), (mfn, w, us, nx) in st["spte"].items():
+    for (v, r, o, x), (mfn, w, us, nx) in st["spte"].items():
         if r in root_ix and x in gva_ix:
-            k = U.index(SPTE[0], (vm_ix[v], root_ix[r], gva_ix[x]))
+            k = U.index(SPTE[0], (vm_ix[v], root_ix[r], u.role_ix(o), gva_ix[x]))
             for name, val in zip(SPTE, (mfn_ix(mfn), w, us, nx)):
                 values[name][k] = val
     spte_at = st.get("spte_at", {})
     for mfn, refs in st["rmap"].items():
         m = mfn_ix(mfn)
         for ref in refs:
-            for v, r, x in spte_at.get(tuple(ref), ()):
+            for v, r, o, x in spte_at.get(tuple(ref), ()):
                 if r in root_ix and x in gva_ix:
-                    put(RMAP, (m, vm_ix[v], root_ix[r], gva_ix[x]), True)
+                    put(RMAP, (m, vm_ix[v], root_ix[r], u.role_ix(o), gva_ix[x]), True)

@@ -24,30 +24,35 @@ from dmmcheck.spec.checker import Action, CheckedSpec, Symbol
 
 # ---------------------------------------------------------------- sorts and enums
 # The sorts, each mapped to implementation values by the read-back (abstraction.Universe): VM ids,
-# guest root gfns, guest-virtual pages, guest frames, DMM machine frames, swap slots.
-VM, ROOT, GVA, GFN, MFN, SLOT = "vm", "root", "gva", "gfn", "mfn", "slot"
-SORTS = (VM, ROOT, GVA, GFN, MFN, SLOT)
+# guest root gfns, guest-virtual pages, guest frames, DMM machine frames, swap slots, vCPU indices,
+# paging-mode roles (by name, in Config.roles order).
+VM, ROOT, GVA, GFN, MFN, SLOT, VCPU, ROLE = "vm", "root", "gva", "gfn", "mfn", "slot", "vcpu", "role"
+SORTS = (VM, ROOT, GVA, GFN, MFN, SLOT, VCPU, ROLE)
 # Enums whose values the harness names: a guest access (operations carry it by name), a machine
 # page's descriptor status (abstract_state() gives it by name).
 ACCESS, PSTATUS = "access", "pstatus"
 ENUMS = {ACCESS: ("read", "write", "fetch"), PSTATUS: ("free", "reserved", "mapped", "shared")}
 # The model's parameters: the scope sets them, not the implementation.
 BUDGET, QUOTA = "budget", "quota"
+# The immutable relation the configuration fixes (Config.fixed): which roles have CR0.WP.
+ROLE_WP = "role_wp"
 
 # ---------------------------------------------------------------- state symbols
 # What the read-back fills in, by what the implementation shows.
-LIVE, CR0_WP, CUR_ROOT, FLUSH_PENDING = "live", "cr0_wp", "cur_root", "flush_pending"  # per VM
+LIVE = "live"  # per VM
+CUR_ROOT, MODE, FLUSH_PENDING = "cur_root", "mode", "flush_pending"  # per (vm, vcpu)
 VMM_POOL, STATUS, REFCOUNT, OWNER = "vmm_pool", "status", "refcount", "owner"  # per machine page
 ACTIVE, IDLE = "active", "idle"  # a VM's pools
 P2M, SWAP_SLOT, BALLOONED = "p2m", "swap_slot", "ballooned"  # per (vm, gfn)
 WRITE_PROTECTED, GPT_PAGE = "write_protected", "gpt_page"  # per (vm, gfn)
 SLOT_USED = "slot_used"
-# Per (vm, root, gva), one layout: the guest's mapping, its rights, A and D; the shadow's leaf and its rights.
+# Per (vm, root, gva), one layout: the guest's mapping, its rights, A and D.
 GMAP = ("gmap", "g_write", "g_user", "g_nx", "g_accessed", "g_dirty")
+# Per (vm, root, role, gva), one layout: the shadow's leaf and its rights.
 SPTE = ("spte", "s_write", "s_user", "s_nx")
-RMAP = "rmap"  # (mfn, vm, root, gva)
-# The guest tables each walk reads (what guest_path edits).
-G_TABLE = "g_table"
+RMAP = "rmap"  # (mfn, vm, root, role, gva)
+# The guest tables each walk reads (what guest_path edits), and those above the leaf's (guest_upper).
+G_TABLE, G_UPPER = "g_table", "g_upper"
 
 # ---------------------------------------------------------------- actions
 # A hit the hardware served is one of these: the TLB is ghost state, so the oracle picks.
@@ -56,10 +61,12 @@ HITS = (SHADOW_HIT, TLB_HIT)
 ACCESS_ACTIONS = HITS + (GUEST_WALK, "guest_fault")
 SHADOW_FILL = "shadow_fill"
 # The guest's control operations (the ideal machine follows them).
-CR3_LOAD, SET_CR0_WP, INVLPG = "cr3_load", "set_cr0_wp", "invlpg"
-# The guest's own page-table edits: read from the abstraction, never reported as events.
-GUEST_MAP, GUEST_UNMAP, GUEST_PATH = "guest_map", "guest_unmap", "guest_path"
-GUEST_EDITS = (GUEST_MAP, GUEST_UNMAP, GUEST_PATH)
+CR3_LOAD, SET_MODE, INVLPG = "cr3_load", "set_mode", "invlpg"
+# The guest's own page-table edits: read from the abstraction, never reported as events. A leaf edit
+# in an unsync table does not trap (the _unsync variants: the sptes stay and go stale).
+GUEST_MAP, GUEST_UNMAP, GUEST_PATH, GUEST_UPPER = "guest_map", "guest_unmap", "guest_path", "guest_upper"
+GUEST_MAP_UNSYNC, GUEST_UNMAP_UNSYNC = "guest_map_unsync", "guest_unmap_unsync"
+GUEST_EDITS = (GUEST_MAP, GUEST_UNMAP, GUEST_PATH, GUEST_UPPER, GUEST_MAP_UNSYNC, GUEST_UNMAP_UNSYNC)
 VM_CREATE, VM_DESTROY = "vm_create", "vm_destroy"
 # An inflate of a resident gfn; its variants (a swapped or absent gfn) share the prefix.
 BALLOON_INFLATE = "balloon_inflate"
@@ -76,12 +83,10 @@ ALTERNATIVES = {"balloon_inflate": ("balloon_inflate", "balloon_inflate_swapped"
                 "balloon_inflate_unmapped": ("balloon_inflate_unmapped",),
                 "demand_page": ("demand_page", "swap_in", "oom"), "swap_in": ("swap_in", "demand_page", "oom"),
                 "swap_out": ("swap_out", "swap_full")}
-# Operations that are not spec actions: raw page-table edits, CR4 changes, one pass of the sharing
-# scanner; the inputs the harness draws for each, and every argument a trace records.
-SET_CR4 = "set_cr4"
-EXTRA = {"gpte_write": ("v", "r", "x"), SET_CR4: ("v",), "share_scan": ()}
-EXTRA_ARGS = {"gpte_write": ("v", "r", "x", "level", "g", "bits"), SET_CR4: ("v", "nxe", "smep", "smap"),
-              "share_scan": ()}
+# Operations that are not spec actions: raw page-table edits, one pass of the sharing scanner; the
+# inputs the harness draws for each, and every argument a trace records.
+EXTRA = {"gpte_write": ("v", "r", "x"), "share_scan": ()}
+EXTRA_ARGS = {"gpte_write": ("v", "r", "x", "level", "g", "bits"), "share_scan": ()}
 # Composite operations: legal when the VM lives; the implementation performs the steps that make
 # the spec action enabled first (vm_destroy: give every page back, then destroy).
 WHEN_LIVE = {VM_DESTROY} | set(EXTRA) | set(ACCESS_ACTIONS)
@@ -90,22 +95,27 @@ WHEN_LIVE = {VM_DESTROY} | set(EXTRA) | set(ACCESS_ACTIONS)
 # a balloon of a shadowed table — and the VMM must refuse (its own checks are under test too).
 REFUSABLE = ("swap_out", "swap_io_error", "share_merge", "balloon_inflate")
 # Only the VMM itself does these; they are judged when reported, never asked for.
-INTERNAL = {SHADOW_FILL, "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect_gpt", "tlb_flush",
-            "tlb_evict", "flush_request", "share_rehome"}
+INTERNAL = {SHADOW_FILL, "zap_spte", "protect_gpt", "unshadow_gpt", "unprotect_gpt", "tlb_flush", "tlb_sync",
+            "tlb_evict", "flush_request", "share_rehome", "unsync_gpt", "sync_spte"}
 # Events that may write guest memory (a walk's A/D bits, a page's new content): the guest's edits
 # are placed after the last of them. ("guest_write" is the adapter's event of a guest store.)
 MEMORY_WRITERS = {GUEST_WALK, "guest_write", "demand_page", "swap_in", COW_BREAK, BALLOON_INFLATE,
                   "balloon_inflate_swapped", "balloon_inflate_unmapped"}
-# Operations that change what the guest's walks give without a store or an event: CR4.NXE (a walk's
-# NX), a VM created or destroyed (its walks appear or go).
-GUEST_VIEW_OPS = {SET_CR4, VM_CREATE, VM_DESTROY}
+# Operations that change what the guest's walks give without a store or an event: a mode (EFER.NXE:
+# a walk's NX), a VM created or destroyed (its walks appear or go).
+GUEST_VIEW_OPS = {SET_MODE, VM_CREATE, VM_DESTROY}
 # Operations whose legality the guest's own state decides (the rest are requests to the VMM).
-GUEST_OPS = {VM_CREATE, VM_DESTROY, CR3_LOAD, SET_CR0_WP, GUEST_MAP, GUEST_UNMAP, INVLPG} \
+GUEST_OPS = {VM_CREATE, VM_DESTROY, CR3_LOAD, SET_MODE, GUEST_MAP, GUEST_UNMAP, INVLPG} \
     | set(ACCESS_ACTIONS) | set(EXTRA)
+# An operation's vCPU (the parameter c): where an adapter runs it. Accesses also name the vCPU's
+# current role (o), which the harness, not the operation, supplies.
+VCPU_ARG, ROLE_ARG = "c", "o"
 
 # Everything above, as what `named` looks for in a spec.
-NAMED_SYMBOLS = (LIVE, CR0_WP, CUR_ROOT, FLUSH_PENDING, VMM_POOL, STATUS, REFCOUNT, OWNER, ACTIVE, IDLE, P2M,
-                 SWAP_SLOT, BALLOONED, WRITE_PROTECTED, GPT_PAGE, SLOT_USED, RMAP, G_TABLE) + GMAP + SPTE
+NAMED_SYMBOLS = (LIVE, MODE, CUR_ROOT, FLUSH_PENDING, VMM_POOL, STATUS, REFCOUNT, OWNER, ACTIVE, IDLE, P2M,
+                 SWAP_SLOT, BALLOONED, WRITE_PROTECTED, GPT_PAGE, SLOT_USED, RMAP, G_TABLE, G_UPPER) + GMAP + SPTE
+# Immutable symbols the configuration fixes (no implementation shows them; a variant must keep them).
+FIXED_SYMBOLS = (ROLE_WP,)
 NAMED_ACTIONS = (set(ACCESS_ACTIONS) | {SHADOW_FILL, VM_CREATE} | set(GUEST_EDITS) | set(OUTPUTS)
                  | {a for alts in ALTERNATIVES.values() for a in alts} | WHEN_LIVE | set(REFUSABLE) | INTERNAL
                  | GUEST_VIEW_OPS | GUEST_OPS | MEMORY_WRITERS) - set(EXTRA) - {"guest_write"}
@@ -114,7 +124,7 @@ NAMED_ACTIONS = (set(ACCESS_ACTIONS) | {SHADOW_FILL, VM_CREATE} | set(GUEST_EDIT
 def named(spec: CheckedSpec) -> list[str]:
     """What the harness names of the DMM spec (the declarations above) that `spec` lacks, one line each."""
     out = _vocabulary(spec)
-    out += [f"state symbol '{n}'" for n in NAMED_SYMBOLS if n not in spec.symbols]
+    out += [f"state symbol '{n}'" for n in NAMED_SYMBOLS + FIXED_SYMBOLS if n not in spec.symbols]
     out += [f"action '{n}'" for n in sorted(NAMED_ACTIONS) if n not in spec.actions]
     return out
 
@@ -147,6 +157,10 @@ def missing(spec: CheckedSpec) -> list[str]:
             out.append(f"state {sym.kind} '{sym.name}'")
         elif _signature(have) != _signature(sym):
             out.append(f"{sym.kind} '{sym.name}' with the DMM spec's signature")
+    for name in FIXED_SYMBOLS:  # the configuration fixes their values: they must be there as the harness fixes them
+        ref_sym, got = ref.symbols[name], spec.symbols.get(name)
+        if got is None or got.mutable or _signature(got) != _signature(ref_sym):
+            out.append(f"immutable {ref_sym.kind} '{name}' with the DMM spec's signature")
     # every action: the harness names some in its tables and strings (operations.py, the oracle),
     # draws the others from the spec, and an implementation performs all of them
     for name, want in ref.actions.items():

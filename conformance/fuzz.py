@@ -26,7 +26,7 @@ from hypothesis.errors import Flaky
 
 from . import inputs, levels, scope
 from .adapter import Adapter, Config, Operation
-from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, REFUSABLE
+from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, REFUSABLE, SET_MODE
 from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
@@ -41,9 +41,8 @@ if TYPE_CHECKING:
 VALUES = (0, 1, 0xDEADBEEF, 0x8027, 0x9067, 0x3027 | (1 << 63))
 GPTE_BITS = (0x27, 0x25, 0x23, 0x07, 0x67, 0xA7, 0xE7, 0x87, 0x27 | (1 << 63), 0x27 | (1 << 51), 0x21)
 # The operations every swarm keeps: without them nothing else happens.
-CORE = ("vm_create", "cr3_load", "guest_map") + ACCESS_ACTIONS
-WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, "set_cr4": 2, "set_cr0_wp": 2,
-          "gpte_write": 3}
+CORE = ("vm_create", "cr3_load", SET_MODE, "guest_map") + ACCESS_ACTIONS
+WEIGHT = {"guest_walk": 6, "guest_map": 4, "swap_out": 2, "share_merge": 2, SET_MODE: 3, "gpte_write": 3}
 
 
 @dataclass
@@ -166,7 +165,8 @@ class Drawer:
         self.cat, self.config, self.tuning = cat, config, tuning
         self.access = list(cat.it.spec.enums[ACCESS])
         self.live_ix = cat.it.u.layout[LIVE].index
-        self.root_ix = cat.it.u.layout[CUR_ROOT].index
+        self.root_ix = cat.it.u.layout[CUR_ROOT].index  # (vm, vcpu): vm-major
+        self.vcpus = cat.vcpus
         self.gmap_ix = cat.it.u.layout[GMAP[0]].index
         self.ops = ops
         self.focus = tuning.focus
@@ -187,7 +187,7 @@ class Drawer:
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: "FuzzResult") -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
-        running = [v for v in live if s[self.root_ix][v] is not None]
+        running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
             name = c.pick(swarm)
             vms = {"vm_create": [v for v in range(self.config.vms) if v not in live]}.get(
@@ -200,11 +200,17 @@ class Drawer:
         return None
 
     def _value(self, c: Choices, t: str, vms: list[int]) -> tuple[Any, Any]:
-        """(implementation value, spec value) of one input."""
+        """(implementation value, spec value) of one input (a vCPU: any of the VM's)."""
         cfg = self.config
         if t == "vm":
             v = c.pick(vms)
             return v, v
+        if t == "vcpu":
+            i = c.take(cfg.vcpus)
+            return i, i
+        if t == "role":
+            i = c.take(len(cfg.roles))
+            return cfg.roles[i], i
         if t == "root":
             i = c.take(len(cfg.roots))
             return cfg.roots[i], i
@@ -226,14 +232,18 @@ class Drawer:
         return b, b
 
     def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: "FuzzResult") -> Operation | None:
-        args, xs = {}, []
+        args: dict[str, Any] = {}
+        xs: list[Any] = []
         self.now = guest = self.guest(s)
         for p in self.cat.ops[name].inputs:
-            args[p.name], x = self._value(c, p.type.name, vms)
+            if p.type.name == "vcpu" and name in ACCESS_ACTIONS:  # one of the VM's running vCPUs
+                args[p.name] = x = c.pick(self.cat.running(s, xs[0]))
+            else:
+                args[p.name], x = self._value(c, p.type.name, vms)
             xs.append(x)
         if name in ("guest_map", "guest_unmap") and self.focus and c.take(4):
             # Mostly the tables the VM runs on: an edit elsewhere changes nothing it can see yet.
-            cur = s[self.root_ix][xs[0]]
+            cur = self._root(s, xs[0], c)
             if cur is not None:
                 xs[1], args["r"] = cur, self.config.roots[cur]
         ok = self.cat.legal(s, name, tuple(xs))
@@ -256,7 +266,8 @@ class Drawer:
         if name in ACCESS_ACTIONS and self.focus and c.take(4):
             # Mostly where the guest has a mapping: an access to nothing is a plain #PF, and the
             # VMM's paths (fills, emulation, CoW, swap-in) run only behind a mapping.
-            mapped = [x for i, x in enumerate(self.config.gvas) if s[self.gmap_ix][self._point(xs[0], s, i)] is not None]
+            mapped = [x for i, x in enumerate(self.config.gvas)
+                      if s[self.gmap_ix][self._point(xs[0], xs[1], s, i)] is not None]
             if mapped:
                 args["x"] = c.pick(mapped)
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
@@ -271,9 +282,15 @@ class Drawer:
             self.inputs["non-canonical gva"] += 1
         return Operation(name, args)
 
-    def _point(self, v: int, s: Any, x: int) -> int:
-        """Where (v, its current root, gva x) lies in gmap's entry of the spec state."""
-        return self.cat.it.u.index(GMAP[0], (v, s[self.root_ix][v], x))
+    def _point(self, v: int, cpu: int, s: Any, x: int) -> int:
+        """Where (v, vCPU cpu's current root, gva x) lies in gmap's entry of the spec state."""
+        return self.cat.it.u.index(GMAP[0], (v, s[self.root_ix][v * self.vcpus + cpu], x))
+
+    def _root(self, s: Any, v: int, c: Choices) -> int | None:
+        """The root one of VM v's vCPUs runs on (None: none has loaded CR3)."""
+        k = v * self.vcpus
+        roots = [r for r in s[self.root_ix][k:k + self.vcpus] if r is not None]
+        return c.pick(roots) if roots else None
 
     def _extra(self, c: Choices, name: str, vms: list[int], s: Any = None) -> Operation:
         if name == "share_scan":
@@ -286,13 +303,11 @@ class Drawer:
                 self._raw_entry(c, args, s)
             else:
                 self._narrow_entry(c, args, s)
-        else:
-            args.update(nxe=bool(c.take(2)), smep=bool(c.take(2)), smap=bool(c.take(2)))
         return Operation(name, args)
 
     def _raw_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
         """A raw gpte from the whole input space, mostly in the tables the VM runs on."""
-        cur = s[self.root_ix][args["v"]] if s is not None else None
+        cur = self._root(s, args["v"], c) if s is not None else None
         if cur is not None and c.take(4):
             args["r"] = self.config.roots[cur]
         if self.huge_heavy and c.take(4):
@@ -503,6 +518,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     from .trace import make_adapter
 
     adapter = levels.at_level(make_adapter(adapter_factory, step_timeout), level)
+    config = scope.clamp(config, adapter.capabilities())  # no more vCPUs than the adapter runs
     check_scope(adapter, config, step_timeout)
     runner = Runner(adapter, spec, config, step_timeout, full_readback=full_readback)
     result = FuzzResult(getattr(adapter, "name", type(adapter).__name__), seed_, memory_limit_mib=memory_limit_mib)

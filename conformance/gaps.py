@@ -34,12 +34,12 @@ from dmmcheck.spec.checker import CheckedSpec, Witness
 
 from . import levels
 from .adapter import Adapter, Config, Operation
-from .binding import (ACCESS_ACTIONS, ALTERNATIVES, GFN, GVA, INTERNAL, MFN, OUTPUTS, REFUSABLE, ROOT, SHADOW_HIT,
-                      SLOT, TLB_HIT, VM)
+from .binding import (ACCESS_ACTIONS, ALTERNATIVES, GFN, GVA, INTERNAL, MFN, OUTPUTS, REFUSABLE, ROLE, ROOT,
+                      SHADOW_HIT, SLOT, TLB_HIT, VCPU, VM)
 from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord
-from .scope import table_gfns
+from .scope import clamp, table_gfns
 
 DEPTH = 8  # actions in a witness run, at most
 # Universes tried in turn (sizes over the smallest, one of each sort): one VM; two VMs (sharing
@@ -109,6 +109,7 @@ class Filler:
 
         self.adapter = levels.at_level(make_adapter(self.factory, self.step_timeout), self.level)
         self.operations = self.adapter.capabilities().operations
+        self.config = clamp(self.config, self.adapter.capabilities())  # no more vCPUs than it runs
         # A spec action the implementation can be driven through: asked as an operation, an answer
         # to one, or done on its own (internal).
         answers = {alt for op, alts in ALTERNATIVES.items() if op in self.operations for alt in alts}
@@ -199,7 +200,7 @@ class Filler:
                 continue
             op = a if a in self.operations else next(o for o, alts in ALTERNATIVES.items()
                                                      if a in alts and o in self.operations)
-            outs = set(OUTPUTS.get(a, ())) | set(OUTPUTS.get(op, ())) | ({"r"} if a in ACCESS_ACTIONS else set())
+            outs = set(OUTPUTS.get(a, ())) | set(OUTPUTS.get(op, ())) | ({"r", "o"} if a in ACCESS_ACTIONS else set())
             ops.append(Operation(op, {k: self._value(v) for k, v in st["args"].items() if k not in outs}))
         return ops
 
@@ -208,7 +209,8 @@ class Filler:
             return v == "true"
         cfg = self.config
         for sort, values in ((VM, list(range(cfg.vms))), (ROOT, list(cfg.roots)), (GVA, list(cfg.gvas)),
-                             (GFN, self.data_gfns), (SLOT, list(range(cfg.slots)))):
+                             (GFN, self.data_gfns), (SLOT, list(range(cfg.slots))), (VCPU, list(range(cfg.vcpus))),
+                             (ROLE, list(cfg.roles))):
             if isinstance(v, str) and v.startswith(sort) and v[len(sort):].isdigit():
                 return values[int(v[len(sort):])]
         return v  # an enum value (read, write, fetch)
@@ -249,7 +251,8 @@ class Filler:
         xs = []
         for p in cat.ops[op.action].inputs:
             v = op.args[p.name]
-            index = {ROOT: list(cfg.roots), GVA: list(cfg.gvas)}.get(p.type.name)
+            values: dict[str, list[Any]] = {ROOT: list(cfg.roots), GVA: list(cfg.gvas), ROLE: list(cfg.roles)}
+            index = values.get(p.type.name)
             if index is not None:
                 v = index.index(v)
             elif p.type.name in self.spec.enums:

@@ -28,8 +28,8 @@ from dmmcheck.model.state import State
 
 from .adapter import LEVELS, Adapter, AdapterError, Capabilities, Config, Event, Observation, Operation
 from .ideal import PAGE, A, Controls, D
-from .binding import (ACCESS, BALLOON_INFLATE, CR0_WP, CUR_ROOT, GFN, GMAP, GUEST_EDITS, GUEST_OPS, GUEST_WALK, GVA,
-                      LIVE, ROOT, VM, VM_CREATE, VM_DESTROY)
+from .binding import (ACCESS, BALLOON_INFLATE, CUR_ROOT, GFN, GMAP, GUEST_EDITS, GUEST_OPS, GUEST_WALK, GVA, LIVE,
+                      MODE, ROLE, ROOT, VCPU, VCPU_ARG, VM, VM_CREATE, VM_DESTROY)
 from .oracle import Failure, Oracle, SpecStep
 from .reach import Outcome, Reach
 
@@ -171,7 +171,7 @@ def elements(oracle: Oracle, elems: dict[str, set[Any]]) -> str:
 
 
 def named(oracle: Oracle, op: Operation) -> dict[str, set[Any]]:
-    """The spec elements an operation names (an access's root: the guest's current one)."""
+    """The spec elements an operation names (an access's root and role: its vCPU's current ones)."""
     a, cfg, out = op.args, oracle.config, {}
 
     def put(sort: str, x: Any) -> None:
@@ -187,10 +187,16 @@ def named(oracle: Oracle, op: Operation) -> dict[str, set[Any]]:
         put(ROOT, oracle._root_ix.get(a["r"]))
     if "x" in a:
         put(GVA, oracle._gva_ix.get(a["x"]))
+    c = a.get(VCPU_ARG)
+    cpu = c if isinstance(c, int) and 0 <= c < cfg.vcpus else None
+    put(VCPU, cpu)
+    if a.get("o") in cfg.roles:
+        put(ROLE, cfg.roles.index(a["o"]))
     if isinstance(a.get("a"), str) and a["a"] in oracle._access:  # (guest_map's `a` is its A bit)
         put(ACCESS, oracle._access[a["a"]])
-        if a.get("v") in out.get(VM, ()):
-            put(ROOT, oracle.u.get(oracle.state, CUR_ROOT, a["v"]))
+        if a.get("v") in out.get(VM, ()) and cpu is not None:
+            put(ROOT, oracle.u.get(oracle.state, CUR_ROOT, a["v"], cpu))
+            put(ROLE, oracle.u.get(oracle.state, MODE, a["v"], cpu))
     return out
 
 
@@ -224,7 +230,7 @@ def _walked(oracle: Oracle, op: Operation, read_guest: Any) -> bool:
     """An out-of-memory access whose walk completed first left the walk's A/D bits in the
     guest's tables; one that stopped before it left none. Whichever guest memory shows."""
     a = op.args
-    vm = oracle.ideal.vms.get(a.get("v"))  # type: ignore[arg-type]
+    vm = oracle.ideal_cpu(a)
     if vm is None:
         return False
     o, _, used = vm.walk(a["x"] + a.get("offset", 0), a["a"], a["u"])
@@ -244,17 +250,20 @@ def judge_black_box(oracle: Oracle, op: Operation, obs: Observation, read_guest:
 
 
 def guest_view(oracle: Oracle) -> State:
-    """A spec state with what the guest's side shows: the VMs that live, their CR3 and CR0.WP, and
-    each (vm, root, gva)'s mapping from a walk of the ideal machine's tables (as the abstraction's
+    """A spec state with what the guest's side shows: the VMs that live, their vCPUs' CR3 and role
+    (once the guest loaded one), and each (vm, root, gva)'s mapping from a walk of the ideal machine's tables (as the abstraction's
     `gmap`: a supervisor read with NXE on, the leaf's A and D). The VMM's own symbols keep their
     initial values: the fuzzer does not filter the VMM's operations on them at this level."""
     u, cfg, s = oracle.u, oracle.config, [list(e) for e in oracle._init]
     lay = u.layout
     for v, vm in oracle.ideal.vms.items():
         s[lay[LIVE].index][v] = True
-        s[lay[CR0_WP].index][v] = vm.ctl.wp
-        s[lay[CUR_ROOT].index][v] = oracle._root_ix.get(vm.cr3)  # type: ignore[arg-type]
-        probe = copy.copy(vm)
+        for c, cpu in enumerate(vm.cpus):
+            k = u.index(CUR_ROOT, (v, c))
+            s[lay[CUR_ROOT].index][k] = oracle._root_ix.get(cpu.cr3)  # type: ignore[arg-type]
+            role = oracle.modes.get((v, c))
+            s[lay[MODE].index][k] = cfg.roles.index(role) if role in cfg.roles else None
+        probe = copy.copy(vm.cpus[0])
         probe.ctl = Controls()
         for ri, root in enumerate(cfg.roots):
             probe.cr3 = root

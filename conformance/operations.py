@@ -3,10 +3,10 @@ and which the implementation chooses (outputs: the mfn it allocates, the slot it
 operation is legal — some choice of outputs makes the spec action's guard true.
 
 Outputs are read off the guard where it pins them (`p2m(v, g) = m` makes m = p2m(v, g) for the
-chosen v, g); an output no guard pins is searched over its whole sort. Accesses leave the root to
-the guest (its current CR3). A few operations are not spec actions: raw page-table edits
-(`gpte_write`), CR4 changes (`set_cr4`) and one pass of the sharing scanner (`share_scan`); each
-is legal whenever its VM lives, and the harness judges what the implementation did in response.
+chosen v, g); an output no guard pins is searched over its whole sort. Accesses leave the root and
+the role to the guest (its vCPU's current CR3 and paging mode). A few operations are not spec
+actions: raw page-table edits (`gpte_write`) and one pass of the sharing scanner (`share_scan`);
+each is legal whenever its VM lives, and the harness judges what the implementation did in response.
 Which action is which (an access, an output, an alternative answer) is the DMM binding's (binding.py).
 """
 
@@ -20,7 +20,7 @@ from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 from dmmcheck.spec import ast as A
 
-from .binding import ACCESS_ACTIONS, ALTERNATIVES, CUR_ROOT, INTERNAL, LIVE, OUTPUTS, WHEN_LIVE
+from .binding import ACCESS_ACTIONS, ALTERNATIVES, CUR_ROOT, INTERNAL, LIVE, MODE, OUTPUTS, VCPU, WHEN_LIVE
 from .binding import REFUSABLE as REFUSABLE  # the input space (inputs.py) reads it from here
 
 
@@ -40,7 +40,7 @@ class Catalogue:
         for name, act in it.spec.actions.items():
             if name in INTERNAL or name not in operations:
                 continue
-            outs = set(OUTPUTS.get(name, ())) | ({"r"} if name in ACCESS_ACTIONS else set())
+            outs = set(OUTPUTS.get(name, ())) | ({"r", "o"} if name in ACCESS_ACTIONS else set())
             inputs = tuple(p for p in act.params if p.name not in outs)
             spec = OpSpec(name, inputs)
             for alt in ALTERNATIVES.get(name, (name,)):
@@ -49,6 +49,14 @@ class Catalogue:
             self.ops[name] = spec
         self._live = it.u.layout[LIVE].index
         self._cur_root = it.u.layout[CUR_ROOT].index
+        self._mode = it.u.layout[MODE].index
+        self.vcpus = it.u.sizes.get(VCPU, 1)
+
+    def running(self, s: State, v: int) -> list[int]:
+        """VM v's vCPUs that run: a CR3 and a paging mode loaded (what an access needs)."""
+        k = v * self.vcpus  # (vm, vcpu) symbols: vm-major
+        return [c for c in range(self.vcpus)
+                if s[self._cur_root][k + c] is not None and s[self._mode][k + c] is not None]
 
     def _plan(self, action: str, inputs: list[str]) -> list[tuple]:
         act = self.it.spec.actions[action]
@@ -68,8 +76,9 @@ class Catalogue:
         """Is the operation with these (spec-valued) inputs legal in s?"""
         if name in WHEN_LIVE:
             live = bool(xs) and s[self._live][xs[0]]
-            if name in ACCESS_ACTIONS:
-                return live and s[self._cur_root][xs[0]] is not None
+            if name in ACCESS_ACTIONS:  # (v, c, x, a, u)
+                k = xs[0] * self.vcpus + xs[1]
+                return live and s[self._cur_root][k] is not None and s[self._mode][k] is not None
             return live if xs else any(s[self._live])
         return any(self._witness(s, alt, plan, xs) is not None for alt, plan in self.ops[name].plans)
 

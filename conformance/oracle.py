@@ -25,7 +25,7 @@ the one the implementation took (docs/conformance.md, "Fair oracles").
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dmmcheck.model.incremental import IncrementalChecker
@@ -34,9 +34,10 @@ from dmmcheck.model.state import State
 
 from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
-from .binding import (ACCESS, BALLOON_INFLATE, CR3_LOAD, G_TABLE, GFN, GMAP, GUEST_MAP, GUEST_PATH, GUEST_UNMAP,
-                      GUEST_VIEW_OPS, GUEST_WALK, GVA, HITS, INVLPG, MEMORY_WRITERS, MFN, ROOT, SET_CR0_WP, SET_CR4,
-                      SHADOW_FILL, SHADOW_HIT, SLOT, TLB_HIT, VM, VM_CREATE, VM_DESTROY)
+from .binding import (ACCESS, BALLOON_INFLATE, CR3_LOAD, G_TABLE, G_UPPER, GFN, GMAP, GUEST_MAP, GUEST_MAP_UNSYNC,
+                      GUEST_PATH, GUEST_UNMAP, GUEST_UNMAP_UNSYNC, GUEST_UPPER, GUEST_VIEW_OPS, GUEST_WALK, GVA, HITS,
+                      INVLPG, MEMORY_WRITERS, MFN, ROLE, ROOT, SET_MODE, SHADOW_FILL, SHADOW_HIT, SLOT, SPTE,
+                      TLB_HIT, VCPU, VCPU_ARG, VM, VM_CREATE, VM_DESTROY)
 from .ideal import PAGE, Ideal, Outcome
 
 # What abstract_state() gives besides its costly parts (abstraction.PARTS): everything
@@ -53,7 +54,7 @@ class Failure(Exception):
     divergences.py): `what` (observation: access | walk-ad | ad-bits | store | memory; invariant:
     invariant), `expected` and `observed` (an access: {outcome, error_code, cr2, value}; otherwise
     {value}), `vm`, `gva`, `gpa`, `invariants`. The runner adds the step's `step`, `operation`
-    {action, args} and the VM's `controls` {wp, nxe, smep, smap} when the operation was issued."""
+    {action, args} and the vCPU's `controls` {wp, nxe, smep, smap} when the operation was issued."""
 
     def __init__(self, kind: str, message: str, detail: str = "", facts: dict[str, Any] | None = None) -> None:
         super().__init__(f"{kind}: {message}")
@@ -76,7 +77,7 @@ class Judge:
         # the scope's sort sizes, and the model's parameters (the budget) that this spec has
         # (its code shared by every scope: a campaign meets hundreds of scopes, one per test case)
         self.it = Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols},
-                              shared=True)
+                              shared=True, fixed={k: v for k, v in config.fixed().items() if k in spec.symbols})
         self.inc = IncrementalChecker(self.it)
         # state no implementation shows (the spec's `ghost` symbols): tracked from the spec's own actions
         self.ghost: tuple[str, ...] = spec.ghost_symbols
@@ -113,14 +114,13 @@ class Oracle:
         self.it, self.inc = judge.it, judge.inc
         self.ghost, self.ghostly = judge.ghost, judge.ghostly
         self.u = self.it.u
-        self.au = Universe(tuple(range(config.vms)), config.gfns, first_mfn, config.mfns, config.roots,
-                           config.gvas, config.slots)
+        self.au = Universe.of(config, first_mfn)
         self.judge = judge
         if judge.initial is None:  # the same for every test case on this scope
             judge.initial = self.it.initial_state()
         self._init: State = judge.initial
         self.state = self._init
-        self.ideal = Ideal(config.gfns, config.beyond_memory)
+        self.ideal = Ideal(config.gfns, config.beyond_memory, config.vcpus)
         self.coverage = judge.coverage
         self.skipped: Counter[str] = Counter()  # accesses the adapter did not perform, by kind (runner.py shares one)
         self._root_ix = {r: i for i, r in enumerate(config.roots)}
@@ -128,6 +128,7 @@ class Oracle:
         self._access = {n: i for i, n in enumerate(spec.enums[ACCESS])}
         self._lay = {n: self.u.layout[n] for n in self.u.layout}
         self._flags: dict[int, dict[str, Any]] = {}
+        self.modes: dict[tuple[int, int], str] = {}  # (vm, vcpu) -> the role the guest last loaded
         self._raw: tuple[Any, ...] | None = None  # what the last step judged read, but for its costly parts
 
     # ---------------------------------------------------------------- the abstraction
@@ -156,7 +157,7 @@ class Oracle:
             raise Failure("refinement", f"the implementation manages {count} machine pages; the configuration "
                           f"asked for {self.config.mfns}")
         if first != self.au.first_mfn:
-            self.au = Universe(self.au.vms, self.au.nr_gfns, first, count, self.au.roots, self.au.gvas, self.au.slots)
+            self.au = replace(self.au, first_mfn=first, nr_mfns=count)
         try:
             return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state)
         except AbstractionError as e:
@@ -201,6 +202,13 @@ class Oracle:
                 x = v if 0 <= v < self.config.slots else None
             elif t == ACCESS:
                 x = self._access[v]
+            elif t == VCPU:
+                x = v if isinstance(v, int) and 0 <= v < self.config.vcpus else None
+            elif t == ROLE:
+                try:
+                    x = self.au.role_ix(v)
+                except AbstractionError as e:
+                    raise Failure("refinement", f"event {name}: {e}") from None
             else:
                 x = bool(v)
             if x is None:
@@ -279,18 +287,20 @@ class Oracle:
         mapping: a walk through another root sharing the table set its A bit (and D, for a write).
         Another mapping: the guest rewrote the entry; the final one is the edit. (Whatever this
         assumes that the implementation's final state does not bear out fails the final compare.)"""
-        k = self.u.index(GMAP[0], xs[:3])
+        v, r, _, x, g, _, w, _ = xs
+        k = self.u.index(GMAP[0], (v, r, x))
         cur = tuple(s[self._lay[n].index][k] for n in GMAP)
-        if cur[0] != xs[3]:
+        if cur[0] != g:
             return self._guest_edits(s, impl, steps, only=k)
-        new = cur[:4] + (True, cur[5] or xs[5])
-        return s if new == cur else self._apply(s, GUEST_MAP, xs[:3] + new, steps, "guest edit", True)
+        new = cur[:4] + (True, cur[5] or w)
+        return s if new == cur else self._leaf_edit(s, impl, (v, r, x), new, steps)
 
     def _guest_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None = None) -> State:
         """The guest's own page-table edits: every (vm, root, gva) whose walk reads other tables
-        (guest_path) or whose mapping differs (guest_map / guest_unmap) — or only the one at flat
-        index `only`."""
-        s = self._path_edits(s, impl, steps, only)
+        (guest_path, guest_upper) or whose mapping differs (guest_map / guest_unmap, or their
+        unsync variants) — or only the one at flat index `only`."""
+        s = self._path_edits(s, impl, steps, only, G_TABLE, GUEST_PATH)
+        s = self._path_edits(s, impl, steps, only, G_UPPER, GUEST_UPPER)
         lays = [self._lay[n] for n in GMAP]
         if all(impl[lay.index] == s[lay.index] for lay in lays):
             return s
@@ -298,24 +308,45 @@ class Oracle:
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):
                 continue
-            v, r, x = self.u.point(GMAP[0], k)
-            if now[0] is None:
-                s = self._apply(s, GUEST_UNMAP, (v, r, x), steps, "guest edit", True)
-            else:
-                s = self._apply(s, GUEST_MAP, (v, r, x) + now, steps, "guest edit", True)
+            s = self._leaf_edit(s, impl, self.u.point(GMAP[0], k), now, steps)
         return s
 
-    def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None) -> State:
-        """guest_path for each (vm, root, gva, table gfn) the walk now reads or no longer reads."""
-        tab = self._lay.get(G_TABLE)
-        if tab is None or impl[tab.index] == s[tab.index]:
+    def _leaf_edit(self, s: State, impl: State, point: tuple[Any, ...], now: tuple[Any, ...],
+                   steps: list[SpecStep]) -> State:
+        """The guest rewrote the leaf gpte of (vm, root, gva) `point` to `now` (gmap's values; none:
+        cleared). A store to a write-protected table traps and zaps x's sptes (guest_map /
+        guest_unmap); one to an unsync table does not (the _unsync variants): the sptes stay and go
+        stale. The unsync variant is taken when the spec enables it and the read-back shows an spte
+        of x, in some role, still as it was."""
+        trap, unsync = (GUEST_UNMAP, GUEST_UNMAP_UNSYNC) if now[0] is None else (GUEST_MAP, GUEST_MAP_UNSYNC)
+        xs = point if now[0] is None else point + now
+        if unsync in self.it.actions and self.it.is_enabled(s, unsync, xs) and self._sptes_stayed(s, impl, point):
+            return self._apply(s, unsync, xs, steps, "guest edit", True)
+        return self._apply(s, trap, xs, steps, "guest edit", True)
+
+    def _sptes_stayed(self, s: State, impl: State, point: tuple[Any, ...]) -> bool:
+        """Some role's spte of (vm, root, gva) is present in s and, with its rights, the same in impl."""
+        v, r, x = point
+        lays = [self._lay[n] for n in SPTE]
+        for o in range(lays[0].domains[2]):  # spte's points: (vm, root, role, gva)
+            k = self.u.index(SPTE[0], (v, r, o, x))
+            if s[lays[0].index][k] is not None and all(s[lay.index][k] == impl[lay.index][k] for lay in lays):
+                return True
+        return False
+
+    def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None, symbol: str,
+                    action: str) -> State:
+        """`action` (guest_path, guest_upper) for each (vm, root, gva, table gfn) whose `symbol`
+        (g_table, g_upper) point changed: the walk now reads, or no longer reads, that table."""
+        tab = self._lay.get(symbol)
+        if tab is None or action not in self.it.actions or impl[tab.index] == s[tab.index]:
             return s
-        tables = tab.domains[-1]  # g_table's points are gmap's, times the table gfn
+        tables = tab.domains[-1]  # the symbol's points are gmap's, times the table gfn
         points = range(tab.size) if only is None else range(only * tables, (only + 1) * tables)
         for k in points:
             now = impl[tab.index][k]
             if now != s[tab.index][k]:
-                s = self._apply(s, GUEST_PATH, self.u.point(G_TABLE, k) + (now,), steps, "guest edit", True)
+                s = self._apply(s, action, self.u.point(symbol, k) + (now,), steps, "guest edit", True)
         return s
 
     def unexplained(self, impl: State) -> None:
@@ -377,32 +408,38 @@ class Oracle:
                 ideal.vms[args["v"]].mem.zero(args["g"])  # the guest gave the page up: its content is gone
         for v, gpa, data in obs.guest_writes:
             ideal.vms[v].mem.write(gpa, data)
-        vm = ideal.vms.get(a.get("v"))  # type: ignore[arg-type]
-        if op.action == CR3_LOAD and vm is not None:
-            vm.cr3 = a["r"]
-            vm.flush()
-        elif op.action == SET_CR0_WP and vm is not None:
-            vm.ctl.wp = a["b"]
-        elif op.action == SET_CR4 and vm is not None:
-            if a["smep"] and not vm.ctl.smep:
-                vm.flush()  # SDM 4.10.4.1: a MOV to CR4 that sets SMEP invalidates the TLB
-            vm.ctl.nxe, vm.ctl.smep, vm.ctl.smap = a["nxe"], a["smep"], a["smap"]
-        elif op.action == INVLPG and vm is not None:
-            vm.invlpg(a["x"])
+        cpu = self.ideal_cpu(a)
+        if op.action == CR3_LOAD and cpu is not None:
+            cpu.load_cr3(a["r"])
+        elif op.action == SET_MODE and cpu is not None:
+            cpu.set_mode(a["o"])
+            self.modes[a["v"], a[VCPU_ARG]] = a["o"]
+        elif op.action == INVLPG and cpu is not None:
+            cpu.invlpg(a["x"])
         elif obs.access is not None and obs.access.skipped:
             self.skipped[a.get("a", op.action)] += 1  # not performed: nothing happened, nothing to judge
-        elif obs.access is not None and vm is not None:
+        elif obs.access is not None and cpu is not None:
             self._judge_access(op, obs.access, read_guest, walked=any(n == GUEST_WALK for n, _ in events))
         if any(n == VM_DESTROY for n, _ in events):
             ideal.destroy(a["v"])
+            self.modes = {k: o for k, o in self.modes.items() if k[0] != a["v"]}
         if obs.access is None or a.get("a") != "read":
             self.compare_memory(read_guest)
+
+    def ideal_cpu(self, args: dict[str, Any]) -> Any:
+        """The ideal machine's vCPU an operation runs on (its v and c; c absent: vCPU 0), or None
+        when there is no such VM or vCPU."""
+        vm = self.ideal.vms.get(args.get("v"))  # type: ignore[arg-type]
+        c = args.get(VCPU_ARG, 0)
+        if vm is None or not isinstance(c, int) or not 0 <= c < len(vm.cpus):
+            return None
+        return vm.cpus[c]
 
     def _judge_access(self, op: Operation, got: AccessResult, read_guest: Any, walked: bool = False) -> None:
         a = op.args
         v, acc, user, value = a["v"], a["a"], a["u"], a.get("value", 0)
         x, size = a["x"] + a.get("offset", 0), a.get("size", 8)  # the access's first byte, its width
-        vm = self.ideal.vms[v]
+        vm = self.ideal_cpu(a)  # the vCPU's walk, TLB and mode over the VM's memory
         if got.oom:
             # The VMM had no page to serve it: an out-of-memory result, not a translation. If its
             # walk completed first, the guest's A/D bits are set, as a CPU's walk sets them.

@@ -26,14 +26,15 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from dmmcheck.model.compile import compile_enabled_within, compile_formula, conjuncts
 from dmmcheck.model.interp import Interpreter
 from dmmcheck.model.state import State
 from dmmcheck.spec import ast as A
 
-from .binding import G_TABLE, GMAP, GUEST_EDITS, GUEST_MAP, GUEST_PATH, GUEST_UNMAP, MFN, OUTPUTS, SLOT, VM
+from .binding import (G_TABLE, G_UPPER, GMAP, GUEST_EDITS, GUEST_MAP, GUEST_MAP_UNSYNC, GUEST_PATH, GUEST_UNMAP,
+                      GUEST_UNMAP_UNSYNC, GUEST_UPPER, MFN, OUTPUTS, SLOT, VM)
 from .operations import _pins
 
 # How far uphill the lookahead's first action may go (points): freeing a page for the next
@@ -120,7 +121,9 @@ class Reach:
         outputs = {p.type.name for name, outs in OUTPUTS.items() if name in self.it.actions
                    for p in self.it.actions[name].action.params if p.name in outs}
         self.weights = [1 if any(t.name in outputs for t in self.types[k].args) else HEAVY for k in self.keys]
-        self.gtab = u.layout.get(G_TABLE)
+        # the guest's walks, each symbol with the edit that changes it: the tables read, those above the leaf
+        self.gtabs = [(sym, edit) for sym, edit in ((G_TABLE, GUEST_PATH), (G_UPPER, GUEST_UPPER))
+                      if sym in u.layout and edit in self.it.actions]
 
     def _plan(self, name: str, ca: Any) -> _Plan:
         act, u = ca.action, self.it.u
@@ -270,33 +273,38 @@ class Reach:
                 yield tuple(args)
 
     def _successors(self, s: State, target: State, templates: list[tuple[_Plan, tuple]],
-                    edits: list[int], paths: list[int] = ()) -> Iterator[tuple[str, tuple[Any, ...], State]]:
+                    edits: list[int], paths: Sequence[tuple[str, str, int]] = ()
+                    ) -> Iterator[tuple[str, tuple[Any, ...], State]]:
         for plan, cands in templates:
             for args in plan.within(s, cands):
                 yield plan.name, args, plan.apply(s, *args)
-        if self.gtab is not None:  # the tables the guest's walks read, to the implementation's
-            tab = target[self.gtab.index]
-            for k in paths:
-                if tab[k] != s[self.gtab.index][k]:
-                    args = self.it.u.point(G_TABLE, k) + (tab[k],)
-                    if self.it.is_enabled(s, GUEST_PATH, args):
-                        yield GUEST_PATH, args, self.it.apply(s, GUEST_PATH, args)
-        for k in edits:  # the guest's edits, to exactly the implementation's values
+        lay = self.it.u.layout
+        for sym, edit, k in paths:  # the tables the guest's walks read, to the implementation's
+            now = target[lay[sym].index][k]
+            if now != s[lay[sym].index][k]:
+                args = self.it.u.point(sym, k) + (now,)
+                if self.it.is_enabled(s, edit, args):
+                    yield edit, args, self.it.apply(s, edit, args)
+        for k in edits:  # the guest's edits, to exactly the implementation's values (trapping or not)
             now = tuple(target[i][k] for i in self.gmap_ix)
             if now == tuple(s[i][k] for i in self.gmap_ix):
                 continue
             point = self.it.u.point(GMAP[0], k)
-            name, args = (GUEST_UNMAP, point) if now[0] is None else (GUEST_MAP, point + now)
-            if self.it.is_enabled(s, name, args):
-                yield name, args, self.it.apply(s, name, args)
+            names = (GUEST_UNMAP, GUEST_UNMAP_UNSYNC) if now[0] is None else (GUEST_MAP, GUEST_MAP_UNSYNC)
+            args = point if now[0] is None else point + now
+            for name in names:
+                if name in self.it.actions and self.it.is_enabled(s, name, args):
+                    yield name, args, self.it.apply(s, name, args)
 
-    def _path_points(self, before: State, target: State) -> list[int]:
-        """The (vm, root, gva, table gfn) points whose walk reads differently (found once a search:
-        no spec step but guest_path changes them)."""
-        if self.gtab is None:
-            return []
-        b, t = before[self.gtab.index], target[self.gtab.index]
-        return [] if b == t else [k for k in range(len(t)) if b[k] != t[k]]
+    def _path_points(self, before: State, target: State) -> list[tuple[str, str, int]]:
+        """The (vm, root, gva, table gfn) points whose walk reads differently, with the edit that
+        changes each (found once a search: no spec step but the guest's edits changes them)."""
+        out = []
+        for sym, edit in self.gtabs:
+            i = self.it.u.layout[sym].index
+            b, t = before[i], target[i]
+            out += [] if b == t else [(sym, edit, k) for k in range(len(t)) if b[k] != t[k]]
+        return out
 
     def _edit_points(self, before: State, target: State) -> list[int]:
         """The (vm, root, gva) points whose guest mapping differs."""

@@ -120,7 +120,7 @@ class Runner:
         # the trace replays to the same crash.
         rec = StepRecord(len(self.records), op, Observation(note="no answer: the step did not complete"), [])
         self.records.append(rec)
-        controls = self._controls(op)  # as the operation found them (a set_cr4 changes them)
+        controls = self._controls(op)  # as the operation found them (a set_mode changes them)
         try:
             return self._step(op, rec)
         except Failure as f:  # what the verdict is about, as data (known divergences match on it)
@@ -128,12 +128,11 @@ class Runner:
             raise
 
     def _controls(self, op: Operation) -> dict[str, bool] | None:
-        """The control bits of the operation's VM (the ideal machine's: every level has them)."""
-        v = op.args.get("v")
-        vm = self.oracle.ideal.vms.get(v) if self.oracle is not None and isinstance(v, int) else None
-        if vm is None:
+        """The control bits of the operation's vCPU (the ideal machine's: every level has them)."""
+        cpu = self.oracle.ideal_cpu(op.args) if self.oracle is not None else None
+        if cpu is None:
             return None
-        return {"wp": vm.ctl.wp, "nxe": vm.ctl.nxe, "smep": vm.ctl.smep, "smap": vm.ctl.smap}
+        return {"wp": cpu.ctl.wp, "nxe": cpu.ctl.nxe, "smep": cpu.ctl.smep, "smap": cpu.ctl.smap}
 
     def _step(self, op: Operation, rec: StepRecord) -> StepRecord:
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
-from .adapter import Bounds, Config
+from .adapter import ROLE_BITS, Bounds, Capabilities, Config, role_name
 
 PAGE = 0x1000
 REGION = 1 << 21  # what one page table maps
@@ -64,11 +64,32 @@ def draw(c: Pick, base: Config, b: Bounds) -> Config:
     if b.budget and c.take(2):
         budget = 1 + c.take(mfns)  # tight: at most every mfn, often far fewer
     slots = 1 + c.take(b.slots)
-    quota = None  # drawn last: the earlier draws decode as they did before the quota
+    quota = None  # drawn late: the earlier draws decode as they did before the quota
     if b.quota and c.take(2):
         quota = 1 + c.take(mfns)  # per VM: tight, at most every mfn
+    vcpus = 1 + c.take(b.vcpus)  # then the vCPUs and the roles, for the same reason
     return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget,
-                   quota=quota)
+                   quota=quota, vcpus=vcpus, roles=_roles(c, base.roles))
+
+
+# Every paging mode a role can name (the 16 combinations of ROLE_BITS), by name.
+ALL_ROLES = tuple(role_name({b for i, b in enumerate(ROLE_BITS) if k >> i & 1}) for k in range(1 << len(ROLE_BITS)))
+
+
+def _roles(c: Pick, base: tuple[str, ...]) -> tuple[str, ...]:
+    """1-3 distinct paging modes: the base ones half the time (WP on and off, NXE on: what the
+    shadow's meaning depends on most), else any of the sixteen (SMEP, SMAP, NXE off)."""
+    if c.take(2) == 0:
+        return base
+    pool = list(ALL_ROLES)
+    return tuple(pool.pop(c.take(len(pool))) for _ in range(1 + c.take(3)))  # without replacement
+
+
+def clamp(config: Config, caps: Capabilities) -> Config:
+    """The configuration within what the adapter runs: no more vCPUs than its scope gives (an
+    adapter that gives no scope runs one)."""
+    most = caps.scope.vcpus if caps.scope is not None else 1
+    return config if config.vcpus <= most else replace(config, vcpus=most)
 
 
 def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
@@ -159,4 +180,8 @@ def describe(config: Config, default: Config) -> list[str]:
     if config.quota is not None:
         out.append("quota < mfns" if config.quota < config.mfns else "quota = mfns")
     out.append(f"slots={config.slots}")
+    out.append(f"vcpus={config.vcpus}")
+    out.append(f"roles={len(config.roles)}")
+    if any("wp" not in r.split("+") for r in config.roles) and any("wp" in r.split("+") for r in config.roles):
+        out.append("roles with and without WP")
     return out

@@ -132,10 +132,11 @@ def _walks_of_access(runner: Runner, adapter: Adapter, rec: StepRecord) -> Walks
     a = rec.op.args
     if rec.observation.access is None or not isinstance(a.get("v"), int) or not isinstance(a.get("x"), int):
         return None
-    vm = runner.oracle.ideal.vms.get(a["v"])  # type: ignore[union-attr]
-    if vm is None or vm.cr3 is None:
+    cpu = runner.oracle.ideal_cpu(a)  # type: ignore[union-attr]
+    if cpu is None or cpu.cr3 is None:
         return None
-    return walks(runner, adapter, a["v"], vm.cr3, a["x"] + a.get("offset", 0), a.get("a", "read"), bool(a.get("u")))
+    return walks(runner, adapter, a["v"], cpu.cr3, a["x"] + a.get("offset", 0), a.get("a", "read"), bool(a.get("u")),
+                 a.get("c", 0))
 
 
 BOUND = re.compile(rf"\b({VM}|{ROOT}|{GVA})(\d+)\b")
@@ -151,16 +152,16 @@ def _walks_of_verdict(runner: Runner, adapter: Adapter, f: Failure) -> Walks | N
     gva = f.facts.get("gva")
     if gva is None and found.get(GVA, len(cfg.gvas)) < len(cfg.gvas):
         gva = cfg.gvas[found[GVA]]
-    vm = runner.oracle.ideal.vms.get(v) if isinstance(v, int) else None  # type: ignore[union-attr]
-    if vm is None or gva is None:
+    cpu = runner.oracle.ideal_cpu({"v": v}) if isinstance(v, int) else None  # type: ignore[union-attr]
+    if cpu is None or gva is None:
         return None
-    root = cfg.roots[found[ROOT]] if found.get(ROOT, len(cfg.roots)) < len(cfg.roots) else vm.cr3
+    root = cfg.roots[found[ROOT]] if found.get(ROOT, len(cfg.roots)) < len(cfg.roots) else cpu.cr3
     return None if root is None else walks(runner, adapter, v, root, gva, "read", False)  # type: ignore[arg-type]
 
 
-def walks(runner: Runner, adapter: Adapter, v: int, root: int, gva: int, acc: str, user: bool) -> Walks:
-    """Both walks of gva in VM v under guest root `root`, now."""
-    vm = runner.oracle.ideal.vms[v]  # type: ignore[union-attr]
+def walks(runner: Runner, adapter: Adapter, v: int, root: int, gva: int, acc: str, user: bool, c: int = 0) -> Walks:
+    """Both walks of gva in VM v under guest root `root`, now, in vCPU c's paging mode."""
+    vm = runner.oracle.ideal.vms[v].cpus[c]  # type: ignore[union-attr]
     saved, vm.cr3 = vm.cr3, root
     try:
         o, _, used = vm.walk(gva, acc, user)
@@ -176,7 +177,7 @@ def walks(runner: Runner, adapter: Adapter, v: int, root: int, gva: int, acc: st
     shadow = shadow_walk(v, root, gva) if callable(shadow_walk) else None
     w = Walks(v, root, gva, acc, user, guest, _outcome(o, guest), gfn, mfn,
               [tuple(e) for e in shadow] if shadow is not None else None)  # type: ignore[misc]
-    w.parting, w.why = parting(w, runner.oracle.ideal.vms[v].ctl.nxe)  # type: ignore[union-attr]
+    w.parting, w.why = parting(w, vm.ctl.nxe)
     return w
 
 

@@ -5,6 +5,11 @@ is the PML4, then at consecutive gfns one PDPT per 512 GiB region, one PD per 1 
 PT per 2 MiB region the configuration's gvas touch. `guest_map` writes the leaf (and the upper
 entries it needs) as the guest's own stores, which the VMM traps when the table is shadowed.
 Page-table edits are reported as guest writes so the ideal machine makes them too.
+
+A shim, until the bundled VMM runs several vCPUs and keys its shadow by role (`RoleShim` below): the
+VMM has one vCPU per VM and one shadow per VM, built for the VM's current paging mode. The shim runs
+every operation on vCPU 0, plays `set_mode` on the VMM's control-register handling (which drops the
+VM's shadow) and names, in events and in the read-back, the role the vCPU runs in.
 """
 
 from __future__ import annotations
@@ -17,24 +22,66 @@ from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
 from dmmcheck.impl.walker import walk  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
 from dmmcheck.impl.x86 import Access
 
-from .adapter import AccessResult, Bounds, Capabilities, Config, Observation, Operation
+from .adapter import AccessResult, Bounds, Capabilities, Config, Event, Observation, Operation, role_bits
 from .mutants import MUTANTS, apply_mutant
 from .scope import guest_tables, table_for
 
 UPPER = x86.P | x86.RW | x86.US | x86.A
 ACCESS_OPS = ("shadow_hit", "tlb_hit", "guest_walk", "guest_fault")
 OPERATIONS = frozenset(ACCESS_OPS + (
-    "vm_create", "vm_destroy", "cr3_load", "set_cr0_wp", "guest_map", "guest_unmap", "invlpg",
+    "vm_create", "vm_destroy", "cr3_load", "set_mode", "guest_map", "guest_unmap", "invlpg",
     "demand_page", "swap_in", "oom_injected", "swap_out", "swap_io_error", "share_merge", "cow_break",
     "balloon_inflate", "balloon_inflate_unmapped", "balloon_inflate_swapped", "balloon_deflate",
     "pool_grow", "pool_shrink",
-    "gpte_write", "set_cr4", "share_scan",  # not spec actions: the guest's raw edits, CR4, the scanner
+    "gpte_write", "share_scan",  # not spec actions: the guest's raw edits, the scanner
 ))
 
 
 # Campaigns vary each test case's scope up to this: a third VM, three roots, gvas over three page
-# tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots.
-SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True)
+# tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots; one
+# vCPU per VM (the shim).
+SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, vcpus=1)
+
+# ---------------------------------------------------------------- the shim
+# Which parameters of each event name the vCPU (c) and the role (o): the spec's, for the events the
+# VMM reports without them.
+_WITH_C = frozenset({"cr3_load", "hit", "guest_walk", "guest_fault", "invlpg", "tlb_flush", "tlb_sync", "tlb_evict"})
+_WITH_O = frozenset({"hit", "guest_walk", "guest_fault", "shadow_fill", "zap_spte"})
+
+
+class RoleShim:
+    """The paging mode each VM's one vCPU runs in, by role name (None before its first set_mode),
+    and the VMM's events in the spec's terms: c = 0, o = that role."""
+
+    def __init__(self) -> None:
+        self.role: dict[int, str | None] = {}
+
+    def events(self, raw: list[Event], role_of: dict[int, str | None]) -> list[Event]:
+        """`role_of`: the role of each VM while the events happened (before a set_mode takes effect)."""
+        out = []
+        for name, args in raw:
+            if name == "set_cr0_wp":
+                continue  # the VMM's own name for a mode change: the shim reports set_mode instead
+            args = dict(args)
+            if name in _WITH_C:
+                args["c"] = 0
+            if name in _WITH_O:
+                args["o"] = role_of.get(args["v"])
+            out.append((name, args))
+        return out
+
+    def set_mode(self, vmm: Vmm, vm: Any, role: str) -> None:
+        """The guest loads role's bits. The VMM zaps the VM's shadow on a change (its zap_spte events
+        name the role left); then the vCPU runs in the new role, owing the flush the spec's set_mode
+        adds, which is paid at once as a CR3 load pays it."""
+        bits = role_bits(role)
+        vmm.set_controls(vm, wp="wp" in bits, nxe="nxe" in bits, smep="smep" in bits, smap="smap" in bits)
+        self.role[vm.id] = role
+        vmm.emit("set_mode", v=vm.id, c=0, o=role)
+        vmm._loaded = None  # the CPU is reloaded (and its TLB flushed) before the guest runs again
+        vmm.mmu.flush_pending.discard(vm.id)
+        vmm.mmu.flush_gvas.pop(vm.id, None)
+        vmm.emit("tlb_flush", v=vm.id)
 
 
 class BundledVmm:
@@ -51,6 +98,7 @@ class BundledVmm:
         self.vmm: Vmm | None = None
         self.config = Config()
         self.tables: dict[int, dict[tuple[int, int], int]] = {}  # root -> its tables' gfns
+        self.shim = RoleShim()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS), scope=SCOPE)
@@ -61,7 +109,10 @@ class BundledVmm:
                              f"not {config.beyond_memory!r}")
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
+        if config.vcpus != 1:
+            raise ValueError(f"the bundled VMM runs one vCPU per VM, not {config.vcpus}")
         self.config = config
+        self.shim = RoleShim()
         self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
         _check_layout(config, self.tables)
         cpu = self.vmm.cpu if self.vmm is not None else None
@@ -79,17 +130,18 @@ class BundledVmm:
         obs = Observation()
         name = op.action
         vm = vmm.vms.get(a["v"]) if "v" in a else None
+        role_of = dict(self.shim.role)  # the roles the events happen in
         try:
             if name == "vm_create":
                 vmm.create_vm(self.config.gfns, a["v"])
+                self.shim.role[a["v"]] = None
             elif name == "vm_destroy":
                 vmm.destroy_vm(vm)
+                self.shim.role.pop(a["v"], None)
             elif name == "cr3_load":
                 vmm.load_cr3(vm, a["r"])
-            elif name == "set_cr0_wp":
-                vmm.set_controls(vm, wp=a["b"])
-            elif name == "set_cr4":
-                vmm.set_controls(vm, nxe=a["nxe"], smep=a["smep"], smap=a["smap"])
+            elif name == "set_mode":
+                self.shim.set_mode(vmm, vm, a["o"])
             elif name == "guest_map":
                 leaf = (a["g"] << x86.PAGE_SHIFT) | x86.P | (x86.RW if a["w"] else 0) | (x86.US if a["u"] else 0) \
                     | (x86.XD if a["nx"] else 0) | (x86.A if a["a"] else 0) | (x86.D if a["d"] else 0)
@@ -133,7 +185,7 @@ class BundledVmm:
                 raise ValueError(f"unknown operation {name!r}")
         except OutOfMemory as e:
             obs.note = f"out of memory: {e}"
-        obs.events = vmm.events
+        obs.events = self.shim.events(vmm.events, role_of)
         vmm.events = []
         return obs
 
@@ -170,8 +222,14 @@ class BundledVmm:
         have changed (docs/conformance.md, "Read-back")."""
         assert self.vmm is not None
         st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots), parts)
-        st["vms"] = {v: ({"live": True, "cr3_gfn": vm.cr3_gfn, "wp": vm.wp} if (vm := self.vmm.vms.get(v))
-                         else {"live": False, "cr3_gfn": None, "wp": True}) for v in range(self.config.vms)}
+        role = self.shim.role
+        st["vms"] = {v: {"live": v in self.vmm.vms,
+                         "vcpus": [{"cr3_gfn": vm.cr3_gfn if (vm := self.vmm.vms.get(v)) else None,
+                                    "role": role.get(v)}]} for v in range(self.config.vms)}
+        st["flush_pending"] = [(v, 0) for v in st["flush_pending"]]
+        if "shadow" in parts:  # the shim: every spte of a VM is of the role its vCPU runs in
+            st["spte"] = {(v, r, role.get(v), x): e for (v, r, x), e in st["spte"].items()}
+            st["spte_at"] = {at: [(v, r, role.get(v), x) for v, r, x in refs] for at, refs in st["spte_at"].items()}
         return st
 
     def shadow_walk(self, v: int, root: int, gva: int) -> list[tuple[int, int, int]] | None:

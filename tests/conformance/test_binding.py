@@ -50,6 +50,11 @@ def test_every_name_the_harness_declares_is_the_dmm_specs_and_required_of_a_vari
     # the symbols it names are state an implementation shows: the check against the reference requires them
     assert all(ref.symbols[n].mutable and not ref.symbols[n].ghost for n in binding.NAMED_SYMBOLS)
     assert binding.GMAP[0] in binding.NAMED_SYMBOLS and binding.OUTPUTS.keys() <= binding.NAMED_ACTIONS
+    # the symbols the configuration fixes are immutable, and required of a variant too
+    assert all(not ref.symbols[n].mutable for n in binding.FIXED_SYMBOLS)
+    symbols = {k: s for k, s in ref.symbols.items() if k != binding.ROLE_WP}
+    assert binding.missing(dataclasses.replace(ref, symbols=symbols)) == \
+        ["immutable relation 'role_wp' with the DMM spec's signature"]
 
 
 def test_an_enum_whose_values_the_harness_names_must_keep_them():
