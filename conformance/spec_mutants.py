@@ -4,8 +4,9 @@ A spec mutant replaces one piece of the bundled spec's text (spec/dmm.dmm) with 
 bug of an action's guards or updates (or of a define the guards use): a dropped or weakened guard
 conjunct, an off-by-one comparison, a wrong variable, a forgotten update, a wrong value, a wrong
 condition on an if-update, a zap through the forward mapping instead of the rmap, a forgotten TLB
-shootdown or owed flush, D set on a read, an allocation that ignores the idle pool, a shared page
-charged to a VM that does not hold it, a shadowed guest table swapped, ballooned or merged. No
+shootdown or owed flush, a remote flush owed to some vCPUs only, a resync skipped, a stale spte kept,
+a role ignored, D set on a read, an allocation that ignores the idle pool, a shared page charged to a
+VM that does not hold it, a shadowed guest table swapped, ballooned or merged. No
 mutant of SPEC_MUTANTS touches an invariant, an init or a declaration, so the mutation score cannot
 be raised by strengthening the guards the mutants weaken: every mutant is a bug of the model, judged
 by the invariants as they stand.
@@ -38,6 +39,10 @@ KINDS = {
     "idle-ignored": "an allocation or its failure that ignores the VM's idle pool",
     "charged-non-holder": "a shared page charged to a VM that does not hold it",
     "shadowed-gpt": "a shadowed guest table swapped, ballooned or merged",
+    "no-remote-flush": "a flush owed to some of the VM's vCPUs only, not to every one that may cache the entry",
+    "no-resync": "a stale spte left unsynced when the guest's invlpg, CR3 load or mode change completes",
+    "stale-kept": "a stale spte, or its stale mark, kept across the guest's trapping edit",
+    "role-ignored": "a role's bits, or the vCPU's role, ignored: another role's WP or shadow read",
 }
 
 
@@ -51,9 +56,26 @@ class SpecMutant:
     kind: str = ""  # one of KINDS
 
 
-# guest_unmap's zap, from the last ghost it clears (the same block ends guest_map and guest_path).
-_UNMAP_ZAP = ("  remove g_wrote(v, r, x)\n  spte(v, r, x) := none\n  remove s_write(v, r, x)\n  remove s_user(v, r, x)\n"
-              "  remove s_nx(v, r, x)\n")
+# guest_unmap's zap, from the last ghost it clears: x's sptes in every role (the same block ends
+# guest_map, guest_path and guest_upper).
+_UNMAP_ZAP = ("  remove g_wrote(v, r, x)\n  forall o: role. spte(v, r, o, x) := none\n  forall o: role. remove s_write(v, r, o, x)\n"
+              "  forall o: role. remove s_user(v, r, o, x)\n  forall o: role. remove s_nx(v, r, o, x)\n")
+# The remote flush a zap of x in every role owes (guest_map, guest_unmap, guest_path, guest_upper).
+_ZAP_FLUSH = "  if exists o: role. spte(v, r, o, x) != none {\n    forall c: vcpu. insert flush_pending(v, c)\n  }\n"
+# zap_spte, whole: the parameterless remote flush is what its mutants change.
+_ZAP_SPTE = ("action zap_spte(v: vm, r: root, o: role, x: gva) {\n  requires spte(v, r, o, x) != none\n  spte(v, r, o, x) := none\n"
+             "  remove s_write(v, r, o, x)\n  remove s_user(v, r, o, x)\n  remove s_nx(v, r, o, x)\n"
+             "  forall m: mfn. remove rmap(m, v, r, o, x)\n  remove s_stale(v, r, o, x)\n")
+
+# swap_out's zap through the rmap, up to the rmap entry it removes.
+_SWAP_ZAP = ("  insert slot_used(s)\n  forall r: root, o: role, x: gva. if rmap(m, v, r, o, x) {\n    spte(v, r, o, x) := none\n"
+             "    remove s_write(v, r, o, x)\n    remove s_user(v, r, o, x)\n    remove s_nx(v, r, o, x)\n")
+# The shootdown of every vCPU's TLB entries filled for a gfn (swap_out, cow_break, balloon_inflate).
+_SHOOTDOWN = ("  forall c: vcpu, x: gva. if tlb_gfn(v, c, x) = {g} {{\n    tlb(v, c, x) := none\n    remove tlb_write(v, c, x)\n"
+              "    tlb_gfn(v, c, x) := none\n  }}\n")
+# The end of swap_out and cow_break: the last reference moves the page to the idle pool.
+_RESERVE = ("  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved\n"
+            "    forall w: vm. if active(w, m) {\n      remove active(w, m)\n      insert idle(w, m)\n    }\n  }\n}\n\n")
 
 
 def _m(name: str, action: str, kind: str, description: str, old: str, new: str) -> SpecMutant:
@@ -66,87 +88,151 @@ SPEC_MUTANTS = [
        "action vm_create(v: vm) {\n  requires not live(v)\n", "action vm_create(v: vm) {\n"),
     _m("vm_destroy_keeps_pool", "vm_destroy", "guard", "vm_destroy may tear down a VM whose pool still holds pages",
        "  requires forall m: mfn. not in_pool(v, m)\n  remove live(v)\n", "  remove live(v)\n"),
-    _m("vm_destroy_keeps_tlb", "vm_destroy", "forgotten-update", "vm_destroy forgets to empty the VM's TLB",
-       "  forall x: gva. tlb(v, x) := none\n  forall x: gva. remove tlb_write(v, x)\n  forall x: gva. tlb_gfn(v, x) := none\n"
-       "  remove flush_pending(v)\n}\n\n# ---------------------------------------------------------------- guest CPU state",
-       "  forall x: gva. remove tlb_write(v, x)\n  forall x: gva. tlb_gfn(v, x) := none\n"
-       "  remove flush_pending(v)\n}\n\n# ---------------------------------------------------------------- guest CPU state"),
-    _m("vm_destroy_clears_wp", "vm_destroy", "wrong-value",
-       "vm_destroy resets CR0.WP to 0, not to its reset value 1",
-       "  cur_root(v) := none\n  insert cr0_wp(v)\n", "  cur_root(v) := none\n  remove cr0_wp(v)\n"),
+    _m("vm_destroy_keeps_tlb", "vm_destroy", "forgotten-update", "vm_destroy forgets to empty its vCPUs' TLBs",
+       "  forall c: vcpu, x: gva. tlb(v, c, x) := none\n", ""),
+    _m("vm_destroy_keeps_mode", "vm_destroy", "forgotten-update",
+       "vm_destroy leaves its vCPUs' paging mode behind for the next VM in the slot",
+       "  forall c: vcpu. mode(v, c) := none\n", ""),
     # ------------------------------------------------------------ guest CPU state
     _m("cr3_load_dead_vm", "cr3_load", "guard", "cr3_load does not require the VM to exist",
-       "action cr3_load(v: vm, r: root) {\n  requires live(v)\n", "action cr3_load(v: vm, r: root) {\n"),
-    _m("cr3_load_keeps_tlb", "cr3_load", "forgotten-update", "cr3_load switches roots without flushing the TLB",
-       "  cur_root(v) := r\n  forall x: gva. tlb(v, x) := none\n", "  cur_root(v) := r\n"),
+       "action cr3_load(v: vm, c: vcpu, r: root) {\n  requires live(v)\n", "action cr3_load(v: vm, c: vcpu, r: root) {\n"),
+    _m("cr3_load_keeps_tlb", "cr3_load", "forgotten-update", "cr3_load switches roots without flushing the vCPU's TLB",
+       "  cur_root(v, c) := r\n  forall x: gva. tlb(v, c, x) := none\n", "  cur_root(v, c) := r\n"),
     _m("cr3_load_keeps_flush", "cr3_load", "forgotten-update", "cr3_load does not pay the owed TLB flush",
-       "  forall x: gva. tlb_gfn(v, x) := none\n  remove flush_pending(v)\n}\n\n# A CR0.WP change",
-       "  forall x: gva. tlb_gfn(v, x) := none\n}\n\n# A CR0.WP change"),
-    _m("cr0_wp_keeps_sptes", "set_cr0_wp", "forgotten-update", "set_cr0_wp forgets to zap the sptes (keeps them present)",
-       "  cr0_wp(v) := b\n  forall r: root, x: gva. spte(v, r, x) := none\n", "  cr0_wp(v) := b\n"),
-    _m("cr0_wp_flush_only_writable", "set_cr0_wp", "wrong-condition",
-       "set_cr0_wp owes a flush only when a writable spte was zapped",
-       "  if exists r: root, x: gva. spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n"
-       "# ---------------------------------------------------------------- guest page-table edits",
-       "  if exists r: root, x: gva. s_write(v, r, x) {\n    insert flush_pending(v)\n  }\n}\n\n"
-       "# ---------------------------------------------------------------- guest page-table edits"),
+       "  forall x: gva. tlb_gfn(v, c, x) := none\n  remove flush_pending(v, c)\n}\n\n# A control-register load",
+       "  forall x: gva. tlb_gfn(v, c, x) := none\n}\n\n# A control-register load"),
+    _m("cr3_load_skips_resync", "cr3_load", "no-resync",
+       "the CR3 load completes without resyncing the new root's stale sptes",
+       "  requires forall o: role, x: gva. mode(v, c) = o implies not s_stale(v, r, o, x)\n", ""),
+    _m("set_mode_keeps_tlb", "set_mode", "no-flush",
+       "a paging-mode change switches the vCPU's role but owes it no flush (its TLB keeps the old role's entries)",
+       "  mode(v, c) := o\n  insert flush_pending(v, c)\n", "  mode(v, c) := o\n"),
+    _m("set_mode_flush_only_writable", "set_mode", "wrong-condition",
+       "a paging-mode change owes the vCPU a flush only when its TLB holds a writable entry",
+       "  mode(v, c) := o\n  insert flush_pending(v, c)\n",
+       "  mode(v, c) := o\n  if exists x: gva. tlb_write(v, c, x) {\n    insert flush_pending(v, c)\n  }\n"),
+    _m("set_mode_skips_resync", "set_mode", "no-resync",
+       "a paging-mode change loads the new role's shadow without resyncing its stale sptes",
+       "  requires forall r: root, x: gva. cur_root(v, c) = r implies not s_stale(v, r, o, x)\n", ""),
     # ------------------------------------------------------------ guest page-table edits
     _m("guest_map_wrote_from_a", "guest_map", "wrong-value", "guest_map records the gpte's D write from its A bit (:= a, not := d)",
-       "  g_wrote(v, r, x) := d\n", "  g_wrote(v, r, x) := a\n"),
-    _m("guest_map_keeps_spte", "guest_map", "forgotten-update", "the emulated gpte write does not zap the spte",
-       "  g_wrote(v, r, x) := d\n  spte(v, r, x) := none\n", "  g_wrote(v, r, x) := d\n"),
+       "  g_wrote(v, r, x) := d\n  forall o: role. spte(v, r, o, x) := none\n",
+       "  g_wrote(v, r, x) := a\n  forall o: role. spte(v, r, o, x) := none\n"),
+    _m("guest_map_keeps_spte", "guest_map", "forgotten-update", "the emulated gpte write does not zap the sptes",
+       "  g_wrote(v, r, x) := d\n  forall o: role. spte(v, r, o, x) := none\n", "  g_wrote(v, r, x) := d\n"),
     _m("guest_map_flush_only_writable", "guest_map", "wrong-condition",
-       "the emulated gpte write owes a flush only when the zapped spte was writable",
-       "  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n# The guest clears a gpte",
-       "  if s_write(v, r, x) {\n    insert flush_pending(v)\n  }\n}\n\n# The guest clears a gpte"),
-    _m("guest_unmap_no_flush", "guest_unmap", "no-flush", "clearing a gpte zaps its spte but owes no flush",
-       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n",
-       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n"),
-    _m("guest_unmap_keeps_rmap", "guest_unmap", "forgotten-update", "clearing a gpte zaps its spte but leaves the rmap entry",
-       _UNMAP_ZAP + "  forall m: mfn. remove rmap(m, v, r, x)\n", _UNMAP_ZAP),
+       "the emulated gpte write owes a flush only when a zapped spte was writable",
+       _ZAP_FLUSH + "}\n\n# The guest clears a gpte",
+       "  if exists o: role. s_write(v, r, o, x) {\n    forall c: vcpu. insert flush_pending(v, c)\n  }\n}\n\n"
+       "# The guest clears a gpte"),
+    _m("guest_map_keeps_stale_mark", "guest_map", "stale-kept",
+       "the emulated gpte write zaps the sptes but leaves them marked stale",
+       "  forall o: role. remove s_stale(v, r, o, x)\n" + _ZAP_FLUSH + "}\n\n# The guest clears a gpte",
+       _ZAP_FLUSH + "}\n\n# The guest clears a gpte"),
+    _m("guest_unmap_no_flush", "guest_unmap", "no-flush", "clearing a gpte zaps its sptes but owes no flush",
+       _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n"
+       + _ZAP_FLUSH,
+       _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n"),
+    _m("guest_unmap_keeps_rmap", "guest_unmap", "forgotten-update", "clearing a gpte zaps its sptes but leaves the rmap entries",
+       _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n", _UNMAP_ZAP),
     _m("guest_path_keeps_spte", "guest_path", "forgotten-update",
-       "an emulated edit of an upper-level entry does not zap the spte behind it",
-       "  g_table(v, r, x, t) := b\n  spte(v, r, x) := none\n", "  g_table(v, r, x, t) := b\n"),
-    _m("guest_path_no_flush", "guest_path", "no-flush", "an emulated edit of an upper-level entry zaps the spte but owes no flush",
-       "  forall m: mfn. remove rmap(m, v, r, x)\n  if spte(v, r, x) != none {\n    insert flush_pending(v)\n  }\n}\n\n"
-       "# The VMM shadows",
-       "  forall m: mfn. remove rmap(m, v, r, x)\n}\n\n# The VMM shadows"),
+       "an emulated edit of an upper-level entry does not zap the sptes behind it",
+       "  g_table(v, r, x, t) := b\n  forall o: role. spte(v, r, o, x) := none\n", "  g_table(v, r, x, t) := b\n"),
+    _m("guest_path_no_flush", "guest_path", "no-flush", "an emulated edit of an upper-level entry zaps the sptes but owes no flush",
+       "  forall o: role. remove s_stale(v, r, o, x)\n" + _ZAP_FLUSH + "}\n\n# The guest rewrote an entry above x's leaf so",
+       "  forall o: role. remove s_stale(v, r, o, x)\n}\n\n# The guest rewrote an entry above x's leaf so"),
+    _m("guest_path_keeps_stale_spte", "guest_path", "stale-kept",
+       "an emulated edit of an upper-level entry zaps only x's in-sync sptes, leaving a stale one to the resync "
+       "(which reads only the leaf)",
+       "  g_table(v, r, x, t) := b\n  forall o: role. spte(v, r, o, x) := none\n  forall o: role. remove s_write(v, r, o, x)\n"
+       "  forall o: role. remove s_user(v, r, o, x)\n  forall o: role. remove s_nx(v, r, o, x)\n"
+       "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n",
+       "  g_table(v, r, x, t) := b\n  forall o: role. if not s_stale(v, r, o, x) {\n    spte(v, r, o, x) := none\n"
+       "    remove s_write(v, r, o, x)\n    remove s_user(v, r, o, x)\n    remove s_nx(v, r, o, x)\n"
+       "    forall m: mfn. remove rmap(m, v, r, o, x)\n  }\n"),
+    _m("guest_upper_keeps_spte", "guest_upper", "forgotten-update",
+       "an emulated edit that moves a table above x's leaf does not zap the sptes behind it",
+       "  g_upper(v, r, x, t) := b\n  forall o: role. spte(v, r, o, x) := none\n", "  g_upper(v, r, x, t) := b\n"),
+    _m("unsync_write_on_protected_leaf", "guest_map_unsync", "guard",
+       "a guest store to a write-protected leaf table is taken as an unsync write (no trap, the sptes go stale)",
+       "action guest_map_unsync(v: vm, r: root, x: gva, g: gfn, w: bool, u: bool, nx: bool, a: bool, d: bool) {\n"
+       "  requires live(v) and leaf_unsync(v, r, x)\n",
+       "action guest_map_unsync(v: vm, r: root, x: gva, g: gfn, w: bool, u: bool, nx: bool, a: bool, d: bool) {\n"
+       "  requires live(v)\n"),
+    _m("unsync_write_no_snapshot", "guest_map_unsync", "forgotten-update",
+       "an unsync gpte write marks the sptes stale without recording the gpte they were built from",
+       "  forall o: role. if spte(v, r, o, x) != none and not s_stale(v, r, o, x) {\n    old_gmap(v, r, o, x) := gmap(v, r, x)\n"
+       "    old_write(v, r, o, x) := g_write(v, r, x)\n    old_user(v, r, o, x) := g_user(v, r, x)\n"
+       "    old_nx(v, r, o, x) := g_nx(v, r, x)\n    insert s_stale(v, r, o, x)\n  }\n  gmap(v, r, x) := g\n",
+       "  forall o: role. if spte(v, r, o, x) != none and not s_stale(v, r, o, x) {\n    insert s_stale(v, r, o, x)\n  }\n"
+       "  gmap(v, r, x) := g\n"),
+    _m("unsync_clear_not_stale", "guest_unmap_unsync", "forgotten-update",
+       "an unsync gpte clear keeps the sptes but does not mark them stale",
+       "    old_nx(v, r, o, x) := g_nx(v, r, x)\n    insert s_stale(v, r, o, x)\n  }\n  gmap(v, r, x) := none\n",
+       "    old_nx(v, r, o, x) := g_nx(v, r, x)\n  }\n  gmap(v, r, x) := none\n"),
+    _m("unsync_gpt_used_above_leaf", "unsync_gpt", "guard",
+       "unsync_gpt unsyncs a table that a present spte's walk reads above its leaf",
+       "  requires forall r: root, o: role, x: gva. g_upper(v, r, x, g) implies spte(v, r, o, x) = none\n", ""),
+    _m("unsync_gpt_unshadowed", "unsync_gpt", "guard", "unsync_gpt may unprotect a table no shadow page shadows",
+       "  requires gpt_page(v, g) and write_protected(v, g)\n", "  requires write_protected(v, g)\n"),
+    _m("sync_keeps_stronger_spte", "sync_spte", "guard",
+       "a resync keeps an spte whose rights the gpte as it is now no longer grants",
+       "  requires (s_write(v, r, o, x) implies g_dirty(v, r, x) and (g_write(v, r, x) or not role_wp(o) and not "
+       "s_user(v, r, o, x))) and (s_user(v, r, o, x) implies g_user(v, r, x)) and (g_nx(v, r, x) implies s_nx(v, r, o, x))\n",
+       ""),
+    _m("sync_keeps_other_page", "sync_spte", "guard",
+       "a resync keeps an spte without checking that it maps the gpte's page as it is now",
+       "  requires exists g: gfn. gmap(v, r, x) = g and p2m(v, g) = spte(v, r, o, x)\n", ""),
     _m("protect_gpt_not_protected", "protect_gpt", "forgotten-update", "shadowing a guest table forgets to write-protect its gfn",
        "  insert gpt_page(v, g)\n  insert write_protected(v, g)\n", "  insert gpt_page(v, g)\n"),
     _m("protect_gpt_forward_zap", "protect_gpt", "forward-zap",
        "protect_gpt removes the write right of the sptes whose gpte names g (the forward mapping), not of "
        "those the rmap of g's page lists",
-       "  forall r: root, x: gva. if exists m: mfn. p2m(v, g) = m and rmap(m, v, r, x) {\n    remove s_write(v, r, x)",
-       "  forall r: root, x: gva. if gmap(v, r, x) = g {\n    remove s_write(v, r, x)"),
+       "  forall r: root, o: role, x: gva. if exists m: mfn. p2m(v, g) = m and rmap(m, v, r, o, x) {\n"
+       "    remove s_write(v, r, o, x)",
+       "  forall r: root, o: role, x: gva. if gmap(v, r, x) = g {\n    remove s_write(v, r, o, x)"),
     _m("protect_gpt_no_flush", "protect_gpt", "no-flush", "protect_gpt removes write rights but owes no flush",
-       "  if exists m: mfn, r: root, x: gva. p2m(v, g) = m and rmap(m, v, r, x) and s_write(v, r, x) {\n"
-       "    insert flush_pending(v)\n  }\n", ""),
+       "  if exists m: mfn, r: root, o: role, x: gva. p2m(v, g) = m and rmap(m, v, r, o, x) and s_write(v, r, o, x) {\n"
+       "    forall c: vcpu. insert flush_pending(v, c)\n  }\n", ""),
     _m("unshadow_gpt_drops_protection", "unshadow_gpt", "wrong-variable",
        "unshadow_gpt clears write_protected instead of gpt_page",
-       "  requires gpt_page(v, g)\n  remove gpt_page(v, g)\n", "  requires gpt_page(v, g)\n  remove write_protected(v, g)\n"),
+       "implies spte(v, r, o, x) = none)\n  remove gpt_page(v, g)\n", "implies spte(v, r, o, x) = none)\n  remove write_protected(v, g)\n"),
+    _m("unshadow_unsync_gpt_under_sptes", "unshadow_gpt", "guard",
+       "an unsync table's shadow page goes while sptes built from its gptes stay",
+       "  requires write_protected(v, g) or (forall r: root, o: role, x: gva. g_table(v, r, x, g) implies spte(v, r, o, x) = none)\n",
+       ""),
     _m("unprotect_gpt_under_walk", "unprotect_gpt", "guard",
        "unprotect_gpt does not check that no spte's walk still reads the table",
-       "  requires forall r: root, x: gva. g_table(v, r, x, g) implies spte(v, r, x) = none\n", ""),
+       "  requires forall r: root, o: role, x: gva. g_table(v, r, x, g) implies spte(v, r, o, x) = none\n", ""),
     _m("unprotect_gpt_while_shadowed", "unprotect_gpt", "guard", "unprotect_gpt does not check that no shadow depends on g",
        "  requires write_protected(v, g) and not gpt_page(v, g)\n", "  requires write_protected(v, g)\n"),
     # ------------------------------------------------------------ guest accesses
-    _m("tlb_hit_ignores_flush_pending", "tlb_hit", "guard", "a TLB hit is allowed while a flush is owed",
-       "action tlb_hit(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires runnable(v, r)\n",
-       "action tlb_hit(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires live(v) and cur_root(v) = r\n"),
+    _m("tlb_hit_ignores_flush_pending", "tlb_hit", "guard", "a TLB hit is allowed while a flush is owed to the vCPU",
+       "action tlb_hit(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n  requires runnable(v, c, r, o)\n",
+       "action tlb_hit(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n"
+       "  requires live(v) and cur_root(v, c) = r and mode(v, c) = o\n"),
     _m("tlb_hit_write_readonly", "tlb_hit", "guard", "a write may hit a read-only TLB entry",
-       "  requires tlb(v, x) != none and (a = write implies tlb_write(v, x))\n", "  requires tlb(v, x) != none\n"),
+       "  requires tlb(v, c, x) != none and (a = write implies tlb_write(v, c, x))\n", "  requires tlb(v, c, x) != none\n"),
     _m("shadow_hit_no_tlb_gfn", "shadow_hit", "forgotten-update", "shadow_hit caches the translation without its gfn",
-       "  tlb_gfn(v, x) := gmap(v, r, x)\n", ""),
-    _m("shadow_hit_ignores_flush_pending", "shadow_hit", "guard", "a shadow hit (and its TLB fill) is allowed while a flush is owed",
-       "action shadow_hit(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires runnable(v, r)\n",
-       "action shadow_hit(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires live(v) and cur_root(v) = r\n"),
+       "  if s_stale(v, r, o, x) {\n    tlb_gfn(v, c, x) := old_gmap(v, r, o, x)\n  } else {\n    tlb_gfn(v, c, x) := gmap(v, r, x)\n  }\n",
+       ""),
+    _m("shadow_hit_stale_gfn", "shadow_hit", "wrong-value",
+       "a hit through a stale spte records the gpte's current gfn as the TLB entry's, not the one it was built from",
+       "  if s_stale(v, r, o, x) {\n    tlb_gfn(v, c, x) := old_gmap(v, r, o, x)\n  } else {\n    tlb_gfn(v, c, x) := gmap(v, r, x)\n  }\n",
+       "  tlb_gfn(v, c, x) := gmap(v, r, x)\n"),
+    _m("shadow_hit_ignores_flush_pending", "shadow_hit", "guard",
+       "a shadow hit (and its TLB fill) is allowed while a flush is owed to the vCPU",
+       "action shadow_hit(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n  requires runnable(v, c, r, o)\n",
+       "action shadow_hit(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n"
+       "  requires live(v) and cur_root(v, c) = r and mode(v, c) = o\n"),
     _m("guest_walk_dirty_on_read", "guest_walk", "dirty-on-read", "guest_walk sets the guest's D bit on every access",
        "  if a = write {\n    insert g_dirty(v, r, x)\n", "  insert g_dirty(v, r, x)\n  if a = write {\n"),
     _m("guest_walk_no_dirty", "guest_walk", "forgotten-update", "guest_walk forgets the guest's D bit on a write",
        "  if a = write {\n    insert g_dirty(v, r, x)\n", "  if a = write {\n"),
-    _m("guest_fault_any_root", "guest_fault", "guard", "a #PF may be injected for a root the guest is not running",
-       "action guest_fault(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires live(v) and cur_root(v) = r\n",
-       "action guest_fault(v: vm, r: root, x: gva, a: access, u: bool) {\n  requires live(v)\n"),
+    _m("guest_fault_any_root", "guest_fault", "guard", "a #PF may be injected for a root the vCPU is not running",
+       "action guest_fault(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n"
+       "  requires live(v) and cur_root(v, c) = r and mode(v, c) = o\n",
+       "action guest_fault(v: vm, c: vcpu, r: root, o: role, x: gva, a: access, u: bool) {\n  requires live(v)\n"),
     _m("fill_ignores_dirty", "shadow_fill", "guard", "shadow_fill may grant write without the guest's D bit",
        "  requires w implies g_dirty(v, r, x) and not write_protected(v, g) and status(m) != shared",
        "  requires w implies not write_protected(v, g) and status(m) != shared"),
@@ -159,41 +245,70 @@ SPEC_MUTANTS = [
     _m("fill_without_accessed", "shadow_fill", "guard", "shadow_fill does not wait for the guest's A bit",
        "  requires gmap(v, r, x) = g and p2m(v, g) = m and g_accessed(v, r, x)\n",
        "  requires gmap(v, r, x) = g and p2m(v, g) = m\n"),
-    _m("fill_wp_polarity", "shadow_fill", "wrong-value", "shadow_fill's supervisor-write rule reads CR0.WP the wrong way round",
-       "  requires w implies g_write(v, r, x) or not cr0_wp(v)\n", "  requires w implies g_write(v, r, x) or cr0_wp(v)\n"),
+    _m("fill_wp_polarity", "shadow_fill", "wrong-value", "shadow_fill's supervisor-write rule reads the role's CR0.WP the wrong way round",
+       "  requires w implies g_write(v, r, x) or not role_wp(o)\n", "  requires w implies g_write(v, r, x) or role_wp(o)\n"),
+    _m("fill_wp_of_any_role", "shadow_fill", "role-ignored",
+       "shadow_fill applies the CR0.WP=0 supervisor-write rule in every role once some role has WP=0 (the "
+       "shadow's own role's WP ignored)",
+       "  requires w implies g_write(v, r, x) or not role_wp(o)\n",
+       "  requires w implies g_write(v, r, x) or (exists p: role. not role_wp(p))\n"),
     _m("fill_user_ignores_wp0", "shadow_fill", "wrong-value",
        "a writable spte made for a WP=0 supervisor write keeps the guest's user bit",
-       "  s_user(v, r, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)\n", "  s_user(v, r, x) := g_user(v, r, x)\n"),
+       "  s_user(v, r, o, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)\n", "  s_user(v, r, o, x) := g_user(v, r, x)\n"),
     _m("fill_overwrites_present", "shadow_fill", "guard", "shadow_fill may overwrite a present spte (weakening it in place)",
-       "  requires spte(v, r, x) = none or not s_write(v, r, x) and w and g_write(v, r, x)\n", ""),
+       "  requires spte(v, r, o, x) = none or s_stale(v, r, o, x) or not s_write(v, r, o, x) and w and g_write(v, r, x)\n", ""),
+    _m("fill_resync_no_flush", "shadow_fill", "no-flush",
+       "shadow_fill rebuilds a stale spte (a resync) but owes no flush: the vCPUs keep the old translation cached",
+       "  if s_stale(v, r, o, x) {\n    forall c: vcpu. insert flush_pending(v, c)\n  }\n", ""),
     _m("fill_ignores_nx", "shadow_fill", "guard", "shadow_fill may make an spte executable that the guest's NX forbids",
        "  requires g_nx(v, r, x) implies nx\n", ""),
     _m("fill_unprotected_walk", "shadow_fill", "guard", "shadow_fill does not wait for the tables of the walk to be shadowed",
-       "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t)\n", ""),
+       "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t) or gpt_page(v, t) and not g_upper(v, r, x, t)\n",
+       ""),
+    _m("fill_unsync_upper_walk", "shadow_fill", "guard",
+       "shadow_fill accepts an unsync table anywhere on the walk, not only as the leaf's",
+       "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t) or gpt_page(v, t) and not g_upper(v, r, x, t)\n",
+       "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t) or gpt_page(v, t)\n"),
     _m("zap_spte_no_flush", "zap_spte", "no-flush", "zap_spte owes no flush",
-       "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}\n",
-       "  forall m: mfn. remove rmap(m, v, r, x)\n}\n"),
+       _ZAP_SPTE + "  forall c: vcpu. insert flush_pending(v, c)\n}\n", _ZAP_SPTE + "}\n"),
+    _m("zap_spte_flush_only_writers", "zap_spte", "no-remote-flush",
+       "zap_spte sends the remote flush only to the vCPUs that may write through x: one holding a read-only "
+       "entry keeps it",
+       _ZAP_SPTE + "  forall c: vcpu. insert flush_pending(v, c)\n}\n",
+       _ZAP_SPTE + "  forall c: vcpu. if tlb_write(v, c, x) {\n    insert flush_pending(v, c)\n  }\n}\n"),
     _m("zap_spte_keeps_rmap", "zap_spte", "forgotten-update", "zap_spte leaves the rmap entry",
-       "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}\n", "  insert flush_pending(v)\n}\n"),
+       "  forall m: mfn. remove rmap(m, v, r, o, x)\n  remove s_stale(v, r, o, x)\n  forall c: vcpu. insert flush_pending(v, c)\n}\n",
+       "  remove s_stale(v, r, o, x)\n  forall c: vcpu. insert flush_pending(v, c)\n}\n"),
     # ------------------------------------------------------------ TLB
     _m("flush_request_dead_vm", "flush_request", "guard", "a flush may be owed by a VM that does not exist",
        "action flush_request(v: vm) {\n  requires live(v)\n", "action flush_request(v: vm) {\n"),
     _m("invlpg_keeps_gfn", "invlpg", "forgotten-update", "invlpg drops the entry but not the gfn it was filled for",
-       "  requires live(v)\n  tlb(v, x) := none\n  remove tlb_write(v, x)\n  tlb_gfn(v, x) := none\n",
-       "  requires live(v)\n  tlb(v, x) := none\n  remove tlb_write(v, x)\n"),
+       "  requires in_sync(v, c, x)\n  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n  tlb_gfn(v, c, x) := none\n",
+       "  requires in_sync(v, c, x)\n  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n"),
+    _m("invlpg_skips_resync", "invlpg", "no-resync",
+       "the guest's invlpg completes without the VMM resyncing x's stale spte in the vCPU's shadow",
+       "  requires in_sync(v, c, x)\n", ""),
+    _m("invlpg_resyncs_other_vcpu", "invlpg", "role-ignored",
+       "invlpg resyncs x in every shadow but the one the vCPU runs (its root and role)",
+       "define in_sync(v: vm, c: vcpu, x: gva): bool =\n"
+       "  forall r: root, o: role. cur_root(v, c) = r and mode(v, c) = o implies not s_stale(v, r, o, x)\n",
+       "define in_sync(v: vm, c: vcpu, x: gva): bool =\n"
+       "  forall r: root, o: role. cur_root(v, c) = r and mode(v, c) != o implies not s_stale(v, r, o, x)\n"),
     _m("tlb_flush_keeps_entries", "tlb_flush", "forgotten-update", "tlb_flush pays the owed flush without emptying the TLB",
-       "  requires live(v)\n  forall x: gva. tlb(v, x) := none\n  forall x: gva. remove tlb_write(v, x)\n"
-       "  forall x: gva. tlb_gfn(v, x) := none\n  remove flush_pending(v)\n",
-       "  requires live(v)\n  forall x: gva. remove tlb_write(v, x)\n  forall x: gva. tlb_gfn(v, x) := none\n"
-       "  remove flush_pending(v)\n"),
+       "  requires live(v)\n  forall x: gva. tlb(v, c, x) := none\n  forall x: gva. remove tlb_write(v, c, x)\n"
+       "  forall x: gva. tlb_gfn(v, c, x) := none\n  remove flush_pending(v, c)\n",
+       "  requires live(v)\n  forall x: gva. remove tlb_write(v, c, x)\n  forall x: gva. tlb_gfn(v, c, x) := none\n"
+       "  remove flush_pending(v, c)\n"),
     _m("tlb_sync_ignores_write", "tlb_sync", "guard", "tlb_sync pays the flush though a TLB entry is still writable and its spte is not",
-       "  requires forall x: gva. tlb(v, x) != none implies cur_root(v) != none and (forall r: root. cur_root(v) = r implies "
-       "tlb(v, x) = spte(v, r, x) and (tlb_write(v, x) implies s_write(v, r, x)))\n",
-       "  requires forall x: gva. tlb(v, x) != none implies cur_root(v) != none and (forall r: root. cur_root(v) = r implies "
-       "tlb(v, x) = spte(v, r, x))\n"),
+       " and (tlb_write(v, c, x) implies s_write(v, r, o, x)))\n  remove flush_pending(v, c)\n",
+       ")\n  remove flush_pending(v, c)\n"),
+    _m("tlb_sync_any_role", "tlb_sync", "role-ignored",
+       "tlb_sync pays the flush when the TLB agrees with the sptes of the vCPU's root in any role, not its own",
+       "(exists r: root, o: role. cur_root(v, c) = r and mode(v, c) = o and tlb(v, c, x) = spte(v, r, o, x)",
+       "(exists r: root, o: role. cur_root(v, c) = r and tlb(v, c, x) = spte(v, r, o, x)"),
     _m("tlb_evict_keeps_write", "tlb_evict", "forgotten-update", "evicting a TLB entry leaves its write right behind",
-       "  requires tlb(v, x) != none\n  tlb(v, x) := none\n  remove tlb_write(v, x)\n",
-       "  requires tlb(v, x) != none\n  tlb(v, x) := none\n"),
+       "  requires tlb(v, c, x) != none\n  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n",
+       "  requires tlb(v, c, x) != none\n  tlb(v, c, x) := none\n"),
     # ------------------------------------------------------------ demand paging
     _m("demand_page_any_pool", "demand_page", "guard", "demand paging may take any page, not only an allocatable one",
        "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)\n  requires allocatable(v, m)\n",
@@ -230,20 +345,13 @@ SPEC_MUTANTS = [
        "  requires status(m) = shared and owner(m) = v implies refcount(m) = 1 or (exists h: gfn. h != g and p2m(v, h) = m)\n",
        "  requires p2m(v, g) = m and not gpt_page(v, g) and not slot_used(s)\n"),
     _m("swap_out_keeps_rmap", "swap_out", "forgotten-update", "swap_out forgets to remove the rmap entries of the sptes it zaps",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n    spte(v, r, x) := none\n"
-       "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n    spte(v, r, x) := none\n"
-       "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n"),
+       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n", _SWAP_ZAP),
     _m("swap_out_forward_zap", "swap_out", "forward-zap",
        "swap_out zaps the sptes whose gpte names g (the forward mapping), not those the rmap of m lists",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if gmap(v, r, x) = g {\n"),
+       "  insert slot_used(s)\n  forall r: root, o: role, x: gva. if rmap(m, v, r, o, x) {\n",
+       "  insert slot_used(s)\n  forall r: root, o: role, x: gva. if gmap(v, r, x) = g {\n"),
     _m("swap_out_no_shootdown", "swap_out", "no-shootdown", "swap_out does not shoot down the TLB entries filled for g",
-       "  forall x: gva. if tlb_gfn(v, x) = g {\n    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n"
-       "  }\n  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved\n"
-       "    forall w: vm. if active(w, m) {\n      remove active(w, m)\n      insert idle(w, m)\n    }\n  }\n}\n\n# Swap in",
-       "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved\n"
-       "    forall w: vm. if active(w, m) {\n      remove active(w, m)\n      insert idle(w, m)\n    }\n  }\n}\n\n# Swap in"),
+       _SHOOTDOWN.format(g="g") + _RESERVE + "# Swap in", _RESERVE + "# Swap in"),
     _m("swap_out_frees_at_two", "swap_out", "off-by-one",
        "swap_out frees the page when the count after the decrement is 1 (tests the new count against the old one's bound)",
        "  if refcount(m) = 1 {\n    status(m) := reserved\n    forall w: vm. if active(w, m) {\n      remove active(w, m)\n"
@@ -252,12 +360,10 @@ SPEC_MUTANTS = [
        "      insert idle(w, m)\n    }\n  }\n}\n\n# Swap in"),
     _m("swap_out_flush_only_writable", "swap_out", "wrong-condition",
        "swap_out owes a flush only when a zapped spte was writable",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n    spte(v, r, x) := none\n"
-       "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n"
-       "  }\n  if exists r: root, x: gva. rmap(m, v, r, x) {\n",
-       "  insert slot_used(s)\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n    spte(v, r, x) := none\n"
-       "    remove s_write(v, r, x)\n    remove s_user(v, r, x)\n    remove s_nx(v, r, x)\n    remove rmap(m, v, r, x)\n"
-       "  }\n  if exists r: root, x: gva. rmap(m, v, r, x) and s_write(v, r, x) {\n"),
+       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n"
+       "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) {\n",
+       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n"
+       "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) and s_write(v, r, o, x) {\n"),
     _m("swap_in_any_page", "swap_in", "guard", "swap_in may read into any page, not only an allocatable one",
        "  requires swap_slot(v, g) = s and allocatable(v, m)\n", "  requires swap_slot(v, g) = s\n"),
     _m("swap_in_keeps_slot_used", "swap_in", "forgotten-update", "swap_in leaves the slot marked used on the device",
@@ -269,19 +375,20 @@ SPEC_MUTANTS = [
        "action swap_io_error(v: vm, g: gfn) {\n  requires live(v)\n"),
     # ------------------------------------------------------------ content-based sharing
     _m("merge_keeps_write", "share_merge", "forgotten-update", "share_merge leaves the merged page writable in existing sptes",
-       "  forall w: vm, r: root, x: gva. if rmap(m1, w, r, x) {\n    remove s_write(w, r, x)\n  }\n", ""),
+       "  forall w: vm, r: root, o: role, x: gva. if rmap(m1, w, r, o, x) {\n    remove s_write(w, r, o, x)\n  }\n", ""),
     _m("merge_readonly_wrong_vm", "share_merge", "wrong-variable",
        "share_merge removes the write right at the gvas where v1 maps m1, in every VM (v1 for w)",
-       "  forall w: vm, r: root, x: gva. if rmap(m1, w, r, x) {\n    remove s_write(w, r, x)\n",
-       "  forall w: vm, r: root, x: gva. if rmap(m1, v1, r, x) {\n    remove s_write(w, r, x)\n"),
+       "  forall w: vm, r: root, o: role, x: gva. if rmap(m1, w, r, o, x) {\n    remove s_write(w, r, o, x)\n",
+       "  forall w: vm, r: root, o: role, x: gva. if rmap(m1, v1, r, o, x) {\n    remove s_write(w, r, o, x)\n"),
     _m("merge_flushes_wrong_vm", "share_merge", "wrong-variable",
        "the zap of v2's sptes of the discarded page owes the flush in v1, not v2",
-       "  if exists r: root, x: gva. rmap(m2, v2, r, x) {\n    insert flush_pending(v2)\n",
-       "  if exists r: root, x: gva. rmap(m2, v2, r, x) {\n    insert flush_pending(v1)\n"),
+       "  if exists r: root, o: role, x: gva. rmap(m2, v2, r, o, x) {\n    forall c: vcpu. insert flush_pending(v2, c)\n",
+       "  if exists r: root, o: role, x: gva. rmap(m2, v2, r, o, x) {\n    forall c: vcpu. insert flush_pending(v1, c)\n"),
     _m("merge_zaps_m1", "share_merge", "wrong-variable", "share_merge zaps v2's sptes of m1 instead of m2",
-       "  forall r: root, x: gva. if rmap(m2, v2, r, x) {\n", "  forall r: root, x: gva. if rmap(m1, v2, r, x) {\n"),
+       "  forall r: root, o: role, x: gva. if rmap(m2, v2, r, o, x) {\n",
+       "  forall r: root, o: role, x: gva. if rmap(m1, v2, r, o, x) {\n"),
     _m("merge_shootdown_wrong_gfn", "share_merge", "wrong-variable", "share_merge shoots down v2's TLB entries for g1, not g2",
-       "  forall x: gva. if tlb_gfn(v2, x) = g2 {\n", "  forall x: gva. if tlb_gfn(v2, x) = g1 {\n"),
+       "  forall c: vcpu, x: gva. if tlb_gfn(v2, c, x) = g2 {\n", "  forall c: vcpu, x: gva. if tlb_gfn(v2, c, x) = g1 {\n"),
     _m("merge_shadowed_gpt", "share_merge", "shadowed-gpt", "share_merge may merge away a shadowed guest table (v2, g2)",
        "  requires status(m2) = mapped and not gpt_page(v1, g1) and not gpt_page(v2, g2)\n",
        "  requires status(m2) = mapped and not gpt_page(v1, g1)\n"),
@@ -311,17 +418,12 @@ SPEC_MUTANTS = [
        "  requires p2m(v, g) = m and status(m) = shared and allocatable(v, n)\n"
        "  requires status(m) = shared and owner(m) = v implies refcount(m) <= 2 or"),
     _m("cow_break_no_shootdown", "cow_break", "no-shootdown", "cow_break does not shoot down the TLB entries filled for g",
-       "  forall x: gva. if tlb_gfn(v, x) = g {\n    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n"
-       "  }\n  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved\n"
-       "    forall w: vm. if active(w, m) {\n      remove active(w, m)\n      insert idle(w, m)\n    }\n  }\n}\n\n"
-       "# ---------------------------------------------------------------- ballooning",
-       "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := reserved\n"
-       "    forall w: vm. if active(w, m) {\n      remove active(w, m)\n      insert idle(w, m)\n    }\n  }\n}\n\n"
-       "# ---------------------------------------------------------------- ballooning"),
+       _SHOOTDOWN.format(g="g") + _RESERVE + "# ---------------------------------------------------------------- ballooning",
+       _RESERVE + "# ---------------------------------------------------------------- ballooning"),
     _m("cow_break_copy_unowned", "cow_break", "forgotten-update", "cow_break does not record the writer as the copy's owner",
-       "  insert active(v, n)\n  owner(n) := v\n  refcount(n) := 1\n  status(n) := mapped\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n",
-       "  insert active(v, n)\n  refcount(n) := 1\n  status(n) := mapped\n  forall r: root, x: gva. if rmap(m, v, r, x) {\n"),
-    # ------------------------------------------------------------ ballooning
+       "  insert active(v, n)\n  owner(n) := v\n  refcount(n) := 1\n  status(n) := mapped\n"
+       "  forall r: root, o: role, x: gva. if rmap(m, v, r, o, x) {\n",
+       "  insert active(v, n)\n  refcount(n) := 1\n  status(n) := mapped\n  forall r: root, o: role, x: gva. if rmap(m, v, r, o, x) {\n"),
     _m("balloon_page_not_freed", "balloon_inflate", "forgotten-update",
        "balloon_inflate forgets to put the last holder's page in the VMM pool",
        "    status(m) := free\n    insert vmm_pool(m)\n    owner(m) := none", "    status(m) := free\n    owner(m) := none"),
@@ -331,12 +433,9 @@ SPEC_MUTANTS = [
        "  requires p2m(v, g) = m\n  requires status(m) = shared and owner(m) = v implies refcount(m) = 1 or "
        "(exists h: gfn. h != g and p2m(v, h) = m)\n  insert ballooned(v, g)\n"),
     _m("balloon_no_flush", "balloon_inflate", "no-flush", "balloon_inflate zaps sptes through the rmap but owes no flush",
-       "  if exists r: root, x: gva. rmap(m, v, r, x) {\n    insert flush_pending(v)\n  }\n  forall x: gva. if tlb_gfn(v, x) = g {\n"
-       "    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n  }\n  refcount(m) := refcount(m) - 1\n"
-       "  if refcount(m) = 1 {\n    status(m) := free\n",
-       "  forall x: gva. if tlb_gfn(v, x) = g {\n"
-       "    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n  }\n  refcount(m) := refcount(m) - 1\n"
-       "  if refcount(m) = 1 {\n    status(m) := free\n"),
+       "  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) {\n    forall c: vcpu. insert flush_pending(v, c)\n  }\n"
+       + _SHOOTDOWN.format(g="g") + "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free\n",
+       _SHOOTDOWN.format(g="g") + "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free\n"),
     _m("balloon_frees_shared", "balloon_inflate", "wrong-condition",
        "balloon_inflate frees the page when the ballooning VM owns it, not when it lets go of the last reference",
        "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free\n",
@@ -367,9 +466,13 @@ SPEC_MUTANTS = [
 # Invariant ablations: not bugs of the model but of its safety net. Not counted in the mutation score.
 INVARIANT_ABLATIONS = [
     _m("drop_rmap_consistent", "", "ablation", "the invariant rmap_consistent is dropped",
-       "invariant rmap_consistent:\n  forall m: mfn, v: vm, r: root, x: gva. rmap(m, v, r, x) iff spte(v, r, x) = m\n", ""),
+       "invariant rmap_consistent:\n  forall m: mfn, v: vm, r: root, o: role, x: gva. rmap(m, v, r, o, x) iff spte(v, r, o, x) = m\n", ""),
     _m("weaken_cow_readonly", "", "ablation", "cow_readonly no longer says shared pages are read-only",
-       " and (forall v: vm, r: root, x: gva. spte(v, r, x) = m and status(m) = shared implies not s_write(v, r, x))", ""),
+       " and (forall v: vm, r: root, o: role, x: gva. spte(v, r, o, x) = m and status(m) = shared implies not s_write(v, r, o, x))", ""),
+    _m("spte_rights_any_role_wp", "", "ablation",
+       "spte_rights reads the CR0.WP=0 supervisor-write rule of any role, not the spte's own",
+       "(s_write(v, r, o, x) implies g_write(v, r, x) or not role_wp(o) and not s_user(v, r, o, x))",
+       "(s_write(v, r, o, x) implies g_write(v, r, x) or (exists p: role. not role_wp(p)) and not s_user(v, r, o, x))"),
 ]
 
 
