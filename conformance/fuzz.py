@@ -192,11 +192,27 @@ class Drawer:
             name = c.pick(swarm)
             vms = {"vm_create": [v for v in range(self.config.vms) if v not in live]}.get(
                 name, running if name in ACCESS_ACTIONS else live)
+            if name in ACCESS_ACTIONS and not running and live:
+                # No vCPU can run yet: the load (CR3, then the paging mode) it needs first, so that
+                # accesses start as early as they did when a vCPU had a mode from reset.
+                boot = self._boot(c, s, live)
+                if boot is not None:
+                    return boot
             if not vms and (name != "share_scan" or not live):
                 continue
             op = self._extra(c, name, vms, s) if name in EXTRA else self._spec_op(c, name, vms, s, result)
             if op is not None:
                 return op
+        return None
+
+    def _boot(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
+        """cr3_load or set_mode for a vCPU of a live VM that lacks it (None when the swarm has neither)."""
+        v, cpu = c.pick(live), c.take(self.vcpus)
+        k = self.cat.it.u.index(CUR_ROOT, (v, cpu))
+        if s[self.root_ix][k] is None and "cr3_load" in self.cat.ops:
+            return Operation("cr3_load", {"v": v, "c": cpu, "r": c.pick(self.config.roots)})
+        if SET_MODE in self.cat.ops:
+            return Operation(SET_MODE, {"v": v, "c": cpu, "o": c.pick(self.config.roles)})
         return None
 
     def _value(self, c: Choices, t: str, vms: list[int]) -> tuple[Any, Any]:

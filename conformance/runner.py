@@ -20,6 +20,7 @@ from .adapter import Adapter, Config, Observation, Operation
 from . import levels
 from .abstraction import ALL_PARTS
 from .oracle import Failure, Judge, Oracle, SpecStep
+from .scope import clamp
 
 
 @dataclass
@@ -88,10 +89,20 @@ class Runner:
     _since_full: int = 0  # steps judged on a partial read since the last full one
 
     def __post_init__(self) -> None:
+        self.config = self._within(self.config)
         self.judge = self._judges[self.config] = Judge(self.spec, self.config, self.coverage)
+
+    def _within(self, config: Config) -> Config:
+        """The configuration with no more vCPUs than the adapter runs (a replay refuses a trace
+        that needs more up front: trace.prepare)."""
+        try:
+            return clamp(config, self.adapter.capabilities())
+        except Exception:  # noqa: BLE001 - capabilities that fail: the reset reports the adapter's fault
+            return config
 
     def reset(self, config: Config | None = None) -> None:
         """A new test case, on `config` (default: the last one)."""
+        config = None if config is None else self._within(config)
         if config is not None and config != self.config:
             self.config = config
             if config not in self._judges:

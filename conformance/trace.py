@@ -19,9 +19,11 @@ from typing import Any, Callable
 
 from . import levels
 from .adapter import LEVELS, Adapter, Capabilities, Config, Operation
-from .binding import ACCESS_ACTIONS, COW_BREAK, EXTRA_ARGS, GFN, GVA, INTERNAL, OUTPUTS, ROOT, SLOT, VM
+from .binding import (ACCESS_ACTIONS, COW_BREAK, EXTRA_ARGS, GFN, GVA, INTERNAL, OUTPUTS, ROLE, ROLE_ARG, ROOT, SLOT,
+                      VCPU, VM)
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
+from .scope import clamp
 
 FORMAT = "dmm-trace/1"
 
@@ -132,7 +134,7 @@ def check_steps(path: Path, trace: Trace, ops: list[Operation], spec: Any, opera
                              f"(it accepts {', '.join(sorted(operations))})")
         need = list(EXTRA_ARGS.get(op.action, ()))
         if op.action in spec.actions:
-            outs = set(OUTPUTS.get(op.action, ())) | ({"r"} if op.action in ACCESS_ACTIONS else set())
+            outs = set(OUTPUTS.get(op.action, ())) | ({"r", ROLE_ARG} if op.action in ACCESS_ACTIONS else set())
             need = [p.name for p in spec.actions[op.action].params if p.name not in outs]
         if op.action == COW_BREAK and trace.header.get("values") == "impl":
             need.append("value")  # the guest's store that breaks the sharing (a bmc trace's is 0)
@@ -154,7 +156,7 @@ def operations_of(trace: Trace, config: Config) -> list[Operation]:
     for op in trace.ops:
         if op.action in INTERNAL:
             continue
-        outs = set(OUTPUTS.get(op.action, ())) | ({"r"} if op.action in ACCESS_ACTIONS else set())
+        outs = set(OUTPUTS.get(op.action, ())) | ({"r", ROLE_ARG} if op.action in ACCESS_ACTIONS else set())
         out.append(Operation(op.action, {k: _impl_value(v, config) for k, v in op.args.items() if k not in outs}))
     return out
 
@@ -165,7 +167,8 @@ def _impl_value(v: Any, config: Config) -> Any:
     if v in ("true", "false"):
         return v == "true"
     for sort, values in ((VM, range(config.vms)), (ROOT, config.roots), (GVA, config.gvas),
-                         (GFN, range(config.gfns)), (SLOT, range(config.slots))):
+                         (GFN, range(config.gfns)), (SLOT, range(config.slots)), (VCPU, range(config.vcpus)),
+                         (ROLE, config.roles)):
         if v.startswith(sort) and v[len(sort):].isdigit():
             i = int(v[len(sort):])
             if i >= len(values):
@@ -230,6 +233,10 @@ def prepare(path: Path, spec: Any, factory: Callable[[], Adapter] | None = None,
         target = trace.header.get("adapter") or "dmmcheck.conformance.vmm_adapter:BundledVmm"
         factory = load_adapter(target)
     adapter = make_adapter(factory, step_timeout)
+    within = clamp(config, adapter.capabilities())
+    if within != config and "config" in trace.header:  # its operations name vCPUs the adapter lacks
+        raise TraceError(f"{path}: the trace runs {config.vcpus} vCPUs per VM; the adapter runs {within.vcpus}")
+    config = within
     if level is None:
         recorded, own = trace.header.get("level"), levels.declared(adapter.capabilities())
         level = recorded if recorded in LEVELS and levels.rank(recorded) >= levels.rank(own) else None

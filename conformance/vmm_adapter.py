@@ -70,6 +70,19 @@ class RoleShim:
             out.append((name, args))
         return out
 
+    @staticmethod
+    def state(st: dict[str, Any], vmm: Vmm, vms: Any, role: dict[int, str | None]) -> dict[str, Any]:
+        """The VMM's abstract_state() in the contract's terms: each VM of `vms` with its one vCPU,
+        flushes owed to vCPU 0, every spte of a VM in the role its vCPU runs in (`role`)."""
+        st["vms"] = {v: {"live": v in vmm.vms,
+                         "vcpus": [{"cr3_gfn": vm.cr3_gfn if (vm := vmm.vms.get(v)) else None,
+                                    "role": role.get(v)}]} for v in vms}
+        st["flush_pending"] = [(v, 0) for v in st["flush_pending"]]
+        if "spte" in st:
+            st["spte"] = {(v, r, role.get(v), x): e for (v, r, x), e in st["spte"].items()}
+            st["spte_at"] = {at: [(v, r, role.get(v), x) for v, r, x in refs] for at, refs in st["spte_at"].items()}
+        return st
+
     def set_mode(self, vmm: Vmm, vm: Any, role: str) -> None:
         """The guest loads role's bits. The VMM zaps the VM's shadow on a change (its zap_spte events
         name the role left); then the vCPU runs in the new role, owing the flush the spec's set_mode
@@ -222,15 +235,7 @@ class BundledVmm:
         have changed (docs/conformance.md, "Read-back")."""
         assert self.vmm is not None
         st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots), parts)
-        role = self.shim.role
-        st["vms"] = {v: {"live": v in self.vmm.vms,
-                         "vcpus": [{"cr3_gfn": vm.cr3_gfn if (vm := self.vmm.vms.get(v)) else None,
-                                    "role": role.get(v)}]} for v in range(self.config.vms)}
-        st["flush_pending"] = [(v, 0) for v in st["flush_pending"]]
-        if "shadow" in parts:  # the shim: every spte of a VM is of the role its vCPU runs in
-            st["spte"] = {(v, r, role.get(v), x): e for (v, r, x), e in st["spte"].items()}
-            st["spte_at"] = {at: [(v, r, role.get(v), x) for v, r, x in refs] for at, refs in st["spte_at"].items()}
-        return st
+        return RoleShim.state(st, self.vmm, range(self.config.vms), self.shim.role)
 
     def shadow_walk(self, v: int, root: int, gva: int) -> list[tuple[int, int, int]] | None:
         """The shadow tables' walk of gva under VM v's shadow root for guest root `root`, as

@@ -14,10 +14,13 @@ from dmmcheck.conformance.runner import READBACK_GUARD, Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.impl import x86
 from dmmcheck.spec import load
-from tests.scenarios import SETUP, X, op
+from tests.conformance.modes import moded
+from tests.scenarios import SETUP as SCENARIO
+from tests.scenarios import X, op
 
 SPEC = load(None)
-HIT = op("shadow_hit", v=0, x=X[0], a="read", u=False)
+SETUP = moded(SCENARIO)
+HIT = op("shadow_hit", v=0, c=0, x=X[0], a="read", u=False)
 
 
 class SilentZap(BundledVmm):
@@ -70,11 +73,12 @@ def test_a_read_hit_reads_neither_the_shadow_nor_the_guest():
 
 def test_the_events_name_the_parts_to_read():
     r = runner(BundledVmm(), full_readback=False)
-    for o in SETUP[:3]:
+    for o in SETUP[:4]:
         r.step(o)
-    walk = r.step(SETUP[3])  # a write through a hidden fault: a guest walk (A/D bits) and a fill
+    walk = r.step(SETUP[4])  # a write through a hidden fault: a guest walk (A/D bits) and a fill
+    assert walk.op.action == "guest_walk"
     assert r.oracle.parts_for(walk.op, walk.observation) == {"shadow", "guest"}
-    assert r.oracle.parts_for(op("set_cr4", v=0, nxe=True, smep=False, smap=False),
+    assert r.oracle.parts_for(op("set_mode", v=0, c=0, o="nxe"),
                               type(walk.observation)()) == {"guest"}  # NXE changes what walks give
 
 
@@ -111,7 +115,7 @@ def test_the_end_of_a_test_case_catches_the_silent_change():
 def test_a_silent_store_is_caught_at_the_next_compare_of_memory_with_partial_reads_too():
     # (a load never changes memory: memory is compared after the operation that follows the hit;
     # guest memory is compared in full after every such operation, whatever is read back)
-    after = op("invlpg", v=0, x=X[1])
+    after = op("invlpg", v=0, c=0, x=X[1])
     for full in (True, False):
         r = runner(SilentStore(), full_readback=full)
         with pytest.raises(Failure) as e:
@@ -122,7 +126,9 @@ def test_a_silent_store_is_caught_at_the_next_compare_of_memory_with_partial_rea
 
 def test_a_campaign_with_partial_reads_catches_the_silent_change():
     r = fuzz(SilentZap, SPEC, Config(), examples=100, seed_=0, shrink_seconds=20)
-    assert r.failure is not None and r.failure.kind in ("refinement", "invariant")
+    # (the zap leaves the VMM's rmap naming a leaf that is gone: a teardown after it, before the next
+    # full read, may crash the VMM instead; either way the silent change does not pass)
+    assert r.failure is not None and r.failure.kind in ("refinement", "invariant", "crash")
     assert r.shrunk
 
 
@@ -154,12 +160,13 @@ def test_the_ad_bits_the_vmms_walk_sets_for_another_gva_before_zapping_it_are_ex
     # guest's edit of gva9 (its D bit) goes after the zap, not right after the walk.
     gvas = (6516736, 6860800, 7757824, 7774208, 8331264, 419532800, 420696064, 421085184, 421416960,
             0xFFFF800000000000, 0xFFFF800000001000, 0xFFFF800000002000, 0xFFFF800000003000)
-    config = Config(vms=1, gfns=12, mfns=6, slots=1, roots=(0,), gvas=gvas, quota=5)
-    ops = [op("vm_create", v=0), op("guest_unmap", v=0, r=0, x=8331264), op("cr3_load", v=0, r=0),
-           op("gpte_write", v=0, r=0, x=gvas[10], level=2, g=0, bits=0xA7),
-           op("guest_walk", v=0, x=gvas[9], a="fetch", u=True),
-           op("guest_fault", v=0, x=6860800, a="write", u=True, value=0x8027, size=16, offset=3976),
-           op("guest_walk", v=0, x=gvas[10], a="write", u=True, value=0x80000000800000C5, size=2, offset=0)]
+    config = Config(vms=1, gfns=12, mfns=6, slots=1, roots=(0,), gvas=gvas, quota=5, vcpus=1)
+    ops = moded([op("vm_create", v=0), op("guest_unmap", v=0, r=0, x=8331264), op("cr3_load", v=0, c=0, r=0),
+                 op("gpte_write", v=0, r=0, x=gvas[10], level=2, g=0, bits=0xA7),
+                 op("guest_walk", v=0, c=0, x=gvas[9], a="fetch", u=True),
+                 op("guest_fault", v=0, c=0, x=6860800, a="write", u=True, value=0x8027, size=16, offset=3976),
+                 op("guest_walk", v=0, c=0, x=gvas[10], a="write", u=True, value=0x80000000800000C5, size=2,
+                    offset=0)])
     r = Runner(BundledVmm(), SPEC, config)
     r.reset()
     for o in ops:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
+from dmmcheck.conformance.vmm_adapter import RoleShim
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.model.interp import Interpreter, Violation
 from dmmcheck.spec import load
@@ -22,8 +23,12 @@ def universe(vmm: Vmm, nr_gfns: int, roots: tuple[int, ...], gvas: tuple[int, ..
 
 def violations(vmm: Vmm, u: Universe) -> list[Violation]:
     it = _interpreter(u)
-    st = vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots))
-    flags = {v.id: {"live": True, "cr3_gfn": v.cr3_gfn, "wp": v.wp} for v in vmm.vms.values()}
+    # The VMM's one vCPU per VM runs in the role of its control bits (as the adapter's shim says); of
+    # those the spec reads only WP, so the universe's two roles, with WP and without, stand for all.
+    with_wp, without = u.roles
+    roles: dict[int, str | None] = {v.id: with_wp if v.wp else without for v in vmm.vms.values()}
+    st = RoleShim.state(vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots)), vmm, u.vms, roles)
+    flags = st["vms"]
     # Ghost state (the TLB, the guest's access history) is the spec's own: judged by the harness,
     # which tracks it from the spec's actions, never on an implementation's state alone.
     ghostly = load().ghostly_invariants()
