@@ -14,9 +14,10 @@ def op(action: str, **args: Any) -> Operation:
     return Operation(action, args)
 
 
-# A guest that maps gva X[0] to data gfn 12 and writes it through a hidden fault (an spte exists
-# afterwards), then reads it back through the shadow.
-SETUP = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
+# A guest whose vCPU 0 loads CR3 and then its paging mode (a vCPU has none before its first load),
+# maps gva X[0] to data gfn 12 and writes it through a hidden fault (an spte exists afterwards), then
+# reads it back through the shadow.
+SETUP = [op("vm_create", v=0), op("cr3_load", v=0, c=0, r=0), op("set_mode", v=0, c=0, o="wp+nxe"),
          op("guest_map", v=0, r=0, x=X[0], g=12, w=True, u=True, nx=False, a=False, d=False),
-         op("guest_walk", v=0, x=X[0], a="write", u=False, value=5),
-         op("shadow_hit", v=0, x=X[0], a="read", u=False)]
+         op("guest_walk", v=0, c=0, x=X[0], a="write", u=False, value=5),
+         op("shadow_hit", v=0, c=0, x=X[0], a="read", u=False)]

@@ -12,7 +12,7 @@ import pytest
 
 from dmmcheck.conformance.adapter import AccessResult, Config, Observation, Operation
 from dmmcheck.conformance.fuzz import fuzz
-from dmmcheck.conformance.ideal import A, D, PF_I, PF_P, PF_RSVD, PF_U, PF_W, Controls, Ideal, IdealVm, permits
+from dmmcheck.conformance.ideal import A, D, PF_I, PF_P, PF_RSVD, PF_U, PF_W, Controls, Ideal, IdealCpu, permits
 from dmmcheck.conformance.oracle import Failure, Judge, Oracle
 from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
@@ -39,7 +39,7 @@ class Impl:
         self.oracle = Oracle(Judge(SPEC, config))
         self.mem = bytearray(config.gfns * PAGE)
         self.oracle.observe(op("vm_create", v=0), Observation(events=[("vm_create", {"v": 0})]), self.read)
-        self.vm: IdealVm = self.oracle.ideal.vms[0]
+        self.vm: IdealCpu = self.oracle.ideal.vms[0].cpus[0]
 
     def read(self, v: int, gpa: int, n: int) -> bytes:
         if not 0 <= gpa <= len(self.mem) - n:
@@ -62,13 +62,14 @@ class Impl:
     def tables(self, leaf: int, pde: int = 0x3000 | UP) -> None:
         for gpa, e in ((PML4E, 0x1000 | UP), (PDPTE, 0x2000 | UP), (PDE, pde), (PTE, leaf)):
             self.store(gpa, e)
-        self.oracle.observe(op("cr3_load", v=0, r=0), Observation(), self.read)
+        self.oracle.observe(op("cr3_load", v=0, c=0, r=0), Observation(), self.read)
 
-    def access(self, result: AccessResult, x: int = X, a: str = "read", u: bool = False, **kw) -> None:
-        self.oracle.observe(op("guest_walk", v=0, x=x, a=a, u=u, **kw), Observation(access=result), self.read)
+    def access(self, result: AccessResult, x: int = X, a: str = "read", u: bool = False, c: int = 0, **kw) -> None:
+        self.oracle.observe(op("guest_walk", v=0, c=c, x=x, a=a, u=u, **kw), Observation(access=result), self.read)
 
-    def control(self, action: str, **args) -> None:
-        self.oracle.observe(op(action, v=0, **args), Observation(), self.read)
+    def control(self, action: str, c: int = 0, **args) -> None:
+        """A guest instruction on vCPU c (cr3_load, set_mode, invlpg)."""
+        self.oracle.observe(op(action, v=0, c=c, **args), Observation(), self.read)
 
 
 def caught(impl: Impl, result: AccessResult, **kw) -> Failure:
@@ -137,9 +138,9 @@ def test_a_permission_fault_may_set_a_on_every_entry_the_leaf_included_but_never
 def test_the_bundled_vmm_with_a_set_on_faulting_walks_is_accepted():
     """The history mutant accessed_set_on_faulting_walk (KVM's walker before it moved A/D after the
     walk) sets A on every entry of a rights-faulting walk: allowed, so not a failure any more."""
-    ops = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
+    ops = [op("vm_create", v=0), op("cr3_load", v=0, c=0, r=0), op("set_mode", v=0, c=0, o="wp+nxe"),
            op("guest_map", v=0, r=0, x=X, g=12, w=False, u=False, nx=False, a=False, d=False),
-           op("guest_walk", v=0, x=X, a="write", u=True, value=5)]
+           op("guest_walk", v=0, c=0, x=X, a="write", u=True, value=5)]
     r = Runner(BundledVmm(), SPEC, Config(mutant="accessed_set_on_faulting_walk"))
     r.reset()
     for o in ops:
@@ -172,18 +173,20 @@ def test_the_bundled_vmm_answers_gp_and_events_outside_the_window_are_skipped():
         def step(self, o):
             obs = super().step(o)
             if obs.access is not None and obs.access.gp:
-                obs.events.append(("guest_fault", {"v": 0, "r": 0, "x": o.args["x"], "a": o.args["a"], "u": False}))
+                obs.events.append(("guest_fault", {"v": 0, "c": 0, "r": 0, "o": "wp+nxe", "x": o.args["x"],
+                                                   "a": o.args["a"], "u": False}))
             return obs
 
     r = Runner(Reporting(), SPEC, Config())
     r.reset()
-    for o in (op("vm_create", v=0), op("cr3_load", v=0, r=0),
+    for o in (op("vm_create", v=0), op("cr3_load", v=0, c=0, r=0), op("set_mode", v=0, c=0, o="wp+nxe"),
               op("guest_map", v=0, r=0, x=X, g=12, w=True, u=True, nx=False, a=False, d=False)):
         r.step(o)
     for a in ("read", "write", "fetch"):
-        rec = r.step(op("guest_walk", v=0, x=NONCANONICAL, a=a, u=False, value=7))
+        rec = r.step(op("guest_walk", v=0, c=0, x=NONCANONICAL, a=a, u=False, value=7))
         assert rec.observation.access.gp and rec.spec_steps == []
-    assert r.oracle.spec_args("guest_fault", {"v": 0, "r": 0, "x": NONCANONICAL, "a": "read", "u": False}) is None
+    assert r.oracle.spec_args("guest_fault", {"v": 0, "c": 0, "r": 0, "o": "wp+nxe", "x": NONCANONICAL, "a": "read",
+                                              "u": False}) is None
 
 
 # ---------------------------------------------------------------- memory beyond the VM
@@ -194,7 +197,7 @@ BEYOND = Config().gfns  # the first gfn past guest memory
 def beyond_runner(convention: str) -> Runner:
     r = Runner(BundledVmm(), SPEC, Config(beyond_memory=convention))
     r.reset()
-    for o in (op("vm_create", v=0), op("cr3_load", v=0, r=0),
+    for o in (op("vm_create", v=0), op("cr3_load", v=0, c=0, r=0), op("set_mode", v=0, c=0, o="wp+nxe"),
               op("guest_map", v=0, r=0, x=X, g=BEYOND, w=True, u=False, nx=False, a=False, d=False)):
         r.step(o)
     return r
@@ -202,30 +205,30 @@ def beyond_runner(convention: str) -> Runner:
 
 def test_beyond_memory_fault_convention_with_the_bundled_vmm():
     r = beyond_runner("fault")
-    got = r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access
+    got = r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False)).observation.access
     assert (got.fault, got.error_code, got.cr2) == (True, PF_P | PF_RSVD, X)
 
 
 def test_beyond_memory_ones_convention_with_the_bundled_vmm():
     r = beyond_runner("ones")
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access.value == (1 << 64) - 1
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False, size=2, offset=6)).observation.access.value == 0xFFFF
-    store = r.step(op("guest_walk", v=0, x=X, a="write", u=False, value=5)).observation.access
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False)).observation.access.value == (1 << 64) - 1
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False, size=2, offset=6)).observation.access.value == 0xFFFF
+    store = r.step(op("guest_walk", v=0, c=0, x=X, a="write", u=False, value=5)).observation.access
     assert not store.fault  # dropped: nothing to compare but the A/D bits, which the oracle did
-    assert not r.step(op("guest_walk", v=0, x=X, a="fetch", u=False)).observation.access.fault
+    assert not r.step(op("guest_walk", v=0, c=0, x=X, a="fetch", u=False)).observation.access.fault
     leaf = int.from_bytes(r.adapter.read_guest(0, 3 * PAGE, 8), "little")
     assert leaf & A and leaf & D  # a translation like any: the walk set A, the store D
 
 
 def test_beyond_memory_zeros_convention_with_the_bundled_vmm():
     r = beyond_runner("zeros")
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access.value == 0
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False, size=2, offset=6)).observation.access.value == 0
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False, size=16)).observation.access.value == 0
-    store = r.step(op("guest_walk", v=0, x=X, a="write", u=False, value=5)).observation.access
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False)).observation.access.value == 0
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False, size=2, offset=6)).observation.access.value == 0
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False, size=16)).observation.access.value == 0
+    store = r.step(op("guest_walk", v=0, c=0, x=X, a="write", u=False, value=5)).observation.access
     assert not store.fault
-    assert r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access.value == 0  # dropped
-    assert not r.step(op("guest_walk", v=0, x=X, a="fetch", u=False)).observation.access.fault
+    assert r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False)).observation.access.value == 0  # dropped
+    assert not r.step(op("guest_walk", v=0, c=0, x=X, a="fetch", u=False)).observation.access.fault
     leaf = int.from_bytes(r.adapter.read_guest(0, 3 * PAGE, 8), "little")
     assert leaf & A and leaf & D  # a translation like any: the walk set A, the store D
 
@@ -235,12 +238,12 @@ def test_a_table_beyond_memory_faults_rsvd_and_rights_win_over_the_frame(convent
     r = beyond_runner(convention)
     # the PDE names a page table past memory: all-ones entries there are present with reserved bits
     r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=BEYOND + 1))
-    got = r.step(op("guest_walk", v=0, x=X, a="read", u=True)).observation.access
+    got = r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=True)).observation.access
     assert (got.error_code, got.cr2) == (PF_P | PF_RSVD | PF_U, X)
     # a read-only, supervisor leaf beyond memory: the user write lacks the right; that is reported
     r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=3))
     r.step(op("guest_map", v=0, r=0, x=X, g=BEYOND, w=False, u=False, nx=False, a=True, d=False))
-    got = r.step(op("guest_walk", v=0, x=X, a="write", u=True, value=1)).observation.access
+    got = r.step(op("guest_walk", v=0, c=0, x=X, a="write", u=True, value=1)).observation.access
     assert got.error_code == PF_P | PF_W | PF_U
 
 
@@ -249,17 +252,17 @@ def test_a_table_beyond_memory_under_zeros_faults_not_present_and_rights_still_w
     # the PDE names a page table past memory: its entries read 0, so the walk meets a not-present PTE
     r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=BEYOND + 1))
     for a, u, code in (("read", True, PF_U), ("write", False, PF_W), ("fetch", True, PF_U | PF_I)):
-        got = r.step(op("guest_walk", v=0, x=X, a=a, u=u, value=1)).observation.access
+        got = r.step(op("guest_walk", v=0, c=0, x=X, a=a, u=u, value=1)).observation.access
         assert (got.fault, got.error_code, got.cr2) == (True, code, X)
     # a table beyond memory higher up (the PML4 entry names a PDPT there): the same, one level up
     r.step(op("gpte_write", v=0, r=0, x=X, level=4, bits=UP, g=BEYOND + 5))
-    got = r.step(op("guest_walk", v=0, x=X, a="read", u=False)).observation.access
+    got = r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False)).observation.access
     assert (got.fault, got.error_code) == (True, 0)
     # a read-only, supervisor leaf beyond memory: the user write's missing right is reported
     r.step(op("gpte_write", v=0, r=0, x=X, level=4, bits=UP, g=1))
     r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=3))
     r.step(op("guest_map", v=0, r=0, x=X, g=BEYOND, w=False, u=False, nx=False, a=True, d=False))
-    got = r.step(op("guest_walk", v=0, x=X, a="write", u=True, value=1)).observation.access
+    got = r.step(op("guest_walk", v=0, c=0, x=X, a="write", u=True, value=1)).observation.access
     assert got.error_code == PF_P | PF_W | PF_U
 
 
@@ -272,15 +275,15 @@ def test_a_vmm_playing_ones_under_zeros_is_caught(table):
     if table:
         r.step(op("gpte_write", v=0, r=0, x=X, level=2, bits=UP, g=BEYOND + 1))
     with pytest.raises(Failure) as e:
-        r.step(op("guest_walk", v=0, x=X, a="read", u=False))
+        r.step(op("guest_walk", v=0, c=0, x=X, a="read", u=False))
     assert e.value.kind == "observation" and "ideal machine allows" in e.value.message
 
 
 def test_the_ideal_machine_under_zeros():
     ideal = Ideal(BEYOND, "zeros")
     ideal.create(0)
-    vm = ideal.vms[0]
-    vm.cr3 = 0
+    vm = ideal.vms[0].cpus[0]
+    vm.load_cr3(0)
     for gpa, e in ((PML4E, 0x1000 | UP), (PDPTE, 0x2000 | UP), (PDE, (BEYOND + 1) << 12 | UP)):
         vm.mem.write64(gpa, e)
     # a page table beyond memory: not present at level 1, with W/U/I as for any fault
@@ -416,7 +419,7 @@ def test_a_stale_translation_to_the_same_frame_leaves_a_and_d_unchanged():
 
 def test_setting_smep_invalidates_the_tlb_and_a_fault_drops_the_gvas_entries():
     impl = cached_read_only()
-    impl.control("set_cr4", nxe=True, smep=True, smap=False)  # SDM 4.10.4.1: SMEP 0 -> 1 flushes
+    impl.control("set_mode", o="wp+smep+nxe")  # SDM 4.10.4.1: SMEP 0 -> 1 flushes
     caught(impl, AccessResult(True, PF_P | PF_W, X), a="write", value=1)
     impl = cached_read_only()
     impl.store(PTE, 0)  # unmapped, no invlpg: the old translation may still be used ...
@@ -424,15 +427,60 @@ def test_setting_smep_invalidates_the_tlb_and_a_fault_drops_the_gvas_entries():
     caught(impl, AccessResult(False, value=0))
 
 
+def two_vcpus_cached() -> Impl:
+    """Both vCPUs on root 0 read X (gfn 9, which holds 0x1111), then the guest remaps X to gfn 10
+    (zeros) without invlpg."""
+    impl = Impl()
+    impl.tables(leaf=0x9003)
+    impl.control("cr3_load", c=1, r=0)
+    impl.store(0x9000, 0x1111)
+    for gpa in (PML4E, PDPTE, PDE, PTE):
+        impl.set_entry(gpa, impl.entry(gpa) | A)
+    for c in (0, 1):
+        impl.access(AccessResult(False, value=0x1111), c=c)
+    impl.store(PTE, 0xA003 | A)
+    return impl
+
+
+def test_an_invlpg_on_vcpu_0_leaves_vcpu_1s_stale_translation_accepted():
+    impl = two_vcpus_cached()
+    impl.control("invlpg", c=0, x=X)
+    impl.access(AccessResult(False, value=0x1111), c=1)  # vCPU 1 has not invalidated
+    caught(impl, AccessResult(False, value=0x1111), c=0)
+    impl.access(AccessResult(False, value=0), c=0)
+
+
+def test_a_cr3_load_on_vcpu_1_leaves_vcpu_0s_stale_translation_accepted():
+    impl = two_vcpus_cached()
+    impl.control("cr3_load", c=1, r=0)
+    caught(impl, AccessResult(False, value=0x1111), c=1)
+    impl.access(AccessResult(False, value=0x1111), c=0)
+
+
+def test_two_vcpus_in_different_modes_are_judged_each_in_its_own():
+    """A supervisor write to a read-only page: vCPU 1 with CR0.WP clear may, vCPU 0 may not."""
+    impl = Impl()
+    impl.tables(leaf=0x9001 | A | D)
+    impl.control("cr3_load", c=1, r=0)
+    impl.control("set_mode", c=1, o="nxe")
+    for gpa in (PML4E, PDPTE, PDE):
+        impl.set_entry(gpa, impl.entry(gpa) | A)
+    caught(impl, AccessResult(True, PF_P | PF_W, X), a="write", value=1, c=1)
+    impl.mem[0x9000:0x9008] = (1).to_bytes(8, "little")
+    impl.access(AccessResult(False), a="write", value=1, c=1)
+    caught(impl, AccessResult(False), a="write", value=2, c=0)
+    impl.access(AccessResult(True, PF_P | PF_W, X), a="write", value=2, c=0)
+
+
 # ---------------------------------------------------------------- what the architecture requires stays required
 
 def test_error_code_i_only_with_nxe_or_smep():
     impl = Impl()
     impl.tables(leaf=0)
-    impl.control("set_cr4", nxe=False, smep=False, smap=False)
+    impl.control("set_mode", o="wp")
     caught(impl, AccessResult(True, PF_I, X), a="fetch")
     impl.access(AccessResult(True, 0, X), a="fetch")
-    impl.control("set_cr4", nxe=False, smep=True, smap=False)
+    impl.control("set_mode", o="wp+smep")
     impl.access(AccessResult(True, PF_I, X), a="fetch")
 
 
@@ -455,7 +503,7 @@ def test_a_successful_walk_must_set_a_everywhere_and_d_on_a_huge_leaf():
 def test_wp0_supervisor_write_to_a_read_only_page_succeeds_and_sets_d():
     impl = Impl()
     impl.tables(leaf=0x9001)
-    impl.control("set_cr0_wp", b=False)
+    impl.control("set_mode", o="nxe")
     for gpa in (PML4E, PDPTE, PDE):
         impl.set_entry(gpa, impl.entry(gpa) | A)
     impl.set_entry(PTE, 0x9001 | A | D)

@@ -85,8 +85,8 @@ def test_data_is_checked_after_swapping():
 def test_the_ideal_machine_allows_a_stale_translation_until_invlpg():
     from dmmcheck.conformance.ideal import IdealVm
 
-    vm = IdealVm(16)
-    vm.cr3 = 0
+    vm = IdealVm(16).cpus[0]
+    vm.load_cr3(0)
     for addr, e in ((0x0, 0x1027), (0x1000, 0x2027), (0x2000 + 8 * 2, 0x3027), (0x3000, 0x9027)):
         vm.mem.write64(addr, e)
     o, t, used = vm.walk(X[0], "read", False)
