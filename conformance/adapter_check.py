@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .adapter import Config
@@ -28,7 +28,7 @@ from .wire import PROTOCOL, WireError, check_reply, decode, encode, quote, state
 
 EXIT_VIOLATIONS, EXIT_INPUT = 1, 2
 VALUE = 0x1122334455667788  # what the guest stores, then reads back through read_guest
-NEEDED = ("vm_create", "cr3_load", "guest_map", "guest_walk")  # the sequence below, and every swarm
+NEEDED = ("vm_create", "cr3_load", "set_mode", "guest_map", "guest_walk")  # the sequence below, and every swarm
 
 
 @dataclass
@@ -127,6 +127,9 @@ def _sequence(c: Checker, config: Config) -> None:
     msg = {"call": "capabilities"}
     caps = c.call("capabilities", msg)
     blind = False  # level black-box: no events, no abstract state (never asked for)
+    if caps is not NO_REPLY and config.vcpus > 1:  # no more vCPUs than it runs (a campaign clamps likewise)
+        most = (caps.get("scope") or {}).get("vcpus", 1)
+        config = config if config.vcpus <= most else replace(config, vcpus=most)
     if caps is not NO_REPLY:
         blind = caps.get("level", "full") == "black-box"
         problems = [f"operations lacks {op!r} (every campaign needs it)" for op in NEEDED
@@ -135,7 +138,7 @@ def _sequence(c: Checker, config: Config) -> None:
         problems += [f"{k} is false: the harness needs it" for k in needs if not caps.get(k, True)]
         c.expect("capabilities", problems)
 
-    what = "the default Config" if config == Config() else "the given Config"
+    what = "the default Config" if config == replace(Config(), vcpus=config.vcpus) else "the given Config"
     msg = {"call": "reset", "config": config.to_json()}
     if c.call(f"reset on {what}", msg) is not NO_REPLY:
         c.expect(f"reset on {what}", [])
@@ -145,10 +148,11 @@ def _sequence(c: Checker, config: Config) -> None:
     root, x, g = config.roots[0], config.gvas[0], config.gfns - 1
     for name, args, want in (
             ("vm_create", {"v": 0}, "vm_create"),
-            ("cr3_load", {"v": 0, "r": root}, "cr3_load"),
+            ("cr3_load", {"v": 0, "c": 0, "r": root}, "cr3_load"),
+            ("set_mode", {"v": 0, "c": 0, "o": config.roles[0]}, "set_mode"),
             ("guest_map", {"v": 0, "r": root, "x": x, "g": g, "w": True, "u": True, "nx": False, "a": False,
                            "d": False}, None),
-            ("guest_walk", {"v": 0, "x": x, "a": "write", "u": False, "value": VALUE}, None)):
+            ("guest_walk", {"v": 0, "c": 0, "x": x, "a": "write", "u": False, "value": VALUE}, None)):
         msg = {"call": "step", "op": {"action": name, "args": args}}
         obs = c.call(f"step {name}", msg)
         if obs is NO_REPLY:
@@ -173,8 +177,9 @@ def _sequence(c: Checker, config: Config) -> None:
     if st is not NO_REPLY:
         problems = []
         vm0 = st["vms"][0] if st["vms"] else {}
-        if not vm0.get("live") or vm0.get("cr3_gfn") != root:
-            problems.append(f"vms[0] is {vm0}: VM 0 lives with CR3 at gfn {root}")
+        cpu0 = (vm0.get("vcpus") or [{}])[0]
+        if not vm0.get("live") or cpu0.get("cr3_gfn") != root or cpu0.get("role") != config.roles[0]:
+            problems.append(f"vms[0] is {vm0}: VM 0 lives with vCPU 0's CR3 at gfn {root}, in role {config.roles[0]}")
         if not any(row[:4] == [0, root, x, g] for row in st["gmap"]):
             problems.append(f"gmap has no row [0, {root}, {x}, {g}, ...]: the guest maps {x:#x} to gfn {g}")
         c.expect("abstract_state after the steps", problems)

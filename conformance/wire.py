@@ -150,7 +150,7 @@ def caps_to_json(c: Capabilities) -> dict[str, Any]:
     if c.scope is not None:
         b = c.scope
         scope = {"vms": b.vms, "gfns": b.gfns, "mfns": b.mfns, "slots": b.slots, "roots": b.roots, "gvas": b.gvas,
-                 "regions": b.regions, "budget": b.budget, "quota": b.quota}
+                 "regions": b.regions, "budget": b.budget, "quota": b.quota, "vcpus": b.vcpus}
     return {"operations": sorted(c.operations), "events": c.events, "guest_memory": c.guest_memory,
             "mutants": list(c.mutants), "scope": scope, "level": c.level}
 
@@ -185,7 +185,8 @@ def observation_from_json(d: dict[str, Any]) -> Observation:
 # wire, rows of the key's fields then the value's.
 PAIRS = ("ballooned", "write_protected", "gpt_pages")
 KNOWN = ("mfns", "pool", "descriptor", "p2m", "swap", "slots_used", "flush_pending", "spte", "rmap", "spte_at",
-         "gmap", "g_tables", "vms") + PAIRS
+         "gmap", "g_tables", "g_uppers", "vms") + PAIRS
+WALKS = ("g_tables", "g_uppers")  # (vm, root, gva) -> the gfns of tables its walk reads
 
 
 def state_to_json(st: dict[str, Any]) -> dict[str, Any]:
@@ -202,17 +203,18 @@ def state_to_json(st: dict[str, Any]) -> dict[str, Any]:
     for k in PAIRS:
         if k in st:
             out[k] = [[v, g] for v, g in st[k]]
-    out["flush_pending"] = list(st["flush_pending"])
-    out["spte"] = [[v, r, x, m, bool(w), bool(u), bool(nx)] for (v, r, x), (m, w, u, nx) in st["spte"].items()]
+    out["flush_pending"] = [[v, c] for v, c in st["flush_pending"]]
+    out["spte"] = [[v, r, o, x, m, bool(w), bool(u), bool(nx)] for (v, r, o, x), (m, w, u, nx) in st["spte"].items()]
     out["rmap"] = [[m, [list(ref) for ref in refs]] for m, refs in st["rmap"].items()]
     if "spte_at" in st:
         out["spte_at"] = [[list(ref), [list(t) for t in ts]] for ref, ts in st["spte_at"].items()]
     out["gmap"] = [[v, r, x, g, bool(w), bool(u), bool(nx), bool(a), bool(d)]
                    for (v, r, x), (g, w, u, nx, a, d) in st["gmap"].items()]
-    if "g_tables" in st:
-        out["g_tables"] = [[v, r, x, list(ts)] for (v, r, x), ts in st["g_tables"].items()]
+    for k in WALKS:
+        if k in st:
+            out[k] = [[v, r, x, list(ts)] for (v, r, x), ts in st[k].items()]
     vms = st["vms"]
-    out["vms"] = [{"live": bool(f["live"]), "cr3_gfn": f["cr3_gfn"], "wp": bool(f["wp"])}
+    out["vms"] = [{"live": bool(f["live"]), "vcpus": [{"cr3_gfn": c["cr3_gfn"], "role": c["role"]} for c in f["vcpus"]]}
                   for f in (vms[v] for v in sorted(vms))]
     return out
 
@@ -231,13 +233,14 @@ def state_from_json(d: dict[str, Any]) -> dict[str, Any]:
     for k in PAIRS:
         if k in d:
             st[k] = [(v, g) for v, g in d[k]]
-    st["flush_pending"] = list(d["flush_pending"])
-    st["spte"] = {(v, r, x): (m, w, u, nx) for v, r, x, m, w, u, nx in d["spte"]}
+    st["flush_pending"] = [(v, c) for v, c in d["flush_pending"]]
+    st["spte"] = {(v, r, o, x): (m, w, u, nx) for v, r, o, x, m, w, u, nx in d["spte"]}
     st["rmap"] = {m: [tuple(ref) for ref in refs] for m, refs in d["rmap"]}
     if "spte_at" in d:
         st["spte_at"] = {tuple(ref): [tuple(t) for t in ts] for ref, ts in d["spte_at"]}
     st["gmap"] = {(v, r, x): (g, w, u, nx, a, dd) for v, r, x, g, w, u, nx, a, dd in d["gmap"]}
-    if "g_tables" in d:
-        st["g_tables"] = {(v, r, x): tuple(ts) for v, r, x, ts in d["g_tables"]}
+    for k in WALKS:
+        if k in d:
+            st[k] = {(v, r, x): tuple(ts) for v, r, x, ts in d[k]}
     st["vms"] = dict(enumerate(d["vms"]))
     return st

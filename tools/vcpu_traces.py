@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dmmcheck.conformance.adapter import Config, role_name  # noqa: E402
+from dmmcheck.conformance.adapter import Config, role_name
 
 RESET = {"wp": True, "smep": False, "smap": False, "nxe": True}  # an old VM's mode from reset
 WITH_C = {"cr3_load", "invlpg", "shadow_hit", "tlb_hit", "guest_walk", "guest_fault"}

@@ -23,20 +23,23 @@ from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.main import build_parser, main
 from dmmcheck.spec import load
-from tests.scenarios import SETUP, X, op
+from tests.conformance.modes import moded
+from tests.scenarios import SETUP as SCENARIO
+from tests.scenarios import X, op
 
 SPEC = load(None)
+SETUP = moded(SCENARIO)
 PY = sys.executable
 SERVE = f"{PY} -m dmmcheck.conformance.serve"
 MISBEHAVE = f"{PY} {Path(__file__).parent / 'children' / 'misbehave.py'}"
 
 
 # Everything the state can hold: swap, sharing, balloon, a second VM, several gvas and roots.
-BUSY = SETUP + [op("vm_create", v=1), op("cr3_load", v=1, r=5),
+BUSY = SETUP + moded([op("vm_create", v=1), op("cr3_load", v=1, c=0, r=5)]) + [
                 op("guest_map", v=1, r=5, x=X[1], g=13, w=True, u=False, nx=True, a=True, d=True),
-                op("guest_walk", v=1, x=X[1], a="write", u=False, value=5),
+                op("guest_walk", v=1, c=0, x=X[1], a="write", u=False, value=5),
                 op("guest_map", v=0, r=0, x=X[4], g=14, w=False, u=True, nx=False, a=True, d=False),
-                op("guest_walk", v=0, x=X[4], a="read", u=True),
+                op("guest_walk", v=0, c=0, x=X[4], a="read", u=True),
                 op("share_merge", v1=0, g1=12, v2=1, g2=13), op("swap_out", v=0, g=14),
                 op("balloon_inflate", v=1, g=15), op("pool_grow", v=0)]
 
@@ -62,7 +65,7 @@ def gone(pid: int) -> bool:
 # ---------------------------------------------------------------- the JSON forms
 def busy_vmm() -> BundledVmm:
     a = BundledVmm()
-    a.reset(Config())
+    a.reset(Config(vcpus=1))
     for o in BUSY:
         a.step(o)
     return a
@@ -76,8 +79,8 @@ def test_the_json_form_round_trips_the_abstract_state():
     assert not any(isinstance(k, tuple) for v in sent.values() if isinstance(v, dict) for k in v)
     back = wire.state_from_json(sent)
     assert back == st
-    judge = Judge(SPEC, Config())
-    u = Universe((0, 1), 16, 1, 24, Config().roots, X, 4)
+    judge = Judge(SPEC, Config(vcpus=1))
+    u = Universe((0, 1), 16, 1, 24, Config().roots, X, 4, vcpus=1)
     assert to_spec_state(judge.it, u, back, back["vms"]) == to_spec_state(judge.it, u, st, st["vms"])
 
 
@@ -156,10 +159,10 @@ def test_a_child_that_dies_is_a_crash_naming_the_step_and_how_it_ended(mode, how
     pid = a.channel.proc.pid
     f = verdict(a, SETUP)
     assert f.kind == "crash"
-    assert f.message == f"step 3 (guest_walk): the implementation died ({how}) before it replied"
+    assert f.message == f"step 3 ({SETUP[3].action}): the implementation died ({how}) before it replied"
     assert f"misbehave: {mode} at step 3" in f.detail
     assert gone(pid)
-    a.reset(Config())  # restarted
+    a.reset(Config(vcpus=1))  # restarted
     assert a.channel.running
     a.close()
 
@@ -257,7 +260,7 @@ def test_a_restart_is_measured_and_no_child_is_left_behind():
 def test_adapter_check_passes_the_reference_server(capsys):
     assert main(["adapter-check", "--impl-cmd", SERVE]) == 0
     out = capsys.readouterr().out
-    assert "16 checks, 0 violations" in out
+    assert "17 checks, 0 violations" in out
 
 
 @pytest.mark.parametrize("mode, cue, check, problem", [
@@ -412,7 +415,7 @@ def test_a_mutant_gets_the_same_verdict_in_process_and_out_of_process(mutant, ki
 
 def test_an_observation_seen_out_of_process_reads_as_in_process():
     # guest memory that differs: found through the page digests, then the page's bytes
-    ops = SETUP[:4]
+    ops = SETUP[:5]
     for adapter in (BundledVmm(), ChildAdapter(SERVE)):
         r = Runner(adapter, SPEC, Config())
         r.reset()
@@ -420,7 +423,7 @@ def test_an_observation_seen_out_of_process_reads_as_in_process():
             r.step(o)
         r.oracle.ideal.vms[0].mem.write64(12 * 4096 + 8, 0x77)  # the ideal machine now disagrees
         with pytest.raises(Failure) as e:
-            r.step(op("invlpg", v=0, x=X[0]))
+            r.step(op("invlpg", v=0, c=0, x=X[0]))
         assert e.value.message == ("VM 0 gfn 12: guest memory differs from the ideal machine's at gpa 0xc008: "
                                    "0x0 instead of 0x77")
 
