@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from dmmcheck.impl import x86
+from dmmcheck.impl.abstract import Abstraction
 from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
 from dmmcheck.impl.walker import walk  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
 from dmmcheck.impl.x86 import Access
@@ -49,6 +50,7 @@ class BundledVmm:
 
     def __init__(self) -> None:
         self.vmm: Vmm | None = None
+        self.abstraction: Abstraction | None = None
         self.config = Config()
         self.tables: dict[int, dict[tuple[int, int], int]] = {}  # root -> its tables' gfns
 
@@ -69,6 +71,7 @@ class BundledVmm:
                        cpu=cpu,
                        beyond_memory=config.beyond_memory)
         self.vmm.events = []
+        self.abstraction = Abstraction(self.vmm)
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
 
     # ---------------------------------------------------------------- steps
@@ -168,8 +171,8 @@ class BundledVmm:
         """abstract_state() without the costly parts not in `parts` ("shadow": spte, rmap,
         spte_at; "guest": gmap, g_tables): the harness asks only for what a step's events say may
         have changed (docs/conformance.md, "Read-back")."""
-        assert self.vmm is not None
-        st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots), parts)
+        assert self.vmm is not None and self.abstraction is not None
+        st = self.abstraction.state(list(self.config.gvas), list(self.config.roots), parts)
         st["vms"] = {v: ({"live": True, "cr3_gfn": vm.cr3_gfn, "wp": vm.wp} if (vm := self.vmm.vms.get(v))
                          else {"live": False, "cr3_gfn": None, "wp": True}) for v in range(self.config.vms)}
         return st

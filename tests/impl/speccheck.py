@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
+from dmmcheck.impl.abstract import abstract_state
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.model.interp import Interpreter, Violation
 from dmmcheck.spec import load
@@ -22,7 +23,7 @@ def universe(vmm: Vmm, nr_gfns: int, roots: tuple[int, ...], gvas: tuple[int, ..
 
 def violations(vmm: Vmm, u: Universe) -> list[Violation]:
     it = _interpreter(u)
-    st = vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots))
+    st = abstract_state(vmm, gvas=list(u.gvas), roots=list(u.roots))
     flags = {v.id: {"live": True, "cr3_gfn": v.cr3_gfn, "wp": v.wp} for v in vmm.vms.values()}
     # Ghost state (the TLB, the guest's access history) is the spec's own: judged by the harness,
     # which tracks it from the spec's actions, never on an implementation's state alone.
