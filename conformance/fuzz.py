@@ -26,7 +26,8 @@ from hypothesis.errors import Flaky
 
 from . import inputs, levels, scope
 from .adapter import Adapter, Config, Operation
-from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, REFUSABLE, SET_MODE
+from .adapter import role_bits
+from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, MODE, REFUSABLE, SET_MODE
 from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
@@ -174,6 +175,8 @@ class Drawer:
         self.slots = tuple(sorted({x >> shift & 511 for x in config.gvas for shift in (12, 21, 30, 39)}))
         self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
         self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
+        self.huge: list[tuple[int, int, int, int, int]] = []  # (vm, root gfn, level, gva, entry): huge leaves written
+        self.mode_ix = cat.it.u.layout[MODE].index  # (vm, vcpu): vm-major, like cur_root
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
         self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
@@ -286,6 +289,8 @@ class Drawer:
                       if s[self.gmap_ix][self._point(xs[0], xs[1], s, i)] is not None]
             if mapped:
                 args["x"] = c.pick(mapped)
+        if name in ACCESS_ACTIONS and self.huge and c.take(4):
+            self._through_huge(c, args, s)
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
             args["value"] = inputs.value(c, guest) if self.tuning.wide_inputs else c.pick(VALUES)
         if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
@@ -321,15 +326,39 @@ class Drawer:
                 self._narrow_entry(c, args, s)
         return Operation(name, args)
 
+    def _through_huge(self, c: Choices, args: dict[str, Any], s: Any) -> None:
+        """Aim an access through a huge leaf this test case wrote on the VM's running root, mostly in
+        a role the leaf's own rights allow. The direct sps that split a huge page are filled only by
+        a walk that succeeds, and two leaves over the same frames with different rights must not
+        share them: each leaf has to be walked in a role it grants, not only faulted on."""
+        k = args["v"] * self.vcpus + args["c"]
+        cur = s[self.root_ix][k]
+        root = self.config.roots[cur] if cur is not None else None
+        leaves = [h for h in self.huge if h[0] == args["v"] and h[1] == root]
+        if not leaves:
+            return
+        _v, _r, level, at, entry = c.pick(leaves)
+        shift = inputs.SHIFT[level]
+        under = [x for x in self.config.gvas if x >> shift == at >> shift]
+        args["x"] = c.pick(self._in_memory(under, level, entry) or under)
+        o = s[self.mode_ix][k]
+        if c.take(4) and o is not None:
+            bits = role_bits(self.config.roles[o])
+            args["a"], args["u"] = inputs.role(c, entry, "wp" in bits, "nxe" in bits, "smep" in bits, "smap" in bits)
+
     def _raw_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
         """A raw gpte from the whole input space, mostly in the tables the VM runs on."""
         cur = self._root(s, args["v"], c) if s is not None else None
-        if cur is not None and c.take(4):
+        if cur is not None and (self.huge_heavy or c.take(4)):
             args["r"] = self.config.roots[cur]
-        if self.huge_heavy and c.take(4):
-            args["level"] = 2 + c.take(2)
+        mine = [h for h in self.huge if h[0] == args["v"]]
+        if self.huge_heavy and mine and c.take(4):
+            entry, cls = self._second_leaf(c, args, mine)
+        else:
+            if self.huge_heavy and c.take(4):
+                args["level"] = 2 + c.take(2)
+            entry, cls = inputs.gpte(c, self.guest(s), args["level"], self.huge_heavy)
         level = args["level"]
-        entry, cls = inputs.gpte(c, self.guest(s), level, self.huge_heavy)
         self.inputs[cls] += 1
         key = (level, entry & ~(inputs.RW | inputs.US | inputs.XD))
         if "same frames" in cls:
@@ -338,10 +367,29 @@ class Drawer:
             first = self.written_at.get(key, args["x"])
             other = [x for x in self.config.gvas if x >> shift & 511 != first >> shift & 511]
             if other:
-                args["x"] = c.pick(other)
+                args["x"] = c.pick(self._in_memory(other, level, entry) or other)
+        elif level in (2, 3) and entry & inputs.PS and c.take(4):
+            # a huge leaf maps a gva's page only when the gva's offset in it stays inside memory
+            args["x"] = c.pick(self._in_memory(self.config.gvas, level, entry) or [args["x"]])
+        if inputs.walkable_huge(entry, level) and self._in_memory(self.config.gvas, level, entry):
+            self.huge.append((args["v"], args["r"], level, args["x"], entry))
         self.earlier.append((level, entry))
         self.written_at[key] = args["x"]
         args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+
+    def _second_leaf(self, c: Choices, args: dict[str, Any], mine: list[tuple[int, int, int, int, int]]) -> tuple[int, str]:
+        """A walkable huge leaf written before, again with one right flipped (R/W, U/S or NX) under
+        the same root: the caller puts it at another slot of its level. The two leaves' direct sps
+        cover the same frames and must differ in role exactly by that right."""
+        _v, r, level, _at, e0 = c.pick(mine)
+        args.update(r=r, level=level)
+        return e0 ^ c.pick((inputs.RW, inputs.US, inputs.XD)), f"level {level} huge leaf; same frames as an earlier entry"
+
+    def _in_memory(self, gvas: Any, level: int, entry: int) -> list[int]:
+        """The gvas whose page a huge leaf at `level` maps inside the VM's memory."""
+        span = 1 << inputs.SHIFT[level]
+        frame = entry & inputs.FRAME & ~(span - 1)
+        return [x for x in gvas if (frame | x & span - 1) >> 12 < self.config.gfns]
 
     def _narrow_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
         """The narrow generator's raw gpte (kept to measure what the wide one buys)."""
@@ -388,7 +436,13 @@ class Case:
         cd = data.conjecture_data
         keep = tuple(cd.draw_boolean() for _ in self.ops)
         where = cd.draw_integer(0, 2 ** 63 - 1)
-        drawer, swarm = self.start(keep, where, (cd.draw_boolean(), cd.draw_boolean()))
+        features = (cd.draw_boolean(), cd.draw_boolean())
+        if features[0] and self.tuning.wide_inputs and cd.draw_boolean():
+            # a huge-page-heavy test case on the campaign's own scope three times in four (0 decodes
+            # to it): splitting huge pages takes shadow pages that the scarce scopes do not have (half
+            # the accesses through a huge leaf ran out of memory there)
+            where = 0
+        drawer, swarm = self.start(keep, where, features)
         try:
             for _ in range(self.steps):
                 if not self.step(drawer, swarm, cd.draw_integer(0, 2 ** 63 - 1)):

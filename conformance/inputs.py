@@ -99,6 +99,33 @@ def gpte(c: Pick, g: Guest, level: int, huge_heavy: bool = False) -> tuple[int, 
     return e, f"level {level} {kind}; {cls}"
 
 
+def walkable_huge(entry: int, level: int) -> bool:
+    """A present huge leaf without reserved bits: no frame bits below its size (bit 12 is PAT, as a
+    PS leaf reads it) and none above MAXPHYADDR, so that a walk through it can succeed."""
+    low = ((1 << SHIFT[level]) - 1) & ~0x1FFF
+    return level in (2, 3) and entry & (P | PS) == P | PS and not entry & (low | RSVD_HIGH)
+
+
+ROLES = tuple((a, u) for a in ("read", "write", "fetch") for u in (False, True))
+
+
+def role(c: Pick, entry: int, wp: bool, nxe: bool, smep: bool, smap: bool) -> tuple[str, bool]:
+    """An access (kind, user) that a leaf's own rights allow under the VM's controls, when one does:
+    a user access needs U/S; a write R/W, or a supervisor one with CR0.WP clear; a fetch no XD
+    (with NXE), and from a user page not by the supervisor under SMEP; the supervisor's data
+    accesses to a user page fault under SMAP. The walk succeeds and fills the shadow, in a role that
+    differs from another leaf's over the same frames exactly where their rights do."""
+    def allows(a: str, u: bool) -> bool:
+        user_page = bool(entry & US)
+        if u and not user_page or a == "write" and not entry & RW and (u or wp):
+            return False
+        if a == "fetch":
+            return not (nxe and entry & XD) and not (smep and user_page and not u)
+        return not (smap and user_page and not u)
+    fits = [r for r in ROLES if allows(*r)]
+    return c.pick(fits or ROLES)  # type: ignore[return-value]
+
+
 def _huge_frame(c: Pick, g: Guest, level: int) -> tuple[int, str]:
     """A huge leaf's frame: aligned at memory's start (the only one inside a small VM), aligned
     beyond memory, or misaligned (bits 20:13 or 29:13 set: reserved, the walk must fault)."""

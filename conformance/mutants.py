@@ -84,7 +84,7 @@ def _(vmm: Any) -> None:
 @mutant("no_zap_on_remap", "unmapping a gfn drops p2m but leaves its sptes in place", "no_stale_spte")
 def _(vmm: Any) -> None:
     vmm.mmu.zap_mfn = lambda vm_id, mfn: None
-    vmm.zap_gfn = lambda vm, gfn: None
+    vmm.mapping.zap_gfn = lambda vm, gfn: None
 
 
 @mutant("gpt_not_write_protected", "shadowing a guest table leaves existing writable sptes of it writable",
@@ -176,7 +176,7 @@ def _(vmm: Any) -> None:
     def invalidate(gva: int) -> int:
         vmm.cpu.invlpg(gva + x86.PAGE_SIZE)
         return gva + x86.PAGE_SIZE
-    vmm.invalidate = invalidate
+    vmm.tlb.invalidate = invalidate
 
 
 @mutant("root_cache_by_vm", "the CR3 root cache is keyed by VM only: a CR3 load reuses another root's shadow",
@@ -239,7 +239,7 @@ def _(vmm: Any) -> None:
         if vm.id != 0 and other is not None and gfn not in vm.p2m and gfn in other.p2m:
             return other.p2m[gfn]
         return real(vm, gfn)
-    vmm.gfn_mfn = gfn_mfn
+    vmm.gfn_mfn = vmm.mmu.page_in = gfn_mfn
 
 
 # ---------------------------------------------------------------- swapping
@@ -271,7 +271,7 @@ def _(vmm: Any) -> None:
 
 @mutant("merge_without_compare", "pages are merged without comparing their bytes", "observation")
 def _(vmm: Any) -> None:
-    _during(vmm.policy, "share_pair", vmm, "read_frame", lambda mfn: b"")
+    _during(vmm.policy, "share_pair", vmm.mapping, "read_frame", lambda mfn: b"")
 
 
 @mutant("balloon_frees_mapped", "balloon inflate frees the page without zapping its sptes", "no_stale_spte / isolation")

@@ -22,8 +22,9 @@ from typing import Any
 
 from dmmcheck.impl import x86
 from dmmcheck.impl.errors import BeyondMemory
-from dmmcheck.impl.mmu import FULL, LEAF_KEY, MAX_INVLPG, Role, entry_access
+from dmmcheck.impl.mmu import LEAF_KEY, Role, entry_access
 from dmmcheck.impl.policies import OutOfMemory
+from dmmcheck.impl.tlb import FULL, MAX_INVLPG
 from dmmcheck.impl.walker import walk as _plain_walk
 from dmmcheck.impl.x86 import Access
 
@@ -57,7 +58,7 @@ def _(vmm: Any) -> None:
             mmu.cpu.write64(addr, new)  # same page, fewer rights: "just update it"
             if vmm.events is not None:
                 for root, base in mmu.paths(sp):
-                    vmm.emit("shadow_fill", v=sp.vm, r=root, x=base | idx << x86.PAGE_SHIFT, g=gfn, m=mfn,
+                    vmm.log.emit("shadow_fill", v=sp.vm, r=root, x=base | idx << x86.PAGE_SHIFT, g=gfn, m=mfn,
                              w=bool(rights & x86.RW), nx=bool(rights & x86.XD))
             return
         real(sp, idx, gfn, mfn, rights, guest_write)
@@ -70,14 +71,14 @@ def _(vmm: Any) -> None:
         "partial flush set missed entries; the fix flushes everything)",
         "refinement (tlb_sync guard) / observation (needs more than 8 gvas)")
 def _(vmm: Any) -> None:
-    mmu, real = vmm.mmu, vmm.mmu.owe_flush
+    mmu, tlb, real = vmm.mmu, vmm.tlb, vmm.mmu.owe_flush
 
     def owe_flush(vm_id: int, gvas: Any = FULL) -> None:
-        owed = mmu.flush_gvas.get(vm_id, set())
+        owed = tlb.gvas.get(vm_id, set())
         if gvas is not FULL and owed is not FULL and len(owed) + len(gvas) > MAX_INVLPG:
-            mmu.flush_pending.add(vm_id)
-            mmu.flush_gvas[vm_id] = set(sorted(owed | gvas)[:MAX_INVLPG])
-            vmm.emit("flush_request", v=vm_id)
+            tlb.pending.add(vm_id)
+            tlb.gvas[vm_id] = set(sorted(owed | gvas)[:MAX_INVLPG])
+            vmm.log.emit("flush_request", v=vm_id)
             return
         real(vm_id, gvas)
     mmu.owe_flush = owe_flush
@@ -356,7 +357,7 @@ def _(vmm: Any) -> None:
                 raise BeyondMemory(f"gfn {gfn:#x} is outside VM {vm.id}'s memory")
             mfn = vmm.policy.fault_in(vm, gfn)
         return mfn
-    vmm.gfn_mfn = gfn_mfn
+    vmm.gfn_mfn = vmm.mmu.page_in = gfn_mfn
 
 
 @mutant("teardown_skips_last_gfn",
@@ -370,11 +371,11 @@ def _(vmm: Any) -> None:
 
     def release_all(vm: Any) -> None:
         for mfn in list(machine.active[vm.id]):
-            others = sorted((v, g) for v, g in vmm.holders.get(mfn, ()) if v != vm.id)
+            others = sorted((v, g) for v, g in vmm.mapping.holders.get(mfn, ()) if v != vm.id)
             if machine.desc[mfn].status == "shared" and others:
                 w, g = others[0]
                 machine.rehome(mfn, w)
-                vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
+                vmm.log.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
         held = set(vm.p2m) | set(vm.swapped)
         for gfn in range(max(held, default=0)):
             if gfn in held:
@@ -434,24 +435,24 @@ def _(vmm: Any) -> None:
         "reset' (a partial sharability check)",
         "refinement (share_merge guard; needs a merge the spec forbids, offered anyway)")
 def _(vmm: Any) -> None:
-    policy = vmm.policy
+    policy, mapping = vmm.policy, vmm.mapping
     machine = policy.machine
 
     def share_pair(vm1: Any, g1: int, vm2: Any, g2: int) -> bool:
         m1, m2 = vm1.p2m.get(g1), vm2.p2m.get(g2)
         if m1 is None or m2 is None or m1 == m2 or machine.desc[m2].status != "mapped":
             return False
-        if vmm.is_page_table(vm2, g2):
+        if mapping.is_page_table(vm2, g2):
             return False
-        if vmm.read_frame(m1) != vmm.read_frame(m2):
+        if mapping.read_frame(m1) != mapping.read_frame(m2):
             return False
-        vmm.protect_mfn(m1)
-        vmm.unmap_gfn(vm2, g2)
-        vmm.map_gfn(vm2, g2, m1)
+        mapping.protect_mfn(m1)
+        mapping.unmap_gfn(vm2, g2)
+        mapping.map_gfn(vm2, g2, m1)
         machine.hold(m1)
         policy._drop(m2)
         policy.stats["merges"] += 1
-        vmm.emit("share_merge", v1=vm1.id, g1=g1, m1=m1, v2=vm2.id, g2=g2, m2=m2)
+        vmm.log.emit("share_merge", v1=vm1.id, g1=g1, m1=m1, v2=vm2.id, g2=g2, m2=m2)
         return True
     policy.share_pair = share_pair
 

@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from dmmcheck.impl import x86
+from dmmcheck.impl.abstract import Abstraction
 from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
 from dmmcheck.impl.walker import walk  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
 from dmmcheck.impl.x86 import Access
@@ -90,11 +91,10 @@ class RoleShim:
         bits = role_bits(role)
         vmm.set_controls(vm, wp="wp" in bits, nxe="nxe" in bits, smep="smep" in bits, smap="smap" in bits)
         self.role[vm.id] = role
-        vmm.emit("set_mode", v=vm.id, c=0, o=role)
+        vmm.log.emit("set_mode", v=vm.id, c=0, o=role)
         vmm._loaded = None  # the CPU is reloaded (and its TLB flushed) before the guest runs again
-        vmm.mmu.flush_pending.discard(vm.id)
-        vmm.mmu.flush_gvas.pop(vm.id, None)
-        vmm.emit("tlb_flush", v=vm.id)
+        vmm.tlb.forgive(vm.id)
+        vmm.log.emit("tlb_flush", v=vm.id)
 
 
 class BundledVmm:
@@ -109,6 +109,7 @@ class BundledVmm:
 
     def __init__(self) -> None:
         self.vmm: Vmm | None = None
+        self.abstraction: Abstraction | None = None
         self.config = Config()
         self.tables: dict[int, dict[tuple[int, int], int]] = {}  # root -> its tables' gfns
         self.shim = RoleShim()
@@ -133,6 +134,7 @@ class BundledVmm:
                        cpu=cpu,
                        beyond_memory=config.beyond_memory)
         self.vmm.events = []
+        self.abstraction = Abstraction(self.vmm)
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
 
     # ---------------------------------------------------------------- steps
@@ -233,8 +235,8 @@ class BundledVmm:
         """abstract_state() without the costly parts not in `parts` ("shadow": spte, rmap,
         spte_at; "guest": gmap, g_tables): the harness asks only for what a step's events say may
         have changed (docs/conformance.md, "Read-back")."""
-        assert self.vmm is not None
-        st = self.vmm.abstract_state(list(self.config.gvas), list(self.config.roots), parts)
+        assert self.vmm is not None and self.abstraction is not None
+        st = self.abstraction.state(list(self.config.gvas), list(self.config.roots), parts)
         return RoleShim.state(st, self.vmm, range(self.config.vms), self.shim.role)
 
     def shadow_walk(self, v: int, root: int, gva: int) -> list[tuple[int, int, int]] | None:

@@ -14,8 +14,13 @@ Invariants, stated where they are enforced:
 - a shared page is writable in no spte                                  (leaf_rights)
 - after an spte is weakened or dropped, the VM owes a TLB flush         (owe_flush)
 - an spte is never weakened in place: it is zapped, then refilled       (install_leaf)
+- a present leaf spte's gfn (the one it was filled for) is in sp.gfns   (install_leaf, zap)
 
-With the VMM's event log on (`Vmm.events`), every change of a leaf spte is reported as the spec
+The MMU holds nothing of the VMM that owns it: it is given the CPU, the private frame allocator, the
+machine's descriptors, the event sink, and two callbacks: `owe_flush` (the flush debt's) and
+`page_in` (the gfn's machine page, paged in if need be: a shadowed guest table must be resident).
+
+With the event log on (`EventLog.events`), every change of a leaf spte is reported as the spec
 action it is — shadow_fill, zap_spte, protect_gpt, unshadow_gpt, unprotect_gpt, flush_request — per
 (vm, guest root, gva) that reaches it; with the log off, reporting costs one attribute test.
 """
@@ -24,19 +29,21 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import x86
+from .events import EventLog
+from .tlb import FULL
 from .walker import Walk
 
 if TYPE_CHECKING:
-    from .vmm import Vm, Vmm
+    from .cpu import Cpu
+    from .machine import Machine, PrivateAllocator
+    from .vmm import Vm
 
 ACC_W, ACC_U, ACC_X = 1, 2, 4  # role.access bits: write, user, execute (x86 NX inverted)
 ACC_ALL = ACC_W | ACC_U | ACC_X
 UPPER = x86.P | x86.RW | x86.US | x86.A  # upper shadow entries grant everything; leaves decide
-FULL = None  # flush_gvas: the whole TLB
-MAX_INVLPG = 8  # beyond this many pages a full flush is cheaper
 LEAF_KEY = x86.ADDR_MASK | x86.P | x86.RW | x86.US | x86.XD  # what a leaf spte says (A, D are the MMU's)
 
 
@@ -60,6 +67,9 @@ class Sp:
     role: Role
     parents: set[tuple[int, int]] = field(default_factory=set)  # (parent sp mfn, index)
     root_of: int | None = None  # the guest root gfn, for root sps
+    # index -> the gfn each present leaf spte was filled for (KVM's sp->gfns): what a new path to
+    # the leaf reports, without reading the guest's entry again
+    gfns: dict[int, int] = field(default_factory=dict)
 
     @property
     def paddr(self) -> int:
@@ -72,9 +82,15 @@ def entry_access(entry: int) -> int:
 
 
 class Mmu:
-    def __init__(self, vmm: "Vmm") -> None:
-        self.vmm = vmm
-        self.cpu = vmm.cpu
+    def __init__(self, cpu: "Cpu", private: "PrivateAllocator", machine: "Machine", log: EventLog,
+                 owe_flush: Callable[[int, set[int] | None], None], page_in: Callable[["Vm", int], int]) -> None:
+        self.cpu = cpu
+        self.private = private
+        self.machine = machine
+        self.log = log
+        # Callbacks, attributes so that a seeded bug may replace them on one instance.
+        self.owe_flush = owe_flush
+        self.page_in = page_in
         self.sps: dict[tuple[int, int, Role], Sp] = {}
         self.by_mfn: dict[int, Sp] = {}
         # (vm, guest table gfn) -> its sps, by sp mfn (a dict, not a set of Sp: iteration order must
@@ -82,9 +98,6 @@ class Mmu:
         self.shadowed: dict[tuple[int, int], dict[int, Sp]] = {}
         self.rmap: dict[int, set[tuple[int, int]]] = {}  # DMM mfn -> leaf sptes (sp mfn, index)
         self.roots: dict[tuple[int, int, bool], Sp] = {}  # (vm, guest root gfn, wp) -> cached root
-        self.flush_pending: set[int] = set()
-        # What paying a VM's owed flush takes: the gvas to invalidate one by one, or FULL.
-        self.flush_gvas: dict[int, set[int] | None] = {}
 
     # ---------------------------------------------------------------- shadow pages
     def root(self, vm: "Vm") -> Sp:
@@ -107,8 +120,8 @@ class Mmu:
         if not role.direct and (vm.id, gfn) not in self.shadowed:
             # gpt_resident: a shadowed table is resident (paged in first, if reclaim took it since the
             # walk read it; from then on reclaim, sharing and the balloon leave it alone).
-            self.vmm.gfn_mfn(vm, gfn)
-        mfn = self.vmm.private.alloc()
+            self.page_in(vm, gfn)
+        mfn = self.private.alloc()
         self.cpu.write(mfn << x86.PAGE_SHIFT, bytes(x86.PAGE_SIZE))
         sp = Sp(mfn, vm.id, gfn, role)
         self.sps[key] = sp
@@ -119,7 +132,7 @@ class Mmu:
             self.shadowed.setdefault((vm.id, gfn), {})[sp.mfn] = sp
             if first:
                 self.write_protect(vm, gfn)
-                self.vmm.emit("protect_gpt", v=vm.id, g=gfn)
+                self.log.emit("protect_gpt", v=vm.id, g=gfn)
         return sp
 
     def write_protected(self, vm: "Vm", gfn: int) -> bool:
@@ -149,7 +162,7 @@ class Mmu:
             self.zap(parent, idx)
         self.cpu.write64(addr, new)
         child.parents.add((parent.mfn, idx))
-        if self.vmm.events is not None:
+        if self.log.events is not None:
             self._report_link(parent, idx, child)
 
     # ---------------------------------------------------------------- leaves
@@ -159,7 +172,7 @@ class Mmu:
         writable = bool(access & ACC_W) and (bool(leaf & x86.D) or write)  # the walk just set D
         us = bool(access & ACC_U)
         nx = not access & ACC_X and vm.nxe
-        protected = self.write_protected(vm, gfn) or self.vmm.machine.desc[mfn].status == "shared"
+        protected = self.write_protected(vm, gfn) or self.machine.desc[mfn].status == "shared"
         if not access & ACC_W and write and not user and not vm.wp and not protected:
             # CR0.WP=0 (the CPU itself runs with WP=1): a writable, supervisor-only spte. A user page
             # made supervisor-only would escape SMAP and SMEP: with SMAP the store is emulated
@@ -188,9 +201,10 @@ class Mmu:
                 self.zap(sp, idx)
         self.cpu.write64(addr, new)
         self.rmap.setdefault(mfn, set()).add((sp.mfn, idx))  # rmap: present leaf <-> in rmap
-        if self.vmm.events is not None:
+        sp.gfns[idx] = gfn
+        if self.log.events is not None:
             for root, base in self.paths(sp):
-                self.vmm.emit("shadow_fill", v=sp.vm, r=root, x=x86.at(base, 1, idx), g=gfn, m=mfn,
+                self.log.emit("shadow_fill", v=sp.vm, r=root, x=x86.at(base, 1, idx), g=gfn, m=mfn,
                               w=bool(rights & x86.RW), nx=bool(rights & x86.XD))
 
     def test_and_clear_young(self, mfn: int) -> bool:
@@ -223,28 +237,31 @@ class Mmu:
 
     def leaf_entries(self, sp: Sp, base: int = 0) -> Iterator[tuple[int, Sp, int, int]]:
         """(gva, leaf sp, index, spte) of every present leaf spte under sp."""
-        for idx, e in enumerate(array("Q", self.cpu.read(sp.paddr, x86.PAGE_SIZE))):
-            if not e & x86.P or (sp.role.level == 4 and idx == 511):
-                continue
-            va = x86.at(base, sp.role.level, idx)
-            if sp.role.level == 1:
-                yield va, sp, idx, e
+        for va, addr, e in self.leaf_sptes(sp.paddr, sp.role.level, base):
+            yield va, self.by_mfn[addr >> x86.PAGE_SHIFT], (addr & 0xFFF) >> 3, e
+
+    def leaf_sptes(self, table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
+        """(gva, machine address, spte) of every present leaf spte under the shadow table at
+        machine address `table` (of `level`, reached at gva prefix base), following the tables in
+        machine memory as the CPU does."""
+        data = self.cpu.read(table, x86.PAGE_SIZE)
+        entries = array("Q", data)
+        for idx in _present(data):  # (tables are sparse: only the present entries are visited)
+            if level == 4 and idx == 511:
+                continue  # the CPU's hole
+            va = x86.at(base, level, idx)
+            if level == 1:
+                yield va, table + 8 * idx, entries[idx]
             else:
-                yield from self.leaf_entries(self.by_mfn[(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
+                yield from self.leaf_sptes(entries[idx] & x86.ADDR_MASK, level - 1, va)
 
     def _report_link(self, parent: Sp, idx: int, child: Sp) -> None:
         """A new link makes the leaves already under child reachable by new (root, gva) paths:
         for each, the spec sees an spte filled."""
-        vm = self.vmm.vms[parent.vm]
         for root, base in self.paths(parent):
             for x, leaf_sp, i, e in self.leaf_entries(child, x86.at(base, parent.role.level, idx)):
-                if leaf_sp.role.direct:
-                    gfn = leaf_sp.gfn + i
-                else:  # the guest's own entry says which gfn this leaf maps
-                    gpte = int.from_bytes(self.vmm.peek(vm, (leaf_sp.gfn << x86.PAGE_SHIFT) + 8 * i, 8), "little")
-                    gfn = (gpte & x86.ADDR_MASK) >> x86.PAGE_SHIFT
-                self.vmm.emit("shadow_fill", v=parent.vm, r=root, x=x, g=gfn, m=(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT,
-                              w=bool(e & x86.RW), nx=bool(e & x86.XD))
+                self.log.emit("shadow_fill", v=parent.vm, r=root, x=x, g=leaf_sp.gfns[i],
+                              m=(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT, w=bool(e & x86.RW), nx=bool(e & x86.XD))
 
     def _report_zap(self, sp: Sp, idx: int, entry: int) -> None:
         for root, base in self.paths(sp):
@@ -252,22 +269,11 @@ class Mmu:
             gvas = [va] if sp.role.level == 1 else \
                 self.leaves(self.by_mfn[(entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
             for x in gvas:
-                self.vmm.emit("zap_spte", v=sp.vm, r=root, x=x)
+                self.log.emit("zap_spte", v=sp.vm, r=root, x=x)
 
     def gvas_of(self, sp: Sp, idx: int) -> set[int]:
         """The gvas that reach leaf idx of sp, through any cached root."""
         return {x86.at(base, 1, idx) for _root, base in self.paths(sp)}
-
-    def owe_flush(self, vm_id: int, gvas: set[int] | None = FULL) -> None:
-        """The VM may not run again before its TLB is flushed (an spte was weakened or dropped):
-        for the leaves of gvas, an invlpg each will do; for anything else, a full flush."""
-        self.flush_pending.add(vm_id)
-        owed = self.flush_gvas.get(vm_id, set())
-        if gvas is FULL or owed is FULL or len(owed) + len(gvas) > MAX_INVLPG:
-            self.flush_gvas[vm_id] = FULL
-        else:
-            self.flush_gvas[vm_id] = owed | gvas
-        self.vmm.emit("flush_request", v=vm_id)
 
     # ---------------------------------------------------------------- zapping
     def zap(self, sp: Sp, idx: int) -> None:
@@ -276,7 +282,7 @@ class Mmu:
         e = self.cpu.read64(addr)
         if not e & x86.P:
             return
-        if self.vmm.events is not None:
+        if self.log.events is not None:
             self._report_zap(sp, idx, e)
         self.cpu.write64(addr, 0)
         self.owe_flush(sp.vm, self.gvas_of(sp, idx) if sp.role.level == 1 else FULL)
@@ -287,6 +293,7 @@ class Mmu:
             if not child.parents and child.root_of is None:
                 self.free(child)
         else:
+            sp.gfns.pop(idx, None)
             refs = self.rmap.get(target)
             if refs is not None:
                 refs.discard((sp.mfn, idx))  # rmap: a dropped spte leaves its rmap
@@ -312,21 +319,21 @@ class Mmu:
             group.pop(sp.mfn, None)
             if not group:
                 del self.shadowed[(sp.vm, sp.gfn)]
-                self.vmm.emit("unshadow_gpt", v=sp.vm, g=sp.gfn)
-                self.vmm.emit("unprotect_gpt", v=sp.vm, g=sp.gfn)
+                self.log.emit("unshadow_gpt", v=sp.vm, g=sp.gfn)
+                self.log.emit("unprotect_gpt", v=sp.vm, g=sp.gfn)
         if sp.root_of is not None:
             self.roots.pop((sp.vm, sp.root_of, sp.role.wp), None)
-        self.vmm.private.release(sp.mfn)
-        self.owe_flush(sp.vm)
+        self.private.release(sp.mfn)
+        self.owe_flush(sp.vm, FULL)
 
     def zap_vm(self, vm_id: int) -> None:
         """Every shadow page of a VM (CR0.WP, NXE, SMEP or SMAP change; VM teardown)."""
         mine = [sp for sp in self.sps.values() if sp.vm == vm_id]
-        if self.vmm.events is not None:
+        if self.log.events is not None:
             for sp in mine:
                 if sp.root_of is not None:
                     for x in self.leaves(sp):
-                        self.vmm.emit("zap_spte", v=vm_id, r=sp.root_of, x=x)
+                        self.log.emit("zap_spte", v=vm_id, r=sp.root_of, x=x)
         for sp in mine:
             sp.root_of = None  # roots too: nothing of this VM survives (and no path is reported twice)
         for sp in mine:
@@ -362,3 +369,18 @@ class Mmu:
                     continue
                 if sp.mfn in self.by_mfn:
                     self.zap(sp, idx)
+
+
+# Each entry's low byte, mapped to 1 when its P bit is set, else 0.
+_P_BYTE = bytes(b & x86.P for b in range(256))
+
+
+def _present(page: bytes) -> list[int]:
+    """The indexes of a table page's present entries, found at C speed: P is bit 0 of each
+    entry's first byte (little-endian)."""
+    flags = page[::8].translate(_P_BYTE)
+    out, i = [], flags.find(1)
+    while i >= 0:
+        out.append(i)
+        i = flags.find(1, i + 1)
+    return out

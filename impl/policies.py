@@ -1,10 +1,10 @@
 """DMM policies: demand paging, swapping, content-based sharing, ballooning, pool sizing.
 
-Every policy works on the one mapping, through the VMM's DMM interface only — `map_gfn`,
-`unmap_gfn`, `zap_gfn`, `protect_mfn`, `young` and the frame copies — never on an spte or the rmap
-(tests/impl/test_policies.py enforces it). That is the patent's point: the policies compose because
+Every policy works on the one mapping, through the DMM mapping interface only (impl/mapping.py:
+`map_gfn`, `unmap_gfn`, `zap_gfn`, `protect_mfn`, `young` and the frame copies), its whole view of
+the VMM, never on an spte or the rmap (tests/impl/test_policies.py enforces it). That is the patent's point: the policies compose because
 each is a change of p2m that the one propagation mechanism (write protection + rmap) carries to the
-shadow. Each policy step is reported under the spec action's name (`Vmm.emit`).
+shadow. Each policy step is reported under the spec action's name, to the event sink (impl/events.py).
 
 Invariants kept here, where they are enforced:
 - a gfn is resident (p2m), swapped (one slot), ballooned, or none — never two at once
@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from .events import EventLog
 from .machine import MAPPED, SHARED
 from .swap import SwapDevice, SwapFull, SwapIoError
 from .x86 import PAGE_SIZE
 
 if TYPE_CHECKING:
-    from .vmm import Vm, Vmm
+    from .machine import Machine
+    from .mapping import Mapping
+    from .vmm import Vm
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -34,10 +37,11 @@ class OutOfMemory(Exception):
 
 
 class Policies:
-    def __init__(self, vmm: "Vmm", swap: SwapDevice | None = None, budget: int | None = None,
-                 reclaim: bool = True, quota: int | None = None) -> None:
-        self.vmm = vmm
-        self.machine = vmm.machine
+    def __init__(self, mapping: "Mapping", machine: "Machine", log: EventLog, swap: SwapDevice | None = None,
+                 budget: int | None = None, reclaim: bool = True, quota: int | None = None) -> None:
+        self.mapping = mapping
+        self.machine = machine
+        self.log = log
         self.swap = swap
         self.budget = budget  # pages all VM pools may hold together; None: every DMM page
         self.quota = quota  # pages one VM's pools (active and idle) may hold; None: every DMM page
@@ -57,9 +61,9 @@ class Policies:
         mfn = self._allocate(vm)
         if mfn is None:
             return self._oom(vm, gfn)
-        self.vmm.write_frame(mfn, ZERO_PAGE)
-        self.vmm.map_gfn(vm, gfn, mfn)
-        self.vmm.emit("demand_page", v=vm.id, g=gfn, m=mfn)
+        self.mapping.write_frame(mfn, ZERO_PAGE)
+        self.mapping.map_gfn(vm, gfn, mfn)
+        self.log.emit("demand_page", v=vm.id, g=gfn, m=mfn)
         return mfn
 
     def _oom(self, vm: "Vm", gfn: int) -> int:
@@ -69,7 +73,7 @@ class Policies:
     def _report_oom(self, vm: "Vm", gfn: int) -> None:
         # oom only when nothing is allocatable (the spec's guard); an injected failure says so
         self.stats["ooms"] += 1
-        self.vmm.emit("oom_injected" if self._injected else "oom", v=vm.id, g=gfn)
+        self.log.emit("oom_injected" if self._injected else "oom", v=vm.id, g=gfn)
         self._injected = False
 
     def _within_budget(self) -> bool:
@@ -122,11 +126,11 @@ class Policies:
             d = self.machine.desc[mfn]
             if d.status != MAPPED:
                 continue
-            (vid, gfn), = self.vmm.holders[mfn]
+            (vid, gfn), = self.mapping.holders[mfn]
             if only is not None and vid != only:
                 continue
-            vm = self.vmm.vms[vid]
-            if self.vmm.is_page_table(vm, gfn) or self.vmm.young(mfn):
+            vm = self.mapping.vm(vid)
+            if self.mapping.is_page_table(vm, gfn) or self.mapping.young(mfn):
                 continue
             return vm, gfn, mfn
         return None
@@ -134,44 +138,44 @@ class Policies:
     def swap_out(self, vm: "Vm", gfn: int) -> bool:
         """Unmap (vm, gfn) through DMM, write its page to a slot, drop the reference."""
         mfn = vm.p2m.get(gfn)
-        if mfn is None or self.swap is None or self.vmm.is_page_table(vm, gfn):
+        if mfn is None or self.swap is None or self.mapping.is_page_table(vm, gfn):
             return False
         if not self._leave(vm, gfn, mfn):
             return False  # a shared page no other holder has room for: the VM keeps it
         try:
             slot = self.swap.allocate()
         except SwapFull:
-            self.vmm.emit("swap_full", v=vm.id, g=gfn)
+            self.log.emit("swap_full", v=vm.id, g=gfn)
             return False
-        self.vmm.zap_gfn(vm, gfn)  # every spte gone through the rmap: the guest cannot write it now
+        self.mapping.zap_gfn(vm, gfn)  # every spte gone through the rmap: the guest cannot write it now
         try:
-            self.swap.write(slot, self.vmm.read_frame(mfn))
+            self.swap.write(slot, self.mapping.read_frame(mfn))
         except SwapIoError:
             self.swap.release(slot)
-            self.vmm.emit("swap_io_error", v=vm.id, g=gfn)
+            self.log.emit("swap_io_error", v=vm.id, g=gfn)
             return False
-        self.vmm.unmap_gfn(vm, gfn)
+        self.mapping.unmap_gfn(vm, gfn)
         vm.swapped[gfn] = slot
         self._drop(mfn)
         self.stats["swap_outs"] += 1
-        self.vmm.emit("swap_out", v=vm.id, g=gfn, m=mfn, s=slot)
+        self.log.emit("swap_out", v=vm.id, g=gfn, m=mfn, s=slot)
         return True
 
     def swap_out_page(self, mfn: int) -> int:
         """Swap out a machine page whoever holds it (a shared page: every holder, each its own slot)."""
-        return sum(self.swap_out(self.vmm.vms[v], g) for v, g in sorted(self.vmm.holders.get(mfn, ())))
+        return sum(self.swap_out(self.mapping.vm(v), g) for v, g in sorted(self.mapping.holders.get(mfn, ())))
 
     def _swap_in(self, vm: "Vm", gfn: int) -> int:
         slot = vm.swapped[gfn]
         mfn = self._allocate(vm)
         if mfn is None:
             return self._oom(vm, gfn)
-        self.vmm.write_frame(mfn, self.swap.read(slot))  # type: ignore[union-attr]
+        self.mapping.write_frame(mfn, self.swap.read(slot))  # type: ignore[union-attr]
         del vm.swapped[gfn]
         self.swap.release(slot)  # type: ignore[union-attr]
-        self.vmm.map_gfn(vm, gfn, mfn)
+        self.mapping.map_gfn(vm, gfn, mfn)
         self.stats["swap_ins"] += 1
-        self.vmm.emit("swap_in", v=vm.id, g=gfn, s=slot, m=mfn)
+        self.log.emit("swap_in", v=vm.id, g=gfn, s=slot, m=mfn)
         return mfn
 
     def _leave(self, vm: "Vm", gfn: int, mfn: int) -> bool:
@@ -187,7 +191,7 @@ class Policies:
         d = self.machine.desc[mfn]
         if d.status != SHARED or d.owner != vm.id:
             return True
-        holders = self.vmm.holders.get(mfn, ())
+        holders = self.mapping.holders.get(mfn, ())
         if any(v == vm.id and g != gfn for v, g in holders):
             return True  # the VM still holds it through another gfn
         others = sorted((v, g) for v, g in holders if v != vm.id)
@@ -199,11 +203,11 @@ class Policies:
             if not spare:
                 return False
             w = spare[0][0]
-            self._shrink(self.vmm.vms[w], self.machine.idle[w].head)
+            self._shrink(self.mapping.vm(w), self.machine.idle[w].head)
             roomy = spare[:1]
         w, g = roomy[0]
         self.machine.rehome(mfn, w)
-        self.vmm.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
+        self.log.emit("share_rehome", m=mfn, v=vm.id, w=w, g=g)
         return True
 
     def _drop(self, mfn: int, to_vmm: bool = False) -> None:
@@ -217,17 +221,17 @@ class Policies:
         m1, m2 = vm1.p2m.get(g1), vm2.p2m.get(g2)
         if m1 is None or m2 is None or m1 == m2 or self.machine.desc[m2].status != MAPPED:
             return False
-        if self.vmm.is_page_table(vm1, g1) or self.vmm.is_page_table(vm2, g2):
+        if self.mapping.is_page_table(vm1, g1) or self.mapping.is_page_table(vm2, g2):
             return False
-        if self.vmm.read_frame(m1) != self.vmm.read_frame(m2):  # the byte compare: never a hash alone
+        if self.mapping.read_frame(m1) != self.mapping.read_frame(m2):  # the byte compare: never a hash alone
             return False
-        self.vmm.protect_mfn(m1)  # read-only everywhere from now on
-        self.vmm.unmap_gfn(vm2, g2)
-        self.vmm.map_gfn(vm2, g2, m1)
+        self.mapping.protect_mfn(m1)  # read-only everywhere from now on
+        self.mapping.unmap_gfn(vm2, g2)
+        self.mapping.map_gfn(vm2, g2, m1)
         self.machine.hold(m1)
         self._drop(m2)
         self.stats["merges"] += 1
-        self.vmm.emit("share_merge", v1=vm1.id, g1=g1, m1=m1, v2=vm2.id, g2=g2, m2=m2)
+        self.log.emit("share_merge", v1=vm1.id, g1=g1, m1=m1, v2=vm2.id, g2=g2, m2=m2)
         return True
 
     def scan(self) -> int:
@@ -235,11 +239,11 @@ class Policies:
         page seen before (zero pages included). Returns the number of merges."""
         seen: dict[bytes, list[tuple["Vm", int]]] = {}
         merges = 0
-        for vm in list(self.vmm.vms.values()):
+        for vm in self.mapping.vms():
             for gfn in sorted(vm.p2m):
-                if self.vmm.is_page_table(vm, gfn):
+                if self.mapping.is_page_table(vm, gfn):
                     continue
-                key = hashlib.blake2b(self.vmm.read_frame(vm.p2m[gfn]), digest_size=16).digest()
+                key = hashlib.blake2b(self.mapping.read_frame(vm.p2m[gfn]), digest_size=16).digest()
                 candidates = seen.setdefault(key, [])
                 if any(self.share_pair(v1, g1, vm, gfn) for v1, g1 in candidates):
                     merges += 1
@@ -258,43 +262,43 @@ class Policies:
         if n is None:
             self._report_oom(vm, gfn)
             return None
-        self.vmm.write_frame(n, self.vmm.read_frame(m))
-        self.vmm.unmap_gfn(vm, gfn)
-        self.vmm.map_gfn(vm, gfn, n)
+        self.mapping.write_frame(n, self.mapping.read_frame(m))
+        self.mapping.unmap_gfn(vm, gfn)
+        self.mapping.map_gfn(vm, gfn, n)
         self._drop(m)
         self.stats["cow_breaks"] += 1
-        self.vmm.emit("cow_break", v=vm.id, g=gfn, m=m, n=n)
+        self.log.emit("cow_break", v=vm.id, g=gfn, m=m, n=n)
         return n
 
     # ---------------------------------------------------------------- ballooning
     def balloon_inflate(self, vm: "Vm", gfn: int) -> bool:
         """The guest's balloon driver gives the gfn back: its page (if the last holder) goes to the
         VMM pool, its slot (if swapped) is freed; its content is gone."""
-        if self.vmm.is_page_table(vm, gfn):
+        if self.mapping.is_page_table(vm, gfn):
             return False
         mfn = vm.p2m.get(gfn)
         if mfn is not None:
             if not self._leave(vm, gfn, mfn):
                 return False  # a shared page no other holder has room for: the VM keeps it
-            self.vmm.unmap_gfn(vm, gfn)
+            self.mapping.unmap_gfn(vm, gfn)
             self._drop(mfn, to_vmm=True)
             vm.ballooned.add(gfn)
-            self.vmm.emit("balloon_inflate", v=vm.id, g=gfn, m=mfn)
+            self.log.emit("balloon_inflate", v=vm.id, g=gfn, m=mfn)
         elif gfn in vm.swapped:
             slot = vm.swapped.pop(gfn)
             self.swap.release(slot)  # type: ignore[union-attr]
             vm.ballooned.add(gfn)
-            self.vmm.emit("balloon_inflate_swapped", v=vm.id, g=gfn, s=slot)
+            self.log.emit("balloon_inflate_swapped", v=vm.id, g=gfn, s=slot)
         else:
             vm.ballooned.add(gfn)
-            self.vmm.emit("balloon_inflate_unmapped", v=vm.id, g=gfn)
+            self.log.emit("balloon_inflate_unmapped", v=vm.id, g=gfn)
         return True
 
     def balloon_deflate(self, vm: "Vm", gfn: int) -> bool:
         if gfn not in vm.ballooned:
             return False
         vm.ballooned.discard(gfn)
-        self.vmm.emit("balloon_deflate", v=vm.id, g=gfn)
+        self.log.emit("balloon_deflate", v=vm.id, g=gfn)
         return True
 
     # ---------------------------------------------------------------- pool sizing
@@ -305,7 +309,7 @@ class Policies:
             return None
         mfn = self.machine.grow(vm.id)
         if mfn is not None:
-            self.vmm.emit("pool_grow", v=vm.id, m=mfn)
+            self.log.emit("pool_grow", v=vm.id, m=mfn)
         return mfn
 
     def pool_shrink(self, vm: "Vm") -> int | None:
@@ -317,7 +321,7 @@ class Policies:
 
     def _shrink(self, vm: "Vm", mfn: int) -> None:
         self.machine.shrink(vm.id, mfn)
-        self.vmm.emit("pool_shrink", v=vm.id, m=mfn)
+        self.log.emit("pool_shrink", v=vm.id, m=mfn)
 
     # ---------------------------------------------------------------- VM teardown
     def release_all(self, vm: "Vm") -> None:

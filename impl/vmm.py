@@ -1,5 +1,13 @@
-"""The VMM: VMs, their guest-physical memory through p2m, guest operations on the real CPU, the
-DMM mapping interface the policies use, and the abstraction of its state.
+"""The VMM: VMs and their vCPUs, guest-physical memory through p2m, guest operations on the real
+CPU and the #PF path. It owns the parts, each with one job and none holding the VMM:
+
+- `Mmu` (mmu.py): shadow pages, sptes, the rmap, write protection of guest tables;
+- `FlushDebt` (tlb.py): which VM owes a TLB flush, paid in one place before the guest runs;
+- `Mapping` (mapping.py): p2m changes carried to the shadow, the policies' whole view of the VMM;
+- `Policies` (policies.py): demand paging, swapping, sharing, ballooning, pool sizing;
+- `EventLog` (events.py): the spec actions performed, in order, which every part reports to.
+
+The abstraction of its state (abstract.py) reads these parts; nothing here holds it.
 
 Machine layout (4 KiB frames): frame 0 unused; DMM-managed frames [1, 1 + machine_frames); VMM-
 private frames for shadow tables after them; the CPU's own pages at the top.
@@ -14,7 +22,6 @@ is the CPU's (an access there is a not-present #PF for the guest).
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -22,10 +29,13 @@ from typing import Any
 from . import x86
 from .cpu import HOLE_PAGES, SIZES, Cpu
 from .errors import BeyondMemory
+from .events import EventLog
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
-from .mmu import FULL, Mmu, Role, entry_access
+from .mapping import Mapping
+from .mmu import Mmu, Role, entry_access
 from .policies import OutOfMemory, Policies
 from .swap import SwapDevice
+from .tlb import FlushDebt
 from .walker import access_error_code, walk
 from .x86 import Access, Mode
 
@@ -53,21 +63,40 @@ def _cpu_mode(nxe: bool, smep: bool, smap: bool) -> Mode:
 
 
 @dataclass
-class Vm:
-    id: int
-    nr_gfns: int
-    p2m: dict[int, int] = field(default_factory=dict)  # resident gfns
-    swapped: dict[int, int] = field(default_factory=dict)  # gfn -> swap slot
-    ballooned: set[int] = field(default_factory=set)  # gfns the balloon driver gave back
+class Vcpu:
+    """One virtual CPU's paging state: its guest root and the control bits the walk applies."""
+
     cr3_gfn: int | None = None
     wp: bool = True
     nxe: bool = True
     smep: bool = False
     smap: bool = False
 
+
+def _vcpu0(name: str) -> property:
+    """A VM's view of its (for now only) vCPU's field `name`."""
+    return property(lambda vm: getattr(vm.vcpus[0], name), lambda vm, v: setattr(vm.vcpus[0], name, v))
+
+
+@dataclass
+class Vm:
+    id: int
+    nr_gfns: int
+    p2m: dict[int, int] = field(default_factory=dict)  # resident gfns
+    swapped: dict[int, int] = field(default_factory=dict)  # gfn -> swap slot
+    ballooned: set[int] = field(default_factory=set)  # gfns the balloon driver gave back
+    vcpus: list[Vcpu] = field(default_factory=lambda: [Vcpu()])  # one today; they share the VM's memory
+
+    cr3_gfn = _vcpu0("cr3_gfn")
+    wp = _vcpu0("wp")
+    nxe = _vcpu0("nxe")
+    smep = _vcpu0("smep")
+    smap = _vcpu0("smap")
+
     def mode(self, user: bool = False, ac: bool = False) -> Mode:
         """The guest's paging mode: what the software walk applies."""
-        return Mode(user=user, wp=self.wp, nxe=self.nxe, smep=self.smep, smap=self.smap, ac=ac)
+        c = self.vcpus[0]
+        return Mode(user=user, wp=c.wp, nxe=c.nxe, smep=c.smep, smap=c.smap, ac=ac)
 
     def cpu_mode(self) -> Mode:
         """The mode the real CPU runs the guest in. CR0.WP is always 1: write protection of guest
@@ -75,7 +104,8 @@ class Vm:
         WP=0 is implemented in the sptes instead (mmu.leaf_rights). EFER.NXE is always 1, as KVM
         keeps the host's: the VMM's own NX in sptes (the WP=0 trick under SMEP) must work when the
         guest's NXE is off (found by dmm fuzz); the guest's XD bits are checked by the software walk."""
-        return _cpu_mode(True, self.smep, self.smap)
+        c = self.vcpus[0]  # (on every guest access: one lookup, not a property per bit)
+        return _cpu_mode(True, c.smep, c.smap)
 
 
 @dataclass
@@ -108,29 +138,32 @@ class Vmm:
             self.cpu = Cpu(total * x86.PAGE_SIZE)
         self.machine = Machine(1, machine_frames)
         self.private = PrivateAllocator(1 + machine_frames, private_frames)
-        self.mmu = Mmu(self)
         self.vms: dict[int, Vm] = {}
-        self.holders: dict[int, set[tuple[int, int]]] = {}  # mfn -> its (vm, gfn) holders: p2m reversed
+        self.log = EventLog()
+        self.tlb = FlushDebt(self.cpu, self.log)
+        self.mmu = Mmu(self.cpu, self.private, self.machine, self.log, self.tlb.owe, self.gfn_mfn)
+        self.mapping = Mapping(self.vms, self.mmu, self.cpu, self.machine, self.tlb)
         swap = SwapDevice(swap_slots, swap_path, sync=swap_sync) if swap_slots else None
-        self.policy = Policies(self, swap, budget=budget, reclaim=reclaim, quota=quota)
-        # The event log: None (off) or the spec actions this VMM performed, in order, each as
-        # (name, {parameter: implementation value}). What a conformance adapter reports.
-        self.events: list[tuple[str, dict[str, Any]]] | None = None
+        self.policy = Policies(self.mapping, self.machine, self.log, swap, budget=budget, reclaim=reclaim,
+                               quota=quota)
         self._loaded: tuple[int, int, Mode] | None = None  # (vm, root mfn, mode) in the CPU
-        self._tlb_stale = False  # an invlpg asked for a flush the CPU has not done yet
         self.walk = walk  # the software walker of guest tables (an attribute: a mutant may replace it)
-        # the abstraction's walks of each (vm, root, nxe, gvas), with the bytes of the pages they read
-        self._guest_walks: dict[tuple[int, int, bool, tuple[int, ...]], tuple[dict, dict, dict]] = {}
         self.stats = {"hits": 0, "hidden_faults": 0, "emulated": 0, "guest_faults": 0}
 
-    def emit(self, name: str, **args: Any) -> None:
-        if self.events is not None:
-            self.events.append((name, args))
+    @property
+    def events(self) -> list[tuple[str, dict[str, Any]]] | None:
+        """The event log (events.py): None (off) or the spec actions performed since it was set."""
+        return self.log.events
+
+    @events.setter
+    def events(self, events: list[tuple[str, dict[str, Any]]] | None) -> None:
+        self.log.events = events
 
     def _emit_access(self, name: str, vm: Vm, gva: int, acc: Access, user: bool) -> None:
         # On the access path: with the log off, not even the arguments are built.
-        if self.events is not None:
-            self.events.append((name, {"v": vm.id, "r": vm.cr3_gfn, "x": gva & ~0xFFF, "a": acc.value, "u": user}))
+        events = self.log.events
+        if events is not None:
+            events.append((name, {"v": vm.id, "r": vm.cr3_gfn, "x": gva & ~0xFFF, "a": acc.value, "u": user}))
 
     # ---------------------------------------------------------------- VMs
     def create_vm(self, nr_gfns: int, vm_id: int | None = None) -> Vm:
@@ -140,20 +173,19 @@ class Vmm:
         vm = Vm(vid, nr_gfns)
         self.vms[vid] = vm
         self.machine.add_vm(vid)
-        self.emit("vm_create", v=vid)
+        self.log.emit("vm_create", v=vid)
         return vm
 
     def destroy_vm(self, vm: Vm) -> None:
         """Tear a VM down: its shadow, then its memory (through the policies), then the VM."""
         self.mmu.zap_vm(vm.id)
         self.policy.release_all(vm)
-        self.mmu.flush_pending.discard(vm.id)
-        self.mmu.flush_gvas.pop(vm.id, None)
+        self.tlb.forgive(vm.id)
         self.machine.remove_vm(vm.id)
         del self.vms[vm.id]
         if self._loaded is not None and self._loaded[0] == vm.id:
             self._loaded = None
-        self.emit("vm_destroy", v=vm.id)
+        self.log.emit("vm_destroy", v=vm.id)
 
     # ---------------------------------------------------------------- guest-physical memory
     def gfn_mfn(self, vm: Vm, gfn: int) -> int:
@@ -196,7 +228,7 @@ class Vmm:
         while data:
             chunk = min(len(data), x86.PAGE_SIZE - (gpa & 0xFFF))
             mfn = self.gfn_mfn(vm, gpa >> x86.PAGE_SHIFT)
-            if mfn in self.holders and self.machine.desc[mfn].status == SHARED:
+            if mfn in self.mapping.holders and self.machine.desc[mfn].status == SHARED:
                 copy = self.policy.cow_break(vm, gpa >> x86.PAGE_SHIFT)  # the VMM writes a shared page too
                 if copy is None:
                     raise OutOfMemory(f"no page to break copy-on-write of VM {vm.id} gpa {gpa:#x}")
@@ -205,7 +237,7 @@ class Vmm:
             self.mmu.guest_table_written(vm, gpa, chunk)
             gpa, data = gpa + chunk, data[chunk:]
         if not walker:
-            self.emit("guest_write", v=vm.id, gpa=start)
+            self.log.emit("guest_write", v=vm.id, gpa=start)
 
     def read64(self, vm: Vm, gpa: int) -> int:
         return int.from_bytes(self.gpa_read(vm, gpa, 8), "little")
@@ -220,9 +252,8 @@ class Vmm:
         # A CR3 load flushes the TLB: the CPU is reloaded (and flushed) before the guest runs again,
         # which pays whatever flush the VM owed.
         self._loaded = None
-        self.mmu.flush_pending.discard(vm.id)
-        self.mmu.flush_gvas.pop(vm.id, None)
-        self.emit("cr3_load", v=vm.id, r=root_gfn)
+        self.tlb.forgive(vm.id)
+        self.log.emit("cr3_load", v=vm.id, r=root_gfn)
 
     def set_controls(self, vm: Vm, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
                      smap: bool | None = None) -> None:
@@ -236,12 +267,11 @@ class Vmm:
         wp_changed = new[0] != vm.wp
         vm.wp, vm.nxe, vm.smep, vm.smap = new
         if wp_changed:
-            self.emit("set_cr0_wp", v=vm.id, b=vm.wp)
+            self.log.emit("set_cr0_wp", v=vm.id, b=vm.wp)
 
     def invlpg(self, vm: Vm, gva: int) -> None:
-        # Unicorn flushes the whole TLB or nothing; flushing more than asked is always allowed.
-        self._tlb_stale = True
-        self.emit("invlpg", v=vm.id, x=gva & ~0xFFF)
+        self.tlb.invlpg()
+        self.log.emit("invlpg", v=vm.id, x=gva & ~0xFFF)
 
     # ---------------------------------------------------------------- guest accesses
     def access(self, vm: Vm, gva: int, acc: Access, *, user: bool = False, value: int = 0, ac: bool = False,
@@ -282,29 +312,11 @@ class Vmm:
         root = self.mmu.root(vm)
         mode = vm.cpu_mode()
         key = (vm.id, root.mfn, mode)
-        owed = self.mmu.flush_gvas.pop(vm.id, FULL)
-        if self._loaded != key:
+        reloaded = self._loaded != key
+        if reloaded:
             self.cpu.set_mode(root.paddr, mode)  # also flushes
             self._loaded = key
-        elif self._tlb_stale or (vm.id in self.mmu.flush_pending and owed is FULL):
-            self.cpu.flush_tlb()
-        elif vm.id in self.mmu.flush_pending:
-            # Only these pages' sptes were weakened or dropped: invalidate them, keep the rest.
-            for gva in sorted(owed):  # type: ignore[arg-type]
-                self.emit("invlpg", v=vm.id, x=self.invalidate(gva))
-            self.mmu.flush_pending.discard(vm.id)
-            self.emit("tlb_sync", v=vm.id)
-            return
-        else:
-            return
-        self._tlb_stale = False
-        self.mmu.flush_pending.discard(vm.id)
-        self.emit("tlb_flush", v=vm.id)
-
-    def invalidate(self, gva: int) -> int:
-        """The VMM's invlpg of one page on the real CPU; the gva invalidated."""
-        self.cpu.invlpg(gva)
-        return gva
+        self.tlb.pay(vm.id, reloaded)
 
     def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int,
                    size: int = 8) -> Result | None:
@@ -414,191 +426,4 @@ class Vmm:
         self.stats["emulated"] += 1
         return Result(False, emulated=True)
 
-    # ---------------------------------------------------------------- the DMM mapping interface
-    # What the policies use; nothing else of the shadow is theirs.
-    def unmap_gfn(self, vm: Vm, gfn: int) -> int | None:
-        """Drop p2m(vm, gfn): every spte mapping it zapped through the rmap. Returns the mfn."""
-        mfn = vm.p2m.pop(gfn, None)
-        if mfn is not None:
-            self.mmu.zap_mfn(vm.id, mfn)
-            # tlb_isolated: no TLB entry may reach the page once the gfn lets go of it, so the
-            # translations are shot down now, before the page can be reused — not at the next entry.
-            self.cpu.flush_tlb()
-            refs = self.holders[mfn]
-            refs.discard((vm.id, gfn))
-            if not refs:
-                del self.holders[mfn]
-        return mfn
-
-    def map_gfn(self, vm: Vm, gfn: int, mfn: int) -> None:
-        """Set p2m(vm, gfn) := mfn (sptes are filled lazily on the next access)."""
-        if vm.p2m.get(gfn) is not None:
-            self.unmap_gfn(vm, gfn)
-        vm.p2m[gfn] = mfn
-        self.holders.setdefault(mfn, set()).add((vm.id, gfn))
-
-    def remap_gfn(self, vm: Vm, gfn: int, mfn: int) -> int | None:
-        old = self.unmap_gfn(vm, gfn)
-        self.map_gfn(vm, gfn, mfn)
-        return old
-
-    def zap_gfn(self, vm: Vm, gfn: int) -> None:
-        """Every spte of the VM mapping the gfn's page zapped through the rmap; p2m stays."""
-        mfn = vm.p2m.get(gfn)
-        if mfn is not None:
-            self.mmu.zap_mfn(vm.id, mfn)
-
-    def protect_gfn(self, vm: Vm, gfn: int) -> None:
-        """Every spte mapping the gfn's page becomes read-only (any VM holding it)."""
-        mfn = vm.p2m.get(gfn)
-        if mfn is not None:
-            self.mmu.protect_mfn(mfn)
-
-    def protect_mfn(self, mfn: int) -> None:
-        self.mmu.protect_mfn(mfn)
-
-    def young(self, mfn: int) -> bool:
-        """Was the page accessed through the shadow since the last ask? (clears the A bits)"""
-        return self.mmu.test_and_clear_young(mfn)
-
-    def is_page_table(self, vm: Vm, gfn: int) -> bool:
-        """The gfn holds a guest table some shadow page shadows (it may not be swapped or shared)."""
-        return self.mmu.write_protected(vm, gfn)
-
-    def read_frame(self, mfn: int) -> bytes:
-        return self.cpu.read(mfn << x86.PAGE_SHIFT, x86.PAGE_SIZE)
-
-    def write_frame(self, mfn: int, data: bytes) -> None:
-        if not self.machine.managed(mfn):
-            raise ValueError(f"mfn {mfn:#x} is not a DMM page")  # shadow tables are the MMU's alone
-        self.cpu.write(mfn << x86.PAGE_SHIFT, data)
-
-    # ---------------------------------------------------------------- abstraction
-    def abstract_state(self, gvas: list[int] | None = None, roots: list[int] | None = None,
-                       parts: frozenset[str] = frozenset({"shadow", "guest"})) -> dict[str, Any]:
-        """The DMM state read from the real structures: pools from the linked lists, p2m from the
-        VMs, sptes and rmap by walking the shadow tables in machine memory, write protection from
-        the shadow pages, pending flushes. Guest mappings are read by walking the guest's tables.
-        `parts`: besides the pools, frames and VMs, which costly parts to read: "shadow" (spte,
-        rmap, spte_at: every shadow table) and "guest" (gmap, g_tables: a walk per gva and root)."""
-        m = self.machine
-        touched = range(m.first_mfn, m.fresh)
-        out: dict[str, Any] = {
-            "mfns": (m.first_mfn, m.count),
-            "pool": {mfn: m.pool_of(mfn) for mfn in touched},
-            "descriptor": {mfn: (m.desc[mfn].status, m.desc[mfn].refcount, m.desc[mfn].owner) for mfn in touched},
-            "p2m": {(v.id, g): mfn for v in self.vms.values() for g, mfn in v.p2m.items()},
-            "swap": {(v.id, g): s for v in self.vms.values() for g, s in v.swapped.items()},
-            # the swap device's own record of its slots, not derived from the VMs' swap maps
-            "slots_used": sorted(self.policy.swap.used) if self.policy.swap is not None else [],
-            "ballooned": sorted((v.id, g) for v in self.vms.values() for g in v.ballooned),
-            "write_protected": sorted(self.mmu.shadowed),
-            "flush_pending": sorted(self.mmu.flush_pending),
-        }
-        if "guest" in parts:
-            out["gmap"], out["g_tables"] = self._guest_mappings(gvas or [], roots)
-        if "shadow" not in parts:
-            return out
-        out.update(spte={}, rmap={}, spte_at={})
-        for (vid, root_gfn, _wp), sp in self.mmu.roots.items():
-            for gva, (addr, e) in self._shadow_leaves(sp.paddr, 4, 0).items():
-                # Which leaf entry serves (vm, root, gva): the rmap is judged against these.
-                at = (addr >> x86.PAGE_SHIFT, (addr & 0xFFF) >> 3)
-                out["spte_at"].setdefault(at, []).append((vid, root_gfn, gva))
-                mfn = (e & x86.ADDR_MASK) >> x86.PAGE_SHIFT
-                out["spte"][(vid, root_gfn, gva)] = (mfn, bool(e & x86.RW), bool(e & x86.US), bool(e & x86.XD))
-        for mfn, refs in self.mmu.rmap.items():
-            out["rmap"][mfn] = sorted(refs)
-        return out
-
-    def _guest_mappings(self, gvas: list[int], extra_roots: list[int] | None = None) -> tuple[dict, dict]:
-        """(vm, guest root gfn, gva) -> (gfn, writable, user, nx, accessed, dirty), read by walking
-        the guest's own tables (no A/D written) for every cached or current root; and the gfns of
-        the tables each of those walks read."""
-        out: dict = {}
-        tables: dict = {}
-        for vm in self.vms.values():
-            raw: dict[int, bytes | None] = {}  # each guest page read once per call (None: outside memory)
-
-            def page(g: int, vm: Vm = vm, raw: dict[int, bytes | None] = raw) -> bytes | None:
-                if g not in raw:
-                    try:
-                        raw[g] = self.peek(vm, g << x86.PAGE_SHIFT, x86.PAGE_SIZE)
-                    except IndexError:
-                        raw[g] = None
-                return raw[g]
-
-            roots = {g for (vid, g, _wp) in self.mmu.roots if vid == vm.id} | \
-                ({vm.cr3_gfn} if vm.cr3_gfn is not None else set()) | set(extra_roots or ())
-            for root in roots:
-                # A root's walks read only its tables' pages: while those hold the same bytes, the
-                # walks give what they gave (the walks cost more than reading the pages again).
-                key = (vm.id, root, vm.nxe, tuple(gvas))
-                last = self._guest_walks.get(key)
-                if last is None or any(page(g) != b for g, b in last[0].items()):
-                    last = self._guest_walks[key] = self._walk_root(vm, root, gvas, page)
-                out.update(last[1])
-                tables.update(last[2])
-        return out, tables
-
-    def _walk_root(self, vm: Vm, root: int, gvas: list[int], page: Any) -> tuple[dict, dict, dict]:
-        """({gfn: bytes} of the pages the walks read, mappings, tables) of every gva under one root."""
-        probe = Mode(user=False, wp=False, nxe=vm.nxe)  # a supervisor read: any present translation
-        arrays: dict[int, array] = {}
-
-        def read64(a: int) -> int:
-            g = a >> x86.PAGE_SHIFT
-            got = arrays.get(g)
-            if got is None:
-                data = page(g)
-                if data is None:
-                    raise IndexError(f"gpa {a:#x} is outside VM {vm.id}'s memory")
-                got = arrays[g] = array("Q", data)
-            return got[(a & 0xFFF) >> 3]
-
-        out, tables = {}, {}
-        for gva in gvas:
-            try:
-                w = walk(read64, None, root << x86.PAGE_SHIFT, gva, Access.READ, probe, set_ad=False)
-            except IndexError:
-                continue
-            if w.fault:
-                continue
-            _, _, leaf = w.leaf
-            out[(vm.id, root, gva)] = (w.paddr >> x86.PAGE_SHIFT, w.writable, w.user,
-                                       w.nx and vm.nxe, bool(leaf & x86.A), bool(leaf & x86.D))
-            tables[(vm.id, root, gva)] = tuple(sorted({addr >> x86.PAGE_SHIFT for _, addr, _ in w.entries}))
-        return {g: page(g) for g in arrays}, out, tables
-
-    def _shadow_leaves(self, table: int, level: int, base: int) -> dict[int, tuple[int, int]]:
-        leaves = {}
-        data = self.cpu.read(table, x86.PAGE_SIZE)
-        entries = array("Q", data)
-        for idx in _present(data):  # (tables are sparse: only the present entries are visited)
-            e = entries[idx]
-            if level == 4 and idx == 511:
-                continue
-            va = x86.at(base, level, idx)
-            if level == 1:
-                leaves[va] = (table + 8 * idx, e)
-            else:
-                leaves.update(self._shadow_leaves(e & x86.ADDR_MASK, level - 1, va))
-        return leaves
-
-
-# Each entry's low byte, mapped to 1 when its P bit is set, else 0.
-_P_BYTE = bytes(b & x86.P for b in range(256))
-
-
-def _present(page: bytes) -> list[int]:
-    """The indexes of a table page's present entries, found at C speed: P is bit 0 of each
-    entry's first byte (little-endian)."""
-    flags = page[::8].translate(_P_BYTE)
-    out, i = [], flags.find(1)
-    while i >= 0:
-        out.append(i)
-        i = flags.find(1, i + 1)
-    return out
-
-
-__all__ = ["FREE", "MAPPED", "OutOfMemory", "Result", "Vm", "Vmm"]
+__all__ = ["FREE", "MAPPED", "OutOfMemory", "Result", "Vcpu", "Vm", "Vmm"]

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
 from dmmcheck.conformance.vmm_adapter import RoleShim
+from dmmcheck.impl.abstract import abstract_state
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.model.interp import Interpreter, Violation
 from dmmcheck.spec import load
@@ -27,7 +28,7 @@ def violations(vmm: Vmm, u: Universe) -> list[Violation]:
     # those the spec reads only WP, so the universe's two roles, with WP and without, stand for all.
     with_wp, without = u.roles
     roles: dict[int, str | None] = {v.id: with_wp if v.wp else without for v in vmm.vms.values()}
-    st = RoleShim.state(vmm.abstract_state(gvas=list(u.gvas), roots=list(u.roots)), vmm, u.vms, roles)
+    st = RoleShim.state(abstract_state(vmm, gvas=list(u.gvas), roots=list(u.roots)), vmm, u.vms, roles)
     flags = st["vms"]
     # Ghost state (the TLB, the guest's access history) is the spec's own: judged by the harness,
     # which tracks it from the spec's actions, never on an implementation's state alone.

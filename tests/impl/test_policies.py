@@ -17,6 +17,7 @@ import pytest
 
 from dmmcheck.impl import policies as policies_mod
 from dmmcheck.impl import x86
+from dmmcheck.impl.abstract import abstract_state
 from dmmcheck.impl.vmm import Vm, Vmm
 from dmmcheck.impl.x86 import Access
 from dmmcheck.spec import bundled_path, load
@@ -83,7 +84,7 @@ def events(vmm: Vmm, name: str) -> list[dict]:
 
 def sptes(vmm: Vmm, vm: Vm) -> dict[int, tuple]:
     """gva -> (mfn, writable, user, nx) of the VM's present leaf sptes, read from the shadow tables."""
-    st = vmm.abstract_state(gvas=list(GVAS))
+    st = abstract_state(vmm, gvas=list(GVAS))
     return {x: e for (v, _r, x), e in st["spte"].items() if v == vm.id}
 
 
@@ -95,12 +96,12 @@ def spec_violations(vmm: Vmm) -> list[str]:
 
 
 def holders_exact(vmm: Vmm) -> None:
-    """Refcounts are the holders, p2m reversed is vmm.holders, every mapped page in an active list."""
+    """Refcounts are the holders, p2m reversed is vmm.mapping.holders, every mapped page in an active list."""
     rev: dict[int, set] = {}
     for vm in vmm.vms.values():
         for g, m in vm.p2m.items():
             rev.setdefault(m, set()).add((vm.id, g))
-    assert rev == vmm.holders
+    assert rev == vmm.mapping.holders
     for m, hs in rev.items():
         d = vmm.machine.desc[m]
         assert d.refcount == len(hs), (m, d, hs)
@@ -129,7 +130,7 @@ def test_demand_paging_takes_the_idle_pool_first_then_the_vmm_pool_and_zeroes_pa
     # next first touch gets that very frame and reads zero everywhere.
     write(vmm, vm, 0, 0x2222, 0x800)
     assert vmm.policy.balloon_inflate(vm, gfn(0))
-    assert vmm.machine.pool_of(m_idle) == "vmm" and vmm.read_frame(m_idle) != bytes(4096)
+    assert vmm.machine.pool_of(m_idle) == "vmm" and vmm.mapping.read_frame(m_idle) != bytes(4096)
     assert [read(vmm, vm, 2, off) for off in OFFSETS] == [0] * len(OFFSETS)
     assert vm.p2m[gfn(2)] == m_idle
     assert spec_violations(vmm) == []
@@ -201,7 +202,7 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
     def write_slot(slot: int, data: bytes) -> None:
         # When the slot is written the guest must no longer reach the page (a store racing with the
         # write would be lost): no spte maps it any more.
-        sptes_now = vmm.abstract_state(gvas=list(GVAS))["spte"].values()
+        sptes_now = abstract_state(vmm, gvas=list(GVAS))["spte"].values()
         mapped_at_write.append(any(e[0] == current[-1] for e in sptes_now))
         real_write(slot, data)
 
@@ -215,11 +216,11 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
         slots[i] = (slot, mfn)
         assert vmm.events[-1] == ("swap_out", {"v": vm.id, "g": g, "m": mfn, "s": slot})
         assert ("zap_spte", {"v": vm.id, "r": PML4, "x": gva(i)}) in vmm.events
-        assert g not in vm.p2m and mfn not in vmm.holders and mfn not in vmm.mmu.rmap
+        assert g not in vm.p2m and mfn not in vmm.mapping.holders and mfn not in vmm.mmu.rmap
         assert gva(i) not in sptes(vmm, vm)
         d = vmm.machine.desc[mfn]
         assert vmm.machine.pool_of(mfn) == f"idle:{vm.id}" and (d.status, d.refcount) == ("reserved", 0)
-        assert vm.id in vmm.mmu.flush_pending
+        assert vm.id in vmm.tlb.pending
     assert mapped_at_write == [False] * 4
     swap.write = real_write
     assert len({s for s, _ in slots.values()}) == 4
@@ -229,7 +230,7 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
         assert int.from_bytes(page[0:8], "little") == 0x1000 + i
         assert int.from_bytes(page[0x800:0x808], "little") == 0xF000 + i
         assert vmm.peek(vm, gfn(i) << 12, 8) == (0x1000 + i).to_bytes(8, "little")  # no swap-in
-        vmm.write_frame(mfn, b"\xee" * 4096)  # scribble on the freed frame: swap-in must read the file
+        vmm.mapping.write_frame(mfn, b"\xee" * 4096)  # scribble on the freed frame: swap-in must read the file
     assert all(gfn(i) in vm.swapped for i in slots)
     vmm.events = []
     for i, (slot, _mfn) in slots.items():
@@ -287,7 +288,7 @@ def test_clock_gives_a_recently_used_page_a_second_chance():
         p, q = vm.p2m[gfn(0)], vm.p2m[gfn(1)]
         assert p < q  # the hand reaches p first
         for m in (p, q):
-            vmm.young(m)  # both sptes old
+            vmm.mapping.young(m)  # both sptes old
         return vmm, vm, p, q
 
     # Control: neither used since: the first page the hand reaches goes.
@@ -327,7 +328,7 @@ def test_identical_pages_merge_into_one_read_only_page():
     assert events(vmm, "share_merge") == [dict(v1=a.id, g1=gfn(0), m1=m1, v2=b.id, g2=gfn(0), m2=m2)]
     assert a.p2m[gfn(0)] == b.p2m[gfn(0)] == m1
     d = vmm.machine.desc[m1]
-    assert (d.status, d.refcount) == ("shared", 2) and vmm.holders[m1] == {(a.id, gfn(0)), (b.id, gfn(0))}
+    assert (d.status, d.refcount) == ("shared", 2) and vmm.mapping.holders[m1] == {(a.id, gfn(0)), (b.id, gfn(0))}
     assert vmm.machine.pool_of(m2) == f"idle:{b.id}" and vmm.machine.desc[m2].status == "reserved"
     assert sptes(vmm, a)[gva(0)][:2] == (m1, False)  # protected in place, not left writable
     assert gva(0) not in sptes(vmm, b)
@@ -390,7 +391,7 @@ def test_scan_merges_zero_pages_and_leaves_distinct_pages_alone():
     assert vmm.policy.scan() == 4
     zero = a.p2m[gfn(0)]
     assert {a.p2m[gfn(i)] for i in range(3)} | {b.p2m[gfn(i)] for i in range(2)} == {zero}
-    assert vmm.machine.desc[zero].refcount == 5 and vmm.read_frame(zero) == bytes(4096)
+    assert vmm.machine.desc[zero].refcount == 5 and vmm.mapping.read_frame(zero) == bytes(4096)
     assert a.p2m[gfn(3)] != b.p2m[gfn(3)]
     assert len(events(vmm, "share_merge")) == 4
     assert vmm.machine.held() == held  # merged pages went to idle pools, still the VMs'
@@ -615,7 +616,7 @@ def test_a_shared_page_swapped_out_and_back_in():
     assert sorted((e["v"], e["g"], e["m"]) for e in outs) == [(a.id, gfn(0), m), (b.id, gfn(0), m)]
     assert a.swapped[gfn(0)] != b.swapped[gfn(0)]  # a slot each
     assert gva(0) not in sptes(vmm, a) and gva(0) not in sptes(vmm, b)
-    assert m not in vmm.holders and m not in vmm.mmu.rmap
+    assert m not in vmm.mapping.holders and m not in vmm.mmu.rmap
     d = vmm.machine.desc[m]
     assert (d.refcount, d.status) == (0, "reserved") and vmm.machine.pool_of(m) == f"idle:{d.owner}"
     assert spec_violations(vmm) == []
@@ -721,7 +722,7 @@ class Mix:
             pol.swap.inject(None)
             return "swap_out"
         if op < 0.66:
-            resident = sorted(vmm.holders)
+            resident = sorted(vmm.mapping.holders)
             if resident:
                 pol.swap_out_page(rng.choice(resident))
             return "swap_out_page"
@@ -879,7 +880,7 @@ def test_only_the_mmu_writes_shadow_tables_under_a_policy_heavy_mix():
     mix.verify_all()
     assert set(writers) <= {"mmu.py", "cpu.py"}, writers
     assert writers.get("mmu.py", 0) > 100 and by_policy[0] > 20  # policies did change the shadow, via the MMU
-    assert not dmm_writers & {"policies.py", "swap.py"}, dmm_writers  # frames only through vmm.write_frame
+    assert not dmm_writers & {"policies.py", "swap.py"}, dmm_writers  # frames only through mapping.write_frame
 
 
 FORBIDDEN = {"rmap", "install_leaf", "zap", "zap_mfn", "zap_vm", "write64", "read64", "mmu", "cpu", "sps",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dmmcheck.impl import x86
+from dmmcheck.impl.abstract import abstract_state
 from dmmcheck.impl.vmm import Vmm
 from dmmcheck.impl.x86 import Access
 
@@ -119,9 +120,9 @@ def test_dmm_unmap_propagates_through_rmap():
     vmm.access(vm, 0x400000, Access.WRITE, value=7)
     mfn = vm.p2m[10]
     assert vmm.mmu.rmap.get(mfn)
-    vmm.unmap_gfn(vm, 10)
-    assert not vmm.mmu.rmap.get(mfn) and vm.id in vmm.mmu.flush_pending
-    assert not any(m == mfn for m, *_ in vmm.abstract_state()["spte"].values())
+    vmm.mapping.unmap_gfn(vm, 10)
+    assert not vmm.mmu.rmap.get(mfn) and vm.id in vmm.tlb.pending
+    assert not any(m == mfn for m, *_ in abstract_state(vmm)["spte"].values())
 
 
 def test_huge_guest_pages_are_split_and_transparent():
@@ -177,7 +178,7 @@ def test_abstract_state_reads_the_real_structures():
     vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
     vm, _ = setup(vmm, ideal)
     vmm.access(vm, 0x400000, Access.WRITE, value=1)
-    st = vmm.abstract_state(gvas=[0x400000, 0x401000, 0x600000])
+    st = abstract_state(vmm, gvas=[0x400000, 0x401000, 0x600000])
     mfn = vm.p2m[10]
     # The spte for 0x400000 maps the page p2m gives gfn 10, writable (the guest entry is dirty now).
     assert st["spte"][(vm.id, PML4, 0x400000)] == (mfn, True, True, False)
@@ -189,7 +190,7 @@ def test_abstract_state_reads_the_real_structures():
     # Corrupt the real shadow table behind the VMM's back: the abstraction must show it.
     sp_mfn, idx = next(iter(st["rmap"][mfn]))
     vmm.cpu.write64((sp_mfn << 12) + 8 * idx, 0)
-    assert (vm.id, PML4, 0x400000) not in vmm.abstract_state()["spte"]
+    assert (vm.id, PML4, 0x400000) not in abstract_state(vmm)["spte"]
 
 
 def test_dmm_remap_and_protect_propagate():
@@ -200,7 +201,7 @@ def test_dmm_remap_and_protect_propagate():
     # remap: gfn 10 onto another page holding other bytes; the old mapping must not survive anywhere.
     new = vmm.machine.allocate(vm.id)
     vmm.cpu.write(new << 12, (0x2222).to_bytes(8, "little"))
-    assert vmm.remap_gfn(vm, 10, new) == old
+    assert vmm.mapping.remap_gfn(vm, 10, new) == old
     assert not vmm.mmu.rmap.get(old)
     assert vmm.access(vm, 0x400000, Access.READ).value == 0x2222
     # protect: every spte mapping the page loses its write right; the next write exits to the VMM
@@ -208,7 +209,7 @@ def test_dmm_remap_and_protect_propagate():
     vmm.access(vm, 0x400000, Access.WRITE, value=0x3333)
     (sp_mfn, idx), = vmm.mmu.rmap[new]
     assert vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW
-    vmm.protect_gfn(vm, 10)
-    assert not vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW and vm.id in vmm.mmu.flush_pending
+    vmm.mapping.protect_gfn(vm, 10)
+    assert not vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW and vm.id in vmm.tlb.pending
     assert not vmm.access(vm, 0x400000, Access.READ).fault
     assert vmm.access(vm, 0x400000, Access.READ).value == 0x3333
