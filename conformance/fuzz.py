@@ -15,9 +15,10 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -25,9 +26,18 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
 from . import inputs, levels, scope
-from .adapter import Adapter, Config, Operation
-from .adapter import role_bits
-from .binding import ACCESS, ACCESS_ACTIONS, CUR_ROOT, EXTRA, GMAP, LIVE, MODE, REFUSABLE, SET_MODE
+from .adapter import Adapter, Config, Operation, role_bits
+from .binding import (
+    ACCESS,
+    ACCESS_ACTIONS,
+    CUR_ROOT,
+    EXTRA,
+    GMAP,
+    LIVE,
+    MODE,
+    REFUSABLE,
+    SET_MODE,
+)
 from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord, guarded
@@ -188,7 +198,7 @@ class Drawer:
         return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None),
                             self.slots, tuple(self.earlier))
 
-    def draw(self, c: Choices, swarm: list[str], s: Any, result: "FuzzResult") -> Operation | None:
+    def draw(self, c: Choices, swarm: list[str], s: Any, result: FuzzResult) -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
         running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
@@ -250,7 +260,7 @@ class Drawer:
         b = bool(c.take(2))
         return b, b
 
-    def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: "FuzzResult") -> Operation | None:
+    def _spec_op(self, c: Choices, name: str, vms: list[int], s: Any, result: FuzzResult) -> Operation | None:
         args: dict[str, Any] = {}
         xs: list[Any] = []
         self.now = guest = self.guest(s)

@@ -20,10 +20,21 @@ from typing import Any
 from dmmcheck.impl import x86
 from dmmcheck.impl.abstract import Abstraction
 from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
-from dmmcheck.impl.walker import walk  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
+from dmmcheck.impl.walker import (
+    walk,  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
+)
 from dmmcheck.impl.x86 import Access
 
-from .adapter import AccessResult, Bounds, Capabilities, Config, Event, Observation, Operation, role_bits
+from .adapter import (
+    AccessResult,
+    Bounds,
+    Capabilities,
+    Config,
+    Event,
+    Observation,
+    Operation,
+    role_bits,
+)
 from .mutants import MUTANTS, apply_mutant
 from .scope import guest_tables, table_for
 

@@ -3,7 +3,7 @@ judged by the interpreter. Tests use this instead of restating an invariant in P
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from dmmcheck.conformance.abstraction import Universe, interpreter_for, to_spec_state
 from dmmcheck.conformance.vmm_adapter import RoleShim
@@ -13,7 +13,7 @@ from dmmcheck.model.interp import Interpreter, Violation
 from dmmcheck.spec import load
 
 
-@lru_cache(maxsize=None)
+@cache
 def _interpreter(u: Universe) -> Interpreter:
     return interpreter_for(load(), u)
 
