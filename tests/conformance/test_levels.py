@@ -17,9 +17,12 @@ from dmmcheck.conformance.runner import Runner
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.main import main
 from dmmcheck.spec import load
-from tests.scenarios import SETUP, X, op
+from tests.conformance.modes import moded
+from tests.scenarios import SETUP as SCENARIO
+from tests.scenarios import X, op
 
 SPEC = load(None)
+SETUP = moded(SCENARIO)
 
 
 def run(ops: list[Operation], level: str | None, adapter=None, mutant: str | None = None) -> Runner:
@@ -36,23 +39,25 @@ def verdict(ops: list[Operation], level: str | None, **kw) -> Failure:
     return e.value
 
 
-class KeepsShadowOnWp(BundledVmm):
-    """A CR0.WP change that keeps the VM's sptes: every invariant still holds on the state after
-    it, but no spec step reaches that state (set_cr0_wp zaps every spte of the VM)."""
+class OwesADeadVm(BundledVmm):
+    """After a VM's teardown its record still owes the VM's vCPU a flush: every invariant holds on
+    the state after it, but no spec step reaches that state (vm_destroy forgives the debt, and
+    nothing owes a dead VM one)."""
 
     def reset(self, config: Config) -> None:
         super().reset(config)
-        vmm, real = self.vmm, self.vmm.set_controls
+        self.dead: set[int] = set()
 
-        def set_controls(vm, *, wp=None, **kw):
-            if wp is not None and not kw:
-                zap, vmm.mmu.zap_vm = vmm.mmu.zap_vm, lambda *_: None
-                try:
-                    return real(vm, wp=wp)
-                finally:
-                    vmm.mmu.zap_vm = zap
-            return real(vm, wp=wp, **kw)
-        vmm.set_controls = set_controls
+    def step(self, o: Operation):
+        obs = super().step(o)
+        if o.action == "vm_destroy" and any(n == "vm_destroy" for n, _ in obs.events):
+            self.dead.add(o.args["v"])
+        return obs
+
+    def abstract_state_parts(self, parts: frozenset[str]):
+        st = super().abstract_state_parts(parts)
+        st["flush_pending"] = list(st["flush_pending"]) + [(v, 0) for v in sorted(self.dead)]
+        return st
 
 
 class DropsProtectEvents(BundledVmm):
@@ -75,16 +80,16 @@ def test_the_bundled_vmm_passes_a_short_campaign_at_each_level(level):
 
 
 def test_a_state_no_spec_sequence_reaches_is_killed_at_state_level_and_the_verdict_names_the_bound():
-    ops = SETUP + [op("set_cr0_wp", v=0, b=False)]
-    run(ops, "state")  # the real VMM: zap, then set_cr0_wp
-    f = verdict(ops, "state", adapter=KeepsShadowOnWp())
+    ops = SETUP + [op("vm_destroy", v=0)]
+    run(ops, "state")  # the real VMM: the teardown's steps, then vm_destroy
+    f = verdict(ops, "state", adapter=OwesADeadVm())
     assert f.kind == "refinement"
     assert f"no sequence of at most {Bound().actions} spec actions over the elements the step changed or named " \
            "reaches the implementation's state" in f.message
     searched, diff = f.detail.split("\n", 1)
-    assert searched.startswith("elements searched:") and "vm0" in searched and "gva0" not in searched
-    assert diff.splitlines()[-2:] == ["-cr0_wp(vm0) = true", "+cr0_wp(vm0) = false"]  # the sptes stayed
-    assert verdict(ops, "full", adapter=KeepsShadowOnWp()).kind == "refinement"  # its event reaches it neither
+    assert searched.startswith("elements searched:") and "vm0" in searched and "vcpu0" in searched
+    assert diff.splitlines()[-2:] == ["-flush_pending(vm0, vcpu0) = false", "+flush_pending(vm0, vcpu0) = true"]
+    assert verdict(ops, "full", adapter=OwesADeadVm()).kind == "refinement"  # its events reach it neither
 
 
 def test_a_search_cut_short_by_its_budget_says_so():
@@ -98,7 +103,7 @@ def test_a_search_cut_short_by_its_budget_says_so():
 
 
 def test_a_guest_memory_bug_is_killed_at_black_box():
-    ops = SETUP + [op("swap_out", v=0, g=12), op("shadow_hit", v=0, x=X[0], a="read", u=False)]
+    ops = SETUP + [op("swap_out", v=0, g=12), op("shadow_hit", v=0, c=0, x=X[0], a="read", u=False)]
     assert run(ops, "black-box").records[-1].observation.access.value == 5
     f = verdict(ops, "black-box", mutant="swap_in_not_read")
     assert f.kind == "observation" and "0x5" in f.message
