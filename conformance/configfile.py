@@ -8,6 +8,8 @@
     quota = 6                  # optional: pages one VM's pools (active and idle) may hold
     roots = [0, 16]            # guest root gfns (the PML4 each CR3 names)
     beyond_memory = "fault"    # or "ones", "zeros": what an entry naming memory beyond the VM does
+    vcpus = 2                  # vCPUs per VM (a campaign runs no more than the adapter does)
+    roles = ["wp+nxe", "nxe"]  # the paging modes the vCPUs switch between: wp, smep, smap, nxe joined by +
     vary = false               # true: test cases also vary the scope within the adapter's bounds
     gvas = [
         "0x400000",                                              # one page
@@ -28,15 +30,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .adapter import BEYOND_MEMORY, Config
+from .adapter import BEYOND_MEMORY, Config, role_bits, role_name
 from .scope import canonical
 
 STRIDES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
 BEYOND = BEYOND_MEMORY  # one list, adapter.py's: Config itself refuses anything else
-KEYS = ("vms", "gfns", "mfns", "slots", "budget", "quota", "roots", "gvas", "beyond_memory", "vary")
+KEYS = ("vms", "gfns", "mfns", "slots", "budget", "quota", "roots", "gvas", "beyond_memory", "vcpus", "roles", "vary")
 # Past these the spec state of one scope (its largest relation is rmap: mfns x vms x roots x gvas
 # points) is too large to judge at any useful speed.
-MOST = {"vms": 64, "gfns": 1 << 16, "mfns": 1 << 16, "slots": 1 << 16, "roots": 64, "gvas": 1024}
+MOST = {"vms": 64, "gfns": 1 << 16, "mfns": 1 << 16, "slots": 1 << 16, "roots": 64, "gvas": 1024, "vcpus": 64}
 MOST_POINTS = 1 << 22
 
 
@@ -116,14 +118,31 @@ def parse(data: dict[str, Any], where: Any = lambda key: "config") -> tuple[Conf
     vary = data.get("vary", False)
     if not isinstance(vary, bool):
         raise bad("vary", f"expected true or false, got {vary!r}")
-    points = sizes["mfns"] * sizes["vms"] * len(roots) * len(gvas)
+    vcpus = data.get("vcpus", d.vcpus)
+    if not _is_int(vcpus) or not 1 <= vcpus <= MOST["vcpus"]:
+        raise bad("vcpus", f"expected a whole number from 1 to {MOST['vcpus']}, got {vcpus!r}")
+    roles = _roles(data.get("roles", list(d.roles)), lambda what: bad("roles", what))
+    points = sizes["mfns"] * sizes["vms"] * len(roots) * len(roles) * len(gvas)
     if points > MOST_POINTS:
-        raise ConfigError(f"{where('mfns')}: this scope's rmap alone has mfns x vms x roots x gvas = {points} "
-                          f"points (at most {MOST_POINTS}): make it smaller")
+        raise ConfigError(f"{where('mfns')}: this scope's rmap alone has mfns x vms x roots x roles x gvas = "
+                          f"{points} points (at most {MOST_POINTS}): make it smaller")
     config = Config(vms=sizes["vms"], gfns=sizes["gfns"], mfns=sizes["mfns"], slots=sizes["slots"],
                     roots=tuple(roots), gvas=gvas, budget=budget, quota=quota,
-                    beyond_memory=beyond)
+                    beyond_memory=beyond, vcpus=vcpus, roles=roles)
     return config, vary
+
+
+def _roles(value: Any, bad: Any) -> tuple[str, ...]:
+    """Distinct paging modes by name, each in the canonical order of its bits."""
+    if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
+        raise bad(f"expected a non-empty list of role names, got {value!r}")
+    try:
+        out = tuple(role_name(role_bits(r)) for r in value)
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if out != tuple(value) or len(set(out)) != len(out):
+        raise bad(f"expected distinct names, each with its bits in the order wp, smep, smap, nxe: {list(out)}")
+    return out
 
 
 def _gvas(value: Any, bad: Any) -> tuple[int, ...]:

@@ -634,9 +634,11 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
 def check_scope(adapter: Adapter, config: Config, timeout: float) -> None:
     """Up front: the adapter can lay the guest out at the campaign's scope (a reset that raises
     ValueError refuses it: bad input, exit 2, not a verdict). Any other failure is left to the
-    campaign, where it is a verdict with a trace."""
+    campaign, where it is a verdict with a trace. The scope is clamped to the vCPUs the adapter
+    runs, as the campaign clamps it."""
     from .trace import TraceError
 
+    config = scope.clamp(config, adapter.capabilities())
     mutants = adapter.capabilities().mutants
     if config.mutant is not None and config.mutant not in mutants:
         listed = f"it lists {len(mutants)}: " + ", ".join(mutants[:8]) + (", ..." if len(mutants) > 8 else "") \

@@ -128,6 +128,7 @@ class Oracle:
         self._access = {n: i for i, n in enumerate(spec.enums[ACCESS])}
         self._lay = {n: self.u.layout[n] for n in self.u.layout}
         self._flags: dict[int, dict[str, Any]] = {}
+        self._reached: State | None = None  # where the last refinement that failed got to
         self.modes: dict[tuple[int, int], str] = {}  # (vm, vcpu) -> the role the guest last loaded
         self._raw: tuple[Any, ...] | None = None  # what the last step judged read, but for its costly parts
 
@@ -259,6 +260,7 @@ class Oracle:
                 s = self._guest_edits(s, impl, steps)
         impl = self.with_ghost(impl, s)
         if s != impl:
+            self._reached = s  # (the ghost the events made: unexplained judges the invariants on it)
             shown = ", ".join(f"{st.action}({self.it.show_args(st.action, st.args)})" for st in steps) or "nothing"
             raise Failure("refinement", f"the implementation's state is not what the spec's steps [{shown}] make",
                           self.u.show_diff(s, impl, "spec", "impl"))
@@ -349,11 +351,16 @@ class Oracle:
                 s = self._apply(s, action, self.u.point(symbol, k) + (now,), steps, "guest edit", True)
         return s
 
-    def unexplained(self, impl: State) -> None:
+    def unexplained(self, impl: State, reached: State | None = None) -> None:
         """Judge the invariants on a state no spec step explains (the step failed refinement, or
-        the search found none): the ghost state is then unknown, so the invariants that read it are
-        left out; the rest name the property lost, the better verdict when there is one."""
-        self.invariants(self.state, self.with_ghost(impl, self.state), skip=self.ghostly)
+        the search found none): they name the property lost, the better verdict when there is one.
+        The ghost state is then unknown: with `reached` (the spec state the step's events reached
+        before the failure) the invariants that read it are judged on that state's ghost, which the
+        events that were explained made; without it they are left out."""
+        if reached is None:
+            self.invariants(self.state, self.with_ghost(impl, self.state), skip=self.ghostly)
+        else:
+            self.invariants(self.state, self.with_ghost(impl, reached))
 
     def invariants(self, before: State, after: State, skip: frozenset[str] = frozenset()) -> None:
         bad = [v for v in self.inc.check(before, after) if v.invariant not in skip]
@@ -374,10 +381,11 @@ class Oracle:
         # implementation is in the state judged then, which is the spec state's but for ghost state.
         raw = tuple(st.get(k) for k in RAW_KEYS)
         impl = self.state if not parts and raw == self._raw else self.abstract(st, parts)
+        self._reached = None
         try:
             steps, after = self.refine(obs, impl)
         except Failure:
-            self.unexplained(impl)
+            self.unexplained(impl, self._reached)
             raise
         self.invariants(self.state, after)
         self.state, self._raw = after, raw

@@ -4,6 +4,7 @@ the canonical 48-bit space."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def test_a_quota_is_read_recorded_and_judged(tmp_path):
     assert configfile.load(write(tmp_path, "mfns = 12\n"))[0].quota is None
     assert "quota < mfns" in scope.describe(config, Config())
     adapter = BundledVmm()
-    adapter.reset(config)
+    adapter.reset(replace(config, vcpus=1))  # (the vCPUs it runs)
     assert adapter.vmm.policy.quota == 5
 
 
@@ -134,12 +135,13 @@ def test_the_bundled_vmm_runs_a_guest_in_both_halves_of_the_address_space():
     assert scope.tables_per_root(config.gvas) == 7  # PML4, two PDPTs, two PDs, two PTs
     r = Runner(BundledVmm(), SPEC, config)
     r.reset()
-    ops = [Operation("vm_create", {"v": 0}), Operation("cr3_load", {"v": 0, "r": 0})]
+    ops = [Operation("vm_create", {"v": 0}), Operation("cr3_load", {"v": 0, "c": 0, "r": 0}),
+           Operation("set_mode", {"v": 0, "c": 0, "o": "wp+nxe"})]
     for i, x in enumerate((x_low, x_high)):
         ops += [Operation("guest_map", {"v": 0, "r": 0, "x": x, "g": 10 + i, "w": True, "u": False, "nx": False,
                                         "a": False, "d": False}),
-                Operation("guest_walk", {"v": 0, "x": x, "a": "write", "u": False, "value": 0x1111 * (i + 1)})]
-    ops += [Operation("guest_walk", {"v": 0, "x": x, "a": "read", "u": False}) for x in (x_low, x_high)]
+                Operation("guest_walk", {"v": 0, "c": 0, "x": x, "a": "write", "u": False, "value": 0x1111 * (i + 1)})]
+    ops += [Operation("guest_walk", {"v": 0, "c": 0, "x": x, "a": "read", "u": False}) for x in (x_low, x_high)]
     for o in ops:
         r.step(o)
     assert [rec.observation.access.value for rec in r.records[-2:]] == [0x1111, 0x2222]
@@ -169,3 +171,13 @@ def test_dmm_mutants_runs_at_the_files_scope(tmp_path, capsys):
     bad = write(tmp_path, "vms = 0\n", "bad.toml")
     assert main(["mutants", "--only", "accessed_not_set", "--config", str(bad), "-j", "1"]) == 2
     assert f"{bad}:1: vms" in capsys.readouterr().err
+
+
+def test_vcpus_and_roles_are_read_and_checked(tmp_path):
+    config, _ = configfile.load(write(tmp_path, 'vcpus = 3\nroles = ["wp+smep+nxe", "-"]\n'))
+    assert (config.vcpus, config.roles) == (3, ("wp+smep+nxe", "-")) and config.fixed()["role_wp"] == (True, False)
+    assert configfile.load(write(tmp_path, ""))[0].roles == Config().roles
+    for text, words in (('roles = ["nxe+wp"]', "in the order wp, smep, smap, nxe"), ('roles = ["wp", "wp"]', "distinct"),
+                        ('roles = ["pae"]', "role 'pae'"), ("roles = []", "non-empty list"), ("vcpus = 0", "from 1 to")):
+        with pytest.raises(configfile.ConfigError, match=words):
+            configfile.load(write(tmp_path, text + "\n"))

@@ -30,7 +30,7 @@ def test_round_trip_same_verdict_and_steps(tmp_path):
     assert again.returncode == 1, again.stderr
     a, b = json.loads(first.stdout), json.loads(again.stdout)
     assert (b["verdict"], b["message"], b["steps"], b["same_as_recorded"]) == \
-        (a["verdict"], a["message"], a["steps"], True) == ("invariant", "no_stale_spte fails", 5, True)
+        (a["verdict"], a["message"], a["steps"], True) == ("invariant", "no_stale_spte fails", 6, True)
     assert [(o.action, o.args) for o in read(itf).ops] == [(o.action, o.args) for o in read(STALE).ops]
     assert read(itf).header == read(STALE).header
 
@@ -42,11 +42,11 @@ def test_itf_shape(tmp_path):
     data = json.loads(itf.read_text())
     assert data["#meta"]["format"] == "ITF" and data["vars"] == ["mbt::actionTaken", "mbt::nondetPicks", "dmm::step"]
     states = data["states"]
-    assert len(states) == 6 and states[0]["mbt::actionTaken"] == "init"
+    assert len(states) == 7 and states[0]["mbt::actionTaken"] == "init"
     last = states[-1]
     assert last["mbt::actionTaken"] == "swap_out"
     assert last["mbt::nondetPicks"]["g"] == {"tag": "Some", "value": {"#bigint": "13"}}
-    assert last["dmm::step"] == {"#bigint": "4"}
+    assert last["dmm::step"] == {"#bigint": "5"}
 
 
 def test_prove_bmc_itf_matches_its_trace(tmp_path):
