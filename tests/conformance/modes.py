@@ -11,11 +11,14 @@ from typing import Any
 from dmmcheck.conformance.adapter import Config, Operation
 
 ROLE = Config().roles[0]  # "wp+nxe": CR0.WP set, as the guest's reset value
+# The operations that run on a vCPU (they name it: c).
+ON_A_VCPU = {"cr3_load", "set_mode", "invlpg", "shadow_hit", "tlb_hit", "guest_walk", "guest_fault"}
 
 
 def moded(ops: list[Operation], role: str = ROLE) -> list[Operation]:
     """`ops` with set_mode(role) after the first cr3_load of each (vm, vCPU) that loads no mode
     itself, before it or right after it."""
+    ops = [on_vcpu0(o) for o in ops]
     out: list[Operation] = []
     done: set[tuple[Any, Any]] = set()
     for i, o in enumerate(ops):
@@ -31,3 +34,10 @@ def moded(ops: list[Operation], role: str = ROLE) -> list[Operation]:
             done.add(key)
             out.append(Operation("set_mode", {"v": key[0], "c": key[1], "o": role}))
     return out
+
+
+def on_vcpu0(o: Operation) -> Operation:
+    """An operation that runs on a vCPU and names none, on vCPU 0 (as every one ran before vCPUs)."""
+    if o.action in ON_A_VCPU and "c" not in o.args:
+        return Operation(o.action, {**o.args, "c": 0})
+    return o
