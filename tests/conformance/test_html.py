@@ -100,7 +100,7 @@ def test_page_annotates_spec_names(stories):
 def test_a_fixed_bug_replays_clean_and_says_what_was_recorded(spec):
     fixed = HERE / "traces" / "wp0-smep-with-nxe-off.jsonl"  # an observation failure of the VMM, since fixed
     page = story_page(tell(fixed, spec))
-    assert "no failure in 7 steps" in page and "The trace recorded another verdict: observation" in page
+    assert "no failure in 8 steps" in page and "The trace recorded another verdict: observation" in page
 
 
 def test_dmm_report_writes_the_page(tmp_path):
@@ -217,7 +217,7 @@ def test_browser_stale_spte_diagram(browser, tmp_path):
     assert (guest, shadow) == ("0xd021", "0x5021")  # gfn 0xd in the guest's PTE, mfn 0x5 in the spte
     why = svg.find_element(By.CSS_SELECTOR, "text.why").text  # wrapped in two lines
     assert "no machine page" in why and "stale" in why
-    assert browser.find_element(By.CSS_SELECTOR, "li.failing").text.startswith("4. swap_out")
+    assert browser.find_element(By.CSS_SELECTOR, "li.failing").text.startswith("5. swap_out")
 
 
 def test_browser_user_bit_marks_the_bit(browser, tmp_path):
