@@ -37,14 +37,14 @@ class HugeWalks(BundledVmm):
         a = op.args
         if op.action in ACCESS_ACTIONS and obs.access is not None and not obs.access.fault \
                 and any(name == SHADOW_FILL for name, _ in obs.events):
-            leaf = self._huge_leaf(a["v"], a["x"])
+            leaf = self._huge_leaf(a["v"], a.get("c", 0), a["x"])
             if leaf is not None:
                 HugeWalks.fills[-1].append((*leaf, a["a"], a["u"]))
         return obs
 
-    def _huge_leaf(self, v: int, gva: int) -> tuple[int, int] | None:
-        """(level, entry) of the huge leaf the guest's tables map gva with, read from guest memory."""
-        table = self.abstract_state()["vms"][v]["cr3_gfn"] << 12
+    def _huge_leaf(self, v: int, c: int, gva: int) -> tuple[int, int] | None:
+        """(level, entry) of the huge leaf vCPU c's tables map gva with, read from guest memory."""
+        table = self.abstract_state()["vms"][v]["vcpus"][c]["cr3_gfn"] << 12
         for level in (4, 3, 2):
             if table >> 12 >= self.config.gfns:  # an entry naming a frame beyond memory
                 break
