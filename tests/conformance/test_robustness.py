@@ -31,7 +31,7 @@ def trace(tmp_path: Path, *steps: dict) -> Path:
 @pytest.mark.parametrize("steps, what", [
     ([{"action": "frobnicate", "args": {}}], ":2: 'frobnicate' is not an operation of this adapter"),
     ([{"action": "vm_create", "args": {"v": 0}}, {"action": "cr3_load", "args": {"v": 0}}],
-     ":3: cr3_load lacks argument(s) r"),
+     ":3: cr3_load lacks argument(s) c, r"),
     ([{"action": "vm_create", "args": {"v": [0]}}], ":2: vm_create: argument v is [0]"),
     ([{"action": "vm_create", "args": {"v": 0}}, {"action": "gpte_write", "args": {"v": 0, "r": 0, "x": 0x400000}}],
      ":3: gpte_write lacks argument(s) level, g, bits"),
