@@ -29,7 +29,7 @@ class WrongWhenSkipping(SkipsFetches):
         obs = super().step(op)
         if obs.access is not None and obs.access.skipped and self.vmm is not None:
             vm = self.vmm.vms[op.args["v"]]
-            self.vmm.gpa_write(vm, 8 * 4096, b"\x01")
+            self.vmm.gpa_write(vm, (self.config.gfns - 1) * 4096, b"\x01")  # (a page of every scope's memory)
         return obs
 
 
