@@ -41,7 +41,9 @@ def test_every_action_agrees_on_a_reachable_state():
 
     it = CC.it
     rng = random.Random(5)
-    s = it.initial_state()
+    # the largest budget and quota; the roles' CR0.WP left open has several initial states: the first
+    top = {n: it.u.param_value(n) for n in it.u.params}
+    s = next(x for x in it.initial_states() if all(x[it.u.layout[n].index][0] == v for n, v in top.items()))
     for _ in range(25):
         a, args = rng.choice(list(it.enabled(s)))
         s = it.apply(s, a, args)
@@ -58,7 +60,7 @@ def test_a_disagreement_is_found_and_named():
     real = ca.apply
     ca.apply = lambda s, *a: s  # forgets `insert live(v)`
     try:
-        s0 = cc.it.initial_state()
+        s0 = cc.it.initial_states()[0]
         problems = cc.disagreements(s0, "vm_create", (0,))
     finally:
         ca.apply = real

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from states import all_args, args_for, states  # noqa: E402
 
 SPEC = load()
-IT = Interpreter(SPEC, {"vm": 2, "root": 1, "gva": 2, "gfn": 2, "mfn": 3, "slot": 2})
+# two vCPUs and two roles, one with CR0.WP and one without
+IT = Interpreter(SPEC, {"vm": 2, "root": 1, "gva": 2, "gfn": 2, "mfn": 3, "slot": 2}, fixed={"role_wp": (True, False)})
 ACTIONS = sorted(SPEC.actions)
 
 
@@ -92,11 +93,11 @@ def test_step_check_names_update_and_frame():
 def test_blame_names_conjunct_and_values():
     s = IT.apply(IT.initial_state(), "vm_create", (1,))
     s = IT.apply(s, "demand_page", (1, 0, 2))
-    # A stale rmap entry: rmap(mfn2, vm1, root0, gva1) without the spte.
-    broken = IT.u.from_dict({"rmap": {"rmap(mfn2, vm1, root0, gva1)": True}}, default=s)
+    # A stale rmap entry: rmap(mfn2, vm1, root0, role0, gva1) without the spte.
+    broken = IT.u.from_dict({"rmap": {"rmap(mfn2, vm1, root0, role0, gva1)": True}}, default=s)
     (v,) = IT.check(broken)
     assert v.invariant == "rmap_consistent"
-    assert v.blame.bindings == [("m", "mfn2"), ("v", "vm1"), ("r", "root0"), ("x", "gva1")]
+    assert v.blame.bindings == [("m", "mfn2"), ("v", "vm1"), ("r", "root0"), ("o", "role0"), ("x", "gva1")]
     assert "left is true, right is false" in v.blame.note
 
 
@@ -127,7 +128,7 @@ def test_random_walks_keep_invariants():
     # Evidence at fuzzing-like sizes beyond the explorer's bound.
     import random
 
-    it = Interpreter(SPEC, {"vm": 2, "root": 2, "gva": 4, "gfn": 4, "mfn": 6, "slot": 2})
+    it = Interpreter(SPEC, {"vm": 2, "root": 2, "gva": 4, "gfn": 4, "mfn": 6, "slot": 2}, fixed={"role_wp": (True, False)})
     for seed in range(5):
         rng = random.Random(seed)
         s = it.initial_state()

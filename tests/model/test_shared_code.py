@@ -13,8 +13,14 @@ from dmmcheck.spec import load
 
 SPEC = load()
 # Different sizes in every sort, so that a size or a stride bound from the wrong universe shows.
-SIZES = ({"vm": 2, "root": 2, "gva": 3, "gfn": 3, "mfn": 4, "slot": 2},
-         {"vm": 3, "root": 1, "gva": 2, "gfn": 4, "mfn": 3, "slot": 1, "budget": 2, "quota": 2})
+SIZES = ({"vm": 2, "root": 2, "gva": 3, "gfn": 3, "mfn": 4, "slot": 2, "vcpu": 2, "role": 2},
+         {"vm": 3, "root": 1, "gva": 2, "gfn": 4, "mfn": 3, "slot": 1, "vcpu": 3, "role": 3, "budget": 2, "quota": 2})
+# Which roles have CR0.WP (one initial state per budget and quota, as the harness fixes them).
+ROLE_WP = {2: (True, False), 3: (False, True, True)}
+
+
+def interp(sizes: dict, shared: bool = False) -> Interpreter:
+    return Interpreter(SPEC, sizes, shared=shared, fixed={"role_wp": ROLE_WP[sizes["role"]]})
 
 
 def walk(it: Interpreter, seed: int, steps: int) -> list:
@@ -40,14 +46,14 @@ def corrupt(it: Interpreter, s, rng: random.Random):
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_shared_code_answers_as_the_universes_own(sizes):
-    Interpreter(SPEC, SIZES[0], shared=True)  # the code is compiled here, for another universe
-    own, shared = Interpreter(SPEC, sizes), Interpreter(SPEC, sizes, shared=True)
+    interp(SIZES[0], shared=True)  # the code is compiled here, for another universe
+    own, shared = interp(sizes), interp(sizes, shared=True)
     assert shared.initial_state() == own.initial_state()
     for s in walk(own, 5, 60):
         assert sorted(shared.enabled(s)) == sorted(own.enabled(s))
         for name, args in list(own.enabled(s))[:20]:
             assert shared.apply(s, name, args) == own.apply(s, name, args)
-    inc_own, inc_shared = IncrementalChecker(own), IncrementalChecker(Interpreter(SPEC, sizes, shared=True))
+    inc_own, inc_shared = IncrementalChecker(own), IncrementalChecker(interp(sizes, shared=True))
     rng = random.Random(3)
     states = walk(own, 7, 40)
     for i in range(600):
@@ -58,7 +64,7 @@ def test_shared_code_answers_as_the_universes_own(sizes):
 
 
 def test_shared_code_is_compiled_once_per_spec():
-    a, b = (Interpreter(SPEC, sizes, shared=True) for sizes in SIZES)
+    a, b = (interp(sizes, shared=True) for sizes in SIZES)
     for name in SPEC.actions:
         assert a.actions[name].guard.__code__ is b.actions[name].guard.__code__
         assert a.actions[name].guard.__globals__ is not b.actions[name].guard.__globals__

@@ -99,3 +99,11 @@ def test_bundled_spec_has_every_mechanism_and_policy():
             "guest_fault", "shadow_fill", "demand_page", "swap_out", "swap_in", "share_merge", "cow_break",
             "balloon_inflate", "balloon_deflate", "pool_grow", "pool_shrink", "invlpg", "cr3_load",
             "oom", "swap_full", "swap_io_error"} <= actions
+    # several vCPUs, shadows by role, unsync shadow pages
+    assert {"set_mode", "tlb_flush", "tlb_sync", "zap_spte", "guest_upper", "guest_map_unsync", "guest_unmap_unsync",
+            "unsync_gpt", "sync_spte"} <= actions
+    spec = load()
+    assert {"vcpu", "role"} <= set(spec.sorts)
+    assert [t.name for t in spec.symbols["tlb"].args] == ["vm", "vcpu", "gva"]
+    assert [t.name for t in spec.symbols["spte"].args] == ["vm", "root", "role", "gva"]
+    assert not spec.symbols["role_wp"].mutable and spec.symbols["s_stale"].ghost
