@@ -8,7 +8,7 @@ which oracle should catch it; `dmm mutants` reports which one did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from dmmcheck.impl import x86
@@ -185,8 +185,8 @@ def _(vmm: Any) -> None:
     mmu, real = vmm.mmu, vmm.mmu.root
 
     def root(vm: Any) -> Any:
-        for (vid, _gfn, wp), sp in mmu.roots.items():
-            if vid == vm.id and wp == vm.wp:
+        for (vid, _gfn, paging), sp in mmu.roots.items():
+            if vid == vm.id and paging == vm.paging:
                 return sp
         return real(vm)
     mmu.root = root
@@ -277,6 +277,62 @@ def _(vmm: Any) -> None:
 @mutant("balloon_frees_mapped", "balloon inflate frees the page without zapping its sptes", "no_stale_spte / isolation")
 def _(vmm: Any) -> None:
     _during(vmm.policy, "balloon_inflate", vmm.mmu, "zap_mfn", lambda vm_id, mfn: None)
+
+
+# ---------------------------------------------------------------- vCPUs, roles and unsync sps
+@mutant("remote_flush_forgotten", "a weakened or dropped spte owes a TLB flush to the vCPU the VMM runs, not to "
+        "the VM's other vCPUs, whose TLBs keep the old translation", "refinement (flush_pending) / observation")
+def _(vmm: Any) -> None:
+    tlb = vmm.tlb
+
+    def owe(vm_id: int, gvas: Any = None) -> None:
+        vm = vmm.vms.get(vm_id)
+        tlb.owe_vcpu(vm_id, vm.running if vm is not None else 0, gvas)
+        vmm.log.emit("flush_request", v=vm_id)
+    vmm.mmu.owe_flush = owe
+
+
+@mutant("mode_switch_flush_forgotten", "a vCPU switching to another role's shadow keeps the TLB entries filled "
+        "from the old one (no flush owed)", "refinement (flush_pending)")
+def _(vmm: Any) -> None:
+    _during(vmm, "set_controls", vmm.tlb, "owe_vcpu", lambda *a, **k: None)
+
+
+@mutant("role_smep_ignored", "shadow pages are looked up without CR4.SMEP in their role: a vCPU with SMEP and "
+        "one without share sptes built for either", "refinement / observation")
+def _(vmm: Any) -> None:
+    vmm.mmu.role_key = lambda role: replace(role, paging=replace(role.paging, smep=False))
+
+
+@mutant("resync_skipped_before_link", "an unsync leaf sp is linked under a new parent without a resync: its stale "
+        "sptes appear under the new path as if filled from the gptes now", "refinement (shadow_fill guard)")
+def _(vmm: Any) -> None:
+    real = vmm.mmu.link
+    vmm.mmu.link = lambda parent, idx, child, vm=None: real(parent, idx, child)
+
+
+@mutant("resync_skipped_on_invlpg", "the guest's invlpg of a gva does not resync its spte in an unsync sp: the "
+        "old translation outlives the invlpg", "refinement (invlpg guard) / observation")
+def _(vmm: Any) -> None:
+    _during(vmm, "invlpg", vmm.mmu, "sync_gva", lambda vm, root, gva: None)
+
+
+@mutant("cr3_load_skips_resync", "a CR3 load does not resync the unsync sps the new root reaches",
+        "refinement (cr3_load guard) / observation")
+def _(vmm: Any) -> None:
+    _during(vmm, "load_cr3", vmm.mmu, "sync_root", lambda vm, root: None)
+
+
+@mutant("mode_load_skips_resync", "a mode load onto another role's cached shadow does not resync its unsync sps",
+        "refinement (set_mode guard) / observation")
+def _(vmm: Any) -> None:
+    _during(vmm, "set_controls", vmm.mmu, "sync_root", lambda vm, root: None)
+
+
+@mutant("upper_table_left_unsync", "an unsync leaf table shadowed as an upper-level table too stays unsync: the "
+        "guest's stores to its upper entries no longer trap", "walk_protected / refinement / observation")
+def _(vmm: Any) -> None:
+    vmm.mmu.resync_gfn = lambda vm, gfn: None
 
 
 def _with(mode: Any, **changes: Any) -> Any:

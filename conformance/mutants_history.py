@@ -18,6 +18,7 @@ Like the first part, every mutant replaces one method (or one attribute) of one 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dmmcheck.impl import x86
@@ -74,10 +75,13 @@ def _(vmm: Any) -> None:
     mmu, tlb, real = vmm.mmu, vmm.tlb, vmm.mmu.owe_flush
 
     def owe_flush(vm_id: int, gvas: Any = FULL) -> None:
-        owed = tlb.gvas.get(vm_id, set())
-        if gvas is not FULL and owed is not FULL and len(owed) + len(gvas) > MAX_INVLPG:
-            tlb.pending.add(vm_id)
-            tlb.gvas[vm_id] = set(sorted(owed | gvas)[:MAX_INVLPG])
+        keys = [(vm_id, c) for c in range(tlb.vcpus.get(vm_id, 1))]
+        if gvas is not FULL and any(tlb.gvas.get(k, set()) is not FULL
+                                    and len(tlb.gvas.get(k, set())) + len(gvas) > MAX_INVLPG for k in keys):
+            for k in keys:
+                owed = tlb.gvas.get(k, set())
+                tlb.pending.add(k)
+                tlb.gvas[k] = FULL if owed is FULL else set(sorted(owed | gvas)[:MAX_INVLPG])
             vmm.log.emit("flush_request", v=vm_id)
             return
         real(vm_id, gvas)
@@ -85,7 +89,7 @@ def _(vmm: Any) -> None:
 
 
 @mutant("zap_all_keeps_cached_roots",
-        "dropping all of a VM's shadow pages (control-register change, teardown) frees the roots but leaves them "
+        "dropping all of a VM's shadow pages (teardown) frees the roots but leaves them "
         "in the CR3 root cache, so the next entry runs on a freed table; imitates Xen's XSA-250 fix "
         "('a failing sh_get_ref() must not be accompanied by installing the entry': no root without a reference)",
         "refinement / dead_vm_empty / crash")
@@ -150,7 +154,7 @@ def _(vmm: Any) -> None:
         for level, _addr, entry in w.entries[:-1]:
             access &= entry_access(entry)
             child_gfn = (entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT
-            child = mmu.shadow_table(vm, child_gfn, Role(level - 1, access, vm.wp))
+            child = mmu.shadow_table(vm, child_gfn, Role(level - 1, access, vm.paging))
             mmu.link(sp, x86.index(gva, level), child)
             sp = child
         level, _addr, leaf = w.leaf
@@ -160,7 +164,7 @@ def _(vmm: Any) -> None:
         while level > 1:
             span = x86.ENTRIES ** (level - 1)
             child = mmu.shadow_table(vm, gfn & ~(span - 1),
-                                     Role(level - 1, direct_access, vm.wp, direct=True, dirty=dirty))
+                                     Role(level - 1, direct_access, vm.paging, direct=True, dirty=dirty))
             mmu.link(sp, x86.index(gva, level), child)
             sp, level = child, level - 1
         return sp, access
@@ -294,20 +298,10 @@ def _(vmm: Any) -> None:
     vmm.mmu.leaf_rights = leaf_rights
 
 
-def _zap_unless(vmm: Any, ignored: tuple[int, ...]) -> None:
-    """set_controls decides whether to drop the shadow without looking at the fields `ignored`
-    (indices into (wp, nxe, smep, smap)): a change of those alone keeps the sptes built before it."""
-    real = vmm.set_controls
-
-    def set_controls(vm: Any, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
-                     smap: bool | None = None) -> None:
-        old = (vm.wp, vm.nxe, vm.smep, vm.smap)
-        new = tuple(o if n is None else n for o, n in zip(old, (wp, nxe, smep, smap)))
-        if new != old and all(new[i] == old[i] for i in range(4) if i not in ignored):
-            vm.wp, vm.nxe, vm.smep, vm.smap = new  # type: ignore[misc]
-            return
-        real(vm, wp=wp, nxe=nxe, smep=smep, smap=smap)
-    vmm.set_controls = set_controls
+def _role_ignores(vmm: Any, **dropped: bool) -> None:
+    """Shadow pages are looked up by a role without the bits `dropped` (each read as the value given):
+    a vCPU whose mode differs only in those runs on sptes built for the other mode."""
+    vmm.mmu.role_key = lambda role: replace(role, paging=replace(role.paging, **dropped))
 
 
 @mutant("smep_smap_toggle_keeps_shadow",
@@ -316,7 +310,7 @@ def _zap_unless(vmm: Any, ignored: tuple[int, ...]) -> None:
         "smap_andnot_wp and smep_andnot_wp in the page role)",
         "observation")
 def _(vmm: Any) -> None:
-    _zap_unless(vmm, (2, 3))
+    _role_ignores(vmm, smep=False, smap=False)
 
 
 @mutant("nxe_toggle_keeps_shadow",
@@ -325,7 +319,7 @@ def _(vmm: Any) -> None:
         "on an NX change)",
         "observation")
 def _(vmm: Any) -> None:
-    _zap_unless(vmm, (1,))
+    _role_ignores(vmm, nxe=True)
 
 
 # ---------------------------------------------------------------- emulated writes to guest tables

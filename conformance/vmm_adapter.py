@@ -6,10 +6,9 @@ PT per 2 MiB region the configuration's gvas touch. `guest_map` writes the leaf 
 entries it needs) as the guest's own stores, which the VMM traps when the table is shadowed.
 Page-table edits are reported as guest writes so the ideal machine makes them too.
 
-A shim, until the bundled VMM runs several vCPUs and keys its shadow by role (`RoleShim` below): the
-VMM has one vCPU per VM and one shadow per VM, built for the VM's current paging mode. The shim runs
-every operation on vCPU 0, plays `set_mode` on the VMM's control-register handling (which drops the
-VM's shadow) and names, in events and in the read-back, the role the vCPU runs in.
+Each operation runs on the vCPU it names (c): the VMM runs every vCPU of a VM on a CPU of its own,
+and keys its shadow by role (the paging-mode bits of `set_mode`), so its events and read-back name
+the vCPU and the role themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from .adapter import (
     Bounds,
     Capabilities,
     Config,
-    Event,
     Observation,
     Operation,
     role_bits,
@@ -50,68 +48,17 @@ OPERATIONS = frozenset(ACCESS_OPS + (
 
 
 # Campaigns vary each test case's scope up to this: a third VM, three roots, gvas over three page
-# tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots; one
-# vCPU per VM (the shim).
-SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, vcpus=1)
-
-# ---------------------------------------------------------------- the shim
-# Which parameters of each event name the vCPU (c) and the role (o): the spec's, for the events the
-# VMM reports without them.
-_WITH_C = frozenset({"cr3_load", "hit", "guest_walk", "guest_fault", "invlpg", "tlb_flush", "tlb_sync", "tlb_evict"})
-_WITH_O = frozenset({"hit", "guest_walk", "guest_fault", "shadow_fill", "zap_spte"})
-
-
-class RoleShim:
-    """The paging mode each VM's one vCPU runs in, by role name (None before its first set_mode),
-    and the VMM's events in the spec's terms: c = 0, o = that role."""
-
-    def __init__(self) -> None:
-        self.role: dict[int, str | None] = {}
-
-    def events(self, raw: list[Event], role_of: dict[int, str | None]) -> list[Event]:
-        """`role_of`: the role of each VM while the events happened (before a set_mode takes effect)."""
-        out = []
-        for name, args in raw:
-            if name == "set_cr0_wp":
-                continue  # the VMM's own name for a mode change: the shim reports set_mode instead
-            args = dict(args)
-            if name in _WITH_C:
-                args["c"] = 0
-            if name in _WITH_O:
-                args["o"] = role_of.get(args["v"])
-            out.append((name, args))
-        return out
-
-    @staticmethod
-    def state(st: dict[str, Any], vmm: Vmm, vms: Any, role: dict[int, str | None]) -> dict[str, Any]:
-        """The VMM's abstract_state() in the contract's terms: each VM of `vms` with its one vCPU,
-        flushes owed to vCPU 0, every spte of a VM in the role its vCPU runs in (`role`)."""
-        st["vms"] = {v: {"live": v in vmm.vms,
-                         "vcpus": [{"cr3_gfn": vm.cr3_gfn if (vm := vmm.vms.get(v)) else None,
-                                    "role": role.get(v)}]} for v in vms}
-        st["flush_pending"] = [(v, 0) for v in st["flush_pending"]]
-        if "spte" in st:
-            st["spte"] = {(v, r, role.get(v), x): e for (v, r, x), e in st["spte"].items()}
-            st["spte_at"] = {at: [(v, r, role.get(v), x) for v, r, x in refs] for at, refs in st["spte_at"].items()}
-        return st
-
-    def set_mode(self, vmm: Vmm, vm: Any, role: str) -> None:
-        """The guest loads role's bits. The VMM zaps the VM's shadow on a change (its zap_spte events
-        name the role left); then the vCPU runs in the new role, owing the flush the spec's set_mode
-        adds, which is paid at once as a CR3 load pays it."""
-        bits = role_bits(role)
-        vmm.set_controls(vm, wp="wp" in bits, nxe="nxe" in bits, smep="smep" in bits, smap="smap" in bits)
-        self.role[vm.id] = role
-        vmm.log.emit("set_mode", v=vm.id, c=0, o=role)
-        vmm._loaded = None  # the CPU is reloaded (and its TLB flushed) before the guest runs again
-        vmm.tlb.forgive(vm.id)
-        vmm.log.emit("tlb_flush", v=vm.id)
+# tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots; two
+# vCPUs per VM.
+SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, vcpus=2)
 
 
 class BundledVmm:
-    """Adapter over dmmcheck.impl.vmm.Vmm."""
+    """Adapter over dmmcheck.impl.vmm.Vmm, with unsync sps on: the default of `dmm fuzz` and
+    `dmm mutants`, since it is the VMM with the most to get wrong (BundledVmmSync: off)."""
 
     name = "dmmcheck.conformance.vmm_adapter:BundledVmm"
+    unsync = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # a subclass (a user's variant, a seeded bug) reports itself as MODULE:ATTR, not as this class
@@ -123,7 +70,6 @@ class BundledVmm:
         self.abstraction: Abstraction | None = None
         self.config = Config()
         self.tables: dict[int, dict[tuple[int, int], int]] = {}  # root -> its tables' gfns
-        self.shim = RoleShim()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(OPERATIONS, events=True, guest_memory=True, mutants=tuple(MUTANTS), scope=SCOPE)
@@ -134,16 +80,15 @@ class BundledVmm:
                              f"not {config.beyond_memory!r}")
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
-        if config.vcpus != 1:
-            raise ValueError(f"the bundled VMM runs one vCPU per VM, not {config.vcpus}")
+        if not 1 <= config.vcpus <= SCOPE.vcpus:
+            raise ValueError(f"the bundled VMM runs 1 to {SCOPE.vcpus} vCPUs per VM, not {config.vcpus}")
         self.config = config
-        self.shim = RoleShim()
         self.tables = {r: guest_tables(r, config.gvas) for r in config.roots}
         _check_layout(config, self.tables)
-        cpu = self.vmm.cpu if self.vmm is not None else None
+        # the CPUs of the last run, reused: a Unicorn instance costs more than a test case's steps
+        cpus = self.vmm.cpus if self.vmm is not None else None
         self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, quota=config.quota,
-                       cpu=cpu,
-                       beyond_memory=config.beyond_memory)
+                       cpu=cpus, beyond_memory=config.beyond_memory, vcpus=config.vcpus, unsync=self.unsync)
         self.vmm.events = []
         self.abstraction = Abstraction(self.vmm)
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))
@@ -156,18 +101,17 @@ class BundledVmm:
         obs = Observation()
         name = op.action
         vm = vmm.vms.get(a["v"]) if "v" in a else None
-        role_of = dict(self.shim.role)  # the roles the events happen in
         try:
             if name == "vm_create":
                 vmm.create_vm(self.config.gfns, a["v"])
-                self.shim.role[a["v"]] = None
             elif name == "vm_destroy":
                 vmm.destroy_vm(vm)
-                self.shim.role.pop(a["v"], None)
             elif name == "cr3_load":
-                vmm.load_cr3(vm, a["r"])
+                vmm.load_cr3(vm, a["r"], a["c"])
             elif name == "set_mode":
-                self.shim.set_mode(vmm, vm, a["o"])
+                bits = role_bits(a["o"])
+                modes = {b: b in bits for b in ("wp", "nxe", "smep", "smap")}
+                vmm.set_controls(vm, vcpu=a["c"], **modes)  # type: ignore[arg-type]
             elif name == "guest_map":
                 leaf = (a["g"] << x86.PAGE_SHIFT) | x86.P | (x86.RW if a["w"] else 0) | (x86.US if a["u"] else 0) \
                     | (x86.XD if a["nx"] else 0) | (x86.A if a["a"] else 0) | (x86.D if a["d"] else 0)
@@ -179,7 +123,7 @@ class BundledVmm:
             elif name in ACCESS_OPS:
                 obs.access = self._access(vm, a, obs)
             elif name == "invlpg":
-                vmm.invlpg(vm, a["x"])
+                vmm.invlpg(vm, a["x"], a["c"])
             elif name in ("demand_page", "swap_in"):
                 vmm.gfn_mfn(vm, a["g"])
             elif name == "oom_injected":
@@ -211,7 +155,7 @@ class BundledVmm:
                 raise ValueError(f"unknown operation {name!r}")
         except OutOfMemory as e:
             obs.note = f"out of memory: {e}"
-        obs.events = self.shim.events(vmm.events, role_of)
+        obs.events = vmm.events
         vmm.events = []
         return obs
 
@@ -235,7 +179,7 @@ class BundledVmm:
     def _access(self, vm: Any, a: dict[str, Any], obs: Observation) -> AccessResult:
         acc = Access(a["a"])
         r = self.vmm.access(vm, a["x"] + a.get("offset", 0), acc, user=a["u"], value=a.get("value", 0),  # type: ignore[union-attr]
-                            size=a.get("size", 8))
+                            size=a.get("size", 8), vcpu=a["c"])
         return AccessResult(r.fault, r.error_code, r.cr2, r.value, r.oom, r.gp)
 
     # ---------------------------------------------------------------- reading back
@@ -248,15 +192,17 @@ class BundledVmm:
         have changed (docs/conformance.md, "Read-back")."""
         assert self.vmm is not None and self.abstraction is not None
         st = self.abstraction.state(list(self.config.gvas), list(self.config.roots), parts)
-        return RoleShim.state(st, self.vmm, range(self.config.vms), self.shim.role)
+        gone = {"live": False, "vcpus": [{"cr3_gfn": None, "role": None}] * self.config.vcpus}
+        st["vms"] = {v: st["vms"].get(v, gone) for v in range(self.config.vms)}
+        return st
 
     def shadow_walk(self, v: int, root: int, gva: int) -> list[tuple[int, int, int]] | None:
-        """The shadow tables' walk of gva under VM v's shadow root for guest root `root`, as
-        (level, machine address, entry) top-down; None when there is no such shadow root. Optional
-        for an adapter: the HTML report draws it beside the guest's walk."""
+        """The shadow tables' walk of gva under VM v's shadow root for guest root `root` in the role
+        vCPU 0 runs in, as (level, machine address, entry) top-down; None when there is no such
+        shadow root. Optional for an adapter: the HTML report draws it beside the guest's walk."""
         assert self.vmm is not None
         vm = self.vmm.vms.get(v)
-        sp = self.vmm.mmu.roots.get((v, root, vm.wp)) if vm is not None else None
+        sp = self.vmm.mmu.roots.get((v, root, vm.vcpus[0].paging)) if vm is not None else None
         if sp is None:
             return None
         probe = x86.Mode(user=False, wp=False, nxe=True)  # any present translation, no A/D written
@@ -269,6 +215,13 @@ class BundledVmm:
     def close(self) -> None:
         if self.vmm is not None and self.vmm.policy.swap is not None:
             self.vmm.policy.swap.close()
+
+
+class BundledVmmSync(BundledVmm):
+    """The bundled VMM with unsync sps off: every guest table it shadows stays write-protected, so
+    every guest store to one traps and is emulated."""
+
+    unsync = False
 
 
 def _check_layout(config: Config, tables: dict[int, dict[tuple[int, int], int]]) -> None:

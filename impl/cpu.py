@@ -95,7 +95,11 @@ class Outcome:
 
 
 class Cpu:
-    def __init__(self, phys_bytes: int) -> None:
+    def __init__(self, phys_bytes: int, *, share: Cpu | None = None) -> None:
+        """`share`: another CPU whose physical memory this one runs on (a second vCPU of the same
+        machine: its own registers and TLB over the same host buffer, calibrated once)."""
+        if share is not None:
+            phys_bytes = share.phys_bytes
         if phys_bytes % x86.PAGE_SIZE or phys_bytes < (HOLE_PAGES + 1) * x86.PAGE_SIZE:
             raise ValueError("physical memory must be whole pages, more than the CPU's own")
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
@@ -106,10 +110,10 @@ class Cpu:
         # reads and writes of it are slices of a memoryview, not calls into Unicorn that allocate
         # a buffer each (most of the VMM's time went there). The CPU's code, the only code Unicorn
         # translates, is written once (_build_hole), before any translation.
-        self._ram = (ctypes.c_char * phys_bytes)()
+        self._ram: ctypes.Array[ctypes.c_char] = (ctypes.c_char * phys_bytes)() if share is None else share._ram
         self.mem = memoryview(self._ram).cast("B")
         self.uc.mem_map_ptr(0, phys_bytes, UC_PROT_ALL, ctypes.addressof(self._ram))
-        self.phys_bytes = phys_bytes
+        self.phys_bytes: int = phys_bytes
         # The CPU's own pages live at the top of physical memory.
         self.hole_base = phys_bytes - HOLE_PAGES * x86.PAGE_SIZE
         self._fault: Outcome | None = None
@@ -127,15 +131,23 @@ class Cpu:
         self._mode: Mode | None = None
         self._clean = False
         self._regbuf = ctypes.c_uint64(0)
-        self._calibrating = True
         self._fault_blob: bytes | None = None
+        if share is not None:
+            # The same CPU model: the same context layout. Calibrating again would also scribble on
+            # the scratch pages while the other CPU's VMM may be using memory.
+            self._ec_offset = share._ec_offset
+            self._calibrating = False
+            return
+        self._calibrating = True
         self._calibrate()
         self._calibrating = False
 
-    def wipe(self) -> None:
-        """Back to power-on for a new VMM: memory below the CPU's own pages zeroed, nothing loaded,
-        the TLB empty. (Cheaper than a new Cpu: no re-calibration.)"""
-        ctypes.memset(self._ram, 0, self.hole_base)
+    def wipe(self, memory: bool = True) -> None:
+        """Back to power-on for a new VMM: memory below the CPU's own pages zeroed (`memory`: a
+        sibling sharing it need not zero it again), nothing loaded, the TLB empty. (Cheaper than a
+        new Cpu: no re-calibration.)"""
+        if memory:
+            ctypes.memset(self._ram, 0, self.hole_base)
         self.uc.context_restore(self._base_context)
         self._mode = None
         self._clean = False

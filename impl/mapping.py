@@ -93,7 +93,7 @@ class Mapping:
 
     def is_page_table(self, vm: "Vm", gfn: int) -> bool:
         """The gfn holds a guest table some shadow page shadows (it may not be swapped or shared)."""
-        return self.mmu.write_protected(vm, gfn)
+        return self.mmu.is_gpt(vm, gfn)
 
     # ---------------------------------------------------------------- frames
     def read_frame(self, mfn: int) -> bytes:

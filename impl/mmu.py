@@ -3,13 +3,22 @@
 An sp is one page of a real x86-64 table in machine memory (a VMM-private frame). It is keyed by
 (vm, gfn, role): the guest table it shadows and the role it plays — its level, the guest rights
 accumulated on the path above it (`access`: an sp's leaf sptes carry the path's rights, so one guest
-table reached with different rights gets different sps), CR0.WP, and `direct` for the sps that
+table reached with different rights gets different sps), the paging mode (`Paging`: CR0.WP,
+CR4.SMEP, CR4.SMAP, EFER.NXE — the spec's role), and `direct` for the sps that
 split a guest huge page into 4 KiB sptes (keyed by the huge page's first gfn). Upper shadow entries
 are fully permissive; each leaf spte carries the effective rights.
 
+Unsync sps (KVM's, with `unsync` on): a guest store to a write-protected table that only leaf (level
+1) sps shadow stops write-protecting it (`try_unsync`); the guest's later stores to it do not trap,
+and the sptes built from the gptes it rewrites go stale until a resync (`sync_sp`: each spte kept if
+it agrees with the gpte now, else zapped) — which the VMM does before the guest's invlpg of a gva,
+a CR3 load or a mode load completes, and before an unsync sp is linked under a new parent. A table
+shadowed as an upper level too is resynced and write-protected again (`shadow_table`).
+
 Invariants, stated where they are enforced:
 - rmap: a leaf spte is present and maps mfn m iff it is in rmap[m]      (install_leaf, zap)
-- a guest table gfn that some sp shadows is writable in no spte        (shadow_table -> write_protect)
+- a guest table gfn that some sp shadows is writable in no spte, unless
+  it is unsync, and only leaf sps shadow an unsync one                  (shadow_table -> write_protect)
 - an spte is writable only if the guest's entry is dirty                (leaf_rights)
 - a shared page is writable in no spte                                  (leaf_rights)
 - after an spte is weakened or dropped, the VM owes a TLB flush         (owe_flush)
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import x86
@@ -47,11 +57,37 @@ UPPER = x86.P | x86.RW | x86.US | x86.A  # upper shadow entries grant everything
 LEAF_KEY = x86.ADDR_MASK | x86.P | x86.RW | x86.US | x86.XD  # what a leaf spte says (A, D are the MMU's)
 
 
+ROLE_BITS = ("wp", "smep", "smap", "nxe")  # in the order a role's name lists them
+
+
+@dataclass(frozen=True)
+class Paging:
+    """The paging-mode bits that change what a shadow entry means: CR0.WP (the WP=0 sptes), CR4.SMEP
+    and CR4.SMAP (what those sptes withhold), EFER.NXE (whether XD counts). A vCPU runs in one; an
+    sp serves only vCPUs in its own, so a mode change switches shadows instead of zapping them."""
+
+    wp: bool = True
+    smep: bool = False
+    smap: bool = False
+    nxe: bool = True
+
+    @property
+    def name(self) -> str:
+        """The role's name: its set bits joined by '+', '-' for none (as the conformance harness
+        names roles)."""
+        return _role_name(self)
+
+
+@cache
+def _role_name(p: Paging) -> str:
+    return "+".join(b for b in ROLE_BITS if getattr(p, b)) or "-"
+
+
 @dataclass(frozen=True)
 class Role:
     level: int
     access: int
-    wp: bool
+    paging: Paging
     direct: bool = False
     # For a direct sp: the guest huge entry's D bit. Its sptes are writable only if D is set, so two
     # guest huge entries of the same frames, one clean and one dirty, must not share one (found by
@@ -91,29 +127,40 @@ class Mmu:
         # Callbacks, attributes so that a seeded bug may replace them on one instance.
         self.owe_flush = owe_flush
         self.page_in = page_in
+        # What an sp is looked up by, of its role: all of it (a seeded bug may drop a bit)
+        self.role_key: Callable[[Role], Role] = _whole
         self.sps: dict[tuple[int, int, Role], Sp] = {}
         self.by_mfn: dict[int, Sp] = {}
         # (vm, guest table gfn) -> its sps, by sp mfn (a dict, not a set of Sp: iteration order must
         # not depend on object addresses, or runs stop being reproducible)
         self.shadowed: dict[tuple[int, int], dict[int, Sp]] = {}
         self.rmap: dict[int, set[tuple[int, int]]] = {}  # DMM mfn -> leaf sptes (sp mfn, index)
-        self.roots: dict[tuple[int, int, bool], Sp] = {}  # (vm, guest root gfn, wp) -> cached root
+        self.roots: dict[tuple[int, int, Paging], Sp] = {}  # (vm, guest root gfn, paging) -> cached root
+        self.unsync_on = False  # may a shadowed leaf table be unsynced (the VMM's option)
+        self.unsync: set[tuple[int, int]] = set()  # (vm, gfn): shadowed, no longer write-protected
 
     # ---------------------------------------------------------------- shadow pages
     def root(self, vm: "Vm") -> Sp:
-        """The cached shadow root of the VM's current guest root (created on first use)."""
+        """The cached shadow root of the running vCPU's guest root and paging mode (created on first
+        use): each (root, role) has its own, kept across CR3 loads and mode changes."""
         assert vm.cr3_gfn is not None
-        key = (vm.id, vm.cr3_gfn, vm.wp)
+        key = (vm.id, vm.cr3_gfn, self.role_key(Role(4, ACC_ALL, vm.paging)).paging)
         sp = self.roots.get(key)
         if sp is None:
-            sp = self.shadow_table(vm, vm.cr3_gfn, Role(4, ACC_ALL, vm.wp))
+            sp = self.shadow_table(vm, vm.cr3_gfn, Role(4, ACC_ALL, vm.paging))
             sp.root_of = vm.cr3_gfn
             self.cpu.install_hole(sp.paddr)
             self.roots[key] = sp
         return sp
 
+    def cached_root(self, vm: "Vm") -> Sp | None:
+        """The running vCPU's shadow root, if it has one already."""
+        if vm.cr3_gfn is None:
+            return None
+        return self.roots.get((vm.id, vm.cr3_gfn, self.role_key(Role(4, ACC_ALL, vm.paging)).paging))
+
     def shadow_table(self, vm: "Vm", gfn: int, role: Role) -> Sp:
-        key = (vm.id, gfn, role)
+        key = (vm.id, gfn, self.role_key(role))
         sp = self.sps.get(key)
         if sp is not None:
             return sp
@@ -126,6 +173,8 @@ class Mmu:
         sp = Sp(mfn, vm.id, gfn, role)
         self.sps[key] = sp
         self.by_mfn[mfn] = sp
+        if not role.direct and role.level > 1 and (vm.id, gfn) in self.unsync:
+            self.resync_gfn(vm, gfn)  # an upper table's stores must trap (the walks through it)
         if not role.direct:
             # The guest table is now shadowed: it must be writable in no spte of this VM.
             first = (vm.id, gfn) not in self.shadowed
@@ -136,7 +185,89 @@ class Mmu:
         return sp
 
     def write_protected(self, vm: "Vm", gfn: int) -> bool:
+        key = (vm.id, gfn)
+        return key in self.shadowed and key not in self.unsync
+
+    def is_gpt(self, vm: "Vm", gfn: int) -> bool:
+        """Some sp shadows the guest table in gfn (write-protected or unsync)."""
         return (vm.id, gfn) in self.shadowed
+
+    # ---------------------------------------------------------------- unsync and resync
+    def try_unsync(self, vm: "Vm", gfn: int) -> bool:
+        """The guest stores to the shadowed table in gfn: stop write-protecting it if only leaf sps
+        shadow it (KVM's mmu_try_to_unsync_pages). Whether the gfn is unsync now."""
+        key = (vm.id, gfn)
+        if key in self.unsync:
+            return True
+        sps = self.shadowed.get(key)
+        if not self.unsync_on or not sps or any(sp.role.level != 1 for sp in sps.values()):
+            return False
+        self.unsync.add(key)
+        self.log.emit("unsync_gpt", v=vm.id, g=gfn)
+        return True
+
+    def resync_gfn(self, vm: "Vm", gfn: int) -> None:
+        """Every sp of an unsync table resynced, and the table write-protected again."""
+        for sp in list(self.shadowed.get((vm.id, gfn), {}).values()):
+            self.sync_sp(vm, sp)
+        self.unsync.discard((vm.id, gfn))
+        self.write_protect(vm, gfn)
+        self.log.emit("protect_gpt", v=vm.id, g=gfn)
+
+    def sync_root(self, vm: "Vm", root: Sp) -> None:
+        """Resync every unsync sp the shadow root reaches (a CR3 or mode load onto it)."""
+        for vid, gfn in sorted(self.unsync):
+            if vid != vm.id:
+                continue
+            for sp in list(self.shadowed.get((vid, gfn), {}).values()):
+                if sp.role.paging == root.role.paging and any(r == root.root_of for r, _ in self.paths(sp)):
+                    self.sync_sp(vm, sp)
+
+    def sync_gva(self, vm: "Vm", root: Sp, gva: int) -> None:
+        """Resync the spte the shadow root maps gva by, if its sp is unsync (the guest's invlpg)."""
+        sp = root
+        while sp.role.level > 1:
+            e = self.cpu.read64(sp.paddr + 8 * x86.index(gva, sp.role.level))
+            if not e & x86.P:
+                return
+            sp = self.by_mfn[(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT]
+        if (vm.id, sp.gfn) in self.unsync and not sp.role.direct:
+            self.sync_sp(vm, sp, x86.index(gva, 1))
+
+    def sync_sp(self, vm: "Vm", sp: Sp, only: int | None = None) -> None:
+        """Resync a leaf sp with the guest's table (its entry `only`, or all): each present spte
+        that agrees with the gpte as it is now is kept (sync_spte), any other zapped."""
+        gpt = self.page_in(vm, sp.gfn) << x86.PAGE_SHIFT  # resident: gpt_resident
+        for idx in sorted(sp.gfns) if only is None else [only]:
+            e = self.cpu.read64(sp.paddr + 8 * idx)
+            if not e & x86.P:
+                continue
+            gfn = self._agrees(vm, sp, e, self.cpu.read64(gpt + 8 * idx))
+            if gfn is None:
+                self.zap(sp, idx)
+                continue
+            sp.gfns[idx] = gfn
+            if self.log.events is not None:
+                for root, base in self.paths(sp):
+                    self.log.emit("sync_spte", v=sp.vm, r=root, o=sp.role.paging.name, x=x86.at(base, 1, idx))
+
+    def _agrees(self, vm: "Vm", sp: Sp, spte: int, gpte: int) -> int | None:
+        """The gfn of gpte if the leaf spte grants nothing the gpte (under the sp's path rights and
+        role) does not, and maps p2m of that gfn; None if it must go."""
+        paging = sp.role.paging
+        if not gpte & x86.P or not gpte & x86.A or gpte & x86.reserved_mask(1, gpte, paging.nxe):
+            return None
+        gfn = (gpte & x86.ADDR_MASK) >> x86.PAGE_SHIFT
+        if not 0 <= gfn < vm.nr_gfns or vm.p2m.get(gfn) != (spte & x86.ADDR_MASK) >> x86.PAGE_SHIFT:
+            return None
+        access = sp.role.access & entry_access(gpte)
+        if spte & x86.RW and (not gpte & x86.D or self.write_protected(vm, gfn)
+                              or self.machine.desc[vm.p2m[gfn]].status == "shared"
+                              or not (access & ACC_W or not paging.wp and not spte & x86.US)):
+            return None
+        if spte & x86.US and not access & ACC_U or not access & ACC_X and not spte & x86.XD:
+            return None
+        return gfn
 
     def write_protect(self, vm: "Vm", gfn: int) -> None:
         mfn = vm.p2m.get(gfn)
@@ -152,12 +283,16 @@ class Mmu:
                 self.cpu.write64(addr, e & ~x86.RW)
                 self.owe_flush(vm.id, self.gvas_of(sp, idx))
 
-    def link(self, parent: Sp, idx: int, child: Sp) -> None:
+    def link(self, parent: Sp, idx: int, child: Sp, vm: "Vm | None" = None) -> None:
+        """Link child under parent's entry idx. `vm`: the VM, to resync an unsync child first (its
+        stale sptes would otherwise be reached by new paths as if filled from the gptes now)."""
         addr = parent.paddr + 8 * idx
         old = self.cpu.read64(addr)
         new = child.paddr | UPPER
         if old & x86.ADDR_MASK == child.paddr and old & x86.P:
             return
+        if vm is not None and (vm.id, child.gfn) in self.unsync and not child.role.direct:
+            self.sync_sp(vm, child)
         if old & x86.P:
             self.zap(parent, idx)
         self.cpu.write64(addr, new)
@@ -204,7 +339,7 @@ class Mmu:
         sp.gfns[idx] = gfn
         if self.log.events is not None:
             for root, base in self.paths(sp):
-                self.log.emit("shadow_fill", v=sp.vm, r=root, x=x86.at(base, 1, idx), g=gfn, m=mfn,
+                self.log.emit("shadow_fill", v=sp.vm, r=root, o=sp.role.paging.name, x=x86.at(base, 1, idx), g=gfn, m=mfn,
                               w=bool(rights & x86.RW), nx=bool(rights & x86.XD))
 
     def test_and_clear_young(self, mfn: int) -> bool:
@@ -260,7 +395,7 @@ class Mmu:
         for each, the spec sees an spte filled."""
         for root, base in self.paths(parent):
             for x, leaf_sp, i, e in self.leaf_entries(child, x86.at(base, parent.role.level, idx)):
-                self.log.emit("shadow_fill", v=parent.vm, r=root, x=x, g=leaf_sp.gfns[i],
+                self.log.emit("shadow_fill", v=parent.vm, r=root, o=parent.role.paging.name, x=x, g=leaf_sp.gfns[i],
                               m=(e & x86.ADDR_MASK) >> x86.PAGE_SHIFT, w=bool(e & x86.RW), nx=bool(e & x86.XD))
 
     def _report_zap(self, sp: Sp, idx: int, entry: int) -> None:
@@ -269,7 +404,7 @@ class Mmu:
             gvas = [va] if sp.role.level == 1 else \
                 self.leaves(self.by_mfn[(entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT], va)
             for x in gvas:
-                self.log.emit("zap_spte", v=sp.vm, r=root, x=x)
+                self.log.emit("zap_spte", v=sp.vm, r=root, o=sp.role.paging.name, x=x)
 
     def gvas_of(self, sp: Sp, idx: int) -> set[int]:
         """The gvas that reach leaf idx of sp, through any cached root."""
@@ -312,7 +447,7 @@ class Mmu:
             parent = self.by_mfn.get(parent_mfn)
             if parent is not None:
                 self.cpu.write64(parent.paddr + 8 * idx, 0)
-        del self.sps[(sp.vm, sp.gfn, sp.role)]
+        del self.sps[(sp.vm, sp.gfn, self.role_key(sp.role))]
         del self.by_mfn[sp.mfn]
         if not sp.role.direct:
             group = self.shadowed[(sp.vm, sp.gfn)]
@@ -320,20 +455,23 @@ class Mmu:
             if not group:
                 del self.shadowed[(sp.vm, sp.gfn)]
                 self.log.emit("unshadow_gpt", v=sp.vm, g=sp.gfn)
-                self.log.emit("unprotect_gpt", v=sp.vm, g=sp.gfn)
+                if (sp.vm, sp.gfn) in self.unsync:
+                    self.unsync.discard((sp.vm, sp.gfn))  # it was not write-protected
+                else:
+                    self.log.emit("unprotect_gpt", v=sp.vm, g=sp.gfn)
         if sp.root_of is not None:
-            self.roots.pop((sp.vm, sp.root_of, sp.role.wp), None)
+            self.roots.pop((sp.vm, sp.root_of, self.role_key(sp.role).paging), None)
         self.private.release(sp.mfn)
         self.owe_flush(sp.vm, FULL)
 
     def zap_vm(self, vm_id: int) -> None:
-        """Every shadow page of a VM (CR0.WP, NXE, SMEP or SMAP change; VM teardown)."""
+        """Every shadow page of a VM (VM teardown)."""
         mine = [sp for sp in self.sps.values() if sp.vm == vm_id]
         if self.log.events is not None:
             for sp in mine:
                 if sp.root_of is not None:
                     for x in self.leaves(sp):
-                        self.log.emit("zap_spte", v=vm_id, r=sp.root_of, x=x)
+                        self.log.emit("zap_spte", v=vm_id, r=sp.root_of, o=sp.role.paging.name, x=x)
         for sp in mine:
             sp.root_of = None  # roots too: nothing of this VM survives (and no path is reported twice)
         for sp in mine:
@@ -360,8 +498,11 @@ class Mmu:
 
     # ---------------------------------------------------------------- emulated guest table writes
     def guest_table_written(self, vm: "Vm", gpa: int, size: int) -> None:
-        """The guest wrote its own page table (emulated): zap what shadows the entries written."""
+        """The guest wrote its own page table (emulated): zap what shadows the entries written. An
+        unsync table's stores do not trap: its sptes stay, stale until resynced."""
         gfn = gpa >> x86.PAGE_SHIFT
+        if (vm.id, gfn) in self.unsync:
+            return
         first, last = (gpa & 0xFFF) >> 3, ((gpa & 0xFFF) + size - 1) >> 3
         for sp in list(self.shadowed.get((vm.id, gfn), {}).values()):
             for idx in range(first, min(last, x86.ENTRIES - 1) + 1):
@@ -369,6 +510,10 @@ class Mmu:
                     continue
                 if sp.mfn in self.by_mfn:
                     self.zap(sp, idx)
+
+
+def _whole(role: Role) -> Role:
+    return role
 
 
 # Each entry's low byte, mapped to 1 when its P bit is set, else 0.

@@ -2,7 +2,7 @@
 CPU and the #PF path. It owns the parts, each with one job and none holding the VMM:
 
 - `Mmu` (mmu.py): shadow pages, sptes, the rmap, write protection of guest tables;
-- `FlushDebt` (tlb.py): which VM owes a TLB flush, paid in one place before the guest runs;
+- `FlushDebt` (tlb.py): which vCPU owes a TLB flush, paid in one place before it runs;
 - `Mapping` (mapping.py): p2m changes carried to the shadow, the policies' whole view of the VMM;
 - `Policies` (policies.py): demand paging, swapping, sharing, ballooning, pool sizing;
 - `EventLog` (events.py): the spec actions performed, in order, which every part reports to.
@@ -12,7 +12,13 @@ The abstraction of its state (abstract.py) reads these parts; nothing here holds
 Machine layout (4 KiB frames): frame 0 unused; DMM-managed frames [1, 1 + machine_frames); VMM-
 private frames for shadow tables after them; the CPU's own pages at the top.
 
-Guest operations run as real instructions on Unicorn with CR3 at the VM's shadow root. A #PF from
+A VM has several vCPUs (`Vcpu`: its CR3 and paging mode), vCPU c running on physical CPU c — a
+Unicorn instance of its own over the one machine memory, so each has a real TLB that persists
+between accesses. An operation on vCPU c makes it the VM's running vCPU (`Vm.running`): the #PF path
+reads that vCPU's CR3 and mode, as KVM's runs in a vCPU's context.
+
+Guest operations run as real instructions on Unicorn with CR3 at the shadow root of the vCPU's guest
+root and paging mode (its role: one shadow per (root, role), kept across mode changes). A #PF from
 the real MMU is the VMM's: it walks the guest's tables in software (walker.py, with the guest's A/D
 updates) and either fills the shadow (a hidden fault — DMM's access violation, which allocates a
 machine page through p2m when the gfn has none), emulates a write to a write-protected guest table,
@@ -23,7 +29,7 @@ is the CPU's (an access there is a not-present #PF for the guest).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from . import x86
@@ -32,7 +38,7 @@ from .errors import BeyondMemory
 from .events import EventLog
 from .machine import FREE, MAPPED, SHARED, Machine, PrivateAllocator
 from .mapping import Mapping
-from .mmu import Mmu, Role, entry_access
+from .mmu import Mmu, Paging, Role, entry_access
 from .policies import OutOfMemory, Policies
 from .swap import SwapDevice
 from .tlb import FlushDebt
@@ -62,20 +68,32 @@ def _cpu_mode(nxe: bool, smep: bool, smap: bool) -> Mode:
     return Mode(wp=True, nxe=nxe, smep=smep, smap=smap)  # one object per control setting: no churn per access
 
 
+@cache
+def _paging(wp: bool, smep: bool, smap: bool, nxe: bool) -> Paging:
+    return Paging(wp, smep, smap, nxe)
+
+
 @dataclass
 class Vcpu:
-    """One virtual CPU's paging state: its guest root and the control bits the walk applies."""
+    """One virtual CPU's paging state: its guest root and the control bits the walk applies.
+    `moded`: the guest loaded its control registers at least once (before that it has no role)."""
 
     cr3_gfn: int | None = None
     wp: bool = True
     nxe: bool = True
     smep: bool = False
     smap: bool = False
+    moded: bool = False
+
+    @property
+    def paging(self) -> Paging:
+        return _paging(self.wp, self.smep, self.smap, self.nxe)
 
 
-def _vcpu0(name: str) -> property:
-    """A VM's view of its (for now only) vCPU's field `name`."""
-    return property(lambda vm: getattr(vm.vcpus[0], name), lambda vm, v: setattr(vm.vcpus[0], name, v))
+def _running(name: str) -> property:
+    """A VM's view of its running vCPU's field `name`."""
+    return property(lambda vm: getattr(vm.vcpus[vm.running], name),
+                    lambda vm, v: setattr(vm.vcpus[vm.running], name, v))
 
 
 @dataclass
@@ -85,17 +103,23 @@ class Vm:
     p2m: dict[int, int] = field(default_factory=dict)  # resident gfns
     swapped: dict[int, int] = field(default_factory=dict)  # gfn -> swap slot
     ballooned: set[int] = field(default_factory=set)  # gfns the balloon driver gave back
-    vcpus: list[Vcpu] = field(default_factory=lambda: [Vcpu()])  # one today; they share the VM's memory
+    vcpus: list[Vcpu] = field(default_factory=lambda: [Vcpu()])  # they share the VM's memory
+    running: int = 0  # the vCPU whose operation the VMM is performing
 
-    cr3_gfn = _vcpu0("cr3_gfn")
-    wp = _vcpu0("wp")
-    nxe = _vcpu0("nxe")
-    smep = _vcpu0("smep")
-    smap = _vcpu0("smap")
+    cr3_gfn = _running("cr3_gfn")
+    wp = _running("wp")
+    nxe = _running("nxe")
+    smep = _running("smep")
+    smap = _running("smap")
+
+    @property
+    def paging(self) -> Paging:
+        """The running vCPU's paging mode: the role of the shadow it runs on."""
+        return self.vcpus[self.running].paging
 
     def mode(self, user: bool = False, ac: bool = False) -> Mode:
         """The guest's paging mode: what the software walk applies."""
-        c = self.vcpus[0]
+        c = self.vcpus[self.running]
         return Mode(user=user, wp=c.wp, nxe=c.nxe, smep=c.smep, smap=c.smap, ac=ac)
 
     def cpu_mode(self) -> Mode:
@@ -104,7 +128,7 @@ class Vm:
         WP=0 is implemented in the sptes instead (mmu.leaf_rights). EFER.NXE is always 1, as KVM
         keeps the host's: the VMM's own NX in sptes (the WP=0 trick under SMEP) must work when the
         guest's NXE is off (found by dmm fuzz); the guest's XD bits are checked by the software walk."""
-        c = self.vcpus[0]  # (on every guest access: one lookup, not a property per bit)
+        c = self.vcpus[self.running]  # (on every guest access: one lookup, not a property per bit)
         return _cpu_mode(True, c.smep, c.smap)
 
 
@@ -125,28 +149,44 @@ class Result:
 class Vmm:
     def __init__(self, machine_frames: int = 256, private_frames: int = 256, *, swap_slots: int = 0,
                  swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
-                 quota: int | None = None, reclaim: bool = True, cpu: Cpu | None = None,
-                 beyond_memory: str = "fault") -> None:
+                 quota: int | None = None, reclaim: bool = True, cpu: Cpu | list[Cpu] | None = None,
+                 beyond_memory: str = "fault", vcpus: int = 1, unsync: bool = False) -> None:
+        """`vcpus`: vCPUs per VM, each on a CPU of its own over the one memory. `cpu`: the CPUs of an
+        earlier Vmm to reuse (the first owns the memory), if large enough. `unsync`: a guest store to
+        a shadowed leaf table unsyncs it instead of being emulated (mmu.py, "Unsync sps")."""
         if beyond_memory not in BEYOND_MEMORY:
             raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond_memory!r}")
         self.beyond_memory = beyond_memory
+        if vcpus < 1:
+            raise ValueError(f"a VM has at least one vCPU, not {vcpus}")
         total = 1 + machine_frames + private_frames + HOLE_PAGES + 4
-        if cpu is not None and cpu.phys_bytes >= total * x86.PAGE_SIZE:
-            cpu.wipe()  # a CPU at least as large, reused (a conformance harness resets thousands of times)
-            self.cpu = cpu
+        old = cpu if isinstance(cpu, list) else [cpu] if cpu is not None else []
+        if old and old[0].phys_bytes >= total * x86.PAGE_SIZE:
+            # CPUs at least as large, reused (a conformance harness resets thousands of times)
+            old[0].wipe()
+            for sibling in old[1:vcpus]:
+                sibling.wipe(memory=False)
+            self.cpu = old[0]
+            self.cpus = old[:vcpus]
         else:
             self.cpu = Cpu(total * x86.PAGE_SIZE)
+            self.cpus = [self.cpu]
+        while len(self.cpus) < vcpus:
+            self.cpus.append(Cpu(0, share=self.cpu))
+        self.nr_vcpus = vcpus
         self.machine = Machine(1, machine_frames)
         self.private = PrivateAllocator(1 + machine_frames, private_frames)
         self.vms: dict[int, Vm] = {}
         self.log = EventLog()
-        self.tlb = FlushDebt(self.cpu, self.log)
+        self.tlb = FlushDebt(self.cpus, self.log)
         self.mmu = Mmu(self.cpu, self.private, self.machine, self.log, self.tlb.owe, self.gfn_mfn)
+        self.mmu.unsync_on = unsync
         self.mapping = Mapping(self.vms, self.mmu, self.cpu, self.machine, self.tlb)
         swap = SwapDevice(swap_slots, swap_path, sync=swap_sync) if swap_slots else None
         self.policy = Policies(self.mapping, self.machine, self.log, swap, budget=budget, reclaim=reclaim,
                                quota=quota)
-        self._loaded: tuple[int, int, Mode] | None = None  # (vm, root mfn, mode) in the CPU
+        # per CPU, what it is loaded with: (vm, root mfn, mode)
+        self._loaded: list[tuple[int, int, Mode] | None] = [None] * vcpus
         self.walk = walk  # the software walker of guest tables (an attribute: a mutant may replace it)
         self.stats = {"hits": 0, "hidden_faults": 0, "emulated": 0, "guest_faults": 0}
 
@@ -163,16 +203,18 @@ class Vmm:
         # On the access path: with the log off, not even the arguments are built.
         events = self.log.events
         if events is not None:
-            events.append((name, {"v": vm.id, "r": vm.cr3_gfn, "x": gva & ~0xFFF, "a": acc.value, "u": user}))
+            events.append((name, {"v": vm.id, "c": vm.running, "r": vm.cr3_gfn, "o": vm.paging.name,
+                                  "x": gva & ~0xFFF, "a": acc.value, "u": user}))
 
     # ---------------------------------------------------------------- VMs
     def create_vm(self, nr_gfns: int, vm_id: int | None = None) -> Vm:
         vid = vm_id if vm_id is not None else (max(self.vms) + 1 if self.vms else 0)
         if vid in self.vms:
             raise ValueError(f"VM {vid} exists")
-        vm = Vm(vid, nr_gfns)
+        vm = Vm(vid, nr_gfns, vcpus=[Vcpu() for _ in range(self.nr_vcpus)])
         self.vms[vid] = vm
         self.machine.add_vm(vid)
+        self.tlb.add_vm(vid, self.nr_vcpus)
         self.log.emit("vm_create", v=vid)
         return vm
 
@@ -183,8 +225,7 @@ class Vmm:
         self.tlb.forgive(vm.id)
         self.machine.remove_vm(vm.id)
         del self.vms[vm.id]
-        if self._loaded is not None and self._loaded[0] == vm.id:
-            self._loaded = None
+        self._unload(vm.id)
         self.log.emit("vm_destroy", v=vm.id)
 
     # ---------------------------------------------------------------- guest-physical memory
@@ -243,41 +284,66 @@ class Vmm:
         return int.from_bytes(self.gpa_read(vm, gpa, 8), "little")
 
     # ---------------------------------------------------------------- guest CPU state
-    def load_cr3(self, vm: Vm, root_gfn: int) -> None:
+    def _unload(self, vm_id: int, c: int | None = None) -> None:
+        """The CPUs running the VM's vCPU c (any: None) are reloaded, and so flushed, before it runs."""
+        for i, loaded in enumerate(self._loaded):
+            if loaded is not None and loaded[0] == vm_id and c in (None, i):
+                self._loaded[i] = None
+
+    def load_cr3(self, vm: Vm, root_gfn: int, vcpu: int = 0) -> None:
+        vm.running = vcpu
         vm.cr3_gfn = root_gfn
         try:
-            self.mmu.root(vm)
+            root = self.mmu.root(vm)
+            if self.mmu.unsync:
+                self.mmu.sync_root(vm, root)  # before the load completes: no stale spte reachable
         except OutOfMemory:
             pass  # no page for the root table yet: it is shadowed at the first access instead
         # A CR3 load flushes the TLB: the CPU is reloaded (and flushed) before the guest runs again,
-        # which pays whatever flush the VM owed.
-        self._loaded = None
-        self.tlb.forgive(vm.id)
-        self.log.emit("cr3_load", v=vm.id, r=root_gfn)
+        # which pays whatever flush the vCPU owed.
+        self._unload(vm.id, vcpu)
+        self.tlb.forgive(vm.id, vcpu)
+        self.log.emit("cr3_load", v=vm.id, c=vcpu, r=root_gfn)
 
-    def set_controls(self, vm: Vm, *, wp: bool | None = None, nxe: bool | None = None, smep: bool | None = None,
-                     smap: bool | None = None) -> None:
-        """CR0.WP, EFER.NXE, CR4.SMEP/SMAP. Sptes are computed from all four (the WP=0 sptes are
+    def set_controls(self, vm: Vm, *, vcpu: int | None = None, wp: bool | None = None, nxe: bool | None = None,
+                     smep: bool | None = None, smap: bool | None = None) -> None:
+        """The guest on `vcpu` (the running one: None) loads CR0.WP, EFER.NXE, CR4.SMEP/SMAP (those
+        not given keep their value). Sptes are computed from all four (the WP=0 sptes are
         supervisor-only, which SMEP and SMAP would otherwise see differently than the guest's
-        entries say), so a change drops the VM's shadow, as KVM resets its MMU context."""
-        new = (vm.wp if wp is None else wp, vm.nxe if nxe is None else nxe,
-               vm.smep if smep is None else smep, vm.smap if smap is None else smap)
-        if new != (vm.wp, vm.nxe, vm.smep, vm.smap):
-            self.mmu.zap_vm(vm.id)  # which owes the flush if any spte went
-        wp_changed = new[0] != vm.wp
-        vm.wp, vm.nxe, vm.smep, vm.smap = new
-        if wp_changed:
-            self.log.emit("set_cr0_wp", v=vm.id, b=vm.wp)
+        entries say), so the vCPU switches to the shadow of its new role, the old one kept cached
+        for its return (no zap); everything its TLB holds came from the old one, so it owes a flush."""
+        if vcpu is not None:
+            vm.running = vcpu
+        c = vm.vcpus[vm.running]
+        c.wp, c.nxe = c.wp if wp is None else wp, c.nxe if nxe is None else nxe
+        c.smep, c.smap = c.smep if smep is None else smep, c.smap if smap is None else smap
+        c.moded = True
+        if self.mmu.unsync and c.cr3_gfn is not None:
+            try:  # the new role's shadow root is loaded: resynced first, as on a CR3 load
+                self.mmu.sync_root(vm, self.mmu.root(vm))
+            except OutOfMemory:
+                pass  # no root table yet: it is shadowed (in sync) at the first access
+        self.log.emit("set_mode", v=vm.id, c=vm.running, o=c.paging.name)
+        self.tlb.owe_vcpu(vm.id, vm.running)
 
-    def invlpg(self, vm: Vm, gva: int) -> None:
-        self.tlb.invlpg()
-        self.log.emit("invlpg", v=vm.id, x=gva & ~0xFFF)
+    def invlpg(self, vm: Vm, gva: int, vcpu: int = 0) -> None:
+        """The guest's invlpg on `vcpu`: that page leaves its CPU's TLB (if the CPU runs another
+        VM's vCPU, its TLB holds nothing of this one: it reloads before this vCPU runs)."""
+        vm.running = vcpu
+        root = self.mmu.cached_root(vm)
+        if root is not None and self.mmu.unsync:
+            self.mmu.sync_gva(vm, root, gva)  # the guest sees its new gpte once invlpg completes
+        loaded = self._loaded[vcpu]
+        if loaded is not None and loaded[0] == vm.id:
+            self.tlb.invalidate(vcpu, gva & ~0xFFF)
+        self.log.emit("invlpg", v=vm.id, c=vcpu, x=gva & ~0xFFF)
 
     # ---------------------------------------------------------------- guest accesses
     def access(self, vm: Vm, gva: int, acc: Access, *, user: bool = False, value: int = 0, ac: bool = False,
-               size: int = 8) -> Result:
+               size: int = 8, vcpu: int = 0) -> Result:
         """One guest load, store or fetch of `size` bytes (1, 2, 4, 8, 16) at any alignment within
-        a page, as a real instruction on the real MMU."""
+        a page, as a real instruction on the real MMU of `vcpu`'s CPU."""
+        vm.running = vcpu
         if acc is not Access.FETCH and (size not in SIZES or (gva & 0xFFF) + size > x86.PAGE_SIZE):
             raise ValueError(f"an access of {size} bytes at {gva:#x}: sizes are {SIZES}, within one page")
         if vm.cr3_gfn is None:
@@ -292,7 +358,7 @@ class Vmm:
                 self._enter(vm)
             except OutOfMemory:
                 return Result(True, 0, gva, oom=True)
-            out = self.cpu.access(gva, acc, value=value, user=user, ac=ac, size=size)
+            out = self.cpus[vcpu].access(gva, acc, value=value, user=user, ac=ac, size=size)
             if not out.fault:
                 self.stats["hits"] += 1
                 res.value = out.value
@@ -308,15 +374,17 @@ class Vmm:
         raise RuntimeError(f"VM {vm.id}: access to {gva:#x} still faulting after {MAX_RETRIES} fills")
 
     def _enter(self, vm: Vm) -> None:
-        """Load the VM's shadow root and controls; pay any TLB flush owed before the guest runs."""
+        """Load the running vCPU's shadow root and controls into its CPU; pay any TLB flush it owes
+        before the guest runs."""
+        c = vm.running
         root = self.mmu.root(vm)
         mode = vm.cpu_mode()
         key = (vm.id, root.mfn, mode)
-        reloaded = self._loaded != key
+        reloaded = self._loaded[c] != key
         if reloaded:
-            self.cpu.set_mode(root.paddr, mode)  # also flushes
-            self._loaded = key
-        self.tlb.pay(vm.id, reloaded)
+            self.cpus[c].set_mode(root.paddr, mode)  # also flushes
+            self._loaded[c] = key
+        self.tlb.pay(vm.id, c, reloaded)
 
     def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int,
                    size: int = 8) -> Result | None:
@@ -352,6 +420,8 @@ class Vmm:
             mfn = self.gfn_mfn(vm, gfn)
         except OutOfMemory:
             return Result(True, 0, gva, oom=True)
+        if acc is Access.WRITE and self.mmu.is_gpt(vm, gfn):
+            self.mmu.try_unsync(vm, gfn)  # with unsync on, a leaf table's stores stop trapping
         if (acc is Access.WRITE and self.machine.desc[mfn].status == SHARED and w.writable
                 and not self.mmu.write_protected(vm, gfn)):
             copy = self.policy.cow_break(vm, gfn)  # the writer gets its own copy
@@ -406,15 +476,16 @@ class Vmm:
         for level, _addr, entry in w.entries[:-1]:
             access &= entry_access(entry)
             child_gfn = (entry & x86.ADDR_MASK) >> x86.PAGE_SHIFT
-            child = mmu.shadow_table(vm, child_gfn, Role(level - 1, access, vm.wp))
-            mmu.link(sp, x86.index(gva, level), child)
+            child = mmu.shadow_table(vm, child_gfn, Role(level - 1, access, vm.paging))
+            mmu.link(sp, x86.index(gva, level), child, vm)
             sp = child
         level, _addr, leaf = w.leaf
         access &= entry_access(leaf)
         gfn = w.paddr >> x86.PAGE_SHIFT
         while level > 1:  # a guest huge page: direct sps split it into 4 KiB sptes
             span = x86.ENTRIES ** (level - 1)  # gfns one entry at this level maps
-            child = mmu.shadow_table(vm, gfn & ~(span - 1), Role(level - 1, access, vm.wp, direct=True, dirty=dirty))
+            child = mmu.shadow_table(vm, gfn & ~(span - 1),
+                                     Role(level - 1, access, vm.paging, direct=True, dirty=dirty))
             mmu.link(sp, x86.index(gva, level), child)
             sp, level = child, level - 1
         return sp, access

@@ -31,47 +31,61 @@ class RecordingCpu:
         self.calls.append(("invlpg", gva))
 
 
-def debt() -> tuple[FlushDebt, RecordingCpu, EventLog]:
-    cpu, log = RecordingCpu(), EventLog()
+def debt() -> tuple[FlushDebt, list[RecordingCpu], EventLog]:
+    cpus, log = [RecordingCpu(), RecordingCpu()], EventLog()
     log.events = []
-    return FlushDebt(cpu, log), cpu, log
+    tlb = FlushDebt(cpus, log)
+    for vm in (0, 1, 2):
+        tlb.add_vm(vm, 2)
+    return tlb, cpus, log
 
 
 def test_a_debt_is_paid_once_by_its_owner_page_by_page():
-    tlb, cpu, log = debt()
+    tlb, cpus, log = debt()
     tlb.owe(1, {0x2000})
     tlb.owe(1, {0x1000})
     tlb.owe(2)
-    tlb.pay(1, reloaded=False)
-    assert cpu.calls == [("invlpg", 0x1000), ("invlpg", 0x2000)]
-    assert tlb.pending == {2}  # VM 2's debt is its own: paying VM 1's leaves it
-    tlb.pay(1, reloaded=False)
-    assert len(cpu.calls) == 2  # paid: nothing more to do
+    tlb.pay(1, 0, reloaded=False)
+    assert cpus[0].calls == [("invlpg", 0x1000), ("invlpg", 0x2000)] and not cpus[1].calls
+    # VM 2's debt is its own, and so is vCPU 1's: paying vCPU 0 of VM 1 leaves them
+    assert tlb.pending == {(1, 1), (2, 0), (2, 1)}
+    tlb.pay(1, 0, reloaded=False)
+    assert len(cpus[0].calls) == 2  # paid: nothing more to do
     assert [n for n, _ in log.events] == ["flush_request"] * 3 + ["invlpg", "invlpg", "tlb_sync"]
-    tlb.pay(2, reloaded=False)
-    assert cpu.calls[2:] == [("flush", None)] and not tlb.pending
-    assert log.events[-1] == ("tlb_flush", {"v": 2})
+    assert log.events[-1] == ("tlb_sync", {"v": 1, "c": 0})
+    tlb.pay(2, 1, reloaded=False)
+    assert cpus[1].calls == [("flush", None)] and tlb.pending == {(1, 1), (2, 0)}
+    assert log.events[-1] == ("tlb_flush", {"v": 2, "c": 1})
 
 
-def test_too_many_pages_or_a_stale_tlb_make_a_full_flush():
-    tlb, cpu, _ = debt()
+def test_a_weakening_owes_every_vcpu_a_mode_switch_only_its_own():
+    tlb, _, log = debt()
+    tlb.owe(0, {0x1000})
+    assert tlb.pending == {(0, 0), (0, 1)} and log.events == [("flush_request", {"v": 0})]
+    tlb.pay(0, 0, reloaded=False)
+    tlb.pay(0, 1, reloaded=False)
+    tlb.owe_vcpu(0, 1)
+    assert tlb.pending == {(0, 1)} and log.events[-1] == ("tlb_sync", {"v": 0, "c": 1})
+
+
+def test_too_many_pages_make_a_full_flush():
+    tlb, cpus, _ = debt()
     tlb.owe(0, set(range(0, (MAX_INVLPG + 1) * x86.PAGE_SIZE, x86.PAGE_SIZE)))
-    tlb.pay(0, reloaded=False)
-    assert cpu.calls == [("flush", None)]
-    tlb.invlpg()  # the guest's invlpg: no debt, but the CPU's TLB is stale
-    tlb.pay(0, reloaded=False)
-    assert cpu.calls == [("flush", None)] * 2 and not tlb.stale
+    tlb.pay(0, 0, reloaded=False)
+    assert cpus[0].calls == [("flush", None)]
 
 
 def test_a_reload_or_a_cr3_load_pays_without_touching_the_cpu():
-    tlb, cpu, log = debt()
+    tlb, cpus, log = debt()
     tlb.owe(0, {0x1000})
-    tlb.pay(0, reloaded=True)  # the CPU was just loaded with the VM's root: flushed already
-    assert not cpu.calls and not tlb.pending and log.events[-1] == ("tlb_flush", {"v": 0})
+    tlb.pay(0, 0, reloaded=True)  # the CPU was just loaded with the vCPU's root: flushed already
+    assert not cpus[0].calls and tlb.pending == {(0, 1)} and log.events[-1] == ("tlb_flush", {"v": 0, "c": 0})
     tlb.owe(0)
-    tlb.forgive(0)
-    tlb.pay(0, reloaded=False)
-    assert not cpu.calls and not tlb.pending and not tlb.gvas
+    tlb.forgive(0, 1)  # vCPU 1's CR3 load
+    tlb.pay(0, 1, reloaded=False)
+    assert not cpus[1].calls and tlb.pending == {(0, 0)}
+    tlb.forgive(0)  # the VM is gone
+    assert not tlb.pending and not tlb.gvas
 
 
 def check_gfns(vmm: Vmm, vm) -> int:

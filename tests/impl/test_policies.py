@@ -85,7 +85,7 @@ def events(vmm: Vmm, name: str) -> list[dict]:
 def sptes(vmm: Vmm, vm: Vm) -> dict[int, tuple]:
     """gva -> (mfn, writable, user, nx) of the VM's present leaf sptes, read from the shadow tables."""
     st = abstract_state(vmm, gvas=list(GVAS))
-    return {x: e for (v, _r, x), e in st["spte"].items() if v == vm.id}
+    return {x: e for (v, _r, _o, x), e in st["spte"].items() if v == vm.id}
 
 
 def spec_violations(vmm: Vmm) -> list[str]:
@@ -215,12 +215,12 @@ def test_swap_out_writes_the_file_frees_the_page_and_swap_in_restores_it():
         slot = vm.swapped[g]
         slots[i] = (slot, mfn)
         assert vmm.events[-1] == ("swap_out", {"v": vm.id, "g": g, "m": mfn, "s": slot})
-        assert ("zap_spte", {"v": vm.id, "r": PML4, "x": gva(i)}) in vmm.events
+        assert ("zap_spte", {"v": vm.id, "r": PML4, "o": "wp+nxe", "x": gva(i)}) in vmm.events
         assert g not in vm.p2m and mfn not in vmm.mapping.holders and mfn not in vmm.mmu.rmap
         assert gva(i) not in sptes(vmm, vm)
         d = vmm.machine.desc[mfn]
         assert vmm.machine.pool_of(mfn) == f"idle:{vm.id}" and (d.status, d.refcount) == ("reserved", 0)
-        assert vm.id in vmm.tlb.pending
+        assert (vm.id, 0) in vmm.tlb.pending
     assert mapped_at_write == [False] * 4
     swap.write = real_write
     assert len({s for s, _ in slots.values()}) == 4
@@ -768,7 +768,7 @@ class Mix:
             return "pte"
         if op < 0.98:
             vm = rng.choice(self.vms)
-            vmm.set_controls(vm, wp=not vm.wp)  # drops the VM's shadow: every table unshadowed
+            vmm.set_controls(vm, wp=not vm.wp)  # switches the vCPU to the shadow of its new role
             return "wp"
         # A store while the swap device refuses: if it needs a page it fails as out-of-memory, and
         # nothing is lost (the model is not updated; later reads check it).

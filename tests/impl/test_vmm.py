@@ -56,10 +56,13 @@ def random_pte(rng: random.Random) -> int:
     return (rng.randrange(NR_GFNS + 4) << 12) | flags  # a few gfns beyond the VM's memory
 
 
+@pytest.mark.parametrize("unsync", [False, True])
 @pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("DMM_VMM_SEEDS", "8"))))
-def test_vmm_is_transparent(seed):
+def test_vmm_is_transparent(seed, unsync):
+    """With unsync sps the guest invlpgs the gvas of each gpte it edits, as the architecture asks of
+    it (until then the old translation may still be used)."""
     rng = random.Random(seed)
-    vmm, ideal = Vmm(64, 128), Ideal(NR_GFNS)
+    vmm, ideal = Vmm(64, 128, unsync=unsync), Ideal(NR_GFNS)
     vm, store = setup(vmm, ideal)
     for step in range(250):
         op = rng.random()
@@ -79,6 +82,9 @@ def test_vmm_is_transparent(seed):
             got = vmm.access(vm, 0x600000 + 8 * idx, Access.WRITE, value=value)
             want = ideal.access(0x600000 + 8 * idx, Access.WRITE, False, value)
             assert (got.fault, got.error_code if got.fault else 0) == want[:2]
+            if unsync:
+                for window in (0x400000, 0x800000):  # PT0 serves both 2 MiB regions
+                    vmm.invlpg(vm, window + idx * 0x1000)
         elif op < 0.87:
             root = rng.choice([PML4, ROOT2])
             vmm.load_cr3(vm, root)
@@ -121,7 +127,7 @@ def test_dmm_unmap_propagates_through_rmap():
     mfn = vm.p2m[10]
     assert vmm.mmu.rmap.get(mfn)
     vmm.mapping.unmap_gfn(vm, 10)
-    assert not vmm.mmu.rmap.get(mfn) and vm.id in vmm.tlb.pending
+    assert not vmm.mmu.rmap.get(mfn) and (vm.id, 0) in vmm.tlb.pending
     assert not any(m == mfn for m, *_ in abstract_state(vmm)["spte"].values())
 
 
@@ -181,7 +187,8 @@ def test_abstract_state_reads_the_real_structures():
     st = abstract_state(vmm, gvas=[0x400000, 0x401000, 0x600000])
     mfn = vm.p2m[10]
     # The spte for 0x400000 maps the page p2m gives gfn 10, writable (the guest entry is dirty now).
-    assert st["spte"][(vm.id, PML4, 0x400000)] == (mfn, True, True, False)
+    # (keyed by the role the vCPU runs in: CR0.WP and EFER.NXE set, as at reset)
+    assert st["spte"][(vm.id, PML4, "wp+nxe", 0x400000)] == (mfn, True, True, False)
     assert st["rmap"][mfn] and st["pool"][mfn] == f"active:{vm.id}"
     assert st["descriptor"][mfn] == ("mapped", 1, vm.id)
     assert st["gmap"][(vm.id, PML4, 0x400000)] == (10, True, True, False, True, True)
@@ -190,7 +197,7 @@ def test_abstract_state_reads_the_real_structures():
     # Corrupt the real shadow table behind the VMM's back: the abstraction must show it.
     sp_mfn, idx = next(iter(st["rmap"][mfn]))
     vmm.cpu.write64((sp_mfn << 12) + 8 * idx, 0)
-    assert (vm.id, PML4, 0x400000) not in abstract_state(vmm)["spte"]
+    assert (vm.id, PML4, "wp+nxe", 0x400000) not in abstract_state(vmm)["spte"]
 
 
 def test_dmm_remap_and_protect_propagate():
@@ -210,6 +217,87 @@ def test_dmm_remap_and_protect_propagate():
     (sp_mfn, idx), = vmm.mmu.rmap[new]
     assert vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW
     vmm.mapping.protect_gfn(vm, 10)
-    assert not vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW and vm.id in vmm.tlb.pending
+    assert not vmm.cpu.read64((sp_mfn << 12) + 8 * idx) & x86.RW and (vm.id, 0) in vmm.tlb.pending
     assert not vmm.access(vm, 0x400000, Access.READ).fault
     assert vmm.access(vm, 0x400000, Access.READ).value == 0x3333
+
+
+def test_each_vcpu_runs_its_own_root_and_keeps_its_own_tlb():
+    vmm, ideal = Vmm(64, 128, vcpus=2), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)  # vCPU 0 on PML4
+    vmm.load_cr3(vm, ROOT2, vcpu=1)
+    vmm.access(vm, 0x400000, Access.WRITE, value=5)
+    assert vmm.access(vm, 0x400000, Access.READ, vcpu=1).value == 5  # through ROOT2's shadow
+    assert {r for (_v, r, _p) in vmm.mmu.roots} == {PML4, ROOT2}
+    # vCPU 1's translation stays in its CPU's TLB: cleared behind the VMM's back, it still hits
+    for sp_mfn, idx in list(vmm.mmu.rmap[vm.p2m[10]]):
+        vmm.cpu.write64((sp_mfn << 12) + 8 * idx, 0)
+    assert vmm.access(vm, 0x400000, Access.READ, vcpu=1).hidden_faults == 0
+    # an owed flush is every vCPU's (a remote flush): paid, the next access faults to the VMM
+    vmm.tlb.owe(vm.id)
+    assert vmm.tlb.pending == {(vm.id, 0), (vm.id, 1)}
+    assert vmm.access(vm, 0x400000, Access.READ, vcpu=1).hidden_faults == 1
+    assert vmm.tlb.pending == {(vm.id, 0)}
+
+
+def test_a_mode_change_switches_the_vcpus_shadow_without_a_zap():
+    vmm, ideal = Vmm(64, 128, vcpus=2), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.load_cr3(vm, PML4, vcpu=1)
+    vmm.access(vm, 0x400000, Access.READ, vcpu=1)
+    vmm.events = []
+    vmm.set_controls(vm, vcpu=1, wp=False)
+    assert vmm.events == [("set_mode", {"v": vm.id, "c": 1, "o": "nxe"})]
+    assert vmm.tlb.pending == {(vm.id, 1)}  # only the vCPU that switched owes a flush
+    vmm.access(vm, 0x400000, Access.READ, vcpu=1)
+    names = {(p.name, r) for (_v, r, p) in vmm.mmu.roots}
+    assert names == {("wp+nxe", PML4), ("nxe", PML4)}  # the old role's shadow stays cached
+    spte = abstract_state(vmm, gvas=[0x400000])["spte"]
+    assert {o for (_v, _r, o, _x) in spte} == {"wp+nxe", "nxe"}
+    assert ("tlb_flush", {"v": vm.id, "c": 1}) in vmm.events
+
+
+def test_an_unsync_leaf_table_is_written_without_a_trap_and_resynced_at_invlpg():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    assert vmm.access(vm, 0x400000, Access.READ).hidden_faults == 1  # gfn 10
+    vmm.events = []
+    r = vmm.access(vm, 0x600000, Access.WRITE, value=(12 << 12) | UP | x86.A)  # PT0[0] := gfn 12
+    assert not r.emulated and ("unsync_gpt", {"v": vm.id, "g": PT0}) in vmm.events
+    assert (vm.id, PT0) in vmm.mmu.unsync and not vmm.mmu.write_protected(vm, PT0)
+    r = vmm.access(vm, 0x600000 + 8, Access.WRITE, value=(13 << 12) | UP | x86.A)  # no trap now
+    assert not r.emulated and r.hidden_faults == 0
+    # the spte of 0x400000 is stale: it still maps gfn 10's page until the guest's invlpg
+    spte = abstract_state(vmm, gvas=[0x400000])["spte"][(vm.id, PML4, "wp+nxe", 0x400000)]
+    assert spte[0] == vm.p2m[10]
+    vmm.events = []
+    vmm.invlpg(vm, 0x400000)
+    assert [n for n, _ in vmm.events][:1] == ["zap_spte"]
+    assert vmm.access(vm, 0x400000, Access.READ).value == int.from_bytes(vmm.gpa_read(vm, 12 << 12, 8), "little")
+
+
+def test_a_resync_keeps_the_sptes_that_agree_and_a_cr3_load_resyncs_its_root():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x401000, Access.READ)  # PT0[1] -> gfn 11, A set by the walk
+    gpte = int.from_bytes(vmm.gpa_read(vm, (PT0 << 12) + 8, 8), "little")
+    vmm.access(vm, 0x600000 + 8, Access.WRITE, value=gpte)  # unsyncs PT0, rewrites the same gpte
+    vmm.access(vm, 0x600000 + 16, Access.WRITE, value=0)  # PT0[2] cleared (no spte there)
+    vmm.events = []
+    vmm.load_cr3(vm, PML4)
+    assert ("sync_spte", {"v": vm.id, "r": PML4, "o": "wp+nxe", "x": 0x401000}) in vmm.events
+    assert not [e for e in vmm.events if e[0] == "zap_spte" and e[1]["x"] == 0x401000]
+
+
+def test_a_table_shadowed_as_an_upper_level_is_write_protected_again():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x400000, Access.READ)
+    vmm.access(vm, 0x600000, Access.WRITE, value=(10 << 12) | UP | x86.A)  # unsyncs PT0
+    assert (vm.id, PT0) in vmm.mmu.unsync
+    vmm.gpa_write(vm, 10 << 12, ((11 << 12) | UP).to_bytes(8, "little"))  # gfn 10 read as a PT below
+    vmm.gpa_write(vm, (PDPT << 12) + 8 * 1, ((PT0 << 12) | UP).to_bytes(8, "little"))  # 0x40000000: PT0 as a PD
+    vmm.events = []
+    assert not vmm.access(vm, 0x40000000, Access.READ).fault  # PT0 shadowed at level 2 too
+    assert (vm.id, PT0) not in vmm.mmu.unsync and vmm.mmu.write_protected(vm, PT0)
+    assert ("protect_gpt", {"v": vm.id, "g": PT0}) in vmm.events
