@@ -25,8 +25,8 @@ def test_at_least_twenty_named_described_mutants_cover_every_mechanism():
 
 def test_mutants_are_off_by_default_and_switch_on_per_adapter():
     plain, bugged = BundledVmm(), BundledVmm()
-    plain.reset(Config())
-    bugged.reset(Config(mutant="nx_ignored"))
+    plain.reset(Config(vcpus=1))
+    bugged.reset(Config(mutant="nx_ignored", vcpus=1))
     assert "leaf_rights" not in vars(plain.vmm.mmu)  # the class's own method: nothing patched, nothing paid
     assert "leaf_rights" in vars(bugged.vmm.mmu)
     with pytest.raises(ValueError, match="unknown mutant"):
@@ -36,7 +36,9 @@ def test_mutants_are_off_by_default_and_switch_on_per_adapter():
 @pytest.mark.parametrize("name, oracle", [
     ("rmap_insert_forgotten", "invariant"), ("alloc_vmm_pool_first", "refinement|invariant"),
     ("reserved_bits_ignored", "observation"), ("swap_in_not_read", "observation"),
-    ("cow_refcount_kept", "invariant"), ("flush_forgotten", "refinement")])
+    # flush_forgotten: its state shows no flush owed (refinement), while the TLB the events filled
+    # still holds the entry (tlb_coherent, judged on that ghost)
+    ("cow_refcount_kept", "invariant"), ("flush_forgotten", "refinement|invariant")])
 def test_a_quick_subset_is_killed_by_its_oracle(name, oracle):
     r = run_one(name, seconds=30)
     assert r.killed and r.oracle in oracle.split("|"), r
@@ -122,7 +124,7 @@ def test_every_history_mutant_applies_to_a_fresh_vmm_and_replaces_something():
     names = [n for n, m in MUTANTS.items() if m.apply.__module__ == mutants_history.__name__]
     assert len(names) >= 22
     plain, bugged = BundledVmm(), BundledVmm()
-    plain.reset(Config())
+    plain.reset(Config(vcpus=1))
 
     def parts(adapter):
         v = adapter.vmm
@@ -136,7 +138,7 @@ def test_every_history_mutant_applies_to_a_fresh_vmm_and_replaces_something():
         m = MUTANTS[name]
         assert m.description and m.catches and name.islower() and "imitates" in m.description, name
         assert "://" not in m.description, name
-        bugged.reset(Config(mutant=name))
+        bugged.reset(Config(mutant=name, vcpus=1))
         before, after = parts(plain), parts(bugged)
         changed = [f"{part}.{k}" for part, obj in after.items() for k, val in vars(obj).items()
                    if callable(val) and not isinstance(val, type)
