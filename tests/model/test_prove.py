@@ -51,36 +51,40 @@ def test_bundled_spec_proves_completely(tmp_path):
 
 # One realistic VMM bug per invariant: (invariant it breaks, action, text removed or changed, new text).
 MUTATIONS = [
-    ("rmap_consistent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
-     "  insert flush_pending(v)\n}"),
-    ("no_stale_spte", "guest_map", "  g_wrote(v, r, x) := d\n  spte(v, r, x) := none\n", "  g_wrote(v, r, x) := d\n"),
-    ("spte_rights", "shadow_fill", "  s_user(v, r, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)",
-     "  s_user(v, r, x) := true"),
+    ("rmap_consistent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, o, x)\n  remove s_stale(v, r, o, x)\n",
+     "  remove s_stale(v, r, o, x)\n"),
+    ("no_stale_spte", "guest_map", "  g_wrote(v, r, x) := d\n  forall o: role. spte(v, r, o, x) := none\n",
+     "  g_wrote(v, r, x) := d\n"),
+    ("spte_rights", "shadow_fill", "  s_user(v, r, o, x) := g_user(v, r, x) and (g_write(v, r, x) or not w)",
+     "  s_user(v, r, o, x) := true"),
     ("ad_emulated", "shadow_fill", "p2m(v, g) = m and g_accessed(v, r, x)", "p2m(v, g) = m"),
     ("pool_conservation", "pool_grow", "  remove vmm_pool(m)\n  insert idle(v, m)", "  insert idle(v, m)"),
     ("descriptor_status", "pool_shrink", "  owner(m) := none\n  status(m) := free", "  owner(m) := none"),
     ("isolation", "share_merge", "  refcount(m1) := refcount(m1) + 1\n  status(m1) := shared",
      "  refcount(m1) := refcount(m1) + 1"),
-    ("cow_readonly", "share_merge", "  forall w: vm, r: root, x: gva. if rmap(m1, w, r, x) {\n    remove s_write(w, r, x)\n  }\n", ""),
+    ("cow_readonly", "share_merge",
+     "  forall w: vm, r: root, o: role, x: gva. if rmap(m1, w, r, o, x) {\n    remove s_write(w, r, o, x)\n  }\n", ""),
     ("guest_pt_protected", "protect_gpt",
-     "  forall r: root, x: gva. if exists m: mfn. p2m(v, g) = m and rmap(m, v, r, x) {\n    remove s_write(v, r, x)\n  }\n", ""),
+     ("  forall r: root, o: role, x: gva. if exists m: mfn. p2m(v, g) = m and rmap(m, v, r, o, x) {\n"
+      "    remove s_write(v, r, o, x)\n  }\n"), ""),
     ("swap_exclusive", "swap_out", "not gpt_page(v, g) and not slot_used(s)", "not gpt_page(v, g)"),
     ("refcount_exact", "balloon_inflate", "  refcount(m) := refcount(m) - 1\n  if refcount(m) = 1 {\n    status(m) := free",
      "  if refcount(m) = 1 {\n    status(m) := free"),
     ("ballooned_unmapped", "balloon_inflate_swapped", "  insert ballooned(v, g)\n  swap_slot(v, g) := none",
      "  insert ballooned(v, g)"),
-    ("tlb_coherent", "zap_spte", "  forall m: mfn. remove rmap(m, v, r, x)\n  insert flush_pending(v)\n}",
-     "  forall m: mfn. remove rmap(m, v, r, x)\n}"),
+    ("tlb_coherent", "zap_spte", "  remove s_stale(v, r, o, x)\n  forall c: vcpu. insert flush_pending(v, c)\n}",
+     "  remove s_stale(v, r, o, x)\n}"),
     ("dead_vm_empty", "vm_destroy", "  requires forall m: mfn. not in_pool(v, m)\n", ""),
     # an access served while a TLB flush is owed
-    ("access_sound", "tlb_hit", "u: bool) {\n  requires runnable(v, r)\n  requires tlb(v, x) != none",
-     "u: bool) {\n  requires live(v) and cur_root(v) = r\n  requires tlb(v, x) != none"),
+    ("access_sound", "tlb_hit", "u: bool) {\n  requires runnable(v, c, r, o)\n  requires tlb(v, c, x) != none",
+     "u: bool) {\n  requires live(v) and cur_root(v, c) = r and mode(v, c) = o\n  requires tlb(v, c, x) != none"),
     # the guest's D bit set on a read
     ("ad_justified", "guest_walk", "  insert g_used(v, r, x)\n  if a = write {\n    insert g_dirty(v, r, x)\n",
      "  insert g_used(v, r, x)\n  insert g_dirty(v, r, x)\n  if a = write {\n"),
     # swap-out frees the page while the TLB still maps it (the first shootdown is swap_out's)
     ("tlb_isolated", "swap_out",
-     "  forall x: gva. if tlb_gfn(v, x) = g {\n    tlb(v, x) := none\n    remove tlb_write(v, x)\n    tlb_gfn(v, x) := none\n  }\n", ""),
+     ("  forall c: vcpu, x: gva. if tlb_gfn(v, c, x) = g {\n    tlb(v, c, x) := none\n    remove tlb_write(v, c, x)\n"
+      "    tlb_gfn(v, c, x) := none\n  }\n"), ""),
     # a shadowed guest table swapped out
     ("gpt_resident", "swap_out", "requires p2m(v, g) = m and not gpt_page(v, g) and not slot_used(s)",
      "requires p2m(v, g) = m and not slot_used(s)"),
@@ -89,7 +93,8 @@ MUTATIONS = [
      "  requires status(m) = shared and owner(m) = v implies refcount(m) = 1 or (exists h: gfn. h != g and p2m(v, h) = m)\n", ""),
     # a fill through a walk that read a table nobody shadows (so a guest edit of it would not trap)
     ("walk_protected", "shadow_fill",
-     "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t)\n", ""),
+     "  requires forall t: gfn. g_table(v, r, x, t) implies write_protected(v, t) or gpt_page(v, t) and not g_upper(v, r, x, t)\n",
+     ""),
     ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
     ("within_quota", "pool_grow", "  requires pool_size(v) < quota\n", ""),
 ]
@@ -237,8 +242,8 @@ def test_cache_reproves_at_once_and_invalidates_per_action(tmp_path):
     assert [r.status for r, f in zip(again, first) if f.status != "unknown"] == \
         [f.status for f in first if f.status != "unknown"]
     # Change one action: only its obligations are re-proved.
-    text = BUNDLED.replace("action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none",
-                           "action tlb_evict(v: vm, x: gva) {\n  requires tlb(v, x) != none and live(v)")
+    text = BUNDLED.replace("action tlb_evict(v: vm, c: vcpu, x: gva) {\n  requires tlb(v, c, x) != none",
+                           "action tlb_evict(v: vm, c: vcpu, x: gva) {\n  requires tlb(v, c, x) != none and live(v)")
     changed = prove(tmp_path, text, cache=True, only="inductive/")
     fresh = {r.action for r in changed if not r.cached}
     assert fresh == {"tlb_evict"}
