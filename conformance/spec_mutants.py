@@ -317,7 +317,7 @@ SPEC_MUTANTS = [
        "demand paging takes a VMM-pool page though the VM's idle pool has one",
        "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)\n  requires allocatable(v, m)\n",
        "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)\n"
-       "  requires idle(v, m) or vmm_pool(m) and held() < budget\n"),
+       "  requires idle(v, m) or vmm_pool(m) and held() < budget and pool_size(v) < quota\n"),
     _m("demand_page_into_balloon", "demand_page", "guard", "demand paging repopulates a ballooned gfn",
        "  requires p2m(v, g) = none and swap_slot(v, g) = none and not ballooned(v, g)\n",
        "  requires p2m(v, g) = none and swap_slot(v, g) = none\n"),
