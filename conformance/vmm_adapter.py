@@ -3,7 +3,8 @@
 The guest is played here, on the harness's layout convention (scope.guest_tables): root r (a gfn)
 is the PML4, then at consecutive gfns one PDPT per 512 GiB region, one PD per 1 GiB region and one
 PT per 2 MiB region the configuration's gvas touch. `guest_map` writes the leaf (and the upper
-entries it needs) as the guest's own stores, which the VMM traps when the table is shadowed.
+entries it needs) as the guest's own stores, which the VMM traps when the table is shadowed (with
+unsync on, a leaf table that only leaf sps shadow is unsynced by the first: no trap from then on).
 Page-table edits are reported as guest writes so the ideal machine makes them too.
 
 Each operation runs on the vCPU it names (c): the VMM runs every vCPU of a VM on a CPU of its own,
@@ -171,7 +172,7 @@ class BundledVmm:
             if lvl == level or not current & x86.P:
                 if current != value:
                     data = value.to_bytes(8, "little")
-                    self.vmm.gpa_write(vm, gpa, data)  # type: ignore[union-attr]
+                    self.vmm.guest_store(vm, gpa, data)  # type: ignore[union-attr]
                     obs.guest_writes.append((vm.id, gpa, data))
             if lvl == level:
                 return

@@ -280,6 +280,15 @@ class Vmm:
         if not walker:
             self.log.emit("guest_write", v=vm.id, gpa=start)
 
+    def guest_store(self, vm: Vm, gpa: int, data: bytes) -> None:
+        """A store of the guest's own to its memory (a page-table edit) that the VMM sees: one to a
+        shadowed leaf table traps once and unsyncs it (with unsync on, as a store through the MMU
+        does), any other store to a shadowed table is emulated and propagated."""
+        gfn = gpa >> x86.PAGE_SHIFT
+        if self.mmu.is_gpt(vm, gfn):
+            self.mmu.try_unsync(vm, gfn)
+        self.gpa_write(vm, gpa, data)
+
     def read64(self, vm: Vm, gpa: int) -> int:
         return int.from_bytes(self.gpa_read(vm, gpa, 8), "little")
 
@@ -409,6 +418,12 @@ class Vmm:
             self.stats["guest_faults"] += 1
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, w.error_code, gva, gp=w.gp)
+        if self.mmu.unsync:
+            # The real MMU may have refused a stale spte the guest's gpte now allows (SMEP on a page
+            # that was the user's): resynced first, the fault is the walk's to explain.
+            root = self.mmu.cached_root(vm)
+            if root is not None:
+                self.mmu.sync_gva(vm, root, gva)
         self._emit_access("guest_walk", vm, gva, acc, user)
         gfn = w.paddr >> x86.PAGE_SHIFT
         try:

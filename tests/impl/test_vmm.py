@@ -301,3 +301,31 @@ def test_a_table_shadowed_as_an_upper_level_is_write_protected_again():
     assert not vmm.access(vm, 0x40000000, Access.READ).fault  # PT0 shadowed at level 2 too
     assert (vm.id, PT0) not in vmm.mmu.unsync and vmm.mmu.write_protected(vm, PT0)
     assert ("protect_gpt", {"v": vm.id, "g": PT0}) in vmm.events
+
+
+def test_a_guest_store_unsyncs_a_leaf_table_and_traps_on_an_upper_one():
+    for unsync in (False, True):
+        vmm, ideal = Vmm(64, 128, unsync=unsync), Ideal(NR_GFNS)
+        vm, _ = setup(vmm, ideal)
+        vmm.access(vm, 0x400000, Access.READ)
+        vmm.events = []
+        vmm.guest_store(vm, PT0 << 12, ((12 << 12) | UP | x86.A).to_bytes(8, "little"))
+        names = [n for n, _ in vmm.events]
+        # unsync: the spte of 0x400000 stays (stale); sync: the store traps and zaps it
+        assert names == (["unsync_gpt", "guest_write"] if unsync else ["zap_spte", "flush_request", "guest_write"])
+        vmm.events = []
+        vmm.guest_store(vm, (PD << 12) + 8 * 2, ((PT1 << 12) | UP).to_bytes(8, "little"))  # an upper table
+        assert "unsync_gpt" not in [n for n, _ in vmm.events] and vmm.mmu.write_protected(vm, PD)
+
+
+def test_a_stale_spte_the_mmu_refused_is_resynced_before_the_walk_is_reported():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.set_controls(vm, smep=True)
+    vmm.access(vm, 0x400000, Access.READ, user=True)  # a user spte for PT0[0]
+    vmm.guest_store(vm, PT0 << 12, ((10 << 12) | x86.P | x86.RW | x86.A).to_bytes(8, "little"))  # now supervisor
+    vmm.events = []
+    assert not vmm.access(vm, 0x400000, Access.FETCH).fault  # SMEP refused the stale user spte
+    names = [n for n, _ in vmm.events]
+    # the guest's walk allows what the stale spte did not: the spte goes before the walk is reported
+    assert names.index("zap_spte") < names.index("guest_walk") < names.index("shadow_fill")
