@@ -88,7 +88,9 @@ def test_full_readback_catches_the_silent_change_at_its_step():
         r.step(o)
     with pytest.raises(Failure) as e:
         r.step(HIT)
-    assert e.value.kind == "refinement" and e.value.facts["step"] == len(SETUP) - 1
+    # (the state its events do not explain; its TLB still holding the dropped translation with no
+    # flush owed breaks tlb_coherent, judged on the ghost the events made)
+    assert e.value.kind in ("refinement", "invariant") and e.value.facts["step"] == len(SETUP) - 1
 
 
 def test_the_guard_catches_the_silent_change_within_its_steps():
@@ -98,7 +100,7 @@ def test_the_guard_catches_the_silent_change_within_its_steps():
     with pytest.raises(Failure) as e:
         for _ in range(READBACK_GUARD):
             r.step(HIT)
-    assert e.value.kind == "refinement"
+    assert e.value.kind in ("refinement", "invariant")
     assert len(SETUP) - 1 <= e.value.facts["step"] < len(SETUP) - 1 + READBACK_GUARD
 
 
