@@ -12,8 +12,9 @@ from dmmcheck.model.runner import ProveOptions, exit_status, run
 from dmmcheck.spec import bundled_path
 
 # zap_spte forgets to drop the rmap entry of the spte it zaps: rmap_consistent breaks, reachably.
-ZAP = "  insert flush_pending(v)\n}\n\n# ---------------------------------------------------------------- TLB"
-FORGOTTEN_RMAP = ("  forall m: mfn. remove rmap(m, v, r, x)\n" + ZAP, ZAP)
+ZAP = ("  remove s_stale(v, r, o, x)\n  forall c: vcpu. insert flush_pending(v, c)\n}\n\n"
+       "# ---------------------------------------------------------------- TLB")
+FORGOTTEN_RMAP = ("  forall m: mfn. remove rmap(m, v, r, o, x)\n" + ZAP, ZAP)
 
 # `safe` is true in every reachable state (oops needs first without second, but first is only ever
 # set after second), yet not inductive on its own: the auxiliary invariant `first implies second`
@@ -58,7 +59,9 @@ def _mutant() -> str:
 
 
 def test_a_reachable_counterexample_to_induction_comes_with_a_trace(tmp_path):
-    (r,) = _prove(tmp_path, _mutant(), only="inductive/zap_spte/rmap_consistent")
+    # the search stops when it reaches the CTI; the generous budget keeps a loaded machine from making it
+    # "not reached" (five steps at the default bound: about 100,000 states)
+    (r,) = _prove(tmp_path, _mutant(), only="inductive/zap_spte/rmap_consistent", reach=180.0)
     assert r.status == "violated"
     reach = r.reachability
     assert reach["verdict"] == "reachable", reach["text"]
@@ -66,7 +69,7 @@ def test_a_reachable_counterexample_to_induction_comes_with_a_trace(tmp_path):
     # create, map, allocate, fill, zap: the shortest execution to the CTI, ending with its action
     assert actions == ["vm_create", "guest_map", "demand_page", "shadow_fill", "zap_spte"]
     assert reach["text"].startswith("reachable: a trace of 5 steps from init reaches it")
-    assert "rmap(m, v, r, x) iff spte(v, r, x) = m" in reach["blame"]
+    assert "rmap(m, v, r, o, x) iff spte(v, r, o, x) = m" in reach["blame"]
     # the page the blame names is the one the trace filled the spte with
     assert f"m={reach['trace'][3]['args']['m']}," in reach["blame"]
     assert exit_status([r]) == 1  # a reachable violation, no longer only "not inductive"
@@ -117,7 +120,7 @@ def test_the_cli_reports_it_in_text_and_json_and_writes_the_trace(tmp_path, caps
     assert main(args) == 1
     text = capsys.readouterr().out
     assert "reachable: a trace of 5 steps from init reaches it" in text
-    assert "5. zap_spte(v=vm0, r=root0, x=gva0)" in text
+    assert "5. zap_spte(v=vm0, r=root0, o=role0, x=gva0)" in text
     assert "counterexamples to induction: 1 reachable, 0 not reached, 0 unknown" in text
     # switched off: no search, and the verdict is the prover's alone
     assert main(args + ["--json", "--reach-seconds", "0"]) == 5
