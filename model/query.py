@@ -68,7 +68,10 @@ class NotEncodable(Exception):
 class Answer:
     verdict: Verdict
     core: frozenset[str] = frozenset()  # the tracked invariants in the unsat core
-    model: Any = None  # z3.ModelRef of a sat answer
+    # z3.ModelRef of a sat answer, in the solver's context: a query that reads it (a BMC trace, a
+    # vacuity witness) is solved in the context it was built in. Never translated into the prover's
+    # context: that changed how every query translated from there afterwards was solved.
+    model: Any = None
     depth: int = 0  # the level of a deepening query that was satisfied
     why: str = ""  # Z3's reason for an unknown
     seconds: float = 0.0  # how long the check that gave `why` took (the wall-clock backstop's sign)
@@ -152,9 +155,8 @@ def check(sv: z3.Solver, names: dict[str, str] | None = None) -> Answer:
     if r == "unsat":
         core = frozenset(names[str(c)] for c in sv.unsat_core() if str(c) in names) if names else frozenset()
         return Answer("unsat", core=core)
-    if r == "sat":  # the model read in the context its query was built in
-        home = z3.main_ctx()
-        return Answer("sat", model=sv.model() if sv.ctx is home else sv.model().translate(home))
+    if r == "sat":
+        return Answer("sat", model=sv.model())
     return Answer("unknown", why=sv.reason_unknown(), seconds=seconds)
 
 
