@@ -283,6 +283,8 @@ class Prover:
         goals = _prefix([Obligation("init", invariant=i.name) for i in self.spec.invariants], obs)
         with use_context(self.ctx):
             try:
+                # Finite: encoded in the solver's context too (no datatypes into the prover's);
+                # unbounded: encoded in the prover's context, solved in a new one.
                 with own_context() if self.finite_n is not None else nullcontext(z3.Context()) as ctx:
                     proved = {r.name: r for r in self._prove_inits(goals, ctx)}
             except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
