@@ -1,8 +1,10 @@
 """Each obligation kind as a `Query`: what to assert, in which order, and how to read the answer.
 
-The order of the assertions and of the encoding calls is part of the result: Z3's search (and so an
-unsat core, or which check a resource limit stops) follows it, and the unbounded encoding names its
-bound variables by a counter that only some builders reset. Keep both when editing a builder.
+The order of the assertions and the names of the bound variables are part of the result: Z3's search
+(and so an unsat core, or which check a resource limit stops) follows them. A builder that uses the
+shared unbounded encoding resets its bound-variable counter first, so that its query is the same
+whatever was built before it; a finite encoding is made anew for each query, in a context of its own
+(prove.py). Keep both when editing a builder.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ class Builders:
         self.mode: dict[str, int] | None = None if finite is None else self.bound
         self.counts = Counts()
         self.unbounded = Encoding(spec, None, count_hook=self.counts.hook) if finite is None else None
-        self._vacuity: tuple[Encoding, Vocab, list[z3.BoolRef]] | None = None
         if self.unbounded is not None:
             self._encode_shared(self.unbounded)
 
     def _encode_shared(self, enc: Encoding) -> None:
+        # Every datatype the unbounded encoding may use, declared now: translating a term into a
+        # solver's context copies every datatype of the context it was built in (query.py), so a
+        # datatype declared when some goal first needs it would change the queries after it.
+        for base in (*self.spec.sorts, *self.spec.enums, A.BOOL, A.INT):
+            enc.option(base)
         # Register every count term up front, so each obligation's count axioms (and its cache
         # key) do not depend on which obligations ran before it in this process.
         probe = enc.vocab("probe")
@@ -61,6 +67,7 @@ class Builders:
     def encoding(self, finite: dict[str, int] | None) -> Encoding:
         if finite is None:
             assert self.unbounded is not None
+            self.unbounded.reset_fresh(3_000_000)  # beyond the shared parts' names (see the module docstring)
             return self.unbounded
         return Encoding(self.spec, finite)
 
@@ -139,12 +146,11 @@ class Builders:
 
     # ---------------------------------------------------------------- vacuity
     def vacuity_state(self) -> tuple[Encoding, Vocab, list[z3.BoolRef]]:
-        """One finite encoding per prover for the vacuity checks, with the invariants encoded once."""
-        if self._vacuity is None:
-            enc = Encoding(self.spec, self.bound)
-            st = enc.vocab("0")
-            self._vacuity = (enc, st, [enc.invariant(i.name, st) for i in self.spec.invariants])
-        return self._vacuity
+        """The finite encoding of the vacuity checks, with the invariants encoded (made anew in each
+        context: the caller's, of its own)."""
+        enc = Encoding(self.spec, self.bound)
+        st = enc.vocab("0")
+        return enc, st, [enc.invariant(i.name, st) for i in self.spec.invariants]
 
     def vacuity(self, ob: Obligation) -> Query:
         enc, st, invariants = self.vacuity_state()

@@ -15,7 +15,7 @@ from .cex import failing_conjunct, invariant_named, minimise_facts, prefer_first
 from .evaluate import blame, evaluate
 from .obligation import Obligation
 from .state import State, Universe
-from .z3enc import Encoding, Env, Vocab
+from .z3enc import Encoding, Env, Vocab, own_context
 
 MAX_CTI_SIZE = 4
 
@@ -34,7 +34,12 @@ class Counterexamples:
 
     def finite_cti(self, ob: Obligation, max_size: int = MAX_CTI_SIZE) -> dict[str, Any] | None:
         """The smallest uniform size with a counterexample, then each sort shrunk in turn and the
-        facts minimised (cex.py), so the counterexample shows only what the failure needs."""
+        facts minimised (cex.py), so the counterexample shows only what the failure needs. Searched
+        in a Z3 context of its own, so the counterexample depends on the obligation only."""
+        with own_context():
+            return self._finite_cti(ob, max_size)
+
+    def _finite_cti(self, ob: Obligation, max_size: int) -> dict[str, Any] | None:
         for n in range(1, max_size + 1):
             sizes = {s: n for s in self.spec.sorts}
             if self._cti_solver(ob, sizes)[0].check() != z3.sat:

@@ -14,16 +14,21 @@ their proof used (the unsat core). A violated inductive obligation is a countere
 shown as the smallest finite pre- and post-state found, with blame.
 
 The pipeline: an obligation's kind picks its builder (builders.py), which makes a `Query`; `solve`
-(query.py) answers it on a solver made here; `read` makes the answer a `Result`. An unbounded
-inductive goal climbs a ladder of attempts (LADDER below) after its action's shared solvers; the
-init obligations and the vacuity checks share one incremental solver each. The result cache is the
-runner's (runner.py), not the prover's.
+(query.py) answers it on a solver made here, in a Z3 context of its own; `read` makes the answer a
+`Result`. An unbounded inductive goal climbs a ladder of attempts (QUICK_PASS on its action's shared
+solvers, then LADDER alone); the init obligations and the vacuity checks share one incremental
+solver each. An obligation's answer (verdict, core, counterexample) depends on the obligation only
+(with the spec it is in), never on what the process proved before it or beside it: each solver is
+in a fresh context (query.py says why the context matters), and a shared solver always sees the same
+goals in the same order. `dmm prove --json` and the result cache rely on it. The result cache is
+the runner's (runner.py), not the prover's.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -40,9 +45,9 @@ from .counterexample import read_value as _read_value
 from .counting import Unsupported
 from .limits import BACKSTOP, COUNTS_RLIMIT, INCREMENTAL_QUICK_RLIMIT, QUICK_RLIMIT, RLIMIT
 from .obligation import Obligation, Result, list_obligations, result
-from .query import (Answer, NotEncodable, Query, Reading, Verdict, assert_all, assert_parts, check, check_goal, read, solve,
-                    why_unknown)
-from .z3enc import Encoding
+from .query import (Answer, NotEncodable, Query, Reading, Verdict, assert_all, assert_parts, check, check_goal,
+                    own_solver, read, solve, why_unknown)
+from .z3enc import Encoding, own_context, use_context
 
 __all__ = ["ENCODING_VERSION", "MAX_CTI_SIZE", "SEED", "Cache", "Obligation", "Prover", "Result", "_checksum",
            "_read_state", "_read_value"]
@@ -73,9 +78,10 @@ class ByClause:
     PER_CLAUSE: smaller queries, and unsat for each clause is unsat for the whole."""
 
 
-# What an action's inductive goals try on its shared incremental solvers (check_action) ...
-SHARED = (Rung(False, INCREMENTAL_QUICK_RLIMIT), Rung(True, COUNTS_RLIMIT))
-# ... and what a goal they leave open climbs on solvers of its own.
+# What every inductive goal tries first, on its action's shared solvers (check_action): cheap, and
+# enough for most ...
+QUICK_PASS = (Rung(False, INCREMENTAL_QUICK_RLIMIT), Rung(True, COUNTS_RLIMIT))
+# ... and what a goal it leaves open climbs.
 LADDER: tuple[Rung | SmallCounterexample | ByClause, ...] = (
     Rung(False, QUICK_RLIMIT),  # most goals need no count axioms
     SmallCounterexample(2),
@@ -103,7 +109,13 @@ class Prover:
         self.seed = seed
         self.finite_n = finite
         self.cex = Counterexamples(spec, lambda: self.solver())
-        self.build = Builders(spec, finite, self.cex)
+        # The prover's own context: the unbounded encoding lives there, and what is built there is
+        # translated into each solver's context, which gets a copy of its datatypes too (query.py);
+        # the only ones are those the encoding declares here. Finite queries have contexts of
+        # their own (_in_own_context).
+        self.ctx = z3.Context()
+        with use_context(self.ctx):
+            self.build = Builders(spec, finite, self.cex)
         self.bound = self.build.bound
         # Each kind's query; an unbounded inductive goal climbs LADDER instead (check).
         self.queries: dict[str, Callable[[Obligation], Query]] = {
@@ -126,17 +138,22 @@ class Prover:
     fingerprint_of = staticmethod(fingerprint_of)
 
     # ---------------------------------------------------------------- solving
+    def params(self, rlimit: int | None = None) -> dict[str, Any]:
+        """A solver's settings, its budget capped at rlimit (None: --rlimit)."""
+        return {"timeout": self.timeout_ms, "rlimit": min(self.rlimit, rlimit or self.rlimit),
+                "random_seed": self.seed, "unsat_core": True}
+
     def solver(self) -> z3.Solver:
+        """A solver in the main context, for a search that encodes its own formulas there (the
+        counterexamples, under own_context)."""
         sv = z3.Solver()
-        sv.set(timeout=self.timeout_ms, rlimit=self.rlimit, random_seed=self.seed, unsat_core=True)
+        sv.set(**self.params())
         return sv
 
-    def _solve(self, query: Query, rlimit: int | None = None) -> Answer:
-        """The query on a solver of its own, its budget capped at rlimit (None: --rlimit)."""
-        sv = self.solver()
-        if rlimit is not None:
-            sv.set(rlimit=min(self.rlimit, rlimit))
-        return solve(query, sv)
+    def _solve(self, query: Query, rlimit: int | None = None, ctx: z3.Context | None = None) -> Answer:
+        """The query on a solver of its own, in ctx (made for this query) or in a context of its own,
+        its budget capped at rlimit."""
+        return solve(query, own_solver(self.params(rlimit), ctx))
 
     def _read(self, ob: Obligation, reading: Reading, answer: Answer) -> Result:
         return read(ob, reading, answer, self.why_unknown)
@@ -148,28 +165,48 @@ class Prover:
     # ---------------------------------------------------------------- one obligation
     def check(self, ob: Obligation) -> Result:
         """One obligation, never raising: an internal failure is reported as unknown, with why."""
+        # Its answer is the one it gets amid the other goals of its shared solver.
+        if ob.kind == "inductive" and self.finite_n is None:
+            return self.check_action([ob])[0]
+        if ob.kind == "init":
+            return self.check_inits([ob])[0]
+        if ob.kind == "vacuity":
+            return self.check_vacuity([ob])[0]
+        with use_context(self.ctx):
+            return self._guarded(ob, self._check)
+
+    def _in_own_context(self, ob: Obligation) -> bool:
+        """Does ob's query use a finite encoding (built, solved and read in a context of its own)?"""
+        return self.finite_n is not None or ob.kind in ("vacuity", "bmc")
+
+    def _guarded(self, ob: Obligation, how: Callable[[Obligation], Result]) -> Result:
+        """how(ob), timed; an internal failure reported as unknown, with why."""
         start = time.perf_counter()
         try:
-            res = self._check(ob)
+            res = how(ob)
         except Exception as e:  # noqa: BLE001 - reported, not swallowed
             res = result(ob, "unknown", reason=f"internal error: {type(e).__name__}: {e}")
         return _timed(res, start)
 
     def _check(self, ob: Obligation) -> Result:
-        if ob.kind == "inductive" and self.build.unbounded is not None:
-            return self._climb(ob)
+        if self._in_own_context(ob):
+            with own_context() as ctx:
+                return self._check_here(ob, ctx)
+        return self._check_here(ob)
+
+    def _check_here(self, ob: Obligation, ctx: z3.Context | None = None) -> Result:
         try:
             query = self.queries[ob.kind](ob)
         except Exception as e:  # an encoding limit is an unknown, never a crash of the whole run
             return _not_encodable(ob, e)
         try:
-            answer = self._solve(query)
+            answer = self._solve(query, ctx=ctx)
         except NotEncodable as e:  # the same, from a part built as it is asserted
             return _not_encodable(ob, e)
         return self._read(ob, query.reading, answer)
 
     def _climb(self, ob: Obligation) -> Result:
-        """An unbounded inductive goal up LADDER, until a rung settles it."""
+        """An unbounded inductive goal that QUICK_PASS left open up LADDER, until a rung settles it."""
         try:
             goal = self.build.inductive_goal(ob)
         except Unsupported as e:
@@ -219,7 +256,9 @@ class Prover:
         answer = Answer("unsat")
         for k in range(1, n + 1):
             try:  # as in _check
-                answer = self._solve(self.build.inductive_finite(ob, {s: k for s in self.spec.sorts}, reading))
+                with own_context() as ctx:  # a model found here is only printed (Counterexamples.cti)
+                    answer = self._solve(self.build.inductive_finite(ob, {s: k for s in self.spec.sorts}, reading),
+                                         ctx=ctx)
             except Exception as e:  # noqa: BLE001 - building this size's encoding, or NotEncodable
                 return _not_encodable(ob, e)
             if answer.verdict == "unknown":
@@ -231,44 +270,71 @@ class Prover:
             answer = Answer("unsat", core=frozenset(core))
         return self._read(ob, reading, answer)
 
-    # ---------------------------------------------------------------- shared incremental solvers
+    # ---------------------------------------------------------------- the runner's groups
     def check_inits(self, obs: list[Obligation]) -> list[Result]:
-        """The init obligations on one incremental solver, as mypyvy checks them: the axioms, init and
-        its count axioms asserted once, each goal pushed, checked and popped (a fresh solver per goal
-        cost 7-19 ms on mypyvy's examples, most of it building the solver). A goal not proved there
-        takes the full path of check(), on a solver of its own, so a violation or an unknown is
-        reported as before."""
-        return self._shared_then_alone(obs, self._prove_inits)
+        """The init obligations (never raising) on one incremental solver, as mypyvy checks them: the
+        axioms, init and its count axioms asserted once, each goal pushed, checked and popped (a
+        fresh solver per goal cost 7-19 ms on mypyvy's examples, most of it building the solver). As
+        in check_action, the goals go through it in the spec's order up to the last one asked for. A
+        goal not proved there takes the full path alone, so a violation or an unknown is reported as
+        before."""
+        if not obs:
+            return []
+        goals = _prefix([Obligation("init", invariant=i.name) for i in self.spec.invariants], obs)
+        with use_context(self.ctx):
+            try:
+                # Finite: encoded in the solver's context too (no datatypes into the prover's);
+                # unbounded: encoded in the prover's context, solved in a new one.
+                with own_context() if self.finite_n is not None else nullcontext(z3.Context()) as ctx:
+                    proved = {r.name: r for r in self._prove_inits(goals, ctx)}
+            except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
+                proved = {}
+            return [proved.get(ob.name) or self._guarded(ob, self._check) for ob in obs]
 
-    def check_vacuity(self, obs: list[Obligation]) -> list[Result]:
-        """The vacuity checks on one incremental solver over the shared finite encoding: the axioms
-        asserted once; init pushed and popped; then the invariants, whose model is the first witness
-        tried for each action (its guard evaluated at every argument, no solver call), and only an
-        action not enabled there gets a check of its own, its guard pushed and popped. (A fresh solver
-        per check took 5.2 s on the bundled spec; this, 1.1 s.) A check not satisfied there takes the
-        full path of check(), so a dead action or an unknown is reported as before."""
-        return self._shared_then_alone(obs, self._witness_vacuity)
+    def _prove_inits(self, obs: list[Obligation], ctx: z3.Context) -> list[Result]:
+        """The init obligations proved on one solver in ctx (the rest are left to the full path)."""
+        enc, st, shared = self.build.init_state()
+        sv = own_solver(self.params(), ctx)
+        assert_parts(sv, shared, {})
+        out = []
+        for ob in obs:
+            start = time.perf_counter()
+            answer = check_goal(sv, lambda: z3.Not(enc.invariant(ob.invariant, st)))  # type: ignore[arg-type]  # this obligation kind names its invariant
+            if answer.verdict == "unsat":
+                out.append(_timed(result(ob, "proved", bound=self.build.mode), start))
+            if answer.verdict == "unknown":
+                return out  # a solver stopped by its limit is not reused (_on_shared_solver says why)
+        return out
 
     def check_action(self, obs: list[Obligation]) -> list[Result]:
-        """The inductive obligations of one action, on incremental solvers (one per rung of SHARED):
-        the action's guards and the pre-state invariants asserted once, each goal pushed, checked
-        and popped. What they leave open climbs LADDER in check()."""
+        """The inductive obligations of one action (never raising). Unbounded, its goals first go
+        through QUICK_PASS on incremental solvers, one per rung: the action's guards and the
+        invariants before asserted once, each goal pushed, checked and popped (a fresh solver per
+        goal took 2.3 times the CPU on the bundled spec). What they leave open climbs LADDER
+        alone. A goal's answer on a shared solver depends on the goals checked before it there, so
+        the action's goals go through QUICK_PASS in the spec's order from its first invariant to the
+        last one asked for, whichever were asked for: an obligation gets the same answer alone, amid
+        others, in any worker, and whatever the cache already held."""
         if self.finite_n is not None or not obs:
             return [self.check(ob) for ob in obs]
+        action: str = obs[0].action  # type: ignore[assignment]  # inductive obligations name their action
+        goals = _prefix([Obligation("inductive", action=action, invariant=i.name) for i in self.spec.invariants], obs)
         proved: dict[str, Result] = {}
-        pending = list(obs)
-        for rung in SHARED:
-            if pending:
-                pending = self._on_shared_solver(obs[0].action, pending, rung, proved)  # type: ignore[arg-type]  # inductive obligations name their action
-        return [proved.get(ob.name) or self.check(ob) for ob in obs]
+        with use_context(self.ctx):
+            try:
+                ctx = z3.Context()  # one for the action's shared solvers: they always run in this order
+                for rung in QUICK_PASS:
+                    goals = self._on_shared_solver(action, goals, rung, proved, ctx)
+            except Exception:  # noqa: BLE001 - each goal on its own (LADDER) says what it is
+                pass
+            return [proved.get(ob.name) or self._guarded(ob, self._climb) for ob in obs]
 
     def _on_shared_solver(self, action: str, obs: list[Obligation], rung: Rung,
-                          proved: dict[str, Result]) -> list[Obligation]:
-        """Each goal on the action's solver for this rung: the proved ones into `proved`; returns
-        the others."""
+                          proved: dict[str, Result], ctx: z3.Context) -> list[Obligation]:
+        """Each goal on the action's solver for this rung (in ctx): the proved ones into `proved`;
+        returns the others."""
         def fresh() -> tuple[z3.Solver, dict[str, str]]:
-            sv = self.solver()
-            sv.set(rlimit=min(self.rlimit, rung.rlimit or self.rlimit))
+            sv = own_solver(self.params(rung.rlimit), ctx)
             return sv, assert_all(sv, self.build.action_state(action, rung.counts))
         sv, names = fresh()
         left = []
@@ -291,37 +357,31 @@ class Prover:
             proved[ob.name] = _timed(result(ob, "proved", core=sorted(answer.core)), start)
         return left
 
-    def _shared_then_alone(self, obs: list[Obligation],
-                           shared: Callable[[list[Obligation]], list[Result]]) -> list[Result]:
-        """What `shared` settles on one solver, then each obligation left on the full path of check()."""
+    def check_vacuity(self, obs: list[Obligation]) -> list[Result]:
+        """The vacuity checks (never raising) on one incremental solver over the shared finite
+        encoding: the axioms asserted once; init pushed and popped; then the invariants, whose model
+        is the first witness tried for each action (its guard evaluated at every argument, no solver
+        call), and only an action not enabled there gets a check of its own, its guard pushed and
+        popped. (A fresh solver per check took 5.2 s on the bundled spec; this, 1.1 s.) As in
+        check_action, the checks go through it in their listed order up to the last one asked for.
+        A check not satisfied there takes the full path alone, so a dead action or an unknown is
+        reported as before."""
         if not obs:
             return []
-        try:
-            settled = {r.name: r for r in shared(obs)}
-        except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
-            settled = {}
-        return [settled.get(ob.name) or self.check(ob) for ob in obs]
+        goals = _prefix([ob for ob in list_obligations(self.spec) if ob.kind == "vacuity"], obs)
+        with use_context(self.ctx):
+            try:
+                with own_context() as ctx:
+                    proved = {r.name: r for r in self._witness_vacuity(goals, ctx)}
+            except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
+                proved = {}
+            return [proved.get(ob.name) or self._guarded(ob, self._check) for ob in obs]
 
-    def _prove_inits(self, obs: list[Obligation]) -> list[Result]:
-        """The init obligations proved on one solver (the rest are left to check())."""
-        enc, st, shared = self.build.init_state()
-        sv = self.solver()
-        assert_parts(sv, shared, {})
-        out = []
-        for ob in obs:
-            start = time.perf_counter()
-            answer = check_goal(sv, lambda: z3.Not(enc.invariant(ob.invariant, st)))  # type: ignore[arg-type]  # this obligation kind names its invariant
-            if answer.verdict == "unsat":
-                out.append(_timed(result(ob, "proved", bound=self.build.mode), start))
-            if answer.verdict == "unknown":
-                return out  # a solver stopped by its limit is not reused (_on_shared_solver says why)
-        return out
-
-    def _witness_vacuity(self, obs: list[Obligation]) -> list[Result]:
-        """The vacuity checks satisfied on one solver (the rest are left to check())."""
+    def _witness_vacuity(self, obs: list[Obligation], ctx: z3.Context) -> list[Result]:
+        """The vacuity checks satisfied on one solver in ctx (the rest are left to the full path)."""
         enc, st, invariants = self.build.vacuity_state()
-        sv = self.solver()
-        sv.add(enc.axioms())
+        sv = own_solver(self.params(), ctx)
+        assert_all(sv, [enc.axioms()])
         out = []
 
         def proved(ob: Obligation, start: float) -> None:
@@ -337,7 +397,7 @@ class Prover:
         if not rest:
             return out
         start = time.perf_counter()
-        sv.add(*invariants)
+        assert_all(sv, invariants)
         state = check(sv)
         if state.verdict != "sat":
             return out  # no state satisfies the invariants: check() says so for each
@@ -358,6 +418,12 @@ class Prover:
             if answer.verdict == "unknown":
                 return out  # a solver stopped by its limit is not reused (_on_shared_solver says why)
         return out
+
+
+def _prefix(goals: list[Obligation], asked: list[Obligation]) -> list[Obligation]:
+    """The goals of a shared solver, in order, up to the last one asked for."""
+    names = {ob.name for ob in asked}
+    return goals[: max((i for i, g in enumerate(goals) if g.name in names), default=-1) + 1]
 
 
 # Argument tuples of an action tried in the invariants' model before a solver call of its own.

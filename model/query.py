@@ -3,6 +3,15 @@
 Every check of the prover goes through `solve`: a `Query` (what to assert, in order, and how to read
 the answer) on a solver the caller made (its limits set), giving an `Answer` (no solver state left
 to read afterwards). `read` turns an answer into a `Result`.
+
+A query is built in the process's Z3 context and solved in a context of its own (`own_solver`): Z3
+numbers the terms of a context as they are made (reusing the numbers of freed ones) and its search
+follows those numbers, so in a shared context the same query got another core, or unknown instead of
+unsat, after other obligations had run. Translated into a fresh context, in the order asserted, a
+query's terms are numbered the same whatever ran before it. Translation also copies every datatype
+declared in the context the query was built in, so that context must hold the same datatypes
+whatever ran before (the prover's declares them all up front; finite queries get contexts of their
+own: prove.py).
 """
 
 from __future__ import annotations
@@ -36,10 +45,9 @@ def tracked(invariants: dict[str, z3.BoolRef]) -> list[Tracked]:
     return [Tracked(name, f) for name, f in invariants.items()]
 
 
-# Assertions built when they are asserted, not before: Z3 rewrites each assertion as it is added
-# (and internalizes what it holds at a push), numbering the terms it makes; when a formula is built
-# relative to those adds decides the numbering of its terms, and with it which model (and which core)
-# Z3 finds. So a query asserts its parts in order, each built just before it is added.
+# Assertions built when they are asserted, not before: a part may be expensive to build, and a
+# deepening query builds a level only when the levels before it were unsat. The order of the parts is
+# the order of their translation into the solver's context, and so decides its term numbering.
 Part = Callable[[], Sequence[Assertion]]
 
 
@@ -60,7 +68,10 @@ class NotEncodable(Exception):
 class Answer:
     verdict: Verdict
     core: frozenset[str] = frozenset()  # the tracked invariants in the unsat core
-    model: Any = None  # z3.ModelRef of a sat answer
+    # z3.ModelRef of a sat answer, in the solver's context: a query that reads it (a BMC trace, a
+    # vacuity witness) is solved in the context it was built in. Never translated into the prover's
+    # context: that changed how every query translated from there afterwards was solved.
+    model: Any = None
     depth: int = 0  # the level of a deepening query that was satisfied
     why: str = ""  # Z3's reason for an unknown
     seconds: float = 0.0  # how long the check that gave `why` took (the wall-clock backstop's sign)
@@ -88,6 +99,15 @@ class Query:
     depth: int = 0  # the deepest level
 
 
+def own_solver(params: dict[str, Any], ctx: z3.Context | None = None) -> z3.Solver:
+    """A solver with these settings in ctx, a context the caller made for it (and perhaps for the
+    solvers of the same queries after it), or else in a new Z3 context of its own (the module
+    docstring says why). A context costs 2-4 ms of CPU, much of it the kernel's."""
+    sv = z3.Solver(ctx=ctx or z3.Context())
+    sv.set(**params)
+    return sv
+
+
 @contextmanager
 def pushed(sv: z3.Solver) -> Iterator[z3.Solver]:
     """What is asserted inside the block is retracted after it."""
@@ -99,16 +119,22 @@ def pushed(sv: z3.Solver) -> Iterator[z3.Solver]:
 
 
 def assert_all(sv: z3.Solver, assertions: Sequence[Assertion], names: dict[str, str] | None = None) -> dict[str, str]:
-    """Assert in order; returns (and adds to `names`) tracking literal -> invariant."""
+    """Assert in order, each translated into sv's context; returns (and adds to `names`) tracking
+    literal -> invariant."""
     names = {} if names is None else names
     for a in assertions:
         if isinstance(a, Tracked):
-            lit = z3.Bool(f"assume:{a.name}")
-            sv.assert_and_track(a.formula, lit)
+            lit = z3.Bool(f"assume:{a.name}", sv.ctx)
+            sv.assert_and_track(_into(sv, a.formula), lit)
             names[str(lit)] = a.name
         else:
-            sv.add(a)
+            sv.add(_into(sv, a))
     return names
+
+
+def _into(sv: z3.Solver, f: z3.BoolRef) -> z3.BoolRef:
+    """f in sv's context (Z3 refuses to translate into the context a term is in already)."""
+    return f if f.ctx is sv.ctx else f.translate(sv.ctx)
 
 
 def assert_parts(sv: z3.Solver, parts: Sequence[Part], names: dict[str, str]) -> None:
@@ -137,7 +163,7 @@ def check(sv: z3.Solver, names: dict[str, str] | None = None) -> Answer:
 def check_goal(sv: z3.Solver, goal: Callable[[], z3.BoolRef], names: dict[str, str] | None = None) -> Answer:
     """The goal (built after the push) checked on top of what sv holds, and retracted."""
     with pushed(sv):
-        sv.add(goal())
+        sv.add(_into(sv, goal()))
         return check(sv, names)
 
 

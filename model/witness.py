@@ -27,7 +27,7 @@ from .cex import show_immutable, show_mutable
 from .limits import BACKSTOP, RLIMIT, WITNESS_DEPTH
 from .prove import Result, _read_state, _read_value
 from .state import Universe
-from .z3enc import Encoding, Vocab
+from .z3enc import Encoding, Vocab, own_context
 
 DEFAULT_DEPTH = WITNESS_DEPTH  # `dmm prove --witness-depth`: runs of at most this many actions
 
@@ -56,7 +56,8 @@ def answer(spec: CheckedSpec, w: Witness, depth: int = DEFAULT_DEPTH, *, sizes: 
     bound = universe_of(spec, sizes)
     info: dict[str, Any] = {"required": w.required, "shape": w.shape_text(), "depth": depth, "universe": bound}
     try:
-        found, why = search(spec, w, depth, bound, rlimit=rlimit, timeout=timeout)
+        with own_context():  # the run found depends on the witness only, not on what the process ran before
+            found, why = search(spec, w, depth, bound, rlimit=rlimit, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - an encoding limit is an unknown, never a crash of the run
         found, why = None, f"could not encode: {type(e).__name__}: {e}"
     seconds = time.perf_counter() - start

@@ -19,6 +19,8 @@ encoding of its own; callers that prove counting invariants unbounded supply one
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,21 +32,53 @@ from dmmcheck.spec.checker import Action, CheckedSpec, type_of
 Env = dict[str, z3.ExprRef]
 
 
-# Z3 enumeration sorts live in one global context, where a sort name may be declared once: an
-# encoding reuses the sort of an earlier one with the same elements, and renames a sort whose size
+# Z3 enumeration sorts live in a context, where a sort name may be declared once: an encoding reuses
+# the sort of an earlier one in its context with the same elements, and renames a sort whose size
 # differs (a finite sort's name carries its size, `vm[2]`; two specs' enums named alike get `e`, `e_1`).
-_ENUMS: dict[tuple[str, tuple[str, ...]], tuple[z3.SortRef, list[z3.ExprRef]]] = {}
-_ENUM_NAMES: dict[str, int] = {}
+_Enums = tuple[dict[tuple[str, tuple[str, ...]], tuple[z3.SortRef, list[z3.ExprRef]]], dict[str, int]]
+
+
+def _enums(ctx: z3.Context) -> _Enums:
+    """The enumeration sorts declared in ctx, and how many of each name (kept on the context: they
+    live and die with it)."""
+    reg: _Enums | None = getattr(ctx, "dmm_enums", None)
+    if reg is None:
+        reg = ({}, {})
+        ctx.dmm_enums = reg  # ours, on z3's object
+    return reg
 
 
 def _enum_sort(name: str, elements: list[str]) -> tuple[z3.SortRef, list[z3.ExprRef]]:
+    sorts, names = _enums(z3.main_ctx())
     key = (name, tuple(elements))
-    if key not in _ENUMS:
-        n = _ENUM_NAMES.get(name, 0)
-        _ENUM_NAMES[name] = n + 1
+    if key not in sorts:
+        n = names.get(name, 0)
+        names[name] = n + 1
         srt, consts = z3.EnumSort(name if n == 0 else f"{name}_{n}", elements)
-        _ENUMS[key] = (srt, list(consts))
-    return _ENUMS[key]
+        sorts[key] = (srt, list(consts))
+    return sorts[key]
+
+
+@contextmanager
+def use_context(ctx: z3.Context) -> Iterator[z3.Context]:
+    """ctx as Z3's main context for the block: what is encoded there without naming a context
+    (z3.Bool, z3.And([]), z3.EnumSort) is made in ctx."""
+    saved = z3.z3._main_ctx  # z3py keeps its main context in this module global
+    z3.z3._main_ctx = ctx
+    try:
+        yield ctx
+    finally:
+        z3.z3._main_ctx = saved
+
+
+@contextmanager
+def own_context() -> Iterator[z3.Context]:
+    """A new Z3 context as the main one for the block: what is encoded and solved inside is numbered
+    the same whatever the process built before (query.py says why that decides Z3's answers). For a
+    search that encodes the spec itself (a finite query, the smallest counterexample, a witness);
+    its results must leave the block as plain values."""
+    with use_context(z3.Context()) as ctx:
+        yield ctx
 
 
 class EncodingError(ValueError):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dmmcheck.main import main
+from dmmcheck.model import prove as prove_mod
 from dmmcheck.model import runner
 from dmmcheck.model.prove import Obligation, Prover
 from dmmcheck.model.runner import ProveOptions, auto_jobs, run
@@ -93,12 +94,12 @@ def test_prove_parses_its_spec_once(monkeypatch, tmp_path):
 
 def _count_solvers(monkeypatch) -> list[int]:
     made = [0]
-    real = Prover.solver
+    real = prove_mod.own_solver
 
-    def counting(self):
+    def counting(*args):
         made[0] += 1
-        return real(self)
-    monkeypatch.setattr(Prover, "solver", counting)
+        return real(*args)
+    monkeypatch.setattr(prove_mod, "own_solver", counting)
     return made
 
 
@@ -164,10 +165,10 @@ def test_a_solver_stopped_by_its_limit_is_never_checked_again(monkeypatch):
     import z3
 
     reused = []
-    real = Prover.solver
+    real = prove_mod.own_solver
 
-    def tracking(self):
-        sv = real(self)
+    def tracking(*args):
+        sv = real(*args)
         check = sv.check
 
         def checked(*a):
@@ -178,7 +179,7 @@ def test_a_solver_stopped_by_its_limit_is_never_checked_again(monkeypatch):
             return r
         sv.check = checked
         return sv
-    monkeypatch.setattr(Prover, "solver", tracking)
+    monkeypatch.setattr(prove_mod, "own_solver", tracking)
     spec = load(None)
     p = Prover(spec, rlimit=5_000)  # between the easy goals and the hard ones: some stop, some prove
     obs = [ob for ob in p.obligations() if ob.kind == "inductive" and ob.action == "cow_break"]
