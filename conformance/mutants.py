@@ -173,8 +173,8 @@ def _(vmm: Any) -> None:
 @mutant("flush_invlpg_wrong_address", "paying an owed flush page by page, the VMM invalidates the page after "
         "the one whose spte it weakened", "refinement (tlb_sync) / observation")
 def _(vmm: Any) -> None:
-    def invalidate(gva: int) -> int:
-        vmm.cpu.invlpg(gva + x86.PAGE_SIZE)
+    def invalidate(c: int, gva: int) -> int:
+        vmm.cpus[c].invlpg(gva + x86.PAGE_SIZE)
         return gva + x86.PAGE_SIZE
     vmm.tlb.invalidate = invalidate
 
@@ -340,10 +340,12 @@ def _with(mode: Any, **changes: Any) -> Any:
 
 
 def _drop_control(vmm: Any, bit: str) -> None:
-    real = vmm.set_controls
-
-    def set_controls(vm: Any, **kw: Any) -> None:
-        kw[bit] = False
-        real(vm, **kw)
-    vmm.set_controls = set_controls
+    """The VMM keeps the vCPU's bit (its role, its shadow) but neither the real CPU nor the
+    software walk is given it."""
+    real_walk = vmm.walk
+    vmm.walk = lambda read, write, cr3, gva, acc, mode: real_walk(read, write, cr3, gva, acc,
+                                                                 _with(mode, **{bit: False}))
+    for cpu in vmm.cpus:
+        real_load = cpu.set_mode
+        cpu.set_mode = lambda cr3, mode, real_load=real_load: real_load(cr3, _with(mode, **{bit: False}))
 from . import mutants_history  # noqa: E402,F401  (the catalogue's second part: bugs KVM and Xen fixed)
