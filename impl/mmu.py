@@ -223,6 +223,26 @@ class Mmu:
                 if sp.role.paging == root.role.paging and any(r == root.root_of for r, _ in self.paths(sp)):
                     self.sync_sp(vm, sp)
 
+    def _unsync_under(self, vm: "Vm", top: Sp) -> list[Sp]:
+        """The unsync leaf sps at or under top (the new paths a link to top opens reach them)."""
+        out = []
+        for vid, gfn in sorted(self.unsync):
+            if vid != vm.id:
+                continue
+            for sp in self.shadowed.get((vid, gfn), {}).values():
+                seen, todo = set(), [sp]
+                while todo:
+                    s = todo.pop()
+                    if s is top:
+                        out.append(sp)
+                        break
+                    for parent_mfn, _idx in s.parents:
+                        parent = self.by_mfn.get(parent_mfn)
+                        if parent is not None and parent_mfn not in seen:
+                            seen.add(parent_mfn)
+                            todo.append(parent)
+        return out
+
     def sync_gva(self, vm: "Vm", root: Sp, gva: int) -> None:
         """Resync the spte the shadow root maps gva by, if its sp is unsync (the guest's invlpg)."""
         sp = root
@@ -291,8 +311,9 @@ class Mmu:
         new = child.paddr | UPPER
         if old & x86.ADDR_MASK == child.paddr and old & x86.P:
             return
-        if vm is not None and (vm.id, child.gfn) in self.unsync and not child.role.direct:
-            self.sync_sp(vm, child)
+        if vm is not None and self.unsync:
+            for leaf in self._unsync_under(vm, child):
+                self.sync_sp(vm, leaf)
         if old & x86.P:
             self.zap(parent, idx)
         self.cpu.write64(addr, new)

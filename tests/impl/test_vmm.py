@@ -329,3 +329,30 @@ def test_a_stale_spte_the_mmu_refused_is_resynced_before_the_walk_is_reported():
     names = [n for n, _ in vmm.events]
     # the guest's walk allows what the stale spte did not: the spte goes before the walk is reported
     assert names.index("zap_spte") < names.index("guest_walk") < names.index("shadow_fill")
+
+
+def test_a_new_path_to_a_stale_spte_is_resynced_before_the_link():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.access(vm, 0x400000, Access.READ)  # PT0[0] -> gfn 10 under PML4
+    vmm.guest_store(vm, PT0 << 12, ((12 << 12) | UP | x86.A).to_bytes(8, "little"))  # stale now
+    vmm.load_cr3(vm, ROOT2)  # ROOT2's shadow reaches nothing yet
+    vmm.events = []
+    vmm.access(vm, 0x401000, Access.READ)  # links ROOT2's root to the PDPT sp above PT0's
+    fills = [a for n, a in vmm.events if n == "shadow_fill" and a["r"] == ROOT2 and a["x"] == 0x400000]
+    assert all(a["g"] == 12 for a in fills)  # never the stale gfn 10 under the new path
+    names = [n for n, _ in vmm.events]
+    assert "zap_spte" in names and names.index("zap_spte") < names.index("shadow_fill")
+
+
+def test_a_mode_load_resyncs_the_shadow_of_the_new_role():
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.set_controls(vm, wp=False)
+    vmm.access(vm, 0x400000, Access.READ)  # filled in role "nxe"
+    vmm.set_controls(vm, wp=True)
+    vmm.guest_store(vm, PT0 << 12, ((12 << 12) | UP | x86.A).to_bytes(8, "little"))  # unsync: "nxe"'s spte stale
+    vmm.events = []
+    vmm.set_controls(vm, wp=False)
+    assert vmm.events[0] == ("zap_spte", {"v": vm.id, "r": PML4, "o": "nxe", "x": 0x400000})
+    assert vmm.events[-1] == ("set_mode", {"v": vm.id, "c": 0, "o": "nxe"})
