@@ -12,7 +12,13 @@ candidates), and the oracle accepts any of them (docs/conformance.md, "Fair orac
   still use the old translation, to succeed or to take a "spurious" #PF (SDM 4.10.4.3). Each vCPU
   keeps, per gva page, the translations it may still be using; a #PF on it drops its own for that
   gva (4.10.4.1). A guest edit is a memory write whether the VMM traps it or not (an unsync table):
-  no vCPU's TLB is invalidated by it, only by that vCPU's own invlpg, CR3 load or setting of SMEP;
+  no vCPU's TLB is invalidated by it, only by that vCPU's own invlpg, CR3 load or setting of SMEP.
+  A CPU may also cache speculatively (SDM 4.10.2.3): any translation valid through its CR3 since
+  its last invalidation of the gva, whether it accessed it or not — so before a store that may
+  change a translation (to a page a walk read an entry from), each vCPU's TLB takes every
+  translation then valid for the gva pages the VM has walked whose entries all have A set (a
+  speculative walk that set A would show). A cached translation equal to the fresh walk's is still
+  a TLB hit: it sets no A (and no D, where it was cached dirty);
 - A bits on a walk that faults (4.8): unchanged, or A set on a top-down prefix of the entries the
   walk used (`Outcome.may_set_a`); never D, never an entry the walk did not use;
 - memory beyond the VM (a table, or a leaf's frame, at or past `gfns`): the configuration chooses
@@ -189,12 +195,13 @@ class IdealCpu:
     the walk under a PML4E, PDPTE or PDE goes next). It may use either instead of memory until it
     invalidates it itself: another vCPU's invlpg or CR3 load does not reach this TLB."""
 
-    def __init__(self, mem: GuestMemory) -> None:
-        self.mem = mem
+    def __init__(self, mem: GuestMemory, vm: IdealVm | None = None) -> None:
+        self.mem, self.vm = mem, vm
         self.cr3: int | None = None
         self.ctl = Controls()
-        # (level of the leaf, gva >> its shift) -> translations the guest may still be using
-        self.tlb: dict[tuple[int, int], set[Translation]] = {}
+        # (level of the leaf, gva >> its shift) -> translations the guest may still be using, each
+        # with whether it was cached dirty (D set in its leaf, so a store through it writes no D)
+        self.tlb: dict[tuple[int, int], dict[Translation, bool]] = {}
         # (level of the entry, gva >> its shift) -> cached upper-level entries
         self.psc: dict[tuple[int, int], set[Upper]] = {}
 
@@ -207,6 +214,8 @@ class IdealCpu:
         as (address, entry), top-down."""
         if not canonical(gva):
             return Outcome(True, gp=True), None, []  # #GP before any translation: nothing read
+        if self.vm is not None:
+            self.vm.gvas.add(gva & ~(PAGE - 1))
         return self._walk(gva, acc, user, ac, 4, (self.cr3 or 0) * PAGE, True, True, False, ())
 
     def _walk(self, gva: int, acc: str, user: bool, ac: bool, start: int, table: int, rw: bool, us: bool,
@@ -229,6 +238,8 @@ class IdealCpu:
             if self.mem.has(addr):
                 e = self.mem.read64(addr)
                 used.append((addr, e))
+                if self.vm is not None:
+                    self.vm.tables.add(addr >> 12)
             elif self.mem.beyond == "fault":
                 return fault(PF_P | PF_RSVD | base, above)
             else:
@@ -284,9 +295,10 @@ class IdealCpu:
         # A stale outcome walks nothing: the entries the fresh walk would read stay as they are.
         read = [a for a, _ in fresh[2]]
         for level in (1, 2, 3):
-            for t in sorted(self.tlb.get((level, gva >> SHIFT[level]), ()), key=Translation.order):
-                if t == fresh[1]:
-                    continue
+            cached = self.tlb.get((level, gva >> SHIFT[level]), {})
+            for t in sorted(cached, key=Translation.order):
+                if t == fresh[1] and (acc == "write" and not cached[t] or not self.ad_writes(acc, fresh[2])):
+                    continue  # a hit would set what the walk sets: the fresh outcome
                 if permits(acc, user, ac, self.ctl, t.rw, t.us, t.nx):
                     o = Outcome(False, paddr=t.paddr(gva), touched=read)
                 elif fresh[0].fault and fresh[0].error_code == PF_P | self.code(acc, user):
@@ -344,11 +356,14 @@ class IdealCpu:
         for addr, new in self.ad_writes(acc, used).items():
             self.mem.write64(addr, new)
         if t is not None:
-            self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), set()).add(t)
+            cached = self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), {})
+            cached[t] = cached.get(t, False) or acc == "write" or bool(used and used[-1][1] & D)
         for key, u in o.uppers:  # (their A bits set just above: 4.10.3.1 caches no entry with A clear)
             self.psc.setdefault(key, set()).add(u)
         assert o.paddr is not None
         if acc == "write":
+            if self.vm is not None:
+                self.vm.before_store(o.paddr)
             self.mem.write(o.paddr, (value & (1 << 8 * size) - 1).to_bytes(size, "little"))
         elif acc == "read":
             o.value = int.from_bytes(self.mem.read(o.paddr, size), "little")
@@ -410,7 +425,20 @@ class IdealCpu:
         new = Controls.of(role)
         if new.smep and not self.ctl.smep:
             self.flush()
+        elif self.vm is not None:
+            self.speculate(self.vm.gvas)  # what the old mode's walks could cache stays cached
         self.ctl = new
+
+    def speculate(self, gvas: set[int]) -> None:
+        """Cache what a speculative walk of each gva could (SDM 4.10.2.3): its translation where the
+        walk succeeds with A already set in every entry it uses (else it would have had to set A)."""
+        if self.cr3 is None:
+            return
+        for gva in gvas:
+            o, t, used = self._walk(gva, "read", False, True, 4, self.cr3 * PAGE, True, True, False, ())
+            if t is not None and not o.fault and all(e & A for _, e in used):
+                cached = self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), {})
+                cached[t] = cached.get(t, False) or bool(used[-1][1] & D)
 
 
 class IdealVm:
@@ -420,7 +448,21 @@ class IdealVm:
         if vcpus < 1:
             raise ValueError(f"a VM has at least one vCPU, not {vcpus}")
         self.mem = GuestMemory(gfns, beyond)
-        self.cpus = [IdealCpu(self.mem) for _ in range(vcpus)]
+        self.cpus = [IdealCpu(self.mem, self) for _ in range(vcpus)]
+        self.gvas: set[int] = set()  # the gva pages walked: where a speculative walk may have gone
+        self.tables: set[int] = set()  # the gfns a walk has read an entry from
+
+    def before_store(self, gpa: int) -> None:
+        """A store to gpa is coming: where gpa's page is a page table, every vCPU may have cached,
+        speculatively, any translation valid up to now."""
+        if gpa >> 12 in self.tables:
+            for cpu in self.cpus:
+                cpu.speculate(self.gvas)
+
+    def store(self, gpa: int, data: bytes) -> None:
+        """A guest store the harness made rather than an access judged here (a page-table edit)."""
+        self.before_store(gpa)
+        self.mem.write(gpa, data)
 
 
 class Ideal:

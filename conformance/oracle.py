@@ -415,7 +415,7 @@ class Oracle:
             elif name.startswith(BALLOON_INFLATE) and args["v"] in ideal.vms:
                 ideal.vms[args["v"]].mem.zero(args["g"])  # the guest gave the page up: its content is gone
         for v, gpa, data in obs.guest_writes:
-            ideal.vms[v].mem.write(gpa, data)
+            ideal.vms[v].store(gpa, data)
         cpu = self.ideal_cpu(a)
         if op.action == CR3_LOAD and cpu is not None:
             cpu.load_cr3(a["r"])
@@ -474,7 +474,7 @@ class Oracle:
                 return
             # Each candidate is tried in full (its A/D bits, and where a store went): the ideal
             # machine is put back when it does not explain the guest's memory.
-            saved = (bytes(vm.mem.mem), {k: set(ts) for k, ts in vm.tlb.items()}) if len(cands) > 1 else None
+            saved = (bytes(vm.mem.mem), {k: dict(ts) for k, ts in vm.tlb.items()}) if len(cands) > 1 else None
             vm.commit(x, acc, o, t, used, value, size)
             try:
                 self._check_ad(v, o, read_guest)

@@ -339,9 +339,7 @@ class Vmm:
         """The guest's invlpg on `vcpu`: that page leaves its CPU's TLB (if the CPU runs another
         VM's vCPU, its TLB holds nothing of this one: it reloads before this vCPU runs)."""
         vm.running = vcpu
-        root = self.mmu.cached_root(vm)
-        if root is not None and self.mmu.unsync:
-            self.mmu.sync_gva(vm, root, gva)  # the guest sees its new gpte once invlpg completes
+        self._resync_gva(vm, gva)  # the guest sees its new gpte once invlpg completes
         loaded = self._loaded[vcpu]
         if loaded is not None and loaded[0] == vm.id:
             self.tlb.invalidate(vcpu, gva & ~0xFFF)
@@ -411,6 +409,10 @@ class Vmm:
             return Result(True, 0, gva, oom=True)
         if bad_gfn and self.beyond_memory != "fault":
             return self._unbacked(vm, gva, acc, ad, size)
+        if bad_gfn or w.fault:
+            # A #PF invalidates what the guest's TLB held for gva (SDM 4.10.4.1): an unsync spte
+            # left stale would serve the guest's retry the translation its fault dropped.
+            self._resync_gva(vm, gva)
         if bad_gfn:
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
@@ -418,12 +420,9 @@ class Vmm:
             self.stats["guest_faults"] += 1
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, w.error_code, gva, gp=w.gp)
-        if self.mmu.unsync:
-            # The real MMU may have refused a stale spte the guest's gpte now allows (SMEP on a page
-            # that was the user's): resynced first, the fault is the walk's to explain.
-            root = self.mmu.cached_root(vm)
-            if root is not None:
-                self.mmu.sync_gva(vm, root, gva)
+        # The real MMU may have refused a stale spte the guest's gpte now allows (SMEP on a page
+        # that was the user's): resynced first, the fault is the walk's to explain.
+        self._resync_gva(vm, gva)
         self._emit_access("guest_walk", vm, gva, acc, user)
         gfn = w.paddr >> x86.PAGE_SHIFT
         try:
@@ -456,6 +455,12 @@ class Vmm:
             except OutOfMemory:
                 return Result(True, 0, gva, oom=True)
         return None
+
+    def _resync_gva(self, vm: Vm, gva: int) -> None:
+        """Unsync mode: the spte the running vCPU's shadow root maps gva by agrees with the gpte."""
+        root = self.mmu.cached_root(vm)
+        if root is not None and self.mmu.unsync:
+            self.mmu.sync_gva(vm, root, gva)
 
     def _table_reader(self, vm: Vm) -> Any:
         """How the software walk reads the guest's tables: through p2m (paging a table in if need

@@ -122,11 +122,13 @@ class Builders:
             clause = A.Quant("forall", vs, body) if vs else body
             yield z3.Not(enc.expr(clause, post, {}))
 
-    def inductive(self, ob: Obligation, goal: z3.BoolRef, counts: bool) -> Query:
-        """Unbounded: the action's guards, the goal, the count axioms if asked, the invariants before."""
+    def inductive(self, ob: Obligation, goal: z3.BoolRef, counts: bool, only: frozenset[str] | None = None) -> Query:
+        """Unbounded: the action's guards, the goal, the count axioms if asked, the invariants before
+        (`only` these, if given: fewer hypotheses, so an unsat answer still proves the goal)."""
         _, guards = self.action_parts[ob.action]  # type: ignore[index]  # this obligation kind names its action
+        pre = self.pre_invariants if only is None else {n: f for n, f in self.pre_invariants.items() if n in only}
         return Query((lambda: (self.axiom_formula, guards, goal, *(self.pre_count_axioms if counts else ()),
-                               *tracked(self.pre_invariants)),),
+                               *tracked(pre)),),
                      self.validity(ob, None))
 
     def action_state(self, action: str, counts: bool) -> tuple[Assertion, ...]:

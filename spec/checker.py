@@ -101,13 +101,20 @@ class CheckedSpec:
         """The invariants that read ghost state (directly or through a define): they can be judged
         only on a state the spec's own actions led to, never on an implementation's state alone."""
         ghost = set(self.ghost_symbols)
+        return frozenset(i.name for i in self.invariants if self.reads(i.formula) & ghost)
 
-        def reads(e: A.Expr, seen: frozenset[str] = frozenset()) -> set[str]:
-            names = _symbols_in(e)
-            for d in names & set(self.defines) - seen:
-                names |= reads(self.defines[d].body, seen | {d})
-            return names
-        return frozenset(i.name for i in self.invariants if reads(i.formula) & ghost)
+    def reads(self, e: A.Expr, seen: frozenset[str] = frozenset()) -> set[str]:
+        """The symbols e reads, directly or through the defines it names."""
+        names = _symbols_in(e)
+        for d in names & set(self.defines) - seen:
+            names |= self.reads(self.defines[d].body, seen | {d})
+        return names
+
+    def frames(self, action: str, invariant: str) -> bool:
+        """Does the action leave every symbol the invariant reads as it was? Then the invariant
+        after it is the invariant before it: preserved, whatever the action's guards."""
+        inv = next(i for i in self.invariants if i.name == invariant)
+        return not self.actions[action].modifies & self.reads(inv.formula)
 
     def summary(self) -> dict[str, list[str]]:
         return {
