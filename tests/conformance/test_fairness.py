@@ -457,6 +457,63 @@ def test_a_cr3_load_on_vcpu_1_leaves_vcpu_0s_stale_translation_accepted():
     impl.access(AccessResult(False, value=0x1111), c=0)
 
 
+def test_a_vcpu_may_use_a_translation_it_could_have_cached_speculatively():
+    """SDM 4.10.2.3: vCPU 1 never read X, but the old translation was valid through its CR3 (A set
+    on every entry) until the remap: it may hold it, until its own invlpg."""
+    impl = Impl()
+    impl.tables(leaf=0x9003)
+    impl.control("cr3_load", c=1, r=0)
+    impl.store(0x9000, 0x1111)
+    for gpa in (PML4E, PDPTE, PDE, PTE):
+        impl.set_entry(gpa, impl.entry(gpa) | A)
+    impl.access(AccessResult(False, value=0x1111), c=0)
+    impl.store(PTE, 0xA003 | A)
+    impl.access(AccessResult(False, value=0x1111), c=1)
+    impl.control("invlpg", c=1, x=X)
+    caught(impl, AccessResult(False, value=0x1111), c=1)
+
+
+def test_no_speculative_translation_without_a_set_or_after_the_cr3_load():
+    """A speculative walk sets A like any: an entry left with A clear shows none was made. And a
+    translation the guest replaced before the vCPU's CR3 load was never valid for it since."""
+    impl = Impl()
+    impl.tables(leaf=0x9003)  # A clear in every entry
+    impl.control("cr3_load", c=1, r=0)
+    impl.store(0x9000, 0x1111)
+    impl.store(PTE, 0xA003)
+    caught(impl, AccessResult(False, value=0x1111), c=1)
+    impl = two_vcpus_cached()
+    impl.control("cr3_load", c=1, r=0)
+    impl.store(0xB000, 0)  # a store to a data page: no translation changes
+    caught(impl, AccessResult(False, value=0x1111), c=1)
+
+
+def test_a_tlb_hit_equal_to_the_fresh_walk_sets_no_a_and_no_d_only_where_cached_dirty():
+    """The guest clears A (and D) in a gpte without invlpg; the frame is the same. A read served by
+    the TLB leaves A clear; a write leaves D clear only if the entry was cached dirty."""
+    impl = Impl()
+    impl.tables(leaf=0x9003)
+    for gpa in (PML4E, PDPTE, PDE, PTE):
+        impl.set_entry(gpa, impl.entry(gpa) | A)
+    impl.access(AccessResult(False, value=0))  # cached clean (D clear)
+    impl.store(PTE, 0x9003)
+    impl.access(AccessResult(False, value=0))  # A left clear: a TLB hit
+    assert impl.vm.mem.read64(PTE) == 0x9003
+    impl.set_entry(PTE, 0x9003 | A)  # the implementation set A but no D on a write
+    assert "A/D" in caught(impl, AccessResult(False), a="write", value=1).message
+    impl = Impl()
+    impl.tables(leaf=0x9003)
+    for gpa in (PML4E, PDPTE, PDE):
+        impl.set_entry(gpa, impl.entry(gpa) | A)
+    impl.set_entry(PTE, 0x9003 | A | D)
+    impl.mem[0x9000:0x9008] = (1).to_bytes(8, "little")
+    impl.access(AccessResult(False), a="write", value=1)  # cached dirty
+    impl.store(PTE, 0x9003)
+    impl.mem[0x9000:0x9008] = (2).to_bytes(8, "little")
+    impl.access(AccessResult(False), a="write", value=2)  # a TLB hit: no A, no D
+    assert impl.vm.mem.read64(PTE) == 0x9003
+
+
 def test_two_vcpus_in_different_modes_are_judged_each_in_its_own():
     """A supervisor write to a read-only page: vCPU 1 with CR0.WP clear may, vCPU 0 may not."""
     impl = Impl()

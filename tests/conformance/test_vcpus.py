@@ -1,6 +1,6 @@
 """Judging several vCPUs, roles and unsync shadow pages: the refinement oracle replays an event
 stream per vCPU (a flush owed to one vCPU stops that vCPU, not another), infers an unsync leaf edit
-where the sptes stayed, demands the resync before the guest's invlpg completes, and the read-back
+where the sptes stayed, demands the resync before a CR3 load completes, and the read-back
 refuses a role the configuration does not name.
 
 The implementation's states here are the spec's own (built with the interpreter), so each test
@@ -84,22 +84,27 @@ UNSYNC = RUNNING + [("unsync_gpt", (0, 2))]
 REMAP = (0, 0, 0, 3, True, False, False, True, True)  # gva 0 now maps gfn 3 (the sptes go stale)
 
 
-def test_an_unsync_leaf_edit_is_inferred_where_the_sptes_stayed_and_resynced_before_invlpg():
+def test_an_unsync_leaf_edit_is_inferred_where_the_sptes_stayed_and_resynced_before_cr3_load():
     o = oracle_after(UNSYNC)
     edited = apply(o, o.state, "demand_page", (0, 3, 2))
     stale = apply(o, edited, "guest_map_unsync", REMAP)
     store = [("demand_page", {"v": 0, "g": 3, "m": 3}), ("guest_write", {"v": 0, "gpa": 2 << 12})]
     assert judge(o, store, stale) == ["demand_page", "guest_map_unsync"]  # no trap, no zap
-    invlpg = ("invlpg", {"v": 0, "c": 0, "x": X})
-    # Honest: the VMM resyncs gva 0 (here by dropping the stale spte) before the invlpg completes.
-    after = apply(o, apply(o, o.state, "zap_spte", (0, 0, 0, 0)), "invlpg", (0, 0, 0))
     saved = o.state
-    assert judge(o, [("zap_spte", {"v": 0, "r": 0, "o": ROLE, "x": X}), invlpg], after) == ["zap_spte", "invlpg"]
-    # Forgetful: the guest's invlpg completes with the spte still stale.
+    # The VMM's own invlpg of the stale gva (paying a flush page by page) leaves the spte stale:
+    # legal; the guest's invlpg must also resync, which the ideal machine holds it to.
+    invlpg = ("invlpg", {"v": 0, "c": 0, "x": X})
+    assert judge(o, [invlpg], apply(o, o.state, "invlpg", (0, 0, 0))) == ["invlpg"]
+    load = ("cr3_load", {"v": 0, "c": 0, "r": 0})
+    # Honest: the VMM resyncs gva 0 (here by dropping the stale spte) before the CR3 load completes.
+    o.state = saved
+    after = apply(o, apply(o, o.state, "zap_spte", (0, 0, 0, 0)), "cr3_load", (0, 0, 0))
+    assert judge(o, [("zap_spte", {"v": 0, "r": 0, "o": ROLE, "x": X}), load], after) == ["zap_spte", "cr3_load"]
+    # Forgetful: the CR3 load completes with the spte still stale.
     o.state = saved
     with pytest.raises(Failure) as e:
-        judge(o, [invlpg], o.state)
-    assert e.value.kind == "refinement" and "invlpg" in e.value.message and "not enabled" in e.value.message
+        judge(o, [load], o.state)
+    assert e.value.kind == "refinement" and "cr3_load" in e.value.message and "not enabled" in e.value.message
 
 
 def test_a_leaf_edit_of_a_write_protected_table_traps_and_zaps():

@@ -356,3 +356,17 @@ def test_a_mode_load_resyncs_the_shadow_of_the_new_role():
     vmm.set_controls(vm, wp=False)
     assert vmm.events[0] == ("zap_spte", {"v": vm.id, "r": PML4, "o": "nxe", "x": 0x400000})
     assert vmm.events[-1] == ("set_mode", {"v": vm.id, "c": 0, "o": "nxe"})
+
+
+def test_a_pf_the_guest_sees_resyncs_the_stale_spte_of_its_gva():
+    """SDM 4.10.4.1: a #PF drops what the TLB held for the gva. Unsync, the VMM's stale spte is that
+    TLB entry: left in place, the guest's retry would use the translation its fault dropped."""
+    vmm, ideal = Vmm(64, 128, unsync=True), Ideal(NR_GFNS)
+    vm, _ = setup(vmm, ideal)
+    vmm.set_controls(vm, smap=True)
+    vmm.access(vm, 0x400000, Access.READ, user=True)  # a user spte for PT0[0]
+    vmm.access(vm, 0x600000, Access.WRITE, value=(10 << 12) | UP | x86.A)  # unsyncs PT0
+    vmm.guest_store(vm, PT0 << 12, (0).to_bytes(8, "little"))  # PT0[0] not present: no trap
+    r = vmm.access(vm, 0x400000, Access.WRITE, value=1)  # SMAP refuses the stale user spte
+    assert r.fault and r.error_code == x86.PF_W  # the guest's walk: not present
+    assert vmm.access(vm, 0x400000, Access.READ, user=True).fault
