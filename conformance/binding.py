@@ -55,9 +55,10 @@ RMAP = "rmap"  # (mfn, vm, root, role, gva)
 G_TABLE, G_UPPER = "g_table", "g_upper"
 
 # ---------------------------------------------------------------- actions
-# A hit the hardware served is one of these: the TLB is ghost state, so the oracle picks.
+# A hit the hardware served is one of these: the TLB is ghost state, so the oracle picks — the TLB
+# first, as a CPU that holds the translation uses it without walking the shadow.
 SHADOW_HIT, TLB_HIT, GUEST_WALK = "shadow_hit", "tlb_hit", "guest_walk"
-HITS = (SHADOW_HIT, TLB_HIT)
+HITS = (TLB_HIT, SHADOW_HIT)
 ACCESS_ACTIONS = HITS + (GUEST_WALK, "guest_fault")
 SHADOW_FILL = "shadow_fill"
 # The guest's control operations (the ideal machine follows them).
