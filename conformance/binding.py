@@ -90,7 +90,10 @@ EXTRA = {"gpte_write": ("v", "r", "x"), "share_scan": ()}
 EXTRA_ARGS = {"gpte_write": ("v", "r", "x", "level", "g", "bits"), "share_scan": ()}
 # Composite operations: legal when the VM lives; the implementation performs the steps that make
 # the spec action enabled first (vm_destroy: give every page back, then destroy).
-WHEN_LIVE = {VM_DESTROY} | set(EXTRA) | set(ACCESS_ACTIONS)
+# The guest's own instructions are legal whenever its VM lives: what their spec actions guard
+# beyond that (no stale spte left where a CR3 or mode load lands) is the VMM's to make true first,
+# so the generator must ask for them exactly when it is not yet true.
+WHEN_LIVE = {VM_DESTROY, CR3_LOAD, SET_MODE, INVLPG} | set(EXTRA) | set(ACCESS_ACTIONS)
 # Policy requests a VMM may always decline (doing nothing is a legal answer): the generator also asks
 # them now and then where the spec forbids the action itself — a swap-out or merge of a guest table,
 # a balloon of a shadowed table — and the VMM must refuse (its own checks are under test too).
