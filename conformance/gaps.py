@@ -34,8 +34,8 @@ from dmmcheck.spec.checker import CheckedSpec, Witness
 
 from . import levels
 from .adapter import Adapter, Config, Operation
-from .binding import (ACCESS_ACTIONS, ALTERNATIVES, GFN, GVA, INTERNAL, MFN, OUTPUTS, REFUSABLE, ROLE, ROOT,
-                      SHADOW_HIT, SLOT, TLB_HIT, VCPU, VM)
+from .binding import (ACCESS_ACTIONS, ALTERNATIVES, CR3_LOAD, GFN, GVA, INTERNAL, INVLPG, MFN, OUTPUTS, REFUSABLE,
+                      ROLE, ROOT, SET_MODE, SHADOW_HIT, SLOT, TLB_HIT, VCPU, VM)
 from .operations import Catalogue
 from .oracle import Failure
 from .runner import Runner, StepRecord
@@ -50,9 +50,9 @@ MAX_PROBES = 400  # next operations tried after a run, for an action the impleme
 
 # Why an implementation answers an operation with another action, where the harness's own rules say.
 _INSTEAD = {
-    (TLB_HIT, SHADOW_HIT): "the harness names a hit tlb_hit only when the shadow entry would not allow the "
-                               "access, so only a stale TLB entry can serve one; this implementation's shadow "
-                               "entry allowed it (it leaves no stale TLB entry behind)",
+    (TLB_HIT, SHADOW_HIT): "the harness names a hit tlb_hit only where the vCPU's TLB holds the translation; "
+                               "this implementation's hit came with none cached there (it flushed or never "
+                               "filled it)",
 }
 
 
@@ -156,6 +156,12 @@ class Filler:
         self._probe(gap, found.steps, it)
 
     def _guard(self, gap: Gap) -> None:
+        if gap.outcome == "false" and gap.action in (CR3_LOAD, SET_MODE, INVLPG):
+            gap.verdict, gap.reason = "impossible", (
+                f"the harness asks {gap.action} whenever the VM lives; the rest of its guard (no stale spte "
+                f"where the load lands) is the implementation's to make true before it reports {gap.action}, "
+                "by a resync: a conforming run never shows it false")
+            return
         if gap.outcome == "false" and gap.action not in REFUSABLE:
             gap.verdict, gap.reason = "impossible", (
                 f"the harness asks {gap.action} only when its guard holds (an implementation may refuse only "
