@@ -133,6 +133,9 @@ def blame(u: Universe, s: State, e: A.Expr, env: Env | None = None) -> Blame:
             case A.BinOp("implies", l, r):
                 e = r
                 continue
+            case A.Ite(c, t, f):  # a boolean if-then-else: the branch taken is what failed
+                e = t if evaluate(u, s, c, env) else f
+                continue
             case A.Not(A.Quant("exists", vs, body)):
                 for b in instances(u, vs):
                     if evaluate(u, s, body, {**env, **b}):
