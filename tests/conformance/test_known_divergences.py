@@ -88,7 +88,7 @@ def test_without_the_file_the_quirk_fails_the_campaign(tmp_path):
     ("expected error code", 'value = "0x10" } }\nobserved', 'value = "0" } }\nobserved'),
     ("access kind", 'access = "fetch"', 'access = "read"'),
     ("address range", 'to = "0xffffffffffffffff"', 'to = "0x3fffff"'),
-    ("controls", "nxe = false, smep = true", "nxe = false, smep = true, wp = false"),
+    ("controls", "nxe = false, smep = true", "nxe = true, smep = true"),
     ("observed outcome", 'observed = { outcome = "#PF", error_code = { mask = "0x10", value = "0" } }\ndiffer = "0x10"\n',
      'observed = { outcome = "success" }\n'),
 ])

@@ -148,7 +148,10 @@ def test_a_shared_page_no_holder_has_room_for_stays_charged():
     assert _steps(r, n - 5) == []
     assert _steps(r, n - 4)[-1] == "oom"
     assert "vm_destroy" not in _steps(r, n - 3) and "cannot be torn down" in r.records[n - 3].observation.note
-    assert _steps(r, n - 1) == ["share_rehome", "balloon_inflate", "vm_destroy"]
+    steps = _steps(r, n - 1)
+    # (between them: the walks through VM 1's ballooned page, its content gone, as guest_path edits)
+    assert steps[:2] == ["share_rehome", "balloon_inflate"] and steps[-1] == "vm_destroy"
+    assert set(steps[2:-1]) <= {"guest_path"}
 
 
 def test_a_vm_at_its_quota_reclaims_its_own_page_and_uses_it():
