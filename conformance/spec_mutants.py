@@ -283,17 +283,8 @@ SPEC_MUTANTS = [
     _m("flush_request_dead_vm", "flush_request", "guard", "a flush may be owed by a VM that does not exist",
        "action flush_request(v: vm) {\n  requires live(v)\n", "action flush_request(v: vm) {\n"),
     _m("invlpg_keeps_gfn", "invlpg", "forgotten-update", "invlpg drops the entry but not the gfn it was filled for",
-       "  requires in_sync(v, c, x)\n  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n  tlb_gfn(v, c, x) := none\n",
-       "  requires in_sync(v, c, x)\n  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n"),
-    _m("invlpg_skips_resync", "invlpg", "no-resync",
-       "the guest's invlpg completes without the VMM resyncing x's stale spte in the vCPU's shadow",
-       "  requires in_sync(v, c, x)\n", ""),
-    _m("invlpg_resyncs_other_vcpu", "invlpg", "role-ignored",
-       "invlpg resyncs x in every shadow but the one the vCPU runs (its root and role)",
-       "define in_sync(v: vm, c: vcpu, x: gva): bool =\n"
-       "  forall r: root, o: role. cur_root(v, c) = r and mode(v, c) = o implies not s_stale(v, r, o, x)\n",
-       "define in_sync(v: vm, c: vcpu, x: gva): bool =\n"
-       "  forall r: root, o: role. cur_root(v, c) = r and mode(v, c) != o implies not s_stale(v, r, o, x)\n"),
+       "  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n  tlb_gfn(v, c, x) := none\n}\n\n# The VMM flushes",
+       "  tlb(v, c, x) := none\n  remove tlb_write(v, c, x)\n}\n\n# The VMM flushes"),
     _m("tlb_flush_keeps_entries", "tlb_flush", "forgotten-update", "tlb_flush pays the owed flush without emptying the TLB",
        "  requires live(v)\n  forall x: gva. tlb(v, c, x) := none\n  forall x: gva. remove tlb_write(v, c, x)\n"
        "  forall x: gva. tlb_gfn(v, c, x) := none\n  remove flush_pending(v, c)\n",
