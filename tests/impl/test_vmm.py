@@ -75,6 +75,9 @@ def test_vmm_is_transparent(seed, unsync):
             want = ideal.access(gva, acc, user, value)
             assert (got.fault, got.error_code if got.fault else 0, got.value) == want, \
                 f"seed {seed} step {step}: {acc.value} {gva:#x} user={user}"
+            if unsync and acc is Access.WRITE and gva >> 12 == 0x600:  # a store into PT0 through its window
+                for window in (0x400000, 0x800000):
+                    vmm.invlpg(vm, window + (gva & 0xFFF) // 8 * 0x1000)
         elif op < 0.8:
             # The guest edits a PTE with an ordinary store through its window on PT0.
             idx = rng.randrange(8)
