@@ -12,6 +12,7 @@ import z3
 
 from dmmcheck.model import prove as prove_mod
 from dmmcheck.model.cache import Cache
+from dmmcheck.model.limits import QUICK_RLIMIT
 from dmmcheck.model.prove import LADDER, ByClause, Obligation, Prover, Rung, SmallCounterexample
 from dmmcheck.model.query import Level, Query, Reading, Tracked, check_goal, pushed, solve
 from dmmcheck.model.runner import ProveOptions, run
@@ -59,11 +60,36 @@ def test_what_is_pushed_is_popped_even_when_the_block_raises():
 
 def test_the_ladder_is_one_list_proof_first_then_counterexamples():
     assert isinstance(LADDER[0], Rung) and not LADDER[0].counts and LADDER[0].settles == ("unsat",)
-    assert isinstance(LADDER[1], SmallCounterexample)
-    counts = LADDER[2]
+    assert isinstance(LADDER[1], Rung) and LADDER[1].related and LADDER[1].settles == ("unsat",)
+    assert isinstance(LADDER[2], SmallCounterexample)
+    counts = LADDER[3]
     assert isinstance(counts, Rung) and counts.counts and set(counts.settles) == {"sat", "unsat"}
     assert isinstance(LADDER[-1], ByClause)
     assert not hasattr(prove_mod, "_SizesSolver") and not hasattr(prove_mod, "_DeepeningSolver")
+
+
+def test_the_frame_rule_proves_without_a_solver_what_the_action_cannot_touch(monkeypatch):
+    spec = load(None)
+    prover = Prover(spec)
+    monkeypatch.setattr(prove_mod.Prover, "_solve", lambda *a, **k: pytest.fail("a solver was asked"))
+    # tlb_evict changes only the ghost TLB; rmap_consistent reads none of it
+    assert spec.frames("tlb_evict", "rmap_consistent") and not spec.frames("tlb_evict", "tlb_coherent")
+    r = prover.check(Obligation("inductive", action="tlb_evict", invariant="rmap_consistent"))
+    assert r.status == "proved" and r.reason == "frame: tlb_evict modifies nothing rmap_consistent reads"
+
+
+def test_a_goal_the_whole_invariant_set_drowns_is_proved_on_the_related_ones():
+    """walk_protected after zap_spte (which only removes sptes) ran out of resources with every
+    invariant assumed; with the ten that share a symbol with it, it is proved."""
+    spec = load(None)
+    prover = Prover(spec)
+    ob = Obligation("inductive", action="zap_spte", invariant="walk_protected")
+    related = prover._related(ob)
+    assert "walk_protected" in related and "within_quota" not in related and len(related) < len(spec.invariants)
+    goal = prover.build.inductive_goal(ob)
+    assert prover._solve(prover.build.inductive(ob, goal, False), QUICK_RLIMIT).verdict == "unknown"
+    assert prover._solve(prover.build.inductive(ob, goal, False, related), QUICK_RLIMIT).verdict == "unsat"
+    assert prover.check(ob).status == "proved"
 
 
 def test_the_cache_is_read_once_per_obligation(monkeypatch, tmp_path):
