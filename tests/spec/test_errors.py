@@ -39,8 +39,11 @@ def assert_well_formed(err: SpecError, text: str) -> None:
         block = d.render(text).splitlines()
         assert HEAD.match(block[0]), block[0]
         if lines:
-            assert block[1].strip() == lines[d.loc.line - 1].strip()
-            assert block[2].index("^") - 4 == d.loc.col - 1
+            # the source line, or on a long line a window of it around the column ("..." each side cut)
+            line, shown, caret = lines[d.loc.line - 1].rstrip("\r").expandtabs(1), block[1][4:], block[2].index("^") - 4
+            assert shown.removeprefix("...").removesuffix("...").strip() in line
+            if d.loc.col - 1 < len(line):
+                assert shown[caret] == line[d.loc.col - 1]  # the caret under the character it names
         assert block[-1].startswith("  expected: ")
     assert out, "empty error output"
 
