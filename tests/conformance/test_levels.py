@@ -14,7 +14,7 @@ from dmmcheck.conformance.levels import Hiding, at_level, declared
 from dmmcheck.conformance.oracle import Failure
 from dmmcheck.conformance.reach import Bound, Reach
 from dmmcheck.conformance.runner import Runner
-from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.conformance.vmm_adapter import BundledVmm, BundledVmmSync
 from dmmcheck.main import main
 from dmmcheck.spec import load
 from tests.conformance.modes import moded
@@ -71,7 +71,11 @@ class DropsProtectEvents(BundledVmm):
 
 @pytest.mark.parametrize("level", ["full", "state", "black-box"])
 def test_the_bundled_vmm_passes_a_short_campaign_at_each_level(level):
-    r = fuzz(BundledVmm, SPEC, Config(), examples=15, seed_=3, level=level)
+    # At the state level, the VMM with unsync sps off: one guest store into its own unsync leaf
+    # table (a self-map) changes thirteen elements at once, and the spec sequence that explains it
+    # is past the search's bound (5,000 states; docs/conformance.md, "Conformance levels").
+    vmm = BundledVmmSync if level == "state" else BundledVmm
+    r = fuzz(vmm, SPEC, Config(), examples=15, seed_=3, level=level)
     assert r.failure is None, r.failure
     assert r.level == level and r.steps > 100
     performed = sum(r.coverage.values())
