@@ -8,6 +8,7 @@ seconds_in_impl: in the adapter (the VMM on Unicorn, and reading its state back)
 seconds_in_oracle: spec interpreter (refinement, invariants) and the ideal machine.
 seconds_in_harness: the rest — Hypothesis generation and shrinking, resets, legality checks.
 harness_overhead: wall time / time inside the adapter (1: the harness costs nothing).
+actions: how many times the campaign's steps refined to the TLB's and the unsync sps' spec actions.
 readback: the abstract-state reads, whole ("full") or of only the parts a step's events say may
 have changed ("partial"; the default: runner.py); with `full`, every read is whole.
 cpu_seconds, steps_per_cpu_second: the in-process campaign's own CPU time (the machine's other jobs
@@ -63,6 +64,9 @@ def main() -> None:
         "seconds": round(r.seconds, 2), "steps": r.steps, "test_cases": r.examples,
         "cpu_seconds": round(cpu, 2), "steps_per_cpu_second": round(r.steps / cpu, 1) if cpu else None,
         "readback": dict(r.reads),
+        # how often the TLB and the unsync mechanism were exercised (spec actions the steps refined to)
+        "actions": {a: r.coverage.get(a, 0) for a in ("tlb_hit", "shadow_hit", "unsync_gpt", "guest_map_unsync",
+                                                      "guest_unmap_unsync", "sync_spte", "tlb_flush", "tlb_sync")},
         "steps_per_case": 40, "failure": r.failure.kind if r.failure else None,
         "universe": Config().sizes(), "load_average_start": [round(x, 2) for x in load_start]}
     if "in-process" in sys.argv[2:]:
