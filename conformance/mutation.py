@@ -89,7 +89,7 @@ def adapter_mutants(impl: str | None = None, impl_cmd: str | None = None, timeou
 
 
 def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]:
-    """Mutants by name (glob or substring), or a part of the bundled catalogue: `part:seeded`
+    """Mutants by name (glob or substring; several, comma-separated), or a part of the bundled catalogue: `part:seeded`
     (mutants.py) or `part:history` (mutants_history.py, the bugs KVM and Xen fixed). `catalogue`:
     the names to choose from (default: the bundled VMM's)."""
     names = list(MUTANTS) if catalogue is None else catalogue
@@ -98,6 +98,9 @@ def select(pattern: str | None, catalogue: list[str] | None = None) -> list[str]
     if pattern.startswith("part:"):
         part = {"seeded": ".mutants", "history": ".mutants_history"}.get(pattern[5:])
         return [n for n in names if part and n in MUTANTS and MUTANTS[n].apply.__module__.endswith(part)]
+    if "," in pattern:  # several patterns: the mutants any of them selects, in catalogue order
+        chosen = {n for p in pattern.split(",") if p for n in select(p, names)}
+        return [n for n in names if n in chosen]
     return [n for n in names if (fnmatch.fnmatch(n, pattern) if any(c in pattern for c in "*?[") else pattern in n)]
 
 

@@ -144,3 +144,12 @@ def test_every_history_mutant_applies_to_a_fresh_vmm_and_replaces_something():
                    if callable(val) and not isinstance(val, type)
                    and (k not in vars(before[part]) or not same(val, vars(before[part])[k]))]
         assert changed, f"{name} replaces nothing"
+
+
+def test_mutants_are_selected_by_name_glob_substring_or_several_of_them():
+    from dmmcheck.conformance.mutation import select
+
+    assert select("cr3_load_skips_resync") == ["cr3_load_skips_resync"]
+    several = select("remote_flush_forgotten,*resync*")
+    assert "remote_flush_forgotten" in several and "cr3_load_skips_resync" in several
+    assert "quota_ignored" not in several and several == [n for n in select(None) if n in several]
