@@ -33,10 +33,12 @@ from .binding import (
     CUR_ROOT,
     EXTRA,
     GMAP,
+    GPT_PAGE,
     LIVE,
     MODE,
     REFUSABLE,
     SET_MODE,
+    WRITE_PROTECTED,
 )
 from .operations import Catalogue
 from .oracle import Failure
@@ -196,7 +198,15 @@ class Drawer:
     def guest(self, s: Any) -> inputs.Guest:
         """What the generator aims at, read once per operation drawn."""
         return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None),
-                            self.slots, tuple(self.earlier))
+                            self.slots, tuple(self.earlier), self._unsync(s))
+
+    def _unsync(self, s: Any) -> tuple[int, ...]:
+        """The gfns some VM's VMM left unsync: guest tables that are not write-protected."""
+        u, cfg = self.cat.it.u, self.config
+        gpt, wp = s[u.layout[GPT_PAGE].index], s[u.layout[WRITE_PROTECTED].index]
+        return tuple(g for g in range(cfg.gfns)
+                     if any(gpt[u.index(GPT_PAGE, (v, g))] and not wp[u.index(WRITE_PROTECTED, (v, g))]
+                            for v in range(cfg.vms)))
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: FuzzResult) -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]

@@ -44,6 +44,7 @@ class Guest:
     mapped: tuple[int, ...] = ()  # gfns some gva maps now
     slots: tuple[int, ...] = (0,)  # entry indices the guest's gvas use, at any level (where a store into a table matters)
     earlier: tuple[tuple[int, int], ...] = ()  # (level, entry) of the raw entries written before in this test case
+    unsync: tuple[int, ...] = ()  # gfns of guest tables the VMM left writable (unsync leaf tables)
 
 
 def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
@@ -53,6 +54,10 @@ def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
     if k < 9:
         return c.take(g.gfns), "gfn ordinary"
     if k < 11 and g.tables.get(max(level - 1, 1)):
+        if level == 2 and g.unsync and c.take(2):
+            # a second path to a leaf table the VMM left unsync: linking its shadow page there
+            # must resync it first ("synchronize the shadow page table before linking it")
+            return c.pick(g.unsync), "gfn an unsync leaf table"  # type: ignore[return-value]
         return c.pick(g.tables[max(level - 1, 1)]), "gfn a guest table"  # type: ignore[return-value]
     if k < 13 and g.mapped:
         return c.pick(g.mapped), "gfn mapped elsewhere"  # type: ignore[return-value]
@@ -174,6 +179,7 @@ def classes() -> list[str]:
     out = ["gpte not present", "non-canonical gva"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
     out += [f"level {level} {kind}; same frames as an earlier entry" for level, kind in
             ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
+    out.append("level 2 table entry; gfn an unsync leaf table")
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:

@@ -58,3 +58,15 @@ def test_a_long_campaign_keeps_a_bounded_number_of_compiled_scopes():
     assert len(r._judges) == JUDGES_KEPT
     # (kept by the configuration the runner ran)
     assert r.judge is r._judges[Config(gfns=16 + (JUDGES_KEPT + 19) % 2, mfns=10 + JUDGES_KEPT + 19)]
+
+
+def test_a_table_entry_may_link_a_leaf_table_the_vmm_left_unsync():
+    from dmmcheck.conformance import inputs
+    from dmmcheck.conformance.fuzz import Choices
+
+    g = inputs.Guest(16, {1: [3, 4], 2: [2], 3: [1]}, unsync=(4,))
+    drawn = [inputs.gfn(Choices(n), g, 2) for n in range(400)]
+    linked = {f for f, cls in drawn if cls == "gfn an unsync leaf table"}
+    assert linked == {4}  # only the unsync one, and it is drawn
+    assert all(cls != "gfn an unsync leaf table" for f, cls in (inputs.gfn(Choices(n), g, 3) for n in range(400)))
+    assert "level 2 table entry; gfn an unsync leaf table" in inputs.classes()
