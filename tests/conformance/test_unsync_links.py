@@ -1,0 +1,72 @@
+"""Two unsync bugs the campaign rarely reaches within a minute (an unsync leaf table holding a stale
+spte, then reached by a second path): each is killed here on a directed run, and the correct VMM
+passes the same steps. The leaf table of X in root 0 is gfn 3 (scope.guest_tables); root 5 has its
+own tables (PD in gfn 7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmmcheck.conformance.adapter import Config, Operation
+from dmmcheck.conformance.oracle import Failure
+from dmmcheck.conformance.runner import Runner
+from dmmcheck.conformance.vmm_adapter import BundledVmm
+from dmmcheck.spec import load
+from tests.conformance.modes import moded
+
+SPEC = load(None)
+X = Config().gvas[0]  # 0x400000
+PT_ROOT0 = 3  # the leaf table of X in root 0
+UPPER = 0x27  # P | RW | US | A: a table entry
+
+
+def op(action: str, **args) -> Operation:
+    return Operation(action, args)
+
+
+# X is filled through root 0, then the guest rewrites its gpte: the leaf table goes unsync and the
+# spte of X stale (it still maps gfn 10).
+STALE = [op("vm_create", v=0), op("cr3_load", v=0, r=0),
+         op("guest_map", v=0, r=0, x=X, g=10, w=True, u=False, nx=False, a=True, d=True),
+         op("guest_walk", v=0, x=X, a="read", u=False),
+         op("guest_map", v=0, r=0, x=X, g=11, w=True, u=False, nx=False, a=True, d=True)]
+
+
+def run(ops: list[Operation], mutant: str | None = None) -> Runner:
+    r = Runner(BundledVmm(), SPEC, Config(mutant=mutant))
+    r.reset()
+    for o in moded(ops):
+        r.step(o)
+    return r
+
+
+def killed(ops: list[Operation], mutant: str) -> Failure:
+    run(ops)  # the correct VMM conforms on the same steps
+    with pytest.raises(Failure) as e:
+        run(ops, mutant)
+    return e.value
+
+
+def test_an_unsync_sp_linked_under_a_second_root_is_resynced_first():
+    # root 5's PD entry for X now points at root 0's unsync leaf table; the walk through root 5
+    # links the existing shadow page of that table
+    ops = STALE + [op("gpte_write", v=0, r=5, x=X, level=2, g=PT_ROOT0, bits=UPPER),
+                   op("cr3_load", v=0, r=5), op("guest_walk", v=0, x=X, a="read", u=False)]
+    f = killed(ops, "resync_skipped_before_link")
+    # the stale spte (gfn 10) appears under root 5 as if filled from the gpte, which says gfn 11
+    assert f.kind == "refinement" and "shadow_fill" in f.message and "g=gfn10" in f.message, f
+
+
+def test_an_unsync_leaf_table_shadowed_as_an_upper_table_is_protected_again():
+    # root 5's PDPT entry for X points at root 0's unsync leaf table, read there as a PD: its entry
+    # 2 (the gpte of X[2], gfn 12) leads to gfn 12 as a PT, whose entry 0 the guest made a leaf.
+    # Once shadowed as an upper table, the leaf table must be write-protected again.
+    x2 = Config().gvas[2]  # 0x402000: its gpte is entry 2 of gfn 3, X's PDE when gfn 3 is a PD
+    ops = STALE + [op("guest_map", v=0, r=0, x=x2, g=12, w=True, u=False, nx=False, a=True, d=True),
+                   op("guest_walk", v=0, x=x2, a="write", u=False, value=(13 << 12) | UPPER),
+                   op("gpte_write", v=0, r=5, x=X, level=3, g=PT_ROOT0, bits=UPPER),
+                   op("cr3_load", v=0, r=5), op("guest_walk", v=0, x=X, a="read", u=False),
+                   op("guest_map", v=0, r=0, x=x2, g=14, w=True, u=False, nx=False, a=True, d=True),
+                   op("guest_walk", v=0, x=X, a="read", u=False)]
+    f = killed(ops, "upper_table_left_unsync")
+    assert f.kind == "invariant" and "walk_protected" in f.message, f
