@@ -427,15 +427,20 @@ def test_setting_smep_invalidates_the_tlb_and_a_fault_drops_the_gvas_entries():
     caught(impl, AccessResult(False, value=0))
 
 
-def two_vcpus_cached() -> Impl:
-    """Both vCPUs on root 0 read X (gfn 9, which holds 0x1111), then the guest remaps X to gfn 10
-    (zeros) without invlpg."""
+def two_vcpus_on_root_0() -> Impl:
+    """Both vCPUs on root 0; X maps gfn 9 (which holds 0x1111), A set on every entry of its walk."""
     impl = Impl()
     impl.tables(leaf=0x9003)
     impl.control("cr3_load", c=1, r=0)
     impl.store(0x9000, 0x1111)
     for gpa in (PML4E, PDPTE, PDE, PTE):
         impl.set_entry(gpa, impl.entry(gpa) | A)
+    return impl
+
+
+def two_vcpus_cached() -> Impl:
+    """Both vCPUs read X, then the guest remaps X to gfn 10 (zeros) without invlpg."""
+    impl = two_vcpus_on_root_0()
     for c in (0, 1):
         impl.access(AccessResult(False, value=0x1111), c=c)
     impl.store(PTE, 0xA003 | A)
@@ -460,12 +465,7 @@ def test_a_cr3_load_on_vcpu_1_leaves_vcpu_0s_stale_translation_accepted():
 def test_a_vcpu_may_use_a_translation_it_could_have_cached_speculatively():
     """SDM 4.10.2.3: vCPU 1 never read X, but the old translation was valid through its CR3 (A set
     on every entry) until the remap: it may hold it, until its own invlpg."""
-    impl = Impl()
-    impl.tables(leaf=0x9003)
-    impl.control("cr3_load", c=1, r=0)
-    impl.store(0x9000, 0x1111)
-    for gpa in (PML4E, PDPTE, PDE, PTE):
-        impl.set_entry(gpa, impl.entry(gpa) | A)
+    impl = two_vcpus_on_root_0()
     impl.access(AccessResult(False, value=0x1111), c=0)
     impl.store(PTE, 0xA003 | A)
     impl.access(AccessResult(False, value=0x1111), c=1)
