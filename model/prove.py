@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -308,15 +308,23 @@ class Prover:
         if not obs:
             return []
         goals = _prefix([Obligation("init", invariant=i.name) for i in self.spec.invariants], obs)
+        # Finite: encoded in the solver's context too (no datatypes into the prover's); unbounded:
+        # encoded in the prover's context, solved in a new one.
+        context = own_context if self.finite_n is not None else lambda: nullcontext(z3.Context())
+        return self._shared_first(obs, goals, context, self._prove_inits)
+
+    def _shared_first(self, obs: list[Obligation], goals: list[Obligation],
+                      context: Callable[[], AbstractContextManager[z3.Context]],
+                      shared: Callable[[list[Obligation], z3.Context], list[Result]]) -> list[Result]:
+        """The goals on one shared solver (`shared`, in a context from `context`); each obligation
+        of obs it did not settle checked alone, on the full path."""
         with use_context(self.ctx):
             try:
-                # Finite: encoded in the solver's context too (no datatypes into the prover's);
-                # unbounded: encoded in the prover's context, solved in a new one.
-                with own_context() if self.finite_n is not None else nullcontext(z3.Context()) as ctx:
-                    proved = {r.name: r for r in self._prove_inits(goals, ctx)}
+                with context() as ctx:
+                    settled = {r.name: r for r in shared(goals, ctx)}
             except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
-                proved = {}
-            return [proved.get(ob.name) or self._guarded(ob, self._check) for ob in obs]
+                settled = {}
+            return [settled.get(ob.name) or self._guarded(ob, self._check) for ob in obs]
 
     def _prove_inits(self, obs: list[Obligation], ctx: z3.Context) -> list[Result]:
         """The init obligations proved on one solver in ctx (the rest are left to the full path)."""
@@ -400,13 +408,7 @@ class Prover:
         if not obs:
             return []
         goals = _prefix([ob for ob in list_obligations(self.spec) if ob.kind == "vacuity"], obs)
-        with use_context(self.ctx):
-            try:
-                with own_context() as ctx:
-                    proved = {r.name: r for r in self._witness_vacuity(goals, ctx)}
-            except Exception:  # noqa: BLE001 - an encoding limit: each obligation alone says what it is
-                proved = {}
-            return [proved.get(ob.name) or self._guarded(ob, self._check) for ob in obs]
+        return self._shared_first(obs, goals, own_context, self._witness_vacuity)
 
     def _witness_vacuity(self, obs: list[Obligation], ctx: z3.Context) -> list[Result]:
         """The vacuity checks satisfied on one solver in ctx (the rest are left to the full path)."""
