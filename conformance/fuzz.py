@@ -189,6 +189,11 @@ class Drawer:
         self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
         self.huge: list[tuple[int, int, int, int, int]] = []  # (vm, root gfn, level, gva, entry): huge leaves written
         self.mode_ix = cat.it.u.layout[MODE].index  # (vm, vcpu): vm-major, like cur_root
+        u = cat.it.u
+        self.gpt_ix, self.wp_ix = u.layout[GPT_PAGE].index, u.layout[WRITE_PROTECTED].index
+        # (gfn, its gpt_page point, its write_protected point) of every VM, looked up once a test case
+        self.per_gfn = [(g, u.index(GPT_PAGE, (v, g)), u.index(WRITE_PROTECTED, (v, g)))
+                        for v in range(config.vms) for g in range(config.gfns)]
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
         self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
@@ -202,11 +207,8 @@ class Drawer:
 
     def _unsync(self, s: Any) -> tuple[int, ...]:
         """The gfns some VM's VMM left unsync: guest tables that are not write-protected."""
-        u, cfg = self.cat.it.u, self.config
-        gpt, wp = s[u.layout[GPT_PAGE].index], s[u.layout[WRITE_PROTECTED].index]
-        return tuple(g for g in range(cfg.gfns)
-                     if any(gpt[u.index(GPT_PAGE, (v, g))] and not wp[u.index(WRITE_PROTECTED, (v, g))]
-                            for v in range(cfg.vms)))
+        gpt, wp = s[self.gpt_ix], s[self.wp_ix]
+        return tuple(sorted({g for g, i, j in self.per_gfn if gpt[i] and not wp[j]}))
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: FuzzResult) -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
