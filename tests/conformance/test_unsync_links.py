@@ -70,3 +70,15 @@ def test_an_unsync_leaf_table_shadowed_as_an_upper_table_is_protected_again():
                    op("guest_walk", v=0, x=X, a="read", u=False)]
     f = killed(ops, "upper_table_left_unsync")
     assert f.kind == "invariant" and "walk_protected" in f.message, f
+
+
+def test_the_generator_sees_which_leaf_tables_the_vmm_left_unsync():
+    from dmmcheck.conformance.fuzz import Drawer
+    from dmmcheck.conformance.operations import Catalogue
+
+    r = run(STALE[:-1])
+    judge = r.judge
+    drawer = Drawer(Catalogue(judge.it, BundledVmm().capabilities().operations), r.config, [])
+    assert drawer._unsync(r.oracle.state) == ()  # shadowed and write-protected
+    r.step(STALE[-1])  # the guest's store into it: the VMM unsyncs it
+    assert drawer._unsync(r.oracle.state) == (PT_ROOT0,)
