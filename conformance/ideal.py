@@ -356,8 +356,7 @@ class IdealCpu:
         for addr, new in self.ad_writes(acc, used).items():
             self.mem.write64(addr, new)
         if t is not None:
-            cached = self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), {})
-            cached[t] = cached.get(t, False) or acc == "write" or bool(used and used[-1][1] & D)
+            self._cache(gva, t, acc == "write" or bool(used and used[-1][1] & D))
         for key, u in o.uppers:  # (their A bits set just above: 4.10.3.1 caches no entry with A clear)
             self.psc.setdefault(key, set()).add(u)
         assert o.paddr is not None
@@ -437,8 +436,12 @@ class IdealCpu:
         for gva in gvas:
             o, t, used = self._walk(gva, "read", False, True, 4, self.cr3 * PAGE, True, True, False, ())
             if t is not None and not o.fault and all(e & A for _, e in used):
-                cached = self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), {})
-                cached[t] = cached.get(t, False) or bool(used[-1][1] & D)
+                self._cache(gva, t, bool(used[-1][1] & D))
+
+    def _cache(self, gva: int, t: Translation, dirty: bool) -> None:
+        """t into the TLB at gva's page of its size; dirty once any caching of it was."""
+        cached = self.tlb.setdefault((t.level, gva >> SHIFT[t.level]), {})
+        cached[t] = cached.get(t, False) or dirty
 
 
 class IdealVm:

@@ -407,12 +407,13 @@ class Vmm:
             bad_gfn = True  # any other exception of the walk is a bug: it propagates, a crash
         except OutOfMemory:  # a guest table could not be paged in
             return Result(True, 0, gva, oom=True)
+        # Unsync: gva's spte agrees with the gpte before the outcome is reported. A #PF invalidates
+        # what the guest's TLB held for gva (SDM 4.10.4.1), and a stale spte left in place would
+        # serve the retry the translation the fault dropped; on success the real MMU may have
+        # refused a stale spte the gpte now allows (SMEP on a page that was the user's).
+        self._resync_gva(vm, gva)
         if bad_gfn and self.beyond_memory != "fault":
             return self._unbacked(vm, gva, acc, ad, size)
-        if bad_gfn or w.fault:
-            # A #PF invalidates what the guest's TLB held for gva (SDM 4.10.4.1): an unsync spte
-            # left stale would serve the guest's retry the translation its fault dropped.
-            self._resync_gva(vm, gva)
         if bad_gfn:
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, BAD_GFN_CODE | access_error_code(acc, mode), gva)
@@ -420,9 +421,6 @@ class Vmm:
             self.stats["guest_faults"] += 1
             self._emit_access("guest_fault", vm, gva, acc, user)
             return Result(True, w.error_code, gva, gp=w.gp)
-        # The real MMU may have refused a stale spte the guest's gpte now allows (SMEP on a page
-        # that was the user's): resynced first, the fault is the walk's to explain.
-        self._resync_gva(vm, gva)
         self._emit_access("guest_walk", vm, gva, acc, user)
         gfn = w.paddr >> x86.PAGE_SHIFT
         try:
