@@ -63,8 +63,9 @@ class Rung:
     rlimit: int | None
     settles: tuple[Verdict, ...] = ("unsat",)
     # Assume only the invariants that read a symbol the goal's invariant reads: with all of them
-    # as hypotheses (22 on the bundled spec) the solver can spend its whole budget instantiating ones the goal does
-    # not need (walk_protected after zap_spte, which only removes sptes). Only unsat settles it.
+    # as hypotheses (22 on the bundled spec) the solver can spend its whole budget instantiating
+    # ones the goal does not need (walk_protected after zap_spte, which only removes sptes). Only
+    # unsat settles it.
     related: bool = False
 
 
