@@ -304,9 +304,12 @@ class Oracle:
         s = self._path_edits(s, impl, steps, only, G_TABLE, GUEST_PATH)
         s = self._path_edits(s, impl, steps, only, G_UPPER, GUEST_UPPER)
         lays = [self._lay[n] for n in GMAP]
-        if all(impl[lay.index] == s[lay.index] for lay in lays):
-            return s
-        for k in (range(lays[0].size) if only is None else (only,)):
+        if only is None:  # the points where some gpte field differs, found before any step
+            edited = sorted({k for lay in lays if impl[lay.index] != s[lay.index]
+                             for k, (a, b) in enumerate(zip(impl[lay.index], s[lay.index])) if a != b})
+        else:
+            edited = [only]
+        for k in edited:
             now = tuple(impl[lay.index][k] for lay in lays)
             if now == tuple(s[lay.index][k] for lay in lays):
                 continue
@@ -344,11 +347,12 @@ class Oracle:
         if tab is None or action not in self.it.actions or impl[tab.index] == s[tab.index]:
             return s
         tables = tab.domains[-1]  # the symbol's points are gmap's, times the table gfn
-        points = range(tab.size) if only is None else range(only * tables, (only + 1) * tables)
-        for k in points:
-            now = impl[tab.index][k]
-            if now != s[tab.index][k]:
-                s = self._apply(s, action, self.u.point(symbol, k) + (now,), steps, "guest edit", True)
+        lo, hi = (0, tab.size) if only is None else (only * tables, (only + 1) * tables)
+        # the points that differ, found before any step: each step changes its own point only
+        now, was = impl[tab.index], s[tab.index]
+        for k in [k for k in range(lo, hi) if now[k] != was[k]] if only is not None else \
+                [k for k, (a, b) in enumerate(zip(now, was)) if a != b]:
+            s = self._apply(s, action, self.u.point(symbol, k) + (now[k],), steps, "guest edit", True)
         return s
 
     def unexplained(self, impl: State, reached: State | None = None) -> None:

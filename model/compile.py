@@ -39,6 +39,28 @@ class _Emitter:
     def loops(self, vs: tuple[A.Var, ...]) -> str:
         return " ".join(f"for {_py(v.name)} in {self.domain(v.type)}" for v in vs)
 
+    def quant_loops(self, vs: tuple[A.Var, ...], body: A.Expr, forall: bool) -> str:
+        """The loops of a quantifier, with the one-point rule: a variable that a conjunct of the
+        body (of a forall's premise) fixes as `term = x`, the term over outer variables only, takes
+        the term's one value instead of its whole domain (every other value makes the body false,
+        or the premise false): `exists m: mfn. p2m(v, g) = m and ...` reads one mfn, not all."""
+        if forall:
+            if not (isinstance(body, A.BinOp) and body.op == "implies"):
+                return self.loops(vs)
+            body = body.left
+        names = {v.name for v in vs}
+        fixed: list[str] = []
+        rest = []
+        cs = conjuncts(body)
+        for v in vs:
+            terms = [] if v.type.optional else [t for c in cs if (t := _term_of(c, v.name)) is not None]
+            term = next((t for t in terms if not free_vars(t) & names), None)
+            if term is None:
+                rest.append(v)
+            else:
+                fixed.append(f"for {_py(v.name)} in ({self.expr(term)},) if {_py(v.name)} is not None")
+        return " ".join(fixed + ([self.loops(tuple(rest))] if rest else []))
+
     def domain(self, t: A.TypeRef) -> str:
         if t.name == A.BOOL:
             return "(False, True)"
@@ -88,23 +110,32 @@ class _Emitter:
             case A.BinOp(op, l, r):
                 return f"({self.expr(l)} {op} {self.expr(r)})"
             case A.Quant("forall", vs, body):
-                return f"all({self.expr(body)} {self.loops(vs)})"
+                return f"all({self.expr(body)} {self.quant_loops(vs, body, True)})"
             case A.Quant("exists", vs, body):
-                return f"any({self.expr(body)} {self.loops(vs)})"
+                return f"any({self.expr(body)} {self.quant_loops(vs, body, False)})"
             case A.Count(vs, body):
                 return f"sum(1 {self.loops(vs)} if {self.expr(body)})"
             case A.Ite(c, t, f):
                 return f"({self.expr(t)} if {self.expr(c)} else {self.expr(f)})"
         raise TypeError(f"cannot compile {e!r}")
 
+    def write(self, target: A.Sym, value: str, indent: str, out: list[str]) -> None:
+        """One point's new value, copied on write: a symbol's entry is copied the first time one of
+        its points really changes, so an update that leaves the state as it was copies nothing and
+        an unchanged entry stays the same object (which the incremental invariant check and the
+        harness's comparisons test first)."""
+        k = self.u.layout[target.name].index
+        out.append(f"{indent}_i = {self.index(target.name, target.args)}; _x = {value}")
+        out.append(f"{indent}if (s[{k}] if n{k} is None else n{k})[_i] != _x:")
+        out.append(f"{indent}    if n{k} is None: n{k} = list(s[{k}])")
+        out.append(f"{indent}    n{k}[_i] = _x")
+
     def update(self, u: A.Update, indent: str, out: list[str]) -> None:
         match u:
             case A.Assign(target, value):
-                out.append(f"{indent}n{self.u.layout[target.name].index}[{self.index(target.name, target.args)}] = "
-                           f"{self.expr(value)}")
+                self.write(target, self.expr(value), indent, out)
             case A.Insert(target) | A.Remove(target):
-                val = "True" if isinstance(u, A.Insert) else "False"
-                out.append(f"{indent}n{self.u.layout[target.name].index}[{self.index(target.name, target.args)}] = {val}")
+                self.write(target, "True" if isinstance(u, A.Insert) else "False", indent, out)
             case A.ForallUpdate(vs, body):
                 for v in vs:
                     out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
@@ -128,15 +159,21 @@ def conjuncts(e: A.Expr) -> list[A.Expr]:
     return [e]
 
 
-def _binding(c: A.Expr, p: str, bound: set[str]) -> A.Expr | None:
-    """If conjunct c reads `term = p` with term over bound params only, the term that fixes p."""
+def _term_of(c: A.Expr, p: str) -> A.Expr | None:
+    """If conjunct c reads `term = p` (either way round), the term."""
     if not (isinstance(c, A.BinOp) and c.op == "="):
         return None
     for this, other in ((c.left, c.right), (c.right, c.left)):
         inner = this.arg if isinstance(this, A.Some) else this
-        if isinstance(inner, A.Var) and inner.name == p and free_vars(other) <= bound:
+        if isinstance(inner, A.Var) and inner.name == p:
             return other
     return None
+
+
+def _binding(c: A.Expr, p: str, bound: set[str]) -> A.Expr | None:
+    """If conjunct c reads `term = p` with term over bound params only, the term that fixes p."""
+    term = _term_of(c, p)
+    return term if term is not None and free_vars(term) <= bound else None
 
 
 @dataclass
@@ -206,16 +243,18 @@ def _action_source(em: _Emitter, action: Action) -> str:
     lines = [f"def guard({sig}):"]
     lines.append(f"    return {' and '.join(em.expr(g) for g in action.guards) or 'True'}")
 
-    # apply: copy each modified entry once, write, rebuild the state tuple
+    # apply: copy a modified entry when a point of it first changes (Emitter.write), rebuild the
+    # state tuple
     modified = sorted(u.layout[n].index for n in action.modifies)
     lines.append(f"def apply({sig}):")
     for k in modified:
-        lines.append(f"    n{k} = list(s[{k}])")
+        lines.append(f"    n{k} = None")
     body: list[str] = []
     for upd in action.updates:
         em.update(upd, "    ", body)
     lines += body
-    entries = ", ".join(f"tuple(n{k})" if k in modified else f"s[{k}]" for k in range(len(u.layout)))
+    entries = ", ".join(f"(s[{k}] if n{k} is None else tuple(n{k}))" if k in modified else f"s[{k}]"
+                        for k in range(len(u.layout)))
     lines.append(f"    return ({entries},)" if entries else "    return ()")  # a spec with no state
 
     lines += _enabled_source(em, action, "def enabled(s):", lambda k, p: em.domain(p.type))

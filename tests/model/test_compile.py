@@ -1,0 +1,82 @@
+"""The compiler's two shortcuts (compile.py), each checked against the reference evaluator on every
+state of a small universe: the one-point rule (a quantified variable a conjunct fixes reads one
+value, not its domain) and copy-on-write updates (an entry is copied only when a point of it
+changes)."""
+
+from __future__ import annotations
+
+import itertools
+
+from dmmcheck.model.evaluate import apply_updates
+from dmmcheck.model.interp import Interpreter
+from dmmcheck.spec import check, parse
+
+SPEC = check(parse("""
+sort k [2]
+function f(k): k?
+relation p(k)
+relation q(k, k)
+init {
+  forall x: k. f(x) := none
+  forall x: k. p(x) := false
+  forall x: k, y: k. q(x, y) := false
+}
+action touch(x: k) {
+  if exists m: k. f(x) = m and p(m) and q(x, m) {
+    insert p(x)
+  }
+  if forall m: k. f(x) = m implies q(m, x) {
+    remove q(x, x)
+  }
+}
+action same(x: k) {
+  f(x) := f(x)
+  p(x) := p(x)
+}
+action there_and_back(x: k) {
+  insert p(x)
+  p(x) := p(x)
+}
+""", "t.dmm"))
+IT = Interpreter(SPEC, {"k": 2})
+
+
+def every_state():
+    """Every state of the universe (2 values of k): f, p and q take every value."""
+    u = IT.u
+    for fs in itertools.product((None, 0, 1), repeat=2):
+        for ps in itertools.product((False, True), repeat=2):
+            for qs in itertools.product((False, True), repeat=4):
+                yield tuple({"f": fs, "p": ps, "q": qs}[name] for name in u.layout)
+
+
+def test_one_point_loops_read_the_fixed_value_only():
+    src = IT.actions["touch"].source
+    assert "for v_m in (s[" in src  # exists: m is f(x)'s one value
+    assert src.count("for v_m in (") == 2  # and the forall's premise fixes it the same way
+    assert "for v_m in range(" not in src
+
+
+def test_one_point_and_copy_on_write_agree_with_the_reference_on_every_state():
+    u, act = IT.u, SPEC.actions["touch"]
+    n = 0
+    for s in every_state():
+        for x in range(2):
+            env = {"x": x}
+            assert IT.apply(s, "touch", (x,)) == apply_updates(u, s, act.updates, env), (s, x)
+            n += 1
+    assert n == 3 ** 2 * 2 ** 6 * 2
+
+
+def test_an_update_that_changes_nothing_copies_nothing():
+    s = next(every_state())
+    after = IT.apply(s, "same", (1,))
+    assert after == s and all(a is b for a, b in zip(after, s))
+
+
+def test_a_point_written_twice_keeps_the_last_write():
+    # `p(x) := p(x)` reads the state before the action: the insert before it is undone
+    for s in every_state():
+        after = IT.apply(s, "there_and_back", (1,))
+        assert after == s
+        assert after == apply_updates(IT.u, s, SPEC.actions["there_and_back"].updates, {"x": 1})
