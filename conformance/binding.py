@@ -53,6 +53,8 @@ SPTE = ("spte", "s_write", "s_user", "s_nx")
 RMAP = "rmap"  # (mfn, vm, root, role, gva)
 # The guest tables each walk reads (what guest_path edits), and those above the leaf's (guest_upper).
 G_TABLE, G_UPPER = "g_table", "g_upper"
+# An spte the guest rewrote the gpte of in an unsync table (ghost): the generator aims at it
+S_STALE = "s_stale"
 
 # ---------------------------------------------------------------- actions
 # A hit the hardware served is one of these: the TLB is ghost state, so the oracle picks — the TLB

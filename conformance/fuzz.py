@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import hypothesis
@@ -30,13 +30,17 @@ from .adapter import Adapter, Config, Operation, role_bits
 from .binding import (
     ACCESS,
     ACCESS_ACTIONS,
+    CR3_LOAD,
     CUR_ROOT,
     EXTRA,
+    G_TABLE,
+    G_UPPER,
     GMAP,
     GPT_PAGE,
     LIVE,
     MODE,
     REFUSABLE,
+    S_STALE,
     SET_MODE,
     WRITE_PROTECTED,
 )
@@ -188,6 +192,9 @@ class Drawer:
         self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
         self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
         self.huge: list[tuple[int, int, int, int, int]] = []  # (vm, root gfn, level, gva, entry): huge leaves written
+        # (vm, root gfn, level, gva, stale gva): entries written that link a leaf table the VMM
+        # left unsync, and a gva whose spte in that table is stale (None: none known)
+        self.links: list[tuple[int, int, int, int, int | None]] = []
         self.mode_ix = cat.it.u.layout[MODE].index  # (vm, vcpu): vm-major, like cur_root
         u = cat.it.u
         self.gpt_ix, self.wp_ix = u.layout[GPT_PAGE].index, u.layout[WRITE_PROTECTED].index
@@ -197,6 +204,9 @@ class Drawer:
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
         self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
+        self.pending: list[Operation] = []  # steps queued to follow the one drawn (_follow)
+        self.stale_gva: int | None = None
+        self.stale_role = 0  # the stale gpte's gva, while a link to its table is drawn
         self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
@@ -212,6 +222,10 @@ class Drawer:
 
     def draw(self, c: Choices, swarm: list[str], s: Any, result: FuzzResult) -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
+        while self.pending:  # the steps an earlier draw queued (_follow), while they still apply
+            op = self.pending.pop(0)
+            if op.args["v"] in live and op.action in self.cat.ops:
+                return op
         running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
             name = c.pick(swarm)
@@ -313,6 +327,8 @@ class Drawer:
                 args["x"] = c.pick(mapped)
         if name in ACCESS_ACTIONS and self.huge and c.take(4):
             self._through_huge(c, args, s)
+        if self.links and (name in ACCESS_ACTIONS or name == CR3_LOAD) and c.take(2):
+            self._through_link(c, name, args, s)
         if name in ACCESS_ACTIONS and args["a"] == "write" or name == "cow_break":
             args["value"] = inputs.value(c, guest) if self.tuning.wide_inputs else c.pick(VALUES)
         if name in ACCESS_ACTIONS and args["a"] != "fetch" and self.tuning.wide_inputs:
@@ -368,18 +384,81 @@ class Drawer:
             bits = role_bits(self.config.roles[o])
             args["a"], args["u"] = inputs.role(c, entry, "wp" in bits, "nxe" in bits, "smep" in bits, "smap" in bits)
 
+    def _through_link(self, c: Choices, name: str, args: dict[str, Any], s: Any) -> None:
+        """Follow a link to an unsync leaf table through: load the root that holds it (a CR3 load),
+        or access a gva under it from a vCPU running on that root. The stale sptes such a table
+        holds are the bug only a walk through the second path shows (its shadow page linked
+        there unsynced, or left writable once it is read as an upper table)."""
+        mine = [k for k in self.links if k[0] == args["v"]]
+        if not mine:
+            return
+        _v, root, level, at, z = c.pick(mine)
+        if name == CR3_LOAD:
+            args["r"] = root
+            return
+        cur = s[self.root_ix][args["v"] * self.vcpus + args["c"]]
+        if cur is None or self.config.roots[cur] != root:
+            return
+        shift = inputs.SHIFT[level]
+        under = [x for x in self.config.gvas if x >> shift == at >> shift]
+        # through the link, the table is read one level up: the gva whose index there is the
+        # stale gpte's own index reads that very entry
+        below = inputs.SHIFT[level - 1]
+        same = [x for x in under if z is not None and x >> below & 511 == z >> 12 & 511]
+        args["x"] = c.pick(same if same and c.take(4) else under)
+
+    def _unsync_leaves(self, s: Any, stale: bool) -> list[tuple[int, int, int, int, int]]:
+        """(vm, root gfn, gva, leaf table gfn, role) of every stale spte (the spec's ghost s_stale;
+        `stale`) or every present gpte (not `stale`; role 0) whose leaf table is unsync: where a
+        second path to that table shows the stale translation, or a walk through it as an upper
+        table gets past it."""
+        u = self.cat.it.u
+        if S_STALE not in u.layout or G_TABLE not in u.layout or G_UPPER not in u.layout:
+            return []
+        tab, up = s[u.layout[G_TABLE].index], s[u.layout[G_UPPER].index]
+        unsync = set(self._unsync(s))
+        if not unsync:
+            return []
+        if stale:
+            points = [u.point(S_STALE, k) for k, b in enumerate(s[u.layout[S_STALE].index]) if b]
+        else:
+            points = [u.point(GMAP[0], k)[:2] + (0,) + u.point(GMAP[0], k)[2:]
+                      for k, g in enumerate(s[self.gmap_ix]) if g is not None]
+        out = set()
+        for v, r, o, x in points:
+            for t in unsync:
+                i = u.index(G_TABLE, (v, r, x, t))
+                if tab[i] and not up[i]:
+                    out.add((v, self.config.roots[r], self.config.gvas[x], t, o))
+        return sorted(out)
+
     def _raw_entry(self, c: Choices, args: dict[str, Any], s: Any) -> None:
         """A raw gpte from the whole input space, mostly in the tables the VM runs on."""
         cur = self._root(s, args["v"], c) if s is not None else None
         if cur is not None and (self.huge_heavy or c.take(4)):
             args["r"] = self.config.roots[cur]
         mine = [h for h in self.huge if h[0] == args["v"]]
+        guest = self.guest(s)
         if self.huge_heavy and mine and c.take(4):
             entry, cls = self._second_leaf(c, args, mine)
+        elif guest.unsync and c.take(4) == 0:
+            # While a leaf table is unsync, a second path to it: the stale sptes it holds show
+            # only through one (uniform frames reach it about once a minute)
+            args["level"] = 2 + c.take(2)
+            # level 2: the table read as a leaf table again, where a stale spte shows; level 3: read
+            # as a page directory, past one of its present gptes
+            stale = [t for t in self._unsync_leaves(s, args["level"] == 2) if t[0] == args["v"]]
+            if stale:
+                _v, rz, z, table, role = c.pick(stale)
+                guest = replace(guest, unsync=(table,))
+                self.stale_gva, self.stale_role = z, role
+                self._second_path(c, args, s, rz, z)
+            entry = inputs.unsync_link(c, guest)
+            cls = f"level {args['level']} table entry; gfn an unsync leaf table"
         else:
             if self.huge_heavy and c.take(4):
                 args["level"] = 2 + c.take(2)
-            entry, cls = inputs.gpte(c, self.guest(s), args["level"], self.huge_heavy)
+            entry, cls = inputs.gpte(c, guest, args["level"], self.huge_heavy)
         level = args["level"]
         self.inputs[cls] += 1
         key = (level, entry & ~(inputs.RW | inputs.US | inputs.XD))
@@ -393,11 +472,62 @@ class Drawer:
         elif level in (2, 3) and entry & inputs.PS and c.take(4):
             # a huge leaf maps a gva's page only when the gva's offset in it stays inside memory
             args["x"] = c.pick(self._in_memory(self.config.gvas, level, entry) or [args["x"]])
+        if cls.endswith("unsync leaf table"):
+            self.links.append((args["v"], args["r"], level, args["x"], self.stale_gva))
+            if self.stale_gva is not None:
+                self._follow(c, s, self.links[-1], self.stale_role)
+            self.stale_gva = None
         if inputs.walkable_huge(entry, level) and self._in_memory(self.config.gvas, level, entry):
             self.huge.append((args["v"], args["r"], level, args["x"], entry))
         self.earlier.append((level, entry))
         self.written_at[key] = args["x"]
         args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+
+    def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None], role: int) -> None:
+        """Queue the steps that walk a new link to an unsync leaf table: a vCPU of the VM loads the
+        link's root and reads the gva whose walk through the link reads gpte z. At level 2, in the
+        stale spte's role (the shadow page found for the table is then the one holding it), which
+        must be resynced before it is linked there; at level 3, after a leaf is written where the
+        walk goes on, so that it succeeds and shadows the table as an upper one, which must then
+        be write-protected again."""
+        v, root, level, at, z = link
+        slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
+        ys = [y for y in self.config.gvas if y >> slot == at >> slot and y >> below & 511 == z >> 12 & 511]
+        if z is None or not ys:
+            return
+        k = v * self.vcpus
+        cpu, y = c.take(self.vcpus), c.pick(ys)
+        self.pending = [Operation("cr3_load", {"v": v, "c": cpu, "r": root}),
+                        Operation("guest_walk", {"v": v, "c": cpu, "x": y, "a": "read", "u": False})]
+        if level == 3:
+            # the gpte read as a page-directory entry names a page read as a page table: its entry
+            # for y, a leaf, lets the walk through (the table is then shadowed as an upper one)
+            leaf = c.take(self.config.gfns) << 12 | inputs.P | inputs.RW | inputs.US | inputs.A
+            self.pending.insert(0, Operation("gpte_write", {"v": v, "r": root, "x": y, "level": 1,
+                                                            "g": leaf >> 12, "bits": leaf & 0xFFF}))
+        elif s[self.mode_ix][k + cpu] != role:
+            self.pending.insert(0, Operation(SET_MODE, {"v": v, "c": cpu, "o": self.config.roles[role]}))
+
+    def _second_path(self, c: Choices, args: dict[str, Any], s: Any, rz: int, z: int) -> None:
+        """Where a link to the leaf table of gva z in root rz is a second path to it: an entry of
+        another root (mostly one a vCPU of the VM runs on, so a walk can follow), or of rz at a slot
+        other than z's own; and at a gva whose region holds a gva with z's leaf index, the one
+        whose walk through the link reads z's stale gpte."""
+        level, gvas = args["level"], self.config.gvas
+        slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
+        k = args["v"] * self.vcpus
+        running = {self.config.roots[r] for r in s[self.root_ix][k:k + self.vcpus] if r is not None}
+        others = [r for r in self.config.roots if r != rz]
+        mine = [x for x in gvas if x >> slot != z >> slot]  # other slots of rz's own tables
+        if others and (c.take(4) or not mine):
+            args["r"] = c.pick(sorted(running & set(others)) or others)
+            xs = list(gvas)
+        else:
+            args["r"] = rz
+            xs = mine
+        reach = [x for x in xs if any(y >> slot == x >> slot and y >> below & 511 == z >> 12 & 511 for y in gvas)]
+        if reach or xs:
+            args["x"] = c.pick(reach or xs)
 
     def _second_leaf(self, c: Choices, args: dict[str, Any], mine: list[tuple[int, int, int, int, int]]) -> tuple[int, str]:
         """A walkable huge leaf written before, again with one right flipped (R/W, U/S or NX) under

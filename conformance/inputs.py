@@ -54,9 +54,10 @@ def gfn(c: Pick, g: Guest, level: int = 1) -> tuple[int, str]:
     if k < 9:
         return c.take(g.gfns), "gfn ordinary"
     if k < 11 and g.tables.get(max(level - 1, 1)):
-        if level == 2 and g.unsync and c.take(2):
+        if level in (2, 3) and g.unsync and c.take(2):
             # a second path to a leaf table the VMM left unsync: linking its shadow page there
-            # must resync it first ("synchronize the shadow page table before linking it")
+            # (level 2) must resync it first ("synchronize the shadow page table before linking
+            # it"); read as a page directory (level 3) it is an upper table, whose stores must trap
             return c.pick(g.unsync), "gfn an unsync leaf table"  # type: ignore[return-value]
         return c.pick(g.tables[max(level - 1, 1)]), "gfn a guest table"  # type: ignore[return-value]
     if k < 13 and g.mapped:
@@ -102,6 +103,16 @@ def gpte(c: Pick, g: Guest, level: int, huge_heavy: bool = False) -> tuple[int, 
         cls = "gpte reserved bit"
     kind = "huge leaf" if huge else "leaf" if level == 1 else "table entry"
     return e, f"level {level} {kind}; {cls}"
+
+
+def unsync_link(c: Pick, g: Guest) -> int:
+    """A table entry to a leaf table the VMM left unsync (g.unsync not empty): present, accessed,
+    mostly writable and user, so that walks through it reach the stale sptes that table holds."""
+    e = c.pick(g.unsync) << 12 | P | A
+    for bit in (RW, US):
+        if c.take(4):
+            e |= bit
+    return e
 
 
 def walkable_huge(entry: int, level: int) -> bool:
@@ -179,7 +190,7 @@ def classes() -> list[str]:
     out = ["gpte not present", "non-canonical gva"] + [f"request the spec forbids: {name}" for name in REFUSABLE]
     out += [f"level {level} {kind}; same frames as an earlier entry" for level, kind in
             ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
-    out.append("level 2 table entry; gfn an unsync leaf table")
+    out += [f"level {level} table entry; gfn an unsync leaf table" for level in (2, 3)]
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:
