@@ -224,7 +224,9 @@ class Drawer:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
         while self.pending:  # the steps an earlier draw queued (_follow), while they still apply
             op = self.pending.pop(0)
-            if op.args["v"] in live and op.action in self.cat.ops:
+            v = op.args["v"]
+            if v in live and (op.action in self.cat.ops or op.action in EXTRA) and (
+                    op.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + op.args["c"]] is not None):
                 return op
         running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
@@ -505,7 +507,11 @@ class Drawer:
             leaf = c.take(self.config.gfns) << 12 | inputs.P | inputs.RW | inputs.US | inputs.A
             self.pending.insert(0, Operation("gpte_write", {"v": v, "r": root, "x": y, "level": 1,
                                                             "g": leaf >> 12, "bits": leaf & 0xFFF}))
-        elif s[self.mode_ix][k + cpu] != role:
+            if s[self.mode_ix][k + cpu] is None:  # (the access needs the vCPU to have a paging mode)
+                role = c.take(len(self.config.roles))
+            else:
+                return
+        if s[self.mode_ix][k + cpu] != role:
             self.pending.insert(0, Operation(SET_MODE, {"v": v, "c": cpu, "o": self.config.roles[role]}))
 
     def _second_path(self, c: Choices, args: dict[str, Any], s: Any, rz: int, z: int) -> None:
