@@ -205,8 +205,9 @@ class Drawer:
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
         self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
         self.pending: list[Operation] = []  # steps queued to follow the one drawn (_follow)
-        self.stale_gva: int | None = None
-        self.stale_role = 0  # the stale gpte's gva, while a link to its table is drawn
+        # while a link to an unsync table is drawn: the gpte it aims at (gva, role, root gfn, table)
+        self.aim: tuple[int, int, int, int] | None = None
+        self.force_link = False  # the raw entry drawn now links an unsync leaf table
         self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
@@ -228,6 +229,14 @@ class Drawer:
             if v in live and (op.action in self.cat.ops or op.action in EXTRA) and (
                     op.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + op.args["c"]] is not None):
                 return op
+        if "gpte_write" in self.ops and live and c.take(16) == 0 and self._unsync_leaves(s, True):
+            # A stale spte waits in an unsync leaf table: link that table at a second path now,
+            # before a resync takes the chance away (raw edits alone come too rarely)
+            self.force_link = True
+            try:
+                return self._extra(c, "gpte_write", live, s)
+            finally:
+                self.force_link = False
         running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
             name = c.pick(swarm)
@@ -443,7 +452,7 @@ class Drawer:
         guest = self.guest(s)
         if self.huge_heavy and mine and c.take(4):
             entry, cls = self._second_leaf(c, args, mine)
-        elif guest.unsync and c.take(4) == 0:
+        elif guest.unsync and (self.force_link or c.take(4) == 0):
             # While a leaf table is unsync, a second path to it: the stale sptes it holds show
             # only through one (uniform frames reach it about once a minute)
             args["level"] = 2 + c.take(2)
@@ -453,7 +462,7 @@ class Drawer:
             if stale:
                 _v, rz, z, table, role = c.pick(stale)
                 guest = replace(guest, unsync=(table,))
-                self.stale_gva, self.stale_role = z, role
+                self.aim = (z, role, rz, table)
                 self._second_path(c, args, s, rz, z)
             entry = inputs.unsync_link(c, guest)
             cls = f"level {args['level']} table entry; gfn an unsync leaf table"
@@ -475,42 +484,47 @@ class Drawer:
             # a huge leaf maps a gva's page only when the gva's offset in it stays inside memory
             args["x"] = c.pick(self._in_memory(self.config.gvas, level, entry) or [args["x"]])
         if cls.endswith("unsync leaf table"):
-            self.links.append((args["v"], args["r"], level, args["x"], self.stale_gva))
-            if self.stale_gva is not None:
-                self._follow(c, s, self.links[-1], self.stale_role)
-            self.stale_gva = None
+            self.links.append((args["v"], args["r"], level, args["x"], self.aim[0] if self.aim else None))
+            if self.aim is not None:
+                self._follow(c, s, self.links[-1], self.aim)
+            self.aim = None
         if inputs.walkable_huge(entry, level) and self._in_memory(self.config.gvas, level, entry):
             self.huge.append((args["v"], args["r"], level, args["x"], entry))
         self.earlier.append((level, entry))
         self.written_at[key] = args["x"]
         args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
 
-    def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None], role: int) -> None:
+    def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None],
+                aim: tuple[int, int, int, int]) -> None:
         """Queue the steps that walk a new link to an unsync leaf table: a vCPU of the VM loads the
-        link's root and reads the gva whose walk through the link reads gpte z. At level 2, in the
-        stale spte's role (the shadow page found for the table is then the one holding it), which
-        must be resynced before it is linked there; at level 3, after a leaf is written where the
-        walk goes on, so that it succeeds and shadows the table as an upper one, which must then
-        be write-protected again."""
-        v, root, level, at, z = link
+        link's root (unless it runs on it: a CR3 load resyncs what the root's shadow reaches) and
+        reads the gva whose walk through the link reads the aimed gpte z. At level 2, in the stale
+        spte's role (the shadow page found for the table is then the one holding it), which must
+        be resynced before it is linked there. At level 3 the walk reads the table as a page
+        directory: z is first pointed at the table itself (a self-map), so that the walk goes on
+        through the table as a page table to a present gpte, succeeds, and shadows the table as
+        an upper one, which must then be write-protected again."""
+        v, root, level, at, _ = link
+        z, role, rz, table = aim
         slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
         ys = [y for y in self.config.gvas if y >> slot == at >> slot and y >> below & 511 == z >> 12 & 511]
-        if z is None or not ys:
+        if level == 3:  # and the table's entry for y as a page table present
+            present = {w >> 12 & 511 for vv, r, w, t, _o in self._unsync_leaves(s, False) if (vv, r, t) == (v, rz, table)}
+            ys = [y for y in ys if y >> 12 & 511 in present]
+        if not ys:
             return
         k = v * self.vcpus
         cpu, y = c.take(self.vcpus), c.pick(ys)
-        self.pending = [Operation("cr3_load", {"v": v, "c": cpu, "r": root}),
-                        Operation("guest_walk", {"v": v, "c": cpu, "x": y, "a": "read", "u": False})]
+        self.pending = [Operation("guest_walk", {"v": v, "c": cpu, "x": y, "a": "read", "u": False})]
+        cur = s[self.root_ix][k + cpu]
+        if cur is None or self.config.roots[cur] != root:
+            self.pending.insert(0, Operation("cr3_load", {"v": v, "c": cpu, "r": root}))
         if level == 3:
-            # the gpte read as a page-directory entry names a page read as a page table: its entry
-            # for y, a leaf, lets the walk through (the table is then shadowed as an upper one)
-            leaf = c.take(self.config.gfns) << 12 | inputs.P | inputs.RW | inputs.US | inputs.A
-            self.pending.insert(0, Operation("gpte_write", {"v": v, "r": root, "x": y, "level": 1,
-                                                            "g": leaf >> 12, "bits": leaf & 0xFFF}))
-            if s[self.mode_ix][k + cpu] is None:  # (the access needs the vCPU to have a paging mode)
-                role = c.take(len(self.config.roles))
-            else:
+            self.pending.insert(0, Operation("guest_map", {"v": v, "r": rz, "x": z, "g": table, "w": True, "u": True,
+                                                           "nx": False, "a": True, "d": True}))
+            if s[self.mode_ix][k + cpu] is not None:
                 return
+            role = c.take(len(self.config.roles))  # (the access needs the vCPU to have a paging mode)
         if s[self.mode_ix][k + cpu] != role:
             self.pending.insert(0, Operation(SET_MODE, {"v": v, "c": cpu, "o": self.config.roles[role]}))
 

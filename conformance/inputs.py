@@ -107,12 +107,9 @@ def gpte(c: Pick, g: Guest, level: int, huge_heavy: bool = False) -> tuple[int, 
 
 def unsync_link(c: Pick, g: Guest) -> int:
     """A table entry to a leaf table the VMM left unsync (g.unsync not empty): present, accessed,
-    mostly writable and user, so that walks through it reach the stale sptes that table holds."""
-    e = c.pick(g.unsync) << 12 | P | A
-    for bit in (RW, US):
-        if c.take(4):
-            e |= bit
-    return e
+    writable and user, as the guest's own upper entries are, so that a walk through it finds the
+    table's existing shadow page (whose role carries the rights of the entries above it)."""
+    return c.pick(g.unsync) << 12 | P | RW | US | A
 
 
 def walkable_huge(entry: int, level: int) -> bool:

@@ -82,3 +82,33 @@ def test_the_generator_sees_which_leaf_tables_the_vmm_left_unsync():
     assert drawer._unsync(r.oracle.state) == ()  # shadowed and write-protected
     r.step(STALE[-1])  # the guest's store into it: the VMM unsyncs it
     assert drawer._unsync(r.oracle.state) == (PT_ROOT0,)
+
+
+def _drawn_link(r: Runner, level: int) -> tuple[Operation, list[Operation]]:
+    """The generator's first raw entry at `level` (over choice integers 0, 1, ...) that links an
+    unsync leaf table, and the steps it queued to follow it through."""
+    from dmmcheck.conformance.fuzz import Choices, Drawer
+    from dmmcheck.conformance.operations import Catalogue
+
+    cat = Catalogue(r.judge.it, BundledVmm().capabilities().operations)
+    for i in range(5000):
+        drawer = Drawer(cat, r.config, [])
+        args = {"v": 0, "r": Config().roots[0], "x": X, "level": level}
+        drawer._raw_entry(Choices(i), args, r.oracle.state)
+        if drawer.pending and args["level"] == level:
+            return Operation("gpte_write", args), drawer.pending
+    raise AssertionError(f"no link at level {level} in 5,000 draws")
+
+
+@pytest.mark.parametrize("level, mutant", [(2, "resync_skipped_before_link"), (3, "upper_table_left_unsync")])
+def test_the_generator_follows_a_link_to_an_unsync_table_through(level, mutant):
+    # From a state with a stale spte in an unsync leaf table, the generator's own draws link that
+    # table at a second path and queue the steps that walk it: they kill the mutant, and the
+    # correct VMM passes them.
+    # (level 3: a second present gpte in the table, at the index X's walk reads it as a PD)
+    before = STALE + ([] if level == 2 else [
+        op("guest_map", v=0, r=0, x=Config().gvas[2], g=12, w=True, u=False, nx=False, a=True, d=True)])
+    link, follow = _drawn_link(run(before), level)
+    assert link.args["g"] == PT_ROOT0 and follow[-1].action == "guest_walk"
+    f = killed(before + [link] + follow, mutant)
+    assert f.kind in ("refinement", "invariant"), f
