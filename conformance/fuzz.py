@@ -37,6 +37,7 @@ from .binding import (
     G_UPPER,
     GMAP,
     GPT_PAGE,
+    INVLPG,
     LIVE,
     MODE,
     REFUSABLE,
@@ -229,14 +230,10 @@ class Drawer:
             if v in live and (op.action in self.cat.ops or op.action in EXTRA) and (
                     op.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + op.args["c"]] is not None):
                 return op
-        if "gpte_write" in self.ops and live and c.take(16) == 0 and self._unsync_leaves(s, True):
-            # A stale spte waits in an unsync leaf table: link that table at a second path now,
-            # before a resync takes the chance away (raw edits alone come too rarely)
-            self.force_link = True
-            try:
-                return self._extra(c, "gpte_write", live, s)
-            finally:
-                self.force_link = False
+        if live and c.take(16) == 0:
+            aimed = self._aim_stale(c, s, live)
+            if aimed is not None:
+                return aimed
         running = [v for v in live if self.cat.running(s, v)]
         for _ in range(4):  # a few tries before the step is skipped
             name = c.pick(swarm)
@@ -493,6 +490,39 @@ class Drawer:
         self.earlier.append((level, entry))
         self.written_at[key] = args["x"]
         args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+
+    def _aim_stale(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
+        """A stale spte waits in an unsync leaf table: use it now, before a resync takes the chance
+        away (uniform draws line these steps up about once a minute). One of: link the table at a
+        second path (_raw_entry, _follow); the guest's own invlpg of the gva, then a read of it;
+        a CR3 load of its root, then a read of it. After either invalidation the guest must see
+        the translation its gpte gives now, never the stale one."""
+        stale = [t for t in self._unsync_leaves(s, True) if t[0] in live]
+        if not stale:
+            return None
+        how = c.take(3)
+        if how == 0 and "gpte_write" in self.ops:
+            self.force_link = True
+            try:
+                return self._extra(c, "gpte_write", [c.pick(stale)[0]], s)
+            finally:
+                self.force_link = False
+        v, rz, z, _table, role = c.pick(stale)
+        k = v * self.vcpus
+        # a vCPU in the stale spte's role (its shadow is the one read; a mode load would resync it)
+        cpus = [i for i in range(self.vcpus) if s[self.mode_ix][k + i] == role]
+        if not cpus:
+            return None
+        cpu = c.pick(cpus)
+        cur = s[self.root_ix][k + cpu]
+        if how == 1 and INVLPG in self.cat.ops and cur is not None and self.config.roots[cur] == rz:
+            first = Operation(INVLPG, {"v": v, "c": cpu, "x": z})
+        elif "cr3_load" in self.cat.ops:
+            first = Operation("cr3_load", {"v": v, "c": cpu, "r": rz})
+        else:
+            return None
+        self.pending = [Operation("guest_walk", {"v": v, "c": cpu, "x": z, "a": "read", "u": False})]
+        return first
 
     def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None],
                 aim: tuple[int, int, int, int]) -> None:

@@ -1,6 +1,7 @@
-"""Two unsync bugs the campaign rarely reaches within a minute (an unsync leaf table holding a stale
-spte, then reached by a second path): each is killed here on a directed run, and the correct VMM
-passes the same steps. The leaf table of X in root 0 is gfn 3 (scope.guest_tables); root 5 has its
+"""The unsync bugs that need a stale spte used at the right moment (an unsync leaf table reached by
+a second path; an invalidation of the stale gva, then a read): each is killed here on a directed
+run, and by the steps the generator itself draws from such a state; the correct VMM passes the
+same steps. The leaf table of X in root 0 is gfn 3 (scope.guest_tables); root 5 has its
 own tables (PD in gfn 7)."""
 
 from __future__ import annotations
@@ -112,3 +113,26 @@ def test_the_generator_follows_a_link_to_an_unsync_table_through(level, mutant):
     assert link.args["g"] == PT_ROOT0 and follow[-1].action == "guest_walk"
     f = killed(before + [link] + follow, mutant)
     assert f.kind in ("refinement", "invariant"), f
+
+
+@pytest.mark.parametrize("first, mutant", [("invlpg", "resync_skipped_on_invlpg"), ("cr3_load", "cr3_load_skips_resync")])
+def test_the_generator_uses_a_stale_spte_after_an_invalidation(first, mutant):
+    # While a stale spte waits, the generator's own draws invalidate its gva (the guest's invlpg,
+    # or a CR3 load of its root) and read it: the guest must see its gpte as it is now.
+    from dmmcheck.conformance.fuzz import Choices, Drawer
+    from dmmcheck.conformance.operations import Catalogue
+
+    # (gfn 10, the stale spte's page, holds a value: the stale read shows it, gfn 11 does not)
+    before = STALE[:4] + [op("guest_walk", v=0, x=X, a="write", u=False, value=0x5A5A)] + STALE[4:]
+    r = run(before)
+    cat = Catalogue(r.judge.it, BundledVmm().capabilities().operations)
+    for i in range(5000):
+        drawer = Drawer(cat, r.config, [])
+        op_ = drawer._aim_stale(Choices(i), r.oracle.state, [0])
+        if op_ is not None and op_.action == first:
+            break
+    else:
+        raise AssertionError(f"no {first} aimed at the stale spte in 5,000 draws")
+    assert drawer.pending[-1].action == "guest_walk" and drawer.pending[-1].args["x"] == X
+    f = killed(before + [op_] + drawer.pending, mutant)
+    assert f.kind in ("refinement", "observation"), f
