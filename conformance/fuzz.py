@@ -225,11 +225,11 @@ class Drawer:
     def draw(self, c: Choices, swarm: list[str], s: Any, result: FuzzResult) -> Operation | None:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
         while self.pending:  # the steps an earlier draw queued (_follow), while they still apply
-            op = self.pending.pop(0)
-            v = op.args["v"]
-            if v in live and (op.action in self.cat.ops or op.action in EXTRA) and (
-                    op.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + op.args["c"]] is not None):
-                return op
+            queued = self.pending.pop(0)
+            v = queued.args["v"]
+            if v in live and (queued.action in self.cat.ops or queued.action in EXTRA) and (
+                    queued.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + queued.args["c"]] is not None):
+                return queued
         if live and c.take(16) == 0:
             aimed = self._aim_stale(c, s, live)
             if aimed is not None:

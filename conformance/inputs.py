@@ -109,7 +109,8 @@ def unsync_link(c: Pick, g: Guest) -> int:
     """A table entry to a leaf table the VMM left unsync (g.unsync not empty): present, accessed,
     writable and user, as the guest's own upper entries are, so that a walk through it finds the
     table's existing shadow page (whose role carries the rights of the entries above it)."""
-    return c.pick(g.unsync) << 12 | P | RW | US | A
+    table: int = c.pick(g.unsync)  # type: ignore[assignment]
+    return table << 12 | P | RW | US | A
 
 
 def walkable_huge(entry: int, level: int) -> bool:
