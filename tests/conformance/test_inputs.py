@@ -65,8 +65,11 @@ def test_a_table_entry_may_link_a_leaf_table_the_vmm_left_unsync():
     from dmmcheck.conformance.fuzz import Choices
 
     g = inputs.Guest(16, {1: [3, 4], 2: [2], 3: [1]}, unsync=(4,))
-    drawn = [inputs.gfn(Choices(n), g, 2) for n in range(400)]
-    linked = {f for f, cls in drawn if cls == "gfn an unsync leaf table"}
-    assert linked == {4}  # only the unsync one, and it is drawn
-    assert all(cls != "gfn an unsync leaf table" for f, cls in (inputs.gfn(Choices(n), g, 3) for n in range(400)))
-    assert "level 2 table entry; gfn an unsync leaf table" in inputs.classes()
+    for level in (2, 3):  # read as a leaf table again, or as a page directory
+        drawn = [inputs.gfn(Choices(n), g, level) for n in range(400)]
+        linked = {f for f, cls in drawn if cls == "gfn an unsync leaf table"}
+        assert linked == {4}  # only the unsync one, and it is drawn
+        assert f"level {level} table entry; gfn an unsync leaf table" in inputs.classes()
+    # a leaf (level 1) or a PML4 entry (level 4) never names it as a table
+    for level in (1, 4):
+        assert all(cls != "gfn an unsync leaf table" for f, cls in (inputs.gfn(Choices(n), g, level) for n in range(400)))
