@@ -303,10 +303,17 @@ def test_ctrl_c_stops_prove_at_once_not_after_every_queued_obligation(tmp_path):
                           "--k-induction", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
     time.sleep(8)  # the pool is up and working
+    # what the child inherited of SIGINT (ignored or blocked there, no Ctrl-C can reach it): said
+    # on failure, for a child that does not stop
+    status = Path(f"/proc/{p.pid}/status")
+    inherited = [ln for ln in status.read_text().splitlines() if ln.startswith(("SigBlk", "SigIgn"))] \
+        if status.exists() else []
     os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     t = time.perf_counter()
     try:
         _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"dmm prove ran on 60 s after SIGINT; its signal masks: {inherited}") from None
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
