@@ -299,9 +299,13 @@ def test_ctrl_c_stops_prove_at_once_not_after_every_queued_obligation(tmp_path):
 
     env = {**os.environ, "DMM_CACHE_DIR": str(tmp_path / "cache")}
     # many obligations, each slow: the k-induction and bmc ones on the bundled spec
-    p = subprocess.Popen([sys.executable, "-m", "dmmcheck", "prove", "-j", "2", "--no-cache", "--bmc", "6",
-                          "--k-induction", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+    # Started as a shell starts a foreground job: SIGINT at its default. A test run that is itself
+    # a background job without job control (`make test &` in a script, nohup) ignores SIGINT, and an
+    # ignored signal stays ignored across exec: the child would never see the Ctrl-C.
+    prove = [sys.executable, "-m", "dmmcheck", "prove", "-j", "2", "--no-cache", "--bmc", "6", "--k-induction", "4"]
+    fg = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    p = subprocess.Popen([sys.executable, "-c", fg, *prove], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
     time.sleep(8)  # the pool is up and working
     # what the child inherited of SIGINT (ignored or blocked there, no Ctrl-C can reach it): said
     # on failure, for a child that does not stop
