@@ -409,11 +409,17 @@ class Drawer:
             return
         shift = inputs.SHIFT[level]
         under = [x for x in self.config.gvas if x >> shift == at >> shift]
-        # through the link, the table is read one level up: the gva whose index there is the
-        # stale gpte's own index reads that very entry
-        below = inputs.SHIFT[level - 1]
-        same = [x for x in under if z is not None and x >> below & 511 == z >> 12 & 511]
+        same = self._reading(level, at, z)
         args["x"] = c.pick(same if same and c.take(4) else under)
+
+    def _reading(self, level: int, at: int, z: int | None) -> list[int]:
+        """The gvas under the level-`level` entry of gva `at` whose walk through that entry, which
+        links a leaf table, reads the table's gpte of gva z (the table read one level up: the index
+        there is z's leaf index)."""
+        if z is None:
+            return []
+        slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
+        return [y for y in self.config.gvas if y >> slot == at >> slot and y >> below & 511 == z >> 12 & 511]
 
     def _unsync_leaves(self, s: Any, stale: bool) -> list[tuple[int, int, int, int, int]]:
         """(vm, root gfn, gva, leaf table gfn, role) of every stale spte (the spec's ghost s_stale;
@@ -536,8 +542,7 @@ class Drawer:
         an upper one, which must then be write-protected again."""
         v, root, level, at, _ = link
         z, role, rz, table = aim
-        slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
-        ys = [y for y in self.config.gvas if y >> slot == at >> slot and y >> below & 511 == z >> 12 & 511]
+        ys = self._reading(level, at, z)
         if level == 3:  # and the table's entry for y as a page table present
             present = {w >> 12 & 511 for vv, r, w, t, _o in self._unsync_leaves(s, False) if (vv, r, t) == (v, rz, table)}
             ys = [y for y in ys if y >> 12 & 511 in present]
@@ -564,7 +569,7 @@ class Drawer:
         other than z's own; and at a gva whose region holds a gva with z's leaf index, the one
         whose walk through the link reads z's stale gpte."""
         level, gvas = args["level"], self.config.gvas
-        slot, below = inputs.SHIFT[level], inputs.SHIFT[level - 1]
+        slot = inputs.SHIFT[level]
         k = args["v"] * self.vcpus
         running = {self.config.roots[r] for r in s[self.root_ix][k:k + self.vcpus] if r is not None}
         others = [r for r in self.config.roots if r != rz]
@@ -575,7 +580,7 @@ class Drawer:
         else:
             args["r"] = rz
             xs = mine
-        reach = [x for x in xs if any(y >> slot == x >> slot and y >> below & 511 == z >> 12 & 511 for y in gvas)]
+        reach = [x for x in xs if self._reading(level, x, z)]
         if reach or xs:
             args["x"] = c.pick(reach or xs)
 
