@@ -44,6 +44,7 @@ from .ideal import PAGE, Ideal, Outcome
 # to_spec_state reads of it.
 RAW_KEYS = ("mfns", "vms", "pool", "descriptor", "p2m", "swap", "slots_used", "ballooned", "write_protected",
             "gpt_pages", "flush_pending")
+COSTLY_KEYS = tuple(k for keys, _ in PARTS.values() for k in keys)
 
 
 class Failure(Exception):
@@ -130,7 +131,8 @@ class Oracle:
         self._flags: dict[int, dict[str, Any]] = {}
         self._reached: State | None = None  # where the last refinement that failed got to
         self.modes: dict[tuple[int, int], str] = {}  # (vm, vcpu) -> the role the guest last loaded
-        self._raw: tuple[Any, ...] | None = None  # what the last step judged read, but for its costly parts
+        # what the last step judged read (None for a part it did not read), and the state it moved to
+        self._raw: tuple[State, dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------- the abstraction
     def parts_for(self, op: Operation, obs: Observation) -> frozenset[str]:
@@ -152,7 +154,9 @@ class Oracle:
             out |= {"guest"}  # only a hit leaves guest memory alone: a walk may set A bits without an event
         return out
 
-    def abstract(self, st: dict[str, Any], parts: frozenset[str] = ALL_PARTS) -> State:
+    def abstract(self, st: dict[str, Any], parts: frozenset[str] = ALL_PARTS,
+                 same: frozenset[str] = frozenset()) -> State:
+        """The implementation's state; the keys in `same` hold what they held in the spec state."""
         first, count = st.get("mfns", (self.au.first_mfn, self.au.nr_mfns))
         if count != self.config.mfns:
             raise Failure("refinement", f"the implementation manages {count} machine pages; the configuration "
@@ -160,7 +164,7 @@ class Oracle:
         if first != self.au.first_mfn:
             self.au = replace(self.au, first_mfn=first, nr_mfns=count)
         try:
-            return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state)
+            return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state, same)
         except AbstractionError as e:
             raise Failure("refinement", str(e)) from None
 
@@ -381,10 +385,12 @@ class Oracle:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
         self.observe(op, obs, read_guest)
-        # Nothing read changed since the last step (no costly part read, the rest equal): the
-        # implementation is in the state judged then, which is the spec state's but for ghost state.
-        raw = tuple(st.get(k) for k in RAW_KEYS)
-        impl = self.state if not parts and raw == self._raw else self.abstract(st, parts)
+        # What a key held at the last step judged is the spec state's now (refinement made them
+        # equal): its symbols need no building. Nothing read changed (no costly part read, the rest
+        # equal): the implementation is in the spec state, but for ghost state.
+        raw = {k: st.get(k) for k in RAW_KEYS + COSTLY_KEYS}
+        same = self._unchanged(raw)
+        impl = self.state if not parts and same.issuperset(RAW_KEYS) else self.abstract(st, parts, same)
         self._reached = None
         try:
             steps, after = self.refine(obs, impl)
@@ -392,8 +398,18 @@ class Oracle:
             self.unexplained(impl, self._reached)
             raise
         self.invariants(self.state, after)
-        self.state, self._raw = after, raw
+        self.state, self._raw = after, (after, raw)
         return steps
+
+    def _unchanged(self, raw: dict[str, Any]) -> frozenset[str]:
+        """The keys of abstract_state() that hold what they held at the last step judged, if the
+        spec state is still the one that step moved to (and the machine pages are the same)."""
+        if self._raw is None or self._raw[0] is not self.state or raw["mfns"] != self._raw[1]["mfns"]:
+            return frozenset()
+        last = self._raw[1]
+        # the same dict or list again may have been changed in place since: it proves nothing
+        return frozenset(k for k, v in raw.items() if v == last[k]
+                         and not (v is last[k] and isinstance(v, (dict, list, set))))
 
     def verify(self, st: dict[str, Any], after: str, read_guest: Any) -> None:
         """A full read where the last steps read only part of the state: the implementation must be
