@@ -130,12 +130,58 @@ class _Emitter:
         out.append(f"{indent}    if n{k} is None: n{k} = list(s[{k}])")
         out.append(f"{indent}    n{k}[_i] = _x")
 
+    def sliced(self, vs: tuple[A.Var, ...], body: A.Update, indent: str, out: list[str]) -> bool:
+        """`forall vs. f(..) := value` with the value free of vs and one of vs a plain argument of
+        f: that variable's points lie at one stride, and are compared and written as one slice
+        (in C) instead of point by point. False (nothing emitted) when the update is not so."""
+        match body:
+            case A.Assign(target, value):
+                code = self.expr(value)
+            case A.Insert(target) | A.Remove(target):
+                value, code = None, "True" if isinstance(body, A.Insert) else "False"
+            case _:
+                return False
+        names = {v.name for v in vs}
+        if value is not None and free_vars(value) & names:
+            return False
+        plain = [(p, a) for p, a in enumerate(target.args) if isinstance(a, A.Var) and a.name in names
+                 and sum(free_vars(b) >= {a.name} for b in target.args) == 1]
+        if not plain:
+            return False
+        # the slice runs over the largest such domain; the other variables stay loops
+        p, w = max(plain, key=lambda pa: self.u.domain_size(pa[1].type) if pa[1].type.name != A.BOOL else 2)
+        wv = next(v for v in vs if v.name == w.name)
+        for v in vs:
+            if v is not wv:
+                out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
+                indent += "    "
+        k = self.u.layout[target.name].index
+        zero = A.Sym(target.name, tuple(A.IntLit(0) if q == p else a for q, a in enumerate(target.args)))
+        n = self.size(wv.type)
+        step = "1" if p == len(target.args) - 1 else (
+            f"S_{target.name}_{p}" if self.shared else str(self.u.layout[target.name].strides[p]))
+        out.append(f"{indent}_i = {self.index(target.name, zero.args)}; _x = {code}; _e = _i + ({n} - 1)*{step} + 1")
+        out.append(f"{indent}if (s[{k}] if n{k} is None else n{k})[_i:_e:{step}].count(_x) != {n}:")
+        out.append(f"{indent}    if n{k} is None: n{k} = list(s[{k}])")
+        out.append(f"{indent}    n{k}[_i:_e:{step}] = (_x,) * {n}")
+        return True
+
+    def size(self, t: A.TypeRef) -> str:
+        """The size of a type's domain, as code."""
+        if t.name == A.BOOL:
+            return "2"
+        if self.shared and t.name in self.u.sizes:
+            return f"N_{t.name}"
+        return str(self.u.domain_size(t))
+
     def update(self, u: A.Update, indent: str, out: list[str]) -> None:
         match u:
             case A.Assign(target, value):
                 self.write(target, self.expr(value), indent, out)
             case A.Insert(target) | A.Remove(target):
                 self.write(target, "True" if isinstance(u, A.Insert) else "False", indent, out)
+            case A.ForallUpdate(vs, body) if self.sliced(vs, body, indent, out):
+                pass
             case A.ForallUpdate(vs, body):
                 for v in vs:
                     out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
