@@ -30,7 +30,7 @@ from typing import Any
 
 from dmmcheck.model.incremental import IncrementalChecker
 from dmmcheck.model.interp import Interpreter
-from dmmcheck.model.state import State
+from dmmcheck.model.state import State, differing
 
 from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
@@ -225,23 +225,36 @@ class Oracle:
         """The spec steps that explain the operation, and the state they reach (which carries the
         ghost TLB and otherwise equals the implementation's); Failure if there are none."""
         events = obs.events
+        end = len(events) - 1
         last_write = max((i for i, (n, a) in enumerate(events)
-                          if n in MEMORY_WRITERS or (n == "hit" and a.get("a") == "write")), default=len(events) - 1)
-        try:
-            steps, s = self._refine(obs, impl, last_write)
-        except Failure as first:
-            # The guest's edits go where its memory was last written; an edit that is only the A/D
-            # bits the VMM's own walk set (another gva under the same entry) may precede events that
-            # expect the old mapping (a zap of that gva's spte): then they are tried at the end.
-            if last_write >= len(events) - 1 or not first.message.startswith("event "):
-                raise
+                          if n in MEMORY_WRITERS or (n == "hit" and a.get("a") == "write")), default=end)
+        # A VM destroyed last leaves no edit of its own after it: the edits are tried there first
+        # (the pages a balloon took before it would otherwise be explained gva by gva, then erased).
+        if events and events[-1][0] == VM_DESTROY and last_write < end:
             try:
-                steps, s = self._refine(obs, impl, len(events) - 1)
+                steps, s = self._refine(obs, impl, end)
             except Failure:
-                raise first from None
+                steps, s = self._placed(obs, impl, last_write)
+        else:
+            steps, s = self._placed(obs, impl, last_write)
         for st in steps:
             self.coverage[st.action] += 1
         return steps, s
+
+    def _placed(self, obs: Observation, impl: State, last_write: int) -> tuple[list[SpecStep], State]:
+        """_refine with the guest's edits where its memory was last written. An edit that is only
+        the A/D bits the VMM's own walk set (another gva under the same entry) may precede events
+        that expect the old mapping (a zap of that gva's spte): then they are tried at the end."""
+        end = len(obs.events) - 1
+        try:
+            return self._refine(obs, impl, last_write)
+        except Failure as failed:
+            if last_write >= end or not failed.message.startswith("event "):
+                raise
+            try:
+                return self._refine(obs, impl, end)
+            except Failure:
+                raise failed from None
 
     def _refine(self, obs: Observation, impl: State, last_write: int) -> tuple[list[SpecStep], State]:
         """refine, with the guest's edits placed after event `last_write` (-1: before every event)."""
@@ -309,8 +322,7 @@ class Oracle:
         s = self._path_edits(s, impl, steps, only, G_UPPER, GUEST_UPPER)
         lays = [self._lay[n] for n in GMAP]
         if only is None:  # the points where some gpte field differs, found before any step
-            edited = sorted({k for lay in lays if impl[lay.index] != s[lay.index]
-                             for k, (a, b) in enumerate(zip(impl[lay.index], s[lay.index])) if a != b})
+            edited = sorted({k for lay in lays for k in differing(impl[lay.index], s[lay.index])})
         else:
             edited = [only]
         for k in edited:
@@ -354,8 +366,7 @@ class Oracle:
         lo, hi = (0, tab.size) if only is None else (only * tables, (only + 1) * tables)
         # the points that differ, found before any step: each step changes its own point only
         now, was = impl[tab.index], s[tab.index]
-        for k in [k for k in range(lo, hi) if now[k] != was[k]] if only is not None else \
-                [k for k, (a, b) in enumerate(zip(now, was)) if a != b]:
+        for k in differing(now, was, lo, hi):
             s = self._apply(s, action, self.u.point(symbol, k) + (now[k],), steps, "guest edit", True)
         return s
 

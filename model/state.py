@@ -244,6 +244,24 @@ class Universe:
         return "\n".join(lines)
 
 
+# How many points differing() compares at once (in C) before looking at them one by one.
+_CHUNK = 64
+
+
+def differing(x: tuple[Any, ...], y: tuple[Any, ...], lo: int = 0, hi: int | None = None) -> list[int]:
+    """The flat indices in [lo, hi) where two entries of a symbol differ; entries of a state that
+    mostly agree are compared a chunk at a time."""
+    hi = len(x) if hi is None else hi
+    if x is y or (lo == 0 and hi == len(x) and x == y):
+        return []
+    out = []
+    for a in range(lo, hi, _CHUNK):
+        b = min(a + _CHUNK, hi)
+        if x[a:b] != y[a:b]:
+            out += [i for i in range(a, b) if x[i] != y[i]]
+    return out
+
+
 def _is_param(sym: Symbol) -> bool:
     return not sym.mutable and not sym.args and sym.result.name == A.INT
 

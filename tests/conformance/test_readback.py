@@ -218,3 +218,17 @@ def test_a_read_of_unchanged_keys_builds_the_state_a_full_read_builds():
         for name in names:
             k = o.u.layout[name].index
             assert kept[k] is full[k]
+
+
+def test_a_vm_destroyed_after_its_balloon_took_its_pages_needs_no_edit_of_its_walks():
+    # The VMM gives the VM's pages back (balloon events), then destroys it: the guest's tables are
+    # gone with the pages, and vm_destroy erases every walk, so no guest edit is inferred in
+    # between (it used to explain each walk's loss, gva by gva, then erase it).
+    r = runner(BundledVmm(), full_readback=True)
+    for o in SETUP:
+        r.step(o)
+    rec = r.step(op("vm_destroy", v=0))
+    names = [n for n, _ in rec.observation.events]
+    assert names[-1] == "vm_destroy" and "balloon_inflate" in names
+    assert [s.action for s in rec.spec_steps if s.inferred] == []
+    assert not r.oracle.u.get(r.oracle.state, "live", 0)
