@@ -99,14 +99,17 @@ _POOLS = {"active": ACTIVE, "idle": IDLE}
 
 def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: dict[int, dict[str, Any]],
                   parts: frozenset[str] = ALL_PARTS, previous: State | None = None,
-                  same: frozenset[str] = frozenset()) -> State:
+                  same: frozenset[str] = frozenset(), ghost: tuple[str, ...] = ()) -> State:
     """The spec state the implementation is in. `vm_flags[vm]`: live, and per vCPU (vcpus) its
     cr3_gfn and role. A part not in `parts` was not read, and a group (GROUPS) whose keys are all in
     `same` holds what it held: their symbols are `previous`'s (the same objects, which the oracle's
-    comparisons and the incremental invariant check test first)."""
+    comparisons and the incremental invariant check test first). The `ghost` symbols, which no
+    implementation shows, are `previous`'s too (when there is one): the caller puts the spec's there."""
     U = it.u
     kept_groups = {g for g, (keys, _) in GROUPS.items() if g in PARTS and g not in parts or same.issuperset(keys)}
     kept = {name for g in kept_groups for name in GROUPS[g][1] if name in U.layout}
+    if previous is not None:
+        kept.update(ghost)
     if kept and previous is None:
         raise ValueError("a read without every part needs the previous state")
     b = _Build(it, u, st, kept)

@@ -164,7 +164,7 @@ class Oracle:
         if first != self.au.first_mfn:
             self.au = replace(self.au, first_mfn=first, nr_mfns=count)
         try:
-            return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state, same)
+            return to_spec_state(self.it, self.au, st, st["vms"], parts, self.state, same, self.ghost)
         except AbstractionError as e:
             raise Failure("refinement", str(e)) from None
 
@@ -569,14 +569,14 @@ class Oracle:
         # only the pages it reports as differing are read and compared here.
         differing = getattr(getattr(read_guest, "__self__", None), "pages_differing", None)
         pages = [(v, g) for v in self.ideal.vms for g in range(self.config.gfns)]
+        mems = {v: vm.mem.mem for v, vm in self.ideal.vms.items()}
         if differing is not None:
-            mems = {v: vm.mem.mem for v, vm in self.ideal.vms.items()}
             pages = [(v, gpa // PAGE) for v, gpa in
                      differing([(v, g * PAGE, bytes(mems[v][g * PAGE:(g + 1) * PAGE])) for v, g in pages])]
         for v, g in pages:
-            want = bytes(self.ideal.vms[v].mem.mem[g * PAGE:(g + 1) * PAGE])
             got = read_guest(v, g * PAGE, PAGE)
-            if want != got:
+            if mems[v][g * PAGE:(g + 1) * PAGE] != got:  # (a bytearray slice: no bytes() copy)
+                want = bytes(mems[v][g * PAGE:(g + 1) * PAGE])
                 off = next(i for i in range(PAGE) if want[i] != got[i]) & ~7
                 seen, ideal = int.from_bytes(got[off:off + 8], "little"), int.from_bytes(want[off:off + 8], "little")
                 raise Failure("observation", f"VM {v} gfn {g}: guest memory differs from the ideal machine's "
