@@ -108,8 +108,8 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
     U = it.u
     kept_groups = {g for g, (keys, _) in GROUPS.items() if g in PARTS and g not in parts or same.issuperset(keys)}
     kept = {name for g in kept_groups for name in GROUPS[g][1] if name in U.layout}
-    if previous is not None:
-        kept.update(ghost)
+    if previous is not None:  # (the parameters and role bits are the scope's: previous has them)
+        kept.update(ghost, U.params, U.fixed)
     if kept and previous is None:
         raise ValueError("a read without every part needs the previous state")
     b = _Build(it, u, st, kept)
@@ -119,9 +119,11 @@ def to_spec_state(it: Interpreter, u: Universe, st: dict[str, Any], vm_flags: di
         if g not in kept_groups:
             getattr(b, g)()
     for name in U.params:  # the model's parameters (the budget, the quota) are the scope's, not the implementation's
-        b.values[name] = [U.param_value(name)]
+        if name not in kept:
+            b.values[name] = [U.param_value(name)]
     for name, fixed in U.fixed.items():  # so are the roles' bits (role_wp)
-        b.values[name] = list(fixed)
+        if name not in kept:
+            b.values[name] = list(fixed)
     return tuple(tuple(b.values[name]) if name not in kept else previous[lay.index]  # type: ignore[index]
                  for name, lay in U.layout.items())
 
