@@ -191,6 +191,8 @@ class Drawer:
         self.tables = table_gfns(config)
         self.slots = tuple(sorted({x >> shift & 511 for x in config.gvas for shift in (12, 21, 30, 39)}))
         self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
+        self._guest_key: tuple[Any, int] | None = None  # (state, raw entries written) self._guest was read at
+        self._guest: inputs.Guest | None = None
         self.written_at: dict[tuple[int, int], int] = {}  # (level, entry less its rights) -> the gva it was written for
         self.huge: list[tuple[int, int, int, int, int]] = []  # (vm, root gfn, level, gva, entry): huge leaves written
         # (vm, root gfn, level, gva, stale gva): entries written that link a leaf table the VMM
@@ -213,9 +215,15 @@ class Drawer:
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
 
     def guest(self, s: Any) -> inputs.Guest:
-        """What the generator aims at, read once per operation drawn."""
-        return inputs.Guest(self.config.gfns, self.tables, tuple(g for g in s[self.gmap_ix] if g is not None),
-                            self.slots, tuple(self.earlier), self._unsync(s))
+        """What the generator aims at, read once per state (a step the implementation skipped, or
+        a draw tried again, leaves the state as it was) and raw entry written."""
+        key = self._guest_key
+        if key is None or key[0] is not s or key[1] != len(self.earlier):
+            self._guest = inputs.Guest(self.config.gfns, self.tables,
+                                       tuple(g for g in s[self.gmap_ix] if g is not None),
+                                       self.slots, tuple(self.earlier), self._unsync(s))
+            self._guest_key = (s, len(self.earlier))  # (the state held: its id is not reused)
+        return self._guest
 
     def _unsync(self, s: Any) -> tuple[int, ...]:
         """The gfns some VM's VMM left unsync: guest tables that are not write-protected."""
