@@ -217,13 +217,13 @@ class Drawer:
     def guest(self, s: Any) -> inputs.Guest:
         """What the generator aims at, read once per state (a step the implementation skipped, or
         a draw tried again, leaves the state as it was) and raw entry written."""
-        key = self._guest_key
-        if key is None or key[0] is not s or key[1] != len(self.earlier):
-            self._guest = inputs.Guest(self.config.gfns, self.tables,
+        key, got = self._guest_key, self._guest
+        if got is None or key is None or key[0] is not s or key[1] != len(self.earlier):
+            got = self._guest = inputs.Guest(self.config.gfns, self.tables,
                                        tuple(g for g in s[self.gmap_ix] if g is not None),
                                        self.slots, tuple(self.earlier), self._unsync(s))
             self._guest_key = (s, len(self.earlier))  # (the state held: its id is not reused)
-        return self._guest
+        return got
 
     def _unsync(self, s: Any) -> tuple[int, ...]:
         """The gfns some VM's VMM left unsync: guest tables that are not write-protected."""

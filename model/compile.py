@@ -134,16 +134,16 @@ class _Emitter:
         """`forall vs. f(..) := value` with the value free of vs and one of vs a plain argument of
         f: that variable's points lie at one stride, and are compared and written as one slice
         (in C) instead of point by point. False (nothing emitted) when the update is not so."""
+        names = {v.name for v in vs}
         match body:
             case A.Assign(target, value):
+                if free_vars(value) & names:
+                    return False
                 code = self.expr(value)
             case A.Insert(target) | A.Remove(target):
-                value, code = None, "True" if isinstance(body, A.Insert) else "False"
+                code = "True" if isinstance(body, A.Insert) else "False"
             case _:
                 return False
-        names = {v.name for v in vs}
-        if value is not None and free_vars(value) & names:
-            return False
         plain = [(p, a) for p, a in enumerate(target.args) if isinstance(a, A.Var) and a.name in names
                  and sum(free_vars(b) >= {a.name} for b in target.args) == 1]
         if not plain:
