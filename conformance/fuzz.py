@@ -219,9 +219,9 @@ class Drawer:
         a draw tried again, leaves the state as it was) and raw entry written."""
         key, got = self._guest_key, self._guest
         if got is None or key is None or key[0] is not s or key[1] != len(self.earlier):
-            got = self._guest = inputs.Guest(self.config.gfns, self.tables,
-                                       tuple(g for g in s[self.gmap_ix] if g is not None),
-                                       self.slots, tuple(self.earlier), self._unsync(s))
+            mapped = tuple(g for g in s[self.gmap_ix] if g is not None)
+            got = self._guest = inputs.Guest(self.config.gfns, self.tables, mapped, self.slots,
+                                             tuple(self.earlier), self._unsync(s))
             self._guest_key = (s, len(self.earlier))  # (the state held: its id is not reused)
         return got
 

@@ -567,12 +567,12 @@ class Oracle:
     def compare_memory(self, read_guest: Any) -> None:
         # An adapter across a process boundary (child.py) answers for every page in one request;
         # only the pages it reports as differing are read and compared here.
-        differing = getattr(getattr(read_guest, "__self__", None), "pages_differing", None)
+        pages_differing = getattr(getattr(read_guest, "__self__", None), "pages_differing", None)
         pages = [(v, g) for v in self.ideal.vms for g in range(self.config.gfns)]
         mems = {v: vm.mem.mem for v, vm in self.ideal.vms.items()}
-        if differing is not None:
+        if pages_differing is not None:
             pages = [(v, gpa // PAGE) for v, gpa in
-                     differing([(v, g * PAGE, bytes(mems[v][g * PAGE:(g + 1) * PAGE])) for v, g in pages])]
+                     pages_differing([(v, g * PAGE, bytes(mems[v][g * PAGE:(g + 1) * PAGE])) for v, g in pages])]
         for v, g in pages:
             got = read_guest(v, g * PAGE, PAGE)
             if mems[v][g * PAGE:(g + 1) * PAGE] != got:  # (a bytearray slice: no bytes() copy)

@@ -23,9 +23,8 @@ from dmmcheck.spec import ast as A
 from .compile import compile_formula
 from .interp import Interpreter, Violation
 from .evaluate import blame
-from .state import State
+from .state import State, differing
 
-_CHUNK = 64
 # Re-check a clause in full once the affected instances reach this share of all instances.
 _FULL_SHARE = 0.5
 
@@ -134,11 +133,7 @@ class IncrementalChecker:
             x, y = before[lay.index], after[lay.index]
             if x is y or x == y:
                 continue
-            for lo in range(0, lay.size, _CHUNK):
-                if x[lo:lo + _CHUNK] != y[lo:lo + _CHUNK]:
-                    for i in range(lo, min(lo + _CHUNK, lay.size)):
-                        if x[i] != y[i]:
-                            out.append((name, i, x[i], y[i]))
+            out += [(name, i, x[i], y[i]) for i in differing(x, y)]
         return out
 
     def failing(self, before: State, after: State) -> list[str]:
