@@ -62,11 +62,7 @@ class _Emitter:
         return " ".join(fixed + ([self.loops(tuple(rest))] if rest else []))
 
     def domain(self, t: A.TypeRef) -> str:
-        if t.name == A.BOOL:
-            return "(False, True)"
-        if self.shared and t.name in self.u.sizes:
-            return f"range(N_{t.name})"
-        return f"range({self.u.domain_size(t)})"
+        return "(False, True)" if t.name == A.BOOL else f"range({self.size(t)})"
 
     def index(self, name: str, args: tuple[A.Expr, ...]) -> str:
         lay = self.u.layout[name]
@@ -156,11 +152,11 @@ class _Emitter:
                 out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
                 indent += "    "
         k = self.u.layout[target.name].index
-        zero = A.Sym(target.name, tuple(A.IntLit(0) if q == p else a for q, a in enumerate(target.args)))
+        zero = tuple(A.IntLit(0) if q == p else a for q, a in enumerate(target.args))  # the slice's first point
         n = self.size(wv.type)
         step = "1" if p == len(target.args) - 1 else (
             f"S_{target.name}_{p}" if self.shared else str(self.u.layout[target.name].strides[p]))
-        out.append(f"{indent}_i = {self.index(target.name, zero.args)}; _x = {code}; _e = _i + ({n} - 1)*{step} + 1")
+        out.append(f"{indent}_i = {self.index(target.name, zero)}; _x = {code}; _e = _i + ({n} - 1)*{step} + 1")
         out.append(f"{indent}if (s[{k}] if n{k} is None else n{k})[_i:_e:{step}].count(_x) != {n}:")
         out.append(f"{indent}    if n{k} is None: n{k} = list(s[{k}])")
         out.append(f"{indent}    n{k}[_i:_e:{step}] = (_x,) * {n}")
@@ -181,7 +177,7 @@ class _Emitter:
             case A.Insert(target) | A.Remove(target):
                 self.write(target, "True" if isinstance(u, A.Insert) else "False", indent, out)
             case A.ForallUpdate(vs, body) if self.sliced(vs, body, indent, out):
-                pass
+                pass  # (sliced() emitted it: one slice for one of its variables)
             case A.ForallUpdate(vs, body):
                 for v in vs:
                     out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
