@@ -75,6 +75,11 @@ class Config:
     # The paging modes the guest's vCPUs switch between (the spec's sort role, in this order), by
     # name (ROLE_BITS): with CR0.WP and without, NXE on.
     roles: tuple[str, ...] = ("wp+nxe", "nxe")
+    # The most shadow pages the VMM may hold at once (None: its own default). At the limit it must
+    # reclaim some (zap them, owe the flushes) to build more, as KVM does under `nr_mmu_pages` and
+    # Xen under its shadow pool size: the path where a freed shadow page's frame, or the flush its
+    # zap owes, can go missing. Not a spec size: the spec sees only the zaps.
+    shadow_pages: int | None = None
 
     def __post_init__(self) -> None:
         # Checked where every configuration is made (a trace header, a config file, a scope drawn):
@@ -91,6 +96,8 @@ class Config:
             raise ValueError(f"roles {list(self.roles)}: write each in canonical form {canonical}")
         if len(set(self.roles)) != len(self.roles):
             raise ValueError(f"roles {list(self.roles)}: each paging mode once")
+        if self.shadow_pages is not None and self.shadow_pages < 1:
+            raise ValueError(f"shadow_pages must be at least 1 (or none), not {self.shadow_pages}")
 
     def fixed(self) -> dict[str, tuple[bool, ...]]:
         """The spec's immutable symbols this configuration decides: which roles have CR0.WP."""
@@ -104,10 +111,13 @@ class Config:
                 "quota": self.mfns if self.quota is None else self.quota}
 
     def to_json(self) -> dict[str, Any]:
-        return {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
-                "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "quota": self.quota,
-                "mutant": self.mutant,
-                "beyond_memory": self.beyond_memory, "vcpus": self.vcpus, "roles": list(self.roles)}
+        out = {"vms": self.vms, "gfns": self.gfns, "mfns": self.mfns, "slots": self.slots,
+               "roots": list(self.roots), "gvas": list(self.gvas), "budget": self.budget, "quota": self.quota,
+               "mutant": self.mutant,
+               "beyond_memory": self.beyond_memory, "vcpus": self.vcpus, "roles": list(self.roles)}
+        if self.shadow_pages is not None:  # only when set: an adapter that takes no limit never sees the key
+            out["shadow_pages"] = self.shadow_pages
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Config":
@@ -115,7 +125,7 @@ class Config:
                       gvas=tuple(d["gvas"]), budget=d.get("budget"), quota=d.get("quota"),
                       mutant=d.get("mutant"),
                       beyond_memory=d.get("beyond_memory", "fault"), vcpus=d.get("vcpus", 1),
-                      roles=tuple(d.get("roles", ("wp+nxe", "nxe"))))
+                      roles=tuple(d.get("roles", ("wp+nxe", "nxe"))), shadow_pages=d.get("shadow_pages"))
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,9 @@ class Bounds:
     budget: bool = True  # a budget may be set
     quota: bool = True  # a per-VM quota may be set
     vcpus: int = 1  # vCPUs per VM (an adapter that runs several says how many)
+    # The fewest shadow pages a Config.shadow_pages limit may set, with `vcpus` vCPUs; 0: the
+    # adapter takes no limit (campaigns never set one).
+    shadow_pages: int = 0
 
 
 @dataclass(frozen=True)

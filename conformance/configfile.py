@@ -10,6 +10,7 @@
     beyond_memory = "fault"    # or "ones", "zeros": what an entry naming memory beyond the VM does
     vcpus = 2                  # vCPUs per VM (a campaign runs no more than the adapter does)
     roles = ["wp+nxe", "nxe"]  # the paging modes the vCPUs switch between: wp, smep, smap, nxe joined by +
+    shadow_pages = 8           # optional: the most shadow pages the VMM holds (it reclaims at the limit)
     vary = false               # true: test cases also vary the scope within the adapter's bounds
     gvas = [
         "0x400000",                                              # one page
@@ -35,10 +36,12 @@ from .scope import canonical
 
 STRIDES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
 BEYOND = BEYOND_MEMORY  # one list, adapter.py's: Config itself refuses anything else
-KEYS = ("vms", "gfns", "mfns", "slots", "budget", "quota", "roots", "gvas", "beyond_memory", "vcpus", "roles", "vary")
+KEYS = ("vms", "gfns", "mfns", "slots", "budget", "quota", "roots", "gvas", "beyond_memory", "vcpus", "roles",
+        "shadow_pages", "vary")
 # Past these the spec state of one scope (its largest relation is rmap: mfns x vms x roots x gvas
 # points) is too large to judge at any useful speed.
-MOST = {"vms": 64, "gfns": 1 << 16, "mfns": 1 << 16, "slots": 1 << 16, "roots": 64, "gvas": 1024, "vcpus": 64}
+MOST = {"vms": 64, "gfns": 1 << 16, "mfns": 1 << 16, "slots": 1 << 16, "roots": 64, "gvas": 1024, "vcpus": 64,
+        "shadow_pages": 1 << 16}
 MOST_POINTS = 1 << 22
 
 
@@ -122,13 +125,16 @@ def parse(data: dict[str, Any], where: Any = lambda key: "config") -> tuple[Conf
     if not _is_int(vcpus) or not 1 <= vcpus <= MOST["vcpus"]:
         raise bad("vcpus", f"expected a whole number from 1 to {MOST['vcpus']}, got {vcpus!r}")
     roles = _roles(data.get("roles", list(d.roles)), lambda what: bad("roles", what))
+    shadow_pages = data.get("shadow_pages")
+    if shadow_pages is not None and (not _is_int(shadow_pages) or not 1 <= shadow_pages <= MOST["shadow_pages"]):
+        raise bad("shadow_pages", f"expected a whole number from 1 to {MOST['shadow_pages']}, got {shadow_pages!r}")
     points = sizes["mfns"] * sizes["vms"] * len(roots) * len(roles) * len(gvas)
     if points > MOST_POINTS:
         raise ConfigError(f"{where('mfns')}: this scope's rmap alone has mfns x vms x roots x roles x gvas = "
                           f"{points} points (at most {MOST_POINTS}): make it smaller")
     config = Config(vms=sizes["vms"], gfns=sizes["gfns"], mfns=sizes["mfns"], slots=sizes["slots"],
                     roots=tuple(roots), gvas=gvas, budget=budget, quota=quota,
-                    beyond_memory=beyond, vcpus=vcpus, roles=roles)
+                    beyond_memory=beyond, vcpus=vcpus, roles=roles, shadow_pages=shadow_pages)
     return config, vary
 
 

@@ -850,6 +850,11 @@ def check_scope(adapter: Adapter, config: Config, timeout: float) -> None:
             if mutants else "it lists none in Capabilities.mutants"
         raise TraceError(f"--mutant {config.mutant!r}: not a seeded bug of this adapter ({listed})")
 
+    bounds = adapter.capabilities().scope
+    if config.shadow_pages is not None and (bounds is None or not bounds.shadow_pages):
+        raise TraceError(f"shadow_pages = {config.shadow_pages}: the adapter takes no shadow-page limit "
+                         "(its scope gives no shadow_pages)")
+
     def attempt() -> ValueError | None:
         try:
             adapter.reset(config)

@@ -406,9 +406,16 @@ def _(vmm: Any) -> None:
         "a freed shadow page's frame is never returned to the VMM's private allocator, which runs dry after "
         "enough zaps; imitates Xen's XSA-410 fixes ('truly free paging pool memory') and KVM's 'reclaim the "
         "zapped-obsolete page first'",
-        "crash (out of private frames: needs long runs with many shadow rebuilds)")
+        "crash (out of private frames: needs a shadow_pages limit, or long runs with many shadow rebuilds)")
 def _(vmm: Any) -> None:
     _during(vmm.mmu, "free", vmm.private, "release", lambda mfn: None)
+
+
+@mutant("reclaim_skips_flush", "shadow pages reclaimed at the limit are zapped without the TLB flush their "
+        "sptes owe: a vCPU keeps translating through a freed, reused table; imitates Xen's 'Fix TLB flushing in "
+        "the second pass of sh_prealloc()'", "refinement (flush_pending) / observation; needs a shadow_pages limit")
+def _(vmm: Any) -> None:
+    _during(vmm.mmu, "make_room", vmm.mmu, "owe_flush", lambda vm_id, gvas=None: None)
 
 
 @mutant("budget_check_off_by_one",

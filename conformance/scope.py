@@ -68,8 +68,12 @@ def draw(c: Pick, base: Config, b: Bounds) -> Config:
     if b.quota and c.take(2):
         quota = 1 + c.take(mfns)  # per VM: tight, at most every mfn
     vcpus = 1 + c.take(b.vcpus)  # then the vCPUs and the roles, for the same reason
+    roles = _roles(c, base.roles)
+    shadow_pages = None  # and last the shadow-page limit: from the fewest the adapter runs on to 4x that
+    if b.shadow_pages and c.take(2):
+        shadow_pages = b.shadow_pages + c.take(3 * b.shadow_pages + 1)
     return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget,
-                   quota=quota, vcpus=vcpus, roles=_roles(c, base.roles))
+                   quota=quota, vcpus=vcpus, roles=roles, shadow_pages=shadow_pages)
 
 
 # Every paging mode a role can name (the 16 combinations of ROLE_BITS), by name.
@@ -184,4 +188,6 @@ def describe(config: Config, default: Config) -> list[str]:
     out.append(f"roles={len(config.roles)}")
     if any("wp" not in r.split("+") for r in config.roles) and any("wp" in r.split("+") for r in config.roles):
         out.append("roles with and without WP")
+    if config.shadow_pages is not None:
+        out.append("shadow_pages limit")
     return out

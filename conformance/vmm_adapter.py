@@ -19,7 +19,7 @@ from typing import Any
 
 from dmmcheck.impl import x86
 from dmmcheck.impl.abstract import Abstraction
-from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm
+from dmmcheck.impl.vmm import BEYOND_MEMORY, OutOfMemory, Vmm, min_shadow_pages
 from dmmcheck.impl.walker import (
     walk,  # the shadow's walk as the CPU does it (a mutant may replace the VMM's)
 )
@@ -51,7 +51,8 @@ OPERATIONS = frozenset(ACCESS_OPS + (
 # Campaigns vary each test case's scope up to this: a third VM, three roots, gvas over three page
 # tables and past the VMM's page-by-page flush limit, scarce machine pages, a budget, few slots; two
 # vCPUs per VM.
-SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, vcpus=2)
+SCOPE = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, vcpus=2,
+               shadow_pages=min_shadow_pages(2))
 
 
 class BundledVmm:
@@ -89,7 +90,8 @@ class BundledVmm:
         # the CPUs of the last run, reused: a Unicorn instance costs more than a test case's steps
         cpus = self.vmm.cpus if self.vmm is not None else None
         self.vmm = Vmm(config.mfns, 160, swap_slots=config.slots, swap_sync=False, budget=config.budget, quota=config.quota,
-                       cpu=cpus, beyond_memory=config.beyond_memory, vcpus=config.vcpus, unsync=self.unsync)
+                       cpu=cpus, beyond_memory=config.beyond_memory, vcpus=config.vcpus, unsync=self.unsync,
+                       shadow_pages=config.shadow_pages)
         self.vmm.events = []
         self.abstraction = Abstraction(self.vmm)
         apply_mutant(self.vmm, config.mutant or os.environ.get("DMM_MUTANT"))

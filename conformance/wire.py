@@ -150,7 +150,8 @@ def caps_to_json(c: Capabilities) -> dict[str, Any]:
     if c.scope is not None:
         b = c.scope
         scope = {"vms": b.vms, "gfns": b.gfns, "mfns": b.mfns, "slots": b.slots, "roots": b.roots, "gvas": b.gvas,
-                 "regions": b.regions, "budget": b.budget, "quota": b.quota, "vcpus": b.vcpus}
+                 "regions": b.regions, "budget": b.budget, "quota": b.quota, "vcpus": b.vcpus,
+                 "shadow_pages": b.shadow_pages}
     return {"operations": sorted(c.operations), "events": c.events, "guest_memory": c.guest_memory,
             "mutants": list(c.mutants), "scope": scope, "level": c.level}
 

@@ -230,10 +230,12 @@ class Machine:
 
 
 class PrivateAllocator:
-    """The VMM's own frames (shadow page tables): a simple free list, zeroed on allocation."""
+    """The VMM's own frames (shadow page tables): a simple free list, zeroed on allocation. `limit`:
+    how many of the count it hands out at most (the VMM's shadow-page limit; None: all)."""
 
-    def __init__(self, first_mfn: int, count: int) -> None:
-        self.free = list(range(first_mfn + count - 1, first_mfn - 1, -1))
+    def __init__(self, first_mfn: int, count: int, limit: int | None = None) -> None:
+        usable = count if limit is None else min(count, limit)
+        self.free = list(range(first_mfn + usable - 1, first_mfn - 1, -1))
         self.first_mfn, self.count = first_mfn, count
 
     def alloc(self) -> int:

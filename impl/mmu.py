@@ -431,6 +431,31 @@ class Mmu:
         """The gvas that reach leaf idx of sp, through any cached root."""
         return {x86.at(base, 1, idx) for _root, base in self.paths(sp)}
 
+    # ---------------------------------------------------------------- reclaim
+    def make_room(self, need: int, busy: set[int]) -> None:
+        """At least `need` private frames free, if shadow pages can be reclaimed to free them (KVM's
+        make_mmu_pages_available under its nr_mmu_pages limit; Xen's sh_prealloc): the oldest sps
+        first, never a root some CPU is loaded with (`busy`, by mfn: its CR3 points there). Called
+        before an operation allocates, never during one: a fault's path is built on sps that stay.
+        Each reclaimed sp is zapped as any other (its leaves reported, a flush owed), so the spec sees
+        zap_spte steps; if nothing is left to reclaim, the allocation that follows fails."""
+        while len(self.private.free) < need:
+            victim = next((sp for sp in self.sps.values() if sp.mfn not in busy), None)
+            if victim is None:
+                return
+            self.reclaim(victim)
+
+    def reclaim(self, sp: Sp) -> None:
+        """Free one sp and what only it reaches: a root directly, any other by zapping every entry
+        that links it (the last one frees it)."""
+        if sp.root_of is not None or not sp.parents:
+            self.free(sp)
+            return
+        for parent_mfn, idx in sorted(sp.parents):  # sorted: runs stay reproducible
+            parent = self.by_mfn.get(parent_mfn)  # freed by an earlier zap of this loop: link gone too
+            if parent is not None:
+                self.zap(parent, idx)
+
     # ---------------------------------------------------------------- zapping
     def zap(self, sp: Sp, idx: int) -> None:
         """Drop one shadow entry; a child sp left without parents is freed. Owes a TLB flush."""

@@ -46,6 +46,16 @@ from .walker import access_error_code, walk
 from .x86 import Access, Mode
 
 MAX_RETRIES = 8
+# A fault's shadow path: a root (if reclaim took it) and the three sps below it (a 4 KiB walk's
+# tables, or the direct sps that split a guest huge page).
+PATH_PAGES = 4
+
+
+def min_shadow_pages(vcpus: int) -> int:
+    """The fewest shadow pages the VMM runs on: a root loaded on each vCPU's CPU (never
+    reclaimed) and one fault's path."""
+    return vcpus + PATH_PAGES
+
 # What a guest entry naming a gfn beyond the VM's memory does (a guest table there, or a leaf's
 # frame), as the conformance harness names the conventions:
 # - "fault": the access faults for the guest with P|RSVD (BAD_GFN_CODE) and W/U/I as for any fault;
@@ -150,10 +160,16 @@ class Vmm:
     def __init__(self, machine_frames: int = 256, private_frames: int = 256, *, swap_slots: int = 0,
                  swap_path: str | None = None, swap_sync: bool = True, budget: int | None = None,
                  quota: int | None = None, reclaim: bool = True, cpu: Cpu | list[Cpu] | None = None,
-                 beyond_memory: str = "fault", vcpus: int = 1, unsync: bool = False) -> None:
+                 beyond_memory: str = "fault", vcpus: int = 1, unsync: bool = False,
+                 shadow_pages: int | None = None) -> None:
         """`vcpus`: vCPUs per VM, each on a CPU of its own over the one memory. `cpu`: the CPUs of an
         earlier Vmm to reuse (the first owns the memory), if large enough. `unsync`: a guest store to
-        a shadowed leaf table unsyncs it instead of being emulated (mmu.py, "Unsync sps")."""
+        a shadowed leaf table unsyncs it instead of being emulated (mmu.py, "Unsync sps").
+        `shadow_pages`: the most shadow pages held at once (at most private_frames; None: that
+        many); at the limit the oldest are reclaimed (`Mmu.make_room`). The fewest it runs on is
+        MIN_SHADOW_PAGES per vCPU: a loaded root each, plus one fault's path."""
+        if shadow_pages is not None and shadow_pages < min_shadow_pages(vcpus):
+            raise ValueError(f"{vcpus} vCPUs need at least {min_shadow_pages(vcpus)} shadow pages, not {shadow_pages}")
         if beyond_memory not in BEYOND_MEMORY:
             raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond_memory!r}")
         self.beyond_memory = beyond_memory
@@ -175,7 +191,7 @@ class Vmm:
             self.cpus.append(Cpu(0, share=self.cpu))
         self.nr_vcpus = vcpus
         self.machine = Machine(1, machine_frames)
-        self.private = PrivateAllocator(1 + machine_frames, private_frames)
+        self.private = PrivateAllocator(1 + machine_frames, private_frames, shadow_pages)
         self.vms: dict[int, Vm] = {}
         self.log = EventLog()
         self.tlb = FlushDebt(self.cpus, self.log)
@@ -299,9 +315,15 @@ class Vmm:
             if loaded is not None and loaded[0] == vm_id and c in (None, i):
                 self._loaded[i] = None
 
+    def _room(self, need: int) -> None:
+        """Private frames for what comes next (an operation never reclaims midway)."""
+        if len(self.private.free) < need:
+            self.mmu.make_room(need, {loaded[1] for loaded in self._loaded if loaded is not None})
+
     def load_cr3(self, vm: Vm, root_gfn: int, vcpu: int = 0) -> None:
         vm.running = vcpu
         vm.cr3_gfn = root_gfn
+        self._room(1)
         try:
             root = self.mmu.root(vm)
             if self.mmu.unsync:
@@ -328,6 +350,7 @@ class Vmm:
         c.smep, c.smap = c.smep if smep is None else smep, c.smap if smap is None else smap
         c.moded = True
         if self.mmu.unsync and c.cr3_gfn is not None:
+            self._room(1)
             try:  # the new role's shadow root is loaded: resynced first, as on a CR3 load
                 self.mmu.sync_root(vm, self.mmu.root(vm))
             except OutOfMemory:
@@ -384,6 +407,8 @@ class Vmm:
         """Load the running vCPU's shadow root and controls into its CPU; pay any TLB flush it owes
         before the guest runs."""
         c = vm.running
+        if not self.private.free and self.mmu.cached_root(vm) is None:
+            self._room(1)
         root = self.mmu.root(vm)
         mode = vm.cpu_mode()
         key = (vm.id, root.mfn, mode)
@@ -396,6 +421,7 @@ class Vmm:
     def page_fault(self, vm: Vm, gva: int, acc: Access, user: bool, ac: bool, value: int,
                    size: int = 8) -> Result | None:
         """The VMM's #PF handler. None: the shadow was filled, retry. A Result: the access is over."""
+        self._room(PATH_PAGES)  # before the walk: reclaim zaps, and may unshadow a table it reads
         mode = vm.mode(user, ac)
         cr3 = (vm.cr3_gfn or 0) << x86.PAGE_SHIFT
         ad: list[tuple[int, int]] = []  # the walk's A/D writes, made once the walk is decided
@@ -515,4 +541,4 @@ class Vmm:
         self.stats["emulated"] += 1
         return Result(False, emulated=True)
 
-__all__ = ["FREE", "MAPPED", "OutOfMemory", "Result", "Vcpu", "Vm", "Vmm"]
+__all__ = ["FREE", "MAPPED", "PATH_PAGES", "OutOfMemory", "Result", "Vcpu", "Vm", "Vmm", "min_shadow_pages"]

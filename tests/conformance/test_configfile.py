@@ -181,3 +181,52 @@ def test_vcpus_and_roles_are_read_and_checked(tmp_path):
                         ('roles = ["pae"]', "role 'pae'"), ("roles = []", "non-empty list"), ("vcpus = 0", "from 1 to")):
         with pytest.raises(configfile.ConfigError, match=words):
             configfile.load(write(tmp_path, text + "\n"))
+
+
+def test_a_shadow_page_limit_is_read_recorded_and_reaches_the_vmm(tmp_path):
+    """shadow_pages = N: the VMM's shadow-page limit reaches the Config, its JSON (traces; the wire
+    only when set), the scope's coverage classes and the bundled VMM's private allocator."""
+    config, _ = configfile.load(write(tmp_path, "vcpus = 1\nshadow_pages = 7\n"))
+    assert config.shadow_pages == 7 and Config.from_json(config.to_json()) == config
+    assert "shadow_pages" not in Config().to_json()  # an adapter that takes no limit never sees the key
+    assert "shadow_pages limit" in scope.describe(config, Config())
+    adapter = BundledVmm()
+    adapter.reset(config)
+    assert len(adapter.vmm.private.free) == 7
+    with pytest.raises(ValueError, match="1 vCPUs need at least 5 shadow pages"):
+        adapter.reset(replace(config, shadow_pages=4))
+    for text in ("shadow_pages = 0", 'shadow_pages = "8"'):
+        with pytest.raises(configfile.ConfigError, match="shadow_pages: expected a whole number"):
+            configfile.load(write(tmp_path, text + "\n"))
+
+
+def test_a_shadow_page_limit_for_an_adapter_that_takes_none_is_bad_input(tmp_path):
+    from dmmcheck.conformance.adapter import Bounds, Capabilities
+    from dmmcheck.conformance.fuzz import check_scope
+    from dmmcheck.conformance.trace import TraceError
+
+    class NoLimit(BundledVmm):
+        def capabilities(self) -> Capabilities:
+            return replace(super().capabilities(), scope=Bounds(vcpus=2))  # shadow_pages 0: no limit taken
+
+    with pytest.raises(TraceError, match="takes no shadow-page limit"):
+        check_scope(NoLimit(), Config(shadow_pages=8), 10.0)
+    check_scope(BundledVmm(), Config(shadow_pages=8), 10.0)  # the bundled VMM takes one
+
+
+def test_a_scope_at_the_shadow_page_limit_runs_clean_and_reclaims():
+    """The fewest shadow pages the bundled VMM runs on: faults reclaim the oldest shadow pages all
+    the time, and the campaign stays clean (each reclaim is zaps the spec allows, flushes owed)."""
+    from dmmcheck.conformance.fuzz import Tuning
+
+    reclaimed = []
+
+    class Counting(BundledVmm):
+        def reset(self, config: Config) -> None:
+            super().reset(config)
+            real = self.vmm.mmu.reclaim
+            self.vmm.mmu.reclaim = lambda sp: (reclaimed.append(sp.mfn), real(sp))
+
+    r = fuzz(Counting, SPEC, Config(shadow_pages=6), examples=15, seed_=0, tuning=Tuning(vary_scope=False))
+    assert r.failure is None, r.failure and f"{r.failure}\n{r.failure.detail}"
+    assert len(reclaimed) > 10 and r.coverage["zap_spte"] > 0, len(reclaimed)

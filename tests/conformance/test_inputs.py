@@ -3,6 +3,8 @@ one the coverage report knows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,7 +14,7 @@ from dmmcheck.conformance.adapter import Bounds, Config
 from dmmcheck.conformance.fuzz import Choices
 
 GUEST = inputs.Guest(16, {4: [0], 3: [1], 2: [2], 1: [3, 4]}, (9, 12), (0, 2, 3, 511), ((2, 0x87), (1, 0x9027)))
-BOUNDS = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True)
+BOUNDS = Bounds(vms=3, gfns=24, mfns=48, slots=4, roots=3, gvas=16, regions=3, budget=True, shadow_pages=6)
 
 
 @given(st.integers(0, 2 ** 63 - 1))
@@ -38,6 +40,8 @@ def test_a_scope_stays_within_the_bounds_and_lays_its_tables_out(n):
     assert 1 <= c.slots <= BOUNDS.slots and 1 <= len(c.roots) <= BOUNDS.roots
     assert 1 <= len(c.gvas) <= BOUNDS.gvas and all(scope.canonical(x) and x % 4096 == 0 for x in c.gvas)
     assert c.budget is None or 1 <= c.budget <= c.mfns
+    assert c.shadow_pages is None or BOUNDS.shadow_pages <= c.shadow_pages <= 4 * BOUNDS.shadow_pages
+    assert scope.draw(Choices(n), base, replace(BOUNDS, shadow_pages=0)).shadow_pages is None  # no limit taken
     tables = [g for gs in scope.table_gfns(c).values() for g in gs]
     assert len(tables) == len(set(tables)) and all(g < c.gfns for g in tables)  # every table in memory, none shared
     _check_layout(c, {r: scope.guest_tables(r, c.gvas) for r in c.roots})  # the bundled adapter lays it out

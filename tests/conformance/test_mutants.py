@@ -45,6 +45,15 @@ def test_a_quick_subset_is_killed_by_its_oracle(name, oracle):
     assert r.shrunk_steps is not None and r.shrunk_steps <= 8
 
 
+@pytest.mark.parametrize("name, oracle", [("shadow_frame_leaked", "crash"), ("reclaim_skips_flush", "refinement|invariant")])
+def test_the_shadow_page_limit_kills_the_reclaim_bugs(name, oracle):
+    """A leaked shadow frame, or a reclaim that owes no flush, is found in the scopes whose
+    shadow_pages limit makes the VMM reclaim (without one the pool outlasts any test case)."""
+    r = run_one(name, seconds=30)
+    assert r.killed and r.oracle in oracle.split("|"), r
+    assert r.shrunk_steps is not None and r.shrunk_steps <= 10
+
+
 def test_a_vmm_that_ignores_the_quota_is_killed_on_a_quota_scope():
     """quota_ignored: with a per-VM quota configured, a VMM that never checks it is caught (its
     allocations and pool growth past the quota are not enabled, or within_quota fails)."""

@@ -12,7 +12,7 @@ import pytest
 
 from dmmcheck.impl import x86
 from dmmcheck.impl.abstract import abstract_state
-from dmmcheck.impl.vmm import Vmm
+from dmmcheck.impl.vmm import Vmm, min_shadow_pages
 from dmmcheck.impl.x86 import Access
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,8 +61,42 @@ def random_pte(rng: random.Random) -> int:
 def test_vmm_is_transparent(seed, unsync):
     """With unsync sps the guest invlpgs the gvas of each gpte it edits, as the architecture asks of
     it (until then the old translation may still be used)."""
+    run_against_ideal(Vmm(64, 128, unsync=unsync), seed, unsync)
+
+
+@pytest.mark.parametrize("unsync", [False, True])
+def test_a_vmm_at_its_shadow_page_limit_reclaims_and_stays_transparent(unsync):
+    """Five shadow pages (one vCPU's loaded root and one fault's path): nearly every fault reclaims
+    the oldest sps, and the guest still sees what the ideal machine does, the invariants hold."""
+    for seed in range(3):
+        vmm = Vmm(64, 128, unsync=unsync, shadow_pages=min_shadow_pages(1))
+        freed = []
+        real = vmm.mmu.reclaim
+        vmm.mmu.reclaim = lambda sp: (freed.append(sp.mfn), real(sp))  # type: ignore[method-assign]
+        run_against_ideal(vmm, seed, unsync)
+        assert len(freed) > 20, f"seed {seed}: the limit was never reached ({len(freed)} reclaims)"
+
+
+def test_a_shadow_page_limit_below_a_loaded_root_and_a_path_is_refused():
+    with pytest.raises(ValueError, match="2 vCPUs need at least 6 shadow pages"):
+        Vmm(64, 128, vcpus=2, shadow_pages=5)
+
+
+def test_a_vmm_that_leaks_reclaimed_frames_runs_dry():
+    """What the limit is for in a campaign: a VMM that never gives a freed sp's frame back (the
+    catalogue's shadow_frame_leaked) is out of private frames within a few dozen steps, instead
+    of outlasting the test case."""
+    vmm = Vmm(64, 128, shadow_pages=min_shadow_pages(1))
+    vmm.private.release = lambda mfn: None  # type: ignore[method-assign]
+    with pytest.raises(MemoryError, match="out of private frames"):
+        run_against_ideal(vmm, 0, False)
+
+
+def run_against_ideal(vmm: Vmm, seed: int, unsync: bool) -> None:
+    """250 random guest steps on vmm and on the ideal machine: accesses, PTE edits through the
+    guest's window on PT0, CR3 loads, control-register changes, invlpg."""
     rng = random.Random(seed)
-    vmm, ideal = Vmm(64, 128, unsync=unsync), Ideal(NR_GFNS)
+    ideal = Ideal(NR_GFNS)
     vm, store = setup(vmm, ideal)
     for step in range(250):
         op = rng.random()
