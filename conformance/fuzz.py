@@ -213,6 +213,7 @@ class Drawer:
         self.force_link = False  # the raw entry drawn now links an unsync leaf table
         self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
+        self.burst_tried = False  # a burst is considered once a test case (_aim_burst)
 
     def guest(self, s: Any) -> inputs.Guest:
         """What the generator aims at, read once per state (a step the implementation skipped, or
@@ -240,6 +241,10 @@ class Drawer:
                 return queued
         if live and c.take(16) == 0:
             aimed = self._aim_stale(c, s, live)
+            if aimed is not None:
+                return aimed
+        if self.aliasing and not self.burst_tried and any(self.cat.running(s, v) for v in live):
+            aimed = self._aim_burst(c, s, live)
             if aimed is not None:
                 return aimed
         running = [v for v in live if self.cat.running(s, v)]
@@ -537,6 +542,50 @@ class Drawer:
             return None
         self.pending = [Operation("guest_walk", {"v": v, "c": cpu, "x": z, "a": "read", "u": False})]
         return first
+
+    def _aim_burst(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
+        """Once, in an aliasing test case with room for it: more writable sptes weakened by one operation
+        than a VMM invalidates page by page. inputs.BURST gvas of a running vCPU are mapped onto one
+        gfn g and written (the TLB holds each, writable); one of the stores puts a present gpte in
+        g. Then a gva y of another 2 MiB region gets g as its page table and is read: the VMM
+        shadows g and write-protects it, every one of the writable sptes weakened at once. Then each
+        gva is written again: each store must trap. A VMM whose flush list overflows into anything
+        but a full flush leaves one writable in the TLB. (The VMM's own p2m changes shoot every TLB
+        down, and with unsync sps a guest edit zaps nothing until the guest's invlpg; uniform draws
+        almost never line up these twenty-nine steps.)"""
+        self.burst_tried = True
+        cfg = self.config
+        if "gpte_write" not in self.ops:
+            return None
+        # y: a gva whose 2 MiB region leaves room for the burst in the others
+        ys = [y for y in cfg.gvas if sum(x >> 21 != y >> 21 for x in cfg.gvas) >= inputs.BURST]
+        if not ys:
+            return None
+        y = c.pick(ys)
+        others = [x for x in cfg.gvas if x >> 21 != y >> 21]
+        v = c.pick([v for v in live if self.cat.running(s, v)])
+        cpu = c.pick(self.cat.running(s, v))
+        tables = {t for ts in self.tables.values() for t in ts}
+        data = [g for g in range(cfg.gfns) if g not in tables]  # a table already is write-protected
+        if not data:
+            return None
+        root, g = cfg.roots[s[self.root_ix][v * self.vcpus + cpu]], c.pick(data)
+        chosen = sorted(others, key=lambda x: c.take(8))[:inputs.BURST]
+        gpte = c.take(cfg.gfns) << 12 | inputs.P | inputs.RW | inputs.US | inputs.A | inputs.D
+        entry = {"size": 8, "offset": 8 * (y >> 12 & 511)}  # the entry y's walk reads in g
+
+        def store(x: int, value: int) -> Operation:
+            return Operation("guest_walk", {"v": v, "c": cpu, "x": x, "a": "write", "u": True, "value": value, **entry})
+        ops = [Operation("guest_map", {"v": v, "r": root, "x": x, "g": g, "w": True, "u": True, "nx": False,
+                                       "a": True, "d": True}) for x in chosen]
+        ops += [store(x, gpte) for x in chosen]
+        ops += [Operation("gpte_write", {"v": v, "r": root, "x": y, "level": 2, "g": g,
+                                         "bits": inputs.P | inputs.RW | inputs.US | inputs.A}),
+                Operation("guest_walk", {"v": v, "c": cpu, "x": y, "a": "read", "u": True})]
+        ops += [store(x, gpte) for x in sorted(chosen, key=lambda x: c.take(8))]
+        self.inputs[f"burst of {inputs.BURST} writable sptes weakened at once"] += 1
+        self.pending = ops[1:]
+        return ops[0]
 
     def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None],
                 aim: tuple[int, int, int, int]) -> None:

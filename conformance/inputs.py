@@ -178,6 +178,11 @@ def non_canonical(c: Pick, gva: int) -> int:
     return gva ^ (1 << 47 if c.take(2) else 0xFFFF << 48)
 
 
+# The gvas a burst drops at once (fuzz.Drawer._aim_burst): more than a VMM's list of pages to
+# invalidate one by one usually holds (the bundled VMM's: 8), so that it must fall back to a full flush.
+BURST = 9
+
+
 def classes() -> list[str]:
     """Every input class the draws above name: what a campaign could have tried."""
     frames = ("gfn ordinary", "gfn a guest table", "gfn mapped elsewhere", "gfn at the end of memory",
@@ -189,6 +194,7 @@ def classes() -> list[str]:
     out += [f"level {level} {kind}; same frames as an earlier entry" for level, kind in
             ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
     out += [f"level {level} table entry; gfn an unsync leaf table" for level in (2, 3)]
+    out.append(f"burst of {BURST} writable sptes weakened at once")
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:
