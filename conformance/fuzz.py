@@ -40,9 +40,12 @@ from .binding import (
     INVLPG,
     LIVE,
     MODE,
+    P2M,
+    PSTATUS,
     REFUSABLE,
     S_STALE,
     SET_MODE,
+    STATUS,
     WRITE_PROTECTED,
 )
 from .operations import Catalogue
@@ -71,6 +74,9 @@ class CaseResult:
     it: Any = None
 
 
+# The most stores a twin may take (_aim_twin): a page table holds few entries, a data page a few
+# values; past this the pages are too far apart to be worth the steps.
+TWIN_STORES = 12
 SAMPLE_PERIOD = 1.0  # seconds between rate samples
 SAMPLE_EVERY = 64  # steps between looks at the clock: at ~2,000 steps/s, ~30 ms; a look costs ~0.1 µs a step
 
@@ -214,6 +220,11 @@ class Drawer:
         self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
         self.burst_tried = False  # a burst is considered once a test case (_aim_burst)
+        self.twin_tried = False  # and a twin (_aim_twin)
+        # The guest's page content, (vm, gfn) -> bytes (None: not known), from the ideal machine:
+        # set by the campaign; only the twin aim reads it.
+        self.page: Callable[[int, int], bytes | None] = lambda v, g: None
+        self.p2m_ix, self.status_ix = u.layout[P2M].index, u.layout[STATUS].index
 
     def guest(self, s: Any) -> inputs.Guest:
         """What the generator aims at, read once per state (a step the implementation skipped, or
@@ -235,9 +246,10 @@ class Drawer:
         live = [v for v in range(self.config.vms) if s[self.live_ix][v]]
         while self.pending:  # the steps an earlier draw queued (_follow), while they still apply
             queued = self.pending.pop(0)
-            v = queued.args["v"]
-            if v in live and (queued.action in self.cat.ops or queued.action in EXTRA) and (
-                    queued.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + queued.args["c"]] is not None):
+            a = queued.args
+            v = a.get("v", a.get("v1"))
+            if v in live and a.get("v2", v) in live and (queued.action in self.cat.ops or queued.action in EXTRA) and (
+                    queued.action not in ACCESS_ACTIONS or s[self.mode_ix][v * self.vcpus + a["c"]] is not None):
                 return queued
         if live and c.take(16) == 0:
             aimed = self._aim_stale(c, s, live)
@@ -245,6 +257,10 @@ class Drawer:
                 return aimed
         if self.aliasing and not self.burst_tried and any(self.cat.running(s, v) for v in live):
             aimed = self._aim_burst(c, s, live)
+            if aimed is not None:
+                return aimed
+        if not self.twin_tried and live:
+            aimed = self._aim_twin(c, s, live)
             if aimed is not None:
                 return aimed
         running = [v for v in live if self.cat.running(s, v)]
@@ -587,6 +603,57 @@ class Drawer:
         self.pending = ops[1:]
         return ops[0]
 
+    def _aim_twin(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
+        """Once, in one in four test cases where it can be: a merge the spec forbids, of a page the
+        VMM shadows as a guest table (kept) and a data page the guest first makes its byte-for-byte
+        twin (discarded). A VMM that checks only the page it discards for guest-table use makes a
+        live page table shared and read-only. The twin is made by the guest's own stores through a
+        gva mapped onto the data page, one per 8 bytes that differ (the ideal machine's content;
+        at most TWIN_STORES of them). Uniform draws almost never make two such pages equal."""
+        if "share_merge" not in self.cat.ops:
+            self.twin_tried = True
+            return None
+        cfg, u, gfns = self.config, self.cat.it.u, self.config.gfns
+        mapped = list(self.cat.it.spec.enums[PSTATUS]).index("mapped")
+
+        def held(v: int, g: int) -> Any:
+            return s[self.p2m_ix][u.index(P2M, (v, g))]
+        tables = [(v, g) for v in live for g in range(gfns) if s[self.gpt_ix][v * gfns + g] and held(v, g) is not None]
+        running = [v for v in live if self.cat.running(s, v)]
+        datas = [(v, g) for v in running for g in range(gfns) if not s[self.gpt_ix][v * gfns + g]
+                 and held(v, g) is not None and s[self.status_ix][held(v, g)] == mapped]
+        if not tables or not datas:
+            return None  # not yet: tried again at the next step
+        self.twin_tried = True
+        if c.take(4):
+            return None
+        (v1, t), (v2, d) = c.pick(tables), c.pick(datas)
+        want, have = self.page(v1, t), self.page(v2, d)
+        if want is None or have is None or held(v1, t) == held(v2, d):
+            return None
+        differ = [i for i in range(0, len(want), 8) if want[i:i + 8] != have[i:i + 8]]
+        cpu = c.pick(self.cat.running(s, v2))
+        root = cfg.roots[s[self.root_ix][v2 * self.vcpus + cpu]]
+        layout = scope.guest_tables(root, cfg.gvas)
+        # a gva whose own tables are neither page (the store that maps it must not change them)
+        xs = [x for x in cfg.gvas if not (v1 == v2 and t in self._chain(layout, x)) and d not in self._chain(layout, x)]
+        if len(differ) > TWIN_STORES or not xs:
+            return None
+        x = c.pick(xs)
+        ops = [Operation("guest_map", {"v": v2, "r": root, "x": x, "g": d, "w": True, "u": True, "nx": False,
+                                       "a": True, "d": True})]
+        ops += [Operation("guest_walk", {"v": v2, "c": cpu, "x": x, "a": "write", "u": True, "size": 8, "offset": i,
+                                         "value": int.from_bytes(want[i:i + 8], "little")}) for i in differ]
+        ops.append(Operation("share_merge", {"v1": v1, "g1": t, "v2": v2, "g2": d}))
+        self.inputs["merge of a guest table and its twin"] += 1
+        self.pending = ops[1:]
+        return ops[0]
+
+    @staticmethod
+    def _chain(layout: dict[tuple[int, int], int], x: int) -> list[int]:
+        """The gfns of gva x's tables under the layout convention."""
+        return [scope.table_for(layout, x, level) for level in (4, 3, 2, 1)]
+
     def _follow(self, c: Choices, s: Any, link: tuple[int, int, int, int, int | None],
                 aim: tuple[int, int, int, int]) -> None:
         """Queue the steps that walk a new link to an unsync leaf table: a vCPU of the VM loads the
@@ -743,12 +810,19 @@ class Case:
         # (at level black-box the spec state has no VMM side: the VMM's operations go unfiltered)
         cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
         drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], self.tuning, features)
+        drawer.page = self._page
         for name, on in zip(("huge-heavy", "aliasing"), (drawer.huge_heavy, drawer.aliasing)):
             result.scopes[f"feature {name}"] += on
         # a huge-page-heavy test case always has raw edits: they are how huge entries are made
         must = CORE + (("gpte_write",) if drawer.huge_heavy else ())
         chosen = [n for n, k in zip(ops, keep) if (n in must or k) and n in drawer.ops]
         return drawer, [n for n in chosen for _ in range(WEIGHT.get(n, 1))]
+
+    def _page(self, v: int, g: int) -> bytes | None:
+        """VM v's page g as the ideal machine holds it (what the guest must see there)."""
+        ideal = getattr(self.runner.oracle, "ideal", None)
+        vm = ideal.vms.get(v) if ideal is not None else None
+        return vm.mem.read(g << 12, 4096) if vm is not None else None
 
     def step(self, drawer: Drawer, swarm: list[str], choice: int) -> bool:
         """One step; False when the test case ends (an accepted divergence: the rest is not judged)."""

@@ -195,6 +195,7 @@ def classes() -> list[str]:
             ((1, "leaf"), (2, "table entry"), (2, "huge leaf"), (3, "table entry"), (3, "huge leaf"), (4, "table entry"))]
     out += [f"level {level} table entry; gfn an unsync leaf table" for level in (2, 3)]
     out.append(f"burst of {BURST} writable sptes weakened at once")
+    out.append("merge of a guest table and its twin")
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:

@@ -1,7 +1,9 @@
-"""A burst: more writable sptes weakened by one operation than a VMM invalidates page by page (a
-page many gvas map writable becomes a page table). The generator draws it once in an aliasing test
-case with room for it; its steps kill a VMM whose flush list overflows into a partial flush, and the
-correct VMM passes them."""
+"""The generator's aims at sequences uniform draws almost never line up. A burst: more writable
+sptes weakened by one operation than a VMM invalidates page by page (a page many gvas map writable
+becomes a page table), drawn once in an aliasing test case with room for it. A twin: a data page
+the guest makes byte-for-byte equal to a shadowed guest table, then a merge of the two (which the
+spec forbids), in one test case in four. Each one's steps kill the bug it is for, and the correct
+VMM passes them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dmmcheck.conformance.fuzz import Choices, Drawer
 from dmmcheck.conformance.operations import Catalogue
 from dmmcheck.conformance.oracle import Failure
 from dmmcheck.conformance.runner import Runner
+from dmmcheck.conformance.scope import table_gfns
 from dmmcheck.conformance.vmm_adapter import BundledVmm
 from dmmcheck.spec import load
 from tests.conformance.modes import moded
@@ -73,3 +76,29 @@ class _Result:
 
     def __init__(self) -> None:
         self.guards: dict = {}
+
+
+def test_the_generators_twin_kills_a_merge_that_checks_one_side():
+    # VM 0 runs on root 0 (its tables shadowed as it walks); gfn 12 is a data page it wrote
+    x = CONFIG.gvas[0]
+    before = BOOT + [Operation("guest_map", {"v": 0, "r": 0, "x": x, "g": 12, "w": True, "u": True, "nx": False,
+                                             "a": True, "d": True}),
+                     Operation("guest_walk", {"v": 0, "c": 0, "x": x, "a": "write", "u": True, "value": 0x5A5A})]
+    r = run(before)
+    cat = Catalogue(r.judge.it, OPS)
+    for i in range(2000):
+        drawer = Drawer(cat, r.config, sorted(OPS))
+        drawer.page = lambda v, g: r.oracle.ideal.vms[v].mem.read(g << 12, 4096)
+        first = drawer._aim_twin(Choices(i), r.oracle.state, [0])
+        if first is not None:
+            break
+    else:
+        raise AssertionError("no twin in 2,000 draws")
+    twin = [first] + drawer.pending
+    merge = twin[-1]
+    tables = {g for gs in table_gfns(r.config).values() for g in gs}
+    assert merge.action == "share_merge" and merge.args["g1"] in tables and merge.args["g2"] == 12
+    run(before + twin)  # the correct VMM declines the merge
+    with pytest.raises(Failure) as e:
+        run(before + twin, "share_pt_check_one_side")
+    assert e.value.kind == "refinement" and "share_merge" in e.value.message, e.value
