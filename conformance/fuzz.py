@@ -185,7 +185,7 @@ class Drawer:
     the spec says it is legal."""
 
     def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning(),
-                 features: tuple[bool, bool] = (False, False)) -> None:
+                 features: tuple[bool, ...] = (False, False, False)) -> None:
         self.cat, self.config, self.tuning = cat, config, tuning
         self.access = list(cat.it.spec.enums[ACCESS])
         self.live_ix = cat.it.u.layout[LIVE].index
@@ -212,7 +212,9 @@ class Drawer:
                         for v in range(config.vms) for g in range(config.gfns)]
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
-        self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
+        # And a twin planned (_aim_twin): drawn with the features, so that shrinking turns it off.
+        self.huge_heavy, self.aliasing, self.twin = (tuple(features) + (False,) * 3)[:3] if tuning.wide_inputs \
+            else (False, False, False)
         self.pending: list[Operation] = []  # steps queued to follow the one drawn (_follow)
         # while a link to an unsync table is drawn: the gpte it aims at (gva, role, root gfn, table)
         self.aim: tuple[int, int, int, int] | None = None
@@ -259,7 +261,7 @@ class Drawer:
             aimed = self._aim_burst(c, s, live)
             if aimed is not None:
                 return aimed
-        if not self.twin_tried and live:
+        if self.twin and not self.twin_tried and live:
             aimed = self._aim_twin(c, s, live)
             if aimed is not None:
                 return aimed
@@ -604,7 +606,7 @@ class Drawer:
         return ops[0]
 
     def _aim_twin(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
-        """Once, in one in four test cases where it can be: a merge the spec forbids, of a page the
+        """Once, in a test case that plans it (one in four), when it can be: a merge the spec forbids, of a page the
         VMM shadows as a guest table (kept) and a data page the guest first makes its byte-for-byte
         twin (discarded). A VMM that checks only the page it discards for guest-table use makes a
         live page table shared and read-only. The twin is made by the guest's own stores through a
@@ -613,6 +615,8 @@ class Drawer:
         if "share_merge" not in self.cat.ops:
             self.twin_tried = True
             return None
+        if not any(s[self.gpt_ix]):
+            return None  # no guest table shadowed yet (the common case, asked every step: cheap)
         cfg, u, gfns = self.config, self.cat.it.u, self.config.gfns
         mapped = list(self.cat.it.spec.enums[PSTATUS]).index("mapped")
 
@@ -625,8 +629,6 @@ class Drawer:
         if not tables or not datas:
             return None  # not yet: tried again at the next step
         self.twin_tried = True
-        if c.take(4):
-            return None
         (v1, t), (v2, d) = c.pick(tables), c.pick(datas)
         want, have = self.page(v1, t), self.page(v2, d)
         if want is None or have is None or held(v1, t) == held(v2, d):
@@ -744,8 +746,8 @@ START_LABEL = "dmm: the test case's scope, swarm and features"
 
 class Case:
     """One batch's test cases: each draws its swarm (a boolean per operation), its scope (an
-    integer), two features (booleans), then up to `steps` operations, one integer each (Choices
-    decodes it).
+    integer), three features (booleans: huge-heavy, aliasing, a twin planned), then up to `steps`
+    operations, one integer each (Choices decodes it).
 
     The draws go straight to Hypothesis's choice sequence (`ConjectureData.draw_integer`, an API of
     the pinned Hypothesis: a stateful machine's rule selection, argument dictionaries and step
@@ -767,12 +769,14 @@ class Case:
         cd = data.conjecture_data
         keep = tuple(cd.draw_boolean() for _ in self.ops)
         where = cd.draw_integer(0, 2 ** 63 - 1)
-        features = (cd.draw_boolean(), cd.draw_boolean())
+        features: tuple[bool, ...] = (cd.draw_boolean(), cd.draw_boolean())
         if features[0] and self.tuning.wide_inputs and cd.draw_boolean():
             # a huge-page-heavy test case on the campaign's own scope three times in four (0 decodes
             # to it): splitting huge pages takes shadow pages that the scarce scopes do not have (half
             # the accesses through a huge leaf ran out of memory there)
             where = 0
+        # drawn last, so that the draws above decode as they did before it
+        features += (self.tuning.wide_inputs and cd.draw_boolean(0.25),)
         drawer, swarm = self.start(keep, where, features)
         try:
             for _ in range(self.steps):
@@ -792,7 +796,7 @@ class Case:
             # step timeout would make that take hours. The smallest failing case so far is kept.
             raise _ShrinkBudget()
 
-    def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> tuple[Drawer, list[str]]:
+    def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, ...]) -> tuple[Drawer, list[str]]:
         """Reset the implementation on the test case's scope; its drawer and swarm."""
         self._check_budget()
         runner, result, ops = self.runner, self.result, self.ops
@@ -811,7 +815,7 @@ class Case:
         cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
         drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], self.tuning, features)
         drawer.page = self._page
-        for name, on in zip(("huge-heavy", "aliasing"), (drawer.huge_heavy, drawer.aliasing)):
+        for name, on in zip(("huge-heavy", "aliasing", "twin"), (drawer.huge_heavy, drawer.aliasing, drawer.twin)):
             result.scopes[f"feature {name}"] += on
         # a huge-page-heavy test case always has raw edits: they are how huge entries are made
         must = CORE + (("gpte_write",) if drawer.huge_heavy else ())
