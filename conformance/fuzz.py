@@ -212,9 +212,10 @@ class Drawer:
                         for v in range(config.vms) for g in range(config.gfns)]
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
-        # And a twin planned (_aim_twin): drawn with the features, so that shrinking turns it off.
-        self.huge_heavy, self.aliasing, self.twin = (tuple(features) + (False,) * 3)[:3] if tuning.wide_inputs \
-            else (False, False, False)
+        # And the aims planned (_aim_twin, _aim_wp0): drawn with the features, so that shrinking
+        # turns them off.
+        self.huge_heavy, self.aliasing, self.twin, self.wp0 = (tuple(features) + (False,) * 4)[:4] \
+            if tuning.wide_inputs else (False,) * 4
         self.pending: list[Operation] = []  # steps queued to follow the one drawn (_follow)
         # while a link to an unsync table is drawn: the gpte it aims at (gva, role, root gfn, table)
         self.aim: tuple[int, int, int, int] | None = None
@@ -263,6 +264,11 @@ class Drawer:
                 return aimed
         if self.twin and not self.twin_tried and live:
             aimed = self._aim_twin(c, s, live)
+            if aimed is not None:
+                return aimed
+        if self.wp0 and any(self.cat.running(s, v) for v in live):
+            self.wp0 = False  # once
+            aimed = self._aim_wp0(c, s, live)
             if aimed is not None:
                 return aimed
         running = [v for v in live if self.cat.running(s, v)]
@@ -651,6 +657,34 @@ class Drawer:
         self.pending = ops[1:]
         return ops[0]
 
+    def _aim_wp0(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
+        """Once, in a test case that plans it (one in four) and has a paging mode with CR0.WP=0: the
+        supervisor write to a read-only user page that WP=0 allows, then every other kind of access
+        to that page in the same mode. A shadow MMU serves the write with a writable spte the user
+        may not use (KVM's U=0, W=1 trick); that spte must still refuse a supervisor fetch under
+        CR4.SMEP and a supervisor read under CR4.SMAP, and the user's write. Five steps in one
+        mode that uniform draws rarely line up."""
+        cfg = self.config
+        modes = [i for i, r in enumerate(cfg.roles) if "wp" not in role_bits(r)]
+        if not modes:
+            return None
+        v = c.pick([v for v in live if self.cat.running(s, v)])
+        cpu = c.pick(self.cat.running(s, v))
+        k = v * self.vcpus + cpu
+        root, mode, x = cfg.roots[s[self.root_ix][k]], c.pick(modes), c.pick(cfg.gvas)
+        tables = {t for ts in self.tables.values() for t in ts}
+        g = c.pick([g for g in range(cfg.gfns) if g not in tables] or list(range(cfg.gfns)))
+
+        def access(a: str, user: bool) -> Operation:
+            return Operation("guest_walk", {"v": v, "c": cpu, "x": x, "a": a, "u": user, "value": inputs.value(c, self.guest(s))})
+        ops = [] if s[self.mode_ix][k] == mode else [Operation(SET_MODE, {"v": v, "c": cpu, "o": cfg.roles[mode]})]
+        ops += [Operation("guest_map", {"v": v, "r": root, "x": x, "g": g, "w": False, "u": True, "nx": False,
+                                        "a": True, "d": bool(c.take(2))}),
+                access("write", False), access("fetch", False), access("read", False), access("write", True)]
+        self.inputs["supervisor write to a read-only user page under CR0.WP=0"] += 1
+        self.pending = ops[1:]
+        return ops[0]
+
     @staticmethod
     def _chain(layout: dict[tuple[int, int], int], x: int) -> list[int]:
         """The gfns of gva x's tables under the layout convention."""
@@ -746,7 +780,7 @@ START_LABEL = "dmm: the test case's scope, swarm and features"
 
 class Case:
     """One batch's test cases: each draws its swarm (a boolean per operation), its scope (an
-    integer), three features (booleans: huge-heavy, aliasing, a twin planned), then up to `steps`
+    integer), four features (booleans: huge-heavy, aliasing, a twin planned, a WP=0 write), then up to `steps`
     operations, one integer each (Choices decodes it).
 
     The draws go straight to Hypothesis's choice sequence (`ConjectureData.draw_integer`, an API of
@@ -775,8 +809,8 @@ class Case:
             # to it): splitting huge pages takes shadow pages that the scarce scopes do not have (half
             # the accesses through a huge leaf ran out of memory there)
             where = 0
-        # drawn last, so that the draws above decode as they did before it
-        features += (self.tuning.wide_inputs and cd.draw_boolean(0.25),)
+        # drawn last, so that the draws above decode as they did before them: a twin, a WP=0 write
+        features += (self.tuning.wide_inputs and cd.draw_boolean(0.25), self.tuning.wide_inputs and cd.draw_boolean(0.25))
         drawer, swarm = self.start(keep, where, features)
         try:
             for _ in range(self.steps):
@@ -815,7 +849,8 @@ class Case:
         cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
         drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], self.tuning, features)
         drawer.page = self._page
-        for name, on in zip(("huge-heavy", "aliasing", "twin"), (drawer.huge_heavy, drawer.aliasing, drawer.twin)):
+        for name, on in zip(("huge-heavy", "aliasing", "twin", "wp0 write"),
+                            (drawer.huge_heavy, drawer.aliasing, drawer.twin, drawer.wp0)):
             result.scopes[f"feature {name}"] += on
         # a huge-page-heavy test case always has raw edits: they are how huge entries are made
         must = CORE + (("gpte_write",) if drawer.huge_heavy else ())

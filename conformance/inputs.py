@@ -196,6 +196,7 @@ def classes() -> list[str]:
     out += [f"level {level} table entry; gfn an unsync leaf table" for level in (2, 3)]
     out.append(f"burst of {BURST} writable sptes weakened at once")
     out.append("merge of a guest table and its twin")
+    out.append("supervisor write to a read-only user page under CR0.WP=0")
     for level in (1, 2, 3, 4):
         out += [f"level {level} {'leaf' if level == 1 else 'table entry'}; {f}" for f in frames]
         if level > 1:

@@ -102,3 +102,30 @@ def test_the_generators_twin_kills_a_merge_that_checks_one_side():
     with pytest.raises(Failure) as e:
         run(before + twin, "share_pt_check_one_side")
     assert e.value.kind == "refinement" and "share_merge" in e.value.message, e.value
+
+
+def test_the_generators_wp0_write_kills_an_executable_supervisor_spte_under_smep():
+    # a mode with SMEP and without CR0.WP: the spte that serves the supervisor's write to a
+    # read-only user page must not let the supervisor execute it
+    config = Config(vcpus=1, roles=("wp+nxe", "smep+nxe"))
+    r = Runner(BundledVmm(), SPEC, config)
+    r.reset()
+    for o in BOOT + [Operation("set_mode", {"v": 0, "c": 0, "o": "wp+nxe"})]:
+        r.step(o)
+    cat = Catalogue(r.judge.it, OPS)
+    drawer = Drawer(cat, config, sorted(OPS))
+    first = drawer._aim_wp0(Choices(0), r.oracle.state, [0])
+    assert first == Operation("set_mode", {"v": 0, "c": 0, "o": "smep+nxe"})  # the only mode without WP
+    steps = [first] + drawer.pending
+    kinds = [(o.args["a"], o.args["u"]) for o in steps if o.action == "guest_walk"]
+    assert kinds == [("write", False), ("fetch", False), ("read", False), ("write", True)]
+
+    def run_on(mutant: str | None) -> None:
+        rr = Runner(BundledVmm(), SPEC, Config(**{**config.__dict__, "mutant": mutant}))
+        rr.reset()
+        for o in BOOT + steps:
+            rr.step(o)
+    run_on(None)  # the correct VMM conforms
+    with pytest.raises(Failure) as e:
+        run_on("smep_wp0_spte_executable")
+    assert e.value.kind == "observation" and "fetch" in e.value.message, e.value
