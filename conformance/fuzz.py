@@ -185,7 +185,7 @@ class Drawer:
     the spec says it is legal."""
 
     def __init__(self, cat: Catalogue, config: Config, ops: list[str], tuning: Tuning = Tuning(),
-                 features: tuple[bool, ...] = (False, False, False)) -> None:
+                 features: tuple[bool, bool] = (False, False)) -> None:
         self.cat, self.config, self.tuning = cat, config, tuning
         self.access = list(cat.it.spec.enums[ACCESS])
         self.live_ix = cat.it.u.layout[LIVE].index
@@ -212,10 +212,9 @@ class Drawer:
                         for v in range(config.vms) for g in range(config.gfns)]
         # Swarm features of the test case (Groce et al.: leaving features out helps as much as putting
         # them in): huge-page-heavy raw edits; guest mappings piled onto few pages.
-        # And the aims planned (_aim_twin, _aim_wp0): drawn with the features, so that shrinking
-        # turns them off.
-        self.huge_heavy, self.aliasing, self.twin, self.wp0 = (tuple(features) + (False,) * 4)[:4] \
-            if tuning.wide_inputs else (False,) * 4
+        self.huge_heavy, self.aliasing = features if tuning.wide_inputs else (False, False)
+        # The aims decided once a test case, at their first chance (_aim_twin, _aim_wp0)
+        self.twin, self.wp0 = tuning.wide_inputs, tuning.wide_inputs
         self.pending: list[Operation] = []  # steps queued to follow the one drawn (_follow)
         # while a link to an unsync table is drawn: the gpte it aims at (gva, role, root gfn, table)
         self.aim: tuple[int, int, int, int] | None = None
@@ -223,7 +222,6 @@ class Drawer:
         self.now: inputs.Guest | None = None  # the guest as of the operation being drawn
         self.inputs: Counter[str] = Counter()  # input classes drawn (coverage)
         self.burst_tried = False  # a burst is considered once a test case (_aim_burst)
-        self.twin_tried = False  # and a twin (_aim_twin)
         # The guest's page content, (vm, gfn) -> bytes (None: not known), from the ideal machine:
         # set by the campaign; only the twin aim reads it.
         self.page: Callable[[int, int], bytes | None] = lambda v, g: None
@@ -262,13 +260,13 @@ class Drawer:
             aimed = self._aim_burst(c, s, live)
             if aimed is not None:
                 return aimed
-        if self.twin and not self.twin_tried and live:
+        if self.twin and live:
             aimed = self._aim_twin(c, s, live)
             if aimed is not None:
                 return aimed
         if self.wp0 and any(self.cat.running(s, v) for v in live):
-            self.wp0 = False  # once
-            aimed = self._aim_wp0(c, s, live)
+            self.wp0 = False  # decided once: now
+            aimed = self._aim_wp0(c, s, live) if c.take(4) == 1 else None
             if aimed is not None:
                 return aimed
         running = [v for v in live if self.cat.running(s, v)]
@@ -612,14 +610,14 @@ class Drawer:
         return ops[0]
 
     def _aim_twin(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
-        """Once, in a test case that plans it (one in four), when it can be: a merge the spec forbids, of a page the
+        """Once, in one test case in four, at its first chance: a merge the spec forbids, of a page the
         VMM shadows as a guest table (kept) and a data page the guest first makes its byte-for-byte
         twin (discarded). A VMM that checks only the page it discards for guest-table use makes a
         live page table shared and read-only. The twin is made by the guest's own stores through a
         gva mapped onto the data page, one per 8 bytes that differ (the ideal machine's content;
         at most TWIN_STORES of them). Uniform draws almost never make two such pages equal."""
         if "share_merge" not in self.cat.ops:
-            self.twin_tried = True
+            self.twin = False
             return None
         if not any(s[self.gpt_ix]):
             return None  # no guest table shadowed yet (the common case, asked every step: cheap)
@@ -634,7 +632,9 @@ class Drawer:
                  and held(v, g) is not None and s[self.status_ix][held(v, g)] == mapped]
         if not tables or not datas:
             return None  # not yet: tried again at the next step
-        self.twin_tried = True
+        self.twin = False  # decided once, now: one test case in four (0, where shrinking goes, is no)
+        if c.take(4) != 1:
+            return None
         (v1, t), (v2, d) = c.pick(tables), c.pick(datas)
         want, have = self.page(v1, t), self.page(v2, d)
         if want is None or have is None or held(v1, t) == held(v2, d):
@@ -658,7 +658,7 @@ class Drawer:
         return ops[0]
 
     def _aim_wp0(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
-        """Once, in a test case that plans it (one in four) and has a paging mode with CR0.WP=0: the
+        """Once, in one test case in four with a paging mode without CR0.WP (decided by the caller): the
         supervisor write to a read-only user page that WP=0 allows, then every other kind of access
         to that page in the same mode. A shadow MMU serves the write with a writable spte the user
         may not use (KVM's U=0, W=1 trick); that spte must still refuse a supervisor fetch under
@@ -780,8 +780,8 @@ START_LABEL = "dmm: the test case's scope, swarm and features"
 
 class Case:
     """One batch's test cases: each draws its swarm (a boolean per operation), its scope (an
-    integer), four features (booleans: huge-heavy, aliasing, a twin planned, a WP=0 write), then up to `steps`
-    operations, one integer each (Choices decodes it).
+    integer), two features (booleans), then up to `steps` operations, one integer each (Choices
+    decodes it).
 
     The draws go straight to Hypothesis's choice sequence (`ConjectureData.draw_integer`, an API of
     the pinned Hypothesis: a stateful machine's rule selection, argument dictionaries and step
@@ -803,14 +803,12 @@ class Case:
         cd = data.conjecture_data
         keep = tuple(cd.draw_boolean() for _ in self.ops)
         where = cd.draw_integer(0, 2 ** 63 - 1)
-        features: tuple[bool, ...] = (cd.draw_boolean(), cd.draw_boolean())
+        features = (cd.draw_boolean(), cd.draw_boolean())
         if features[0] and self.tuning.wide_inputs and cd.draw_boolean():
             # a huge-page-heavy test case on the campaign's own scope three times in four (0 decodes
             # to it): splitting huge pages takes shadow pages that the scarce scopes do not have (half
             # the accesses through a huge leaf ran out of memory there)
             where = 0
-        # drawn last, so that the draws above decode as they did before them: a twin, a WP=0 write
-        features += (self.tuning.wide_inputs and cd.draw_boolean(0.25), self.tuning.wide_inputs and cd.draw_boolean(0.25))
         drawer, swarm = self.start(keep, where, features)
         try:
             for _ in range(self.steps):
@@ -830,7 +828,7 @@ class Case:
             # step timeout would make that take hours. The smallest failing case so far is kept.
             raise _ShrinkBudget()
 
-    def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, ...]) -> tuple[Drawer, list[str]]:
+    def start(self, keep: tuple[bool, ...], where: int, features: tuple[bool, bool]) -> tuple[Drawer, list[str]]:
         """Reset the implementation on the test case's scope; its drawer and swarm."""
         self._check_budget()
         runner, result, ops = self.runner, self.result, self.ops
@@ -849,8 +847,7 @@ class Case:
         cat = judge.catalogue if runner.level != "black-box" else levels.Blind(judge.catalogue)
         drawer = Drawer(cat, config, [n for n in ops if n in cat.ops or n in EXTRA], self.tuning, features)
         drawer.page = self._page
-        for name, on in zip(("huge-heavy", "aliasing", "twin", "wp0 write"),
-                            (drawer.huge_heavy, drawer.aliasing, drawer.twin, drawer.wp0)):
+        for name, on in zip(("huge-heavy", "aliasing"), (drawer.huge_heavy, drawer.aliasing)):
             result.scopes[f"feature {name}"] += on
         # a huge-page-heavy test case always has raw edits: they are how huge entries are made
         must = CORE + (("gpte_write",) if drawer.huge_heavy else ())
