@@ -518,6 +518,8 @@ class Drawer:
             other = [x for x in self.config.gvas if x >> shift & 511 != first >> shift & 511]
             if other:
                 args["x"] = c.pick(self._in_memory(other, level, entry) or other)
+            if any(h[2:] == (level, first, entry) for h in mine):  # a copy of the first: its D bit apart
+                self._alias_writes(c, s, args, level, first, entry)
         elif level in (2, 3) and entry & inputs.PS and c.take(4):
             # a huge leaf maps a gva's page only when the gva's offset in it stays inside memory
             args["x"] = c.pick(self._in_memory(self.config.gvas, level, entry) or [args["x"]])
@@ -531,6 +533,34 @@ class Drawer:
         self.earlier.append((level, entry))
         self.written_at[key] = args["x"]
         args.update(g=(entry & inputs.FRAME) >> 12, bits=entry & ~inputs.FRAME)
+
+    def _alias_writes(self, c: Choices, s: Any, args: dict[str, Any], level: int, first: int, entry: int) -> None:
+        """After a copy of a huge leaf at another slot (two mappings of one huge page, each with its
+        own D bit): read through the copy, write through the first, write through the copy, at one
+        offset of a data page inside the huge page, on a vCPU running on the leaves' root (loaded
+        first if none is). The first write's walk sets the first leaf's D; the copy is still clean,
+        so its write must fault to the VMM (which sets its D). A shadow that keys the huge page's
+        direct sps by the D bit read before the walk puts the writable spte where the copy's path
+        finds it."""
+        shift = 12 + 9 * (level - 1)
+        span = 1 << shift
+        frame = entry & inputs.FRAME & ~(span - 1)
+        tables = set(scope.guest_tables(args["r"], self.config.gvas).values())
+        k = args["v"] * self.vcpus
+        moded = [i for i in range(self.vcpus) if s[self.mode_ix][k + i] is not None]
+        pairs = [(a, b) for a in self.config.gvas for b in self.config.gvas
+                 if a >> shift == first >> shift and b >> shift == args["x"] >> shift and a % span == b % span
+                 and (frame | a % span) >> 12 < self.config.gfns and (frame | a % span) >> 12 not in tables]
+        if not moded or not pairs:
+            return
+        cpu, (a, b), user = c.pick(moded), c.pick(pairs), bool(entry & inputs.US)
+
+        def access(x: int, kind: str) -> Operation:
+            return Operation("guest_walk", {"v": args["v"], "c": cpu, "x": x, "a": kind, "u": user, "value": c.take(256)})
+        self.pending = [access(b, "read"), access(a, "write"), access(b, "write")]
+        cur = s[self.root_ix][k + cpu]
+        if cur is None or self.config.roots[cur] != args["r"]:
+            self.pending.insert(0, Operation("cr3_load", {"v": args["v"], "c": cpu, "r": args["r"]}))
 
     def _aim_stale(self, c: Choices, s: Any, live: list[int]) -> Operation | None:
         """A stale spte waits in an unsync leaf table: use it now, before a resync takes the chance
@@ -745,12 +775,14 @@ class Drawer:
             args["x"] = c.pick(reach or xs)
 
     def _second_leaf(self, c: Choices, args: dict[str, Any], mine: list[tuple[int, int, int, int, int]]) -> tuple[int, str]:
-        """A walkable huge leaf written before, again with one right flipped (R/W, U/S or NX) under
-        the same root: the caller puts it at another slot of its level. The two leaves' direct sps
-        cover the same frames and must differ in role exactly by that right."""
+        """A walkable huge leaf written before, again with one right flipped (R/W, U/S or NX), or
+        as it is (a second mapping of the same huge page, with its own A and D), under the same
+        root: the caller puts it at another slot of its level. The two leaves' direct sps cover the
+        same frames and must differ in role exactly by that right; two copies, by the D bit each
+        walk leaves (a write through one must not make the other's sptes writable)."""
         _v, r, level, _at, e0 = c.pick(mine)
         args.update(r=r, level=level)
-        return e0 ^ c.pick((inputs.RW, inputs.US, inputs.XD)), f"level {level} huge leaf; same frames as an earlier entry"
+        return e0 ^ c.pick((inputs.RW, inputs.US, inputs.XD, 0)), f"level {level} huge leaf; same frames as an earlier entry"
 
     def _in_memory(self, gvas: Any, level: int, entry: int) -> list[int]:
         """The gvas whose page a huge leaf at `level` maps inside the VM's memory."""

@@ -129,3 +129,34 @@ def test_the_generators_wp0_write_kills_an_executable_supervisor_spte_under_smep
     with pytest.raises(Failure) as e:
         run_on("smep_wp0_spte_executable")
     assert e.value.kind == "observation" and "fetch" in e.value.message, e.value
+
+
+def test_a_copy_of_a_huge_leaf_is_written_through_both_and_kills_a_dirty_bit_read_before_the_walk():
+    # VM 0 runs on root 5 (its tables are gfns 5-9: the huge page's frames 0-3 are data); the
+    # generator wrote one clean, writable, user huge leaf for 0x400000. Its copy at another slot
+    # comes with three accesses queued: read through the copy, write through the first, write
+    # through the copy, at one offset.
+    first = 0x400000
+    leaf = inputs.P | inputs.RW | inputs.US | inputs.A | inputs.PS  # D clear, frame 0
+    boot = [BOOT[0], Operation("cr3_load", {"v": 0, "r": 5, "c": 0})]
+    written = Operation("gpte_write", {"v": 0, "r": 5, "x": first, "level": 2, "g": 0, "bits": leaf})
+    r = run(boot + [written])
+    cat = Catalogue(r.judge.it, OPS)
+    for i in range(5000):
+        drawer = Drawer(cat, r.config, sorted(OPS), features=(True, False))
+        drawer.huge = [(0, 5, 2, first, leaf)]
+        drawer.written_at[(2, leaf & ~(inputs.RW | inputs.US | inputs.XD))] = first
+        args = {"v": 0, "r": 5, "x": first, "level": 2}
+        drawer._raw_entry(Choices(i), args, r.oracle.state)
+        if drawer.pending and args["bits"] == leaf:
+            break
+    else:
+        raise AssertionError("no copy of the huge leaf in 5,000 draws")
+    copy = Operation("gpte_write", args)
+    kinds = [(o.args["a"], o.args["x"] >> 21) for o in drawer.pending]
+    assert kinds == [("read", args["x"] >> 21), ("write", first >> 21), ("write", args["x"] >> 21)]
+    steps = boot + [written, copy] + drawer.pending
+    run(steps)  # the correct VMM conforms
+    with pytest.raises(Failure) as e:
+        run(steps, "huge_dirty_role_before_walk")
+    assert e.value.kind in ("refinement", "invariant", "observation"), e.value
