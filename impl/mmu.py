@@ -24,6 +24,7 @@ Invariants, stated where they are enforced:
 - after an spte is weakened or dropped, the VM owes a TLB flush         (owe_flush)
 - an spte is never weakened in place: it is zapped, then refilled       (install_leaf)
 - a present leaf spte's gfn (the one it was filled for) is in sp.gfns   (install_leaf, zap)
+- a root some CPU is loaded with is never reclaimed                     (make_room)
 
 The MMU holds nothing of the VMM that owns it: it is given the CPU, the private frame allocator, the
 machine's descriptors, the event sink, and two callbacks: `owe_flush` (the flush debt's) and

@@ -167,7 +167,7 @@ class Vmm:
         a shadowed leaf table unsyncs it instead of being emulated (mmu.py, "Unsync sps").
         `shadow_pages`: the most shadow pages held at once (at most private_frames; None: that
         many); at the limit the oldest are reclaimed (`Mmu.make_room`). The fewest it runs on is
-        MIN_SHADOW_PAGES per vCPU: a loaded root each, plus one fault's path."""
+        min_shadow_pages(vcpus): a loaded root per vCPU, plus one fault's path."""
         if shadow_pages is not None and shadow_pages < min_shadow_pages(vcpus):
             raise ValueError(f"{vcpus} vCPUs need at least {min_shadow_pages(vcpus)} shadow pages, not {shadow_pages}")
         if beyond_memory not in BEYOND_MEMORY:
@@ -316,14 +316,16 @@ class Vmm:
                 self._loaded[i] = None
 
     def _room(self, need: int) -> None:
-        """Private frames for what comes next (an operation never reclaims midway)."""
+        """Private frames for what comes next (an operation never reclaims midway). Only at the
+        limit, and the roots the CPUs are loaded with stay (their CR3 points there)."""
         if len(self.private.free) < need:
             self.mmu.make_room(need, {loaded[1] for loaded in self._loaded if loaded is not None})
 
     def load_cr3(self, vm: Vm, root_gfn: int, vcpu: int = 0) -> None:
         vm.running = vcpu
         vm.cr3_gfn = root_gfn
-        self._room(1)
+        if self.mmu.cached_root(vm) is None:
+            self._room(1)
         try:
             root = self.mmu.root(vm)
             if self.mmu.unsync:
@@ -350,7 +352,8 @@ class Vmm:
         c.smep, c.smap = c.smep if smep is None else smep, c.smap if smap is None else smap
         c.moded = True
         if self.mmu.unsync and c.cr3_gfn is not None:
-            self._room(1)
+            if self.mmu.cached_root(vm) is None:
+                self._room(1)
             try:  # the new role's shadow root is loaded: resynced first, as on a CR3 load
                 self.mmu.sync_root(vm, self.mmu.root(vm))
             except OutOfMemory:
