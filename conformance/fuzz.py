@@ -195,6 +195,8 @@ class Drawer:
         self.ops = ops
         self.focus = tuning.focus
         self.tables = table_gfns(config)
+        # the gfns some layout table may live in: a data page for an aim is none of them
+        self.data_gfns = [g for g in range(config.gfns) if all(g not in ts for ts in self.tables.values())]
         self.slots = tuple(sorted({x >> shift & 511 for x in config.gvas for shift in (12, 21, 30, 39)}))
         self.earlier: list[tuple[int, int]] = []  # raw entries written in this test case
         self._guest_key: tuple[Any, int] | None = None  # (state, raw entries written) self._guest was read at
@@ -617,11 +619,9 @@ class Drawer:
         others = [x for x in cfg.gvas if x >> 21 != y >> 21]
         v = c.pick([v for v in live if self.cat.running(s, v)])
         cpu = c.pick(self.cat.running(s, v))
-        tables = {t for ts in self.tables.values() for t in ts}
-        data = [g for g in range(cfg.gfns) if g not in tables]  # a table already is write-protected
-        if not data:
+        if not self.data_gfns:  # (a table already is write-protected)
             return None
-        root, g = cfg.roots[s[self.root_ix][v * self.vcpus + cpu]], c.pick(data)
+        root, g = cfg.roots[s[self.root_ix][v * self.vcpus + cpu]], c.pick(self.data_gfns)
         chosen = sorted(others, key=lambda x: c.take(8))[:inputs.BURST]
         gpte = c.take(cfg.gfns) << 12 | inputs.P | inputs.RW | inputs.US | inputs.A | inputs.D
         entry = {"size": 8, "offset": 8 * (y >> 12 & 511)}  # the entry y's walk reads in g
@@ -702,8 +702,7 @@ class Drawer:
         cpu = c.pick(self.cat.running(s, v))
         k = v * self.vcpus + cpu
         root, mode, x = cfg.roots[s[self.root_ix][k]], c.pick(modes), c.pick(cfg.gvas)
-        tables = {t for ts in self.tables.values() for t in ts}
-        g = c.pick([g for g in range(cfg.gfns) if g not in tables] or list(range(cfg.gfns)))
+        g = c.pick(self.data_gfns or list(range(cfg.gfns)))
 
         def access(a: str, user: bool) -> Operation:
             return Operation("guest_walk", {"v": v, "c": cpu, "x": x, "a": a, "u": user, "value": inputs.value(c, self.guest(s))})
