@@ -5,7 +5,10 @@ under a forall, split into one clause per conjunct). When a step changes a point
 to new, an occurrence `f(t1..tk)` in a clause's body can change the body's truth only for instances
 where every ti that is a clause variable equals ai, and, when the occurrence sits in an equality
 `f(...) = y` with y a clause variable, only where y is old or new. Those instances are re-evaluated;
-an occurrence that pins no clause variable makes its clause be checked in full.
+an occurrence that pins no clause variable makes its clause be checked in full. A relation that
+occurs in a clause with one polarity only (all positive, or all under an odd number of negations)
+cannot falsify it by changing in the direction that makes its atoms truer: such changes are not
+re-checked for that clause (the body is monotone in those atoms).
 
 Sound when the state before the step satisfied every invariant (the harness stops at the first
 violation, so it always does). Verdicts equal a full check: tests/model/test_incremental.py.
@@ -46,6 +49,7 @@ class _Clause:
     occurrences: dict[str, list[_Occurrence]]
     domains: list[tuple[Any, ...]]
     total: int
+    harmless: dict[str, bool]  # relation -> the new value whose change cannot falsify the clause
 
 
 def clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
@@ -80,15 +84,54 @@ def _occurrences(e: A.Expr, vars_: dict[str, int], out: dict[str, list[_Occurren
     visit(e)
 
 
+def polarity(e: A.Expr, out: dict[str, int], sign: int = 1) -> dict[str, int]:
+    """The polarity of every symbol's occurrences in formula e: 1 (only where truer atoms make e
+    truer), -1 (only where they make it falser), 0 (mixed, or as a term: under =, iff, a
+    condition, a count or another symbol's argument)."""
+    def mark(name: str, s: int) -> None:
+        out[name] = s if out.get(name, s) == s else 0
+
+    def term(x: A.Expr) -> None:  # a value, not a truth: every symbol in it is mixed
+        if isinstance(x, A.Sym):
+            mark(x.name, 0)
+        for c in A.children(x):
+            term(c)
+
+    match e:
+        case A.Sym(name, args):
+            mark(name, sign)
+            for a in args:
+                term(a)
+        case A.Not(a):
+            polarity(a, out, -sign)
+        case A.BinOp("and" | "or", l, r):
+            polarity(l, out, sign)
+            polarity(r, out, sign)
+        case A.BinOp("implies", l, r):
+            polarity(l, out, -sign)
+            polarity(r, out, sign)
+        case A.Quant(_, _, body):
+            polarity(body, out, sign)
+        case A.Ite(c, a, b):
+            term(c)
+            polarity(a, out, sign)
+            polarity(b, out, sign)
+        case _:
+            term(e)
+    return out
+
+
 # The clauses of a spec's invariants, which do not depend on the universe: per spec (the most recent
 # few), built once for an interpreter in shared mode (one per scope of a campaign). The spec is held
 # so that its id is not reused while cached.
-_SPLIT: dict[int, tuple[Any, list[tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]]]]]] = {}
+_Split = tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]], dict[str, bool]]
+_SPLIT: dict[int, tuple[Any, list[_Split]]] = {}
 _SPECS_KEPT = 8
 
 
-def _split(it: Interpreter) -> list[tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]]]]:
-    """(invariant, clause number, vars, body, the whole clause, occurrences) of every clause."""
+def _split(it: Interpreter) -> list[_Split]:
+    """(invariant, clause number, vars, body, the whole clause, occurrences, harmless changes) of
+    every clause."""
     cached = _SPLIT.get(id(it.spec)) if it.shared else None
     if cached is not None and cached[0] is it.spec:
         return cached[1]
@@ -97,7 +140,9 @@ def _split(it: Interpreter) -> list[tuple[str, int, tuple[A.Var, ...], A.Expr, A
         for n, (vs, body) in enumerate(clauses(inv.formula)):
             occ: dict[str, list[_Occurrence]] = {}
             _occurrences(body, {v.name: i for i, v in enumerate(vs)}, occ)
-            out.append((inv.name, n, vs, body, A.Quant("forall", vs, body) if vs else body, occ))
+            harmless = {name: s > 0 for name, s in polarity(body, {}).items()
+                         if s and it.u.layout.get(name) is not None and it.u.layout[name].symbol.result == A.TypeRef(A.BOOL)}
+            out.append((inv.name, n, vs, body, A.Quant("forall", vs, body) if vs else body, occ, harmless))
     if it.shared:
         if len(_SPLIT) >= _SPECS_KEPT:
             _SPLIT.clear()
@@ -110,7 +155,7 @@ class IncrementalChecker:
         self.it = it
         u = it.u
         self.clauses: list[_Clause] = []
-        for name, n, vs, body, whole, occ in _split(it):
+        for name, n, vs, body, whole, occ, harmless in _split(it):
             domains = [u.domain(v.type) for v in vs]
             total = 1
             for d in domains:
@@ -119,7 +164,7 @@ class IncrementalChecker:
                 name, vs, body,
                 compile_formula(u, body, tuple(v.name for v in vs), name=f"{name} clause {n}", shared=it.shared),
                 compile_formula(u, whole, name=f"{name} clause {n} (full)", shared=it.shared),
-                occ, domains, total))
+                occ, domains, total, harmless))
         # the clauses that read each symbol: a step re-checks only those of the symbols it changed
         self.reading: dict[str, list[int]] = {}
         for k, cl in enumerate(self.clauses):
@@ -168,6 +213,9 @@ class IncrementalChecker:
         instances: set[tuple[Any, ...]] = set()
         domains, limit = cl.domains, cl.total * _FULL_SHARE
         for name, points in by_symbol.items():
+            harmless = cl.harmless.get(name)
+            if harmless is not None:  # (a relation's points: old and new are the two truths)
+                points = [p for p in points if p[2] != harmless]
             for occ in cl.occurrences.get(name, ()):
                 arg_pins, vpin = occ.arg_pins, occ.value_pin
                 if not arg_pins and vpin is None:

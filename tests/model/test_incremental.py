@@ -74,3 +74,50 @@ def test_incremental_catches_each_invariant():
         assert got == {v.invariant for v in IT.check(after)}
         seen |= got
     assert seen == {inv.name for inv in SPEC.invariants}
+
+
+def test_polarity_of_each_occurrence():
+    from dmmcheck.model.incremental import polarity
+    from dmmcheck.spec import ast as A
+
+    def inv(name: str) -> A.Expr:
+        return next(i.formula for i in SPEC.invariants if i.name == name)
+
+    # walk_protected: spte != none and g_table(...) implies write_protected(...) or gpt_page(...) and
+    # not g_upper(...): g_table and g_upper falser, write_protected and gpt_page truer can never falsify
+    pol = polarity(inv("walk_protected"), {})
+    assert (pol["g_table"], pol["g_upper"], pol["write_protected"], pol["gpt_page"]) == (-1, -1, 1, 1)
+    assert pol["spte"] == 0  # under != : a term
+    # under iff both ways
+    assert polarity(inv("rmap_consistent"), {})["rmap"] == 0
+
+
+def test_harmless_changes_are_skipped_and_harmful_ones_caught():
+    # A relation that only occurs negated in a clause (gpt_page in gpt_resident: gpt_page(v, g)
+    # implies p2m(v, g) != none) can be cleared without a re-check; setting it can break the clause.
+    cl = next(c for c in INC.clauses if c.invariant == "gpt_resident")
+    assert cl.harmless == {"gpt_page": False}
+    lay = IT.u.layout["gpt_page"]
+    s = list(IT.initial_state())  # no p2m entry anywhere; VM 0 live
+    live = IT.u.layout["live"]
+    s[live.index] = (True,) + tuple(s[live.index][1:])
+    s = tuple(s)
+    assert IT.check(s) == []
+    on = list(s)
+    on[lay.index] = (True,) + tuple(s[lay.index][1:])
+    on = tuple(on)
+    assert INC.failing(s, on) == ["gpt_resident"] == [v.invariant for v in IT.check(on)]
+    # the harmless direction: no instance is evaluated at all (a body that raises proves it)
+    calls = []
+    body = cl.body_fn
+    cl.body_fn = lambda *a: calls.append(a) or body(*a)
+    try:
+        p2m = IT.u.layout["p2m"]
+        both = list(on)
+        both[p2m.index] = (0,) + tuple(on[p2m.index][1:])  # now resident: the clause holds again
+        both = tuple(both)
+        off = list(both)
+        off[lay.index] = s[lay.index]
+        assert INC.failing(both, tuple(off)) == [] and calls == []
+    finally:
+        cl.body_fn = body
