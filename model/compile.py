@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from dmmcheck.spec import ast as A
 from dmmcheck.spec.checker import Action, CheckedSpec, free_vars
@@ -307,22 +307,31 @@ def _enabled_source(em: _Emitter, action: Action, header: str, domain: Callable[
     """`enabled`: nested loops over each parameter's `domain` (source of an iterable), with early
     guard checks and direct bindings."""
     params = [_py(p.name) for p in action.params]
-    parts = [c for g in action.guards for c in conjuncts(g)]
+    return _nested_source(em, action.params, [c for g in action.guards for c in conjuncts(g)], header, domain,
+                          f"yield ({''.join(x + ', ' for x in params)})", "return", set())
+
+
+def _nested_source(em: _Emitter, params: Sequence[Any], parts: list[A.Expr], header: str,
+                   domain: Callable[[int, Any], str], final: str, stop: str, unbindable: set[str],
+                   indent: str = "    ") -> list[str]:
+    """Nested loops over `params` in order (a parameter: over its `domain`, or the one value a
+    conjunct `term = p` gives it once the term's parameters are bound, unless p is `unbindable`),
+    each conjunct of `parts` tested at the outermost loop where its parameters are bound, `final`
+    innermost; `stop` leaves when a conjunct with no parameter is false."""
     placed: set[int] = set()
     lines = [header]
-    indent = "    "
     bound: set[str] = set()
 
     def emit_ready() -> None:
         for i, c in enumerate(parts):
             if i not in placed and free_vars(c) <= bound:
-                lines.append(f"{indent}if not {em.expr(c)}: {'continue' if bound else 'return'}")
+                lines.append(f"{indent}if not {em.expr(c)}: {'continue' if bound else stop}")
                 placed.add(i)
 
     emit_ready()
-    for k, p in enumerate(action.params):
-        binder = next(((i, t) for i, c in enumerate(parts) if i not in placed
-                       and (t := _binding(c, p.name, bound)) is not None), None)
+    for k, p in enumerate(params):
+        binder = None if p.name in unbindable else next(
+            ((i, t) for i, c in enumerate(parts) if i not in placed and (t := _binding(c, p.name, bound)) is not None), None)
         if binder is not None:
             i, term = binder
             lines.append(f"{indent}for {_py(p.name)} in ({em.expr(term)},):")
@@ -334,8 +343,33 @@ def _enabled_source(em: _Emitter, action: Action, header: str, domain: Callable[
             indent += "    "
         bound.add(p.name)
         emit_ready()
-    lines.append(f"{indent}yield ({''.join(x + ', ' for x in params)})")
+    lines.append(f"{indent}{final}")
     return lines
+
+
+def compile_search(u: Universe, vs: tuple[A.Var, ...], parts: list[A.Expr], pins: tuple[tuple[int, str], ...],
+                   node: Any, name: str = "search", shared: bool = False) -> Callable[[State, Sequence[Any]], bool]:
+    """`f(s, P)`: whether, for some point (_a, _old, _new) of P (a changed point's arguments, old
+    and new value), some values of `vs` make every formula of `parts` true. `pins`: (position in
+    vs, source of that variable's few values, over _a, _old, _new and _vals, the old and new values
+    that are not none); those variables loop outermost, every other one is bound directly by a
+    conjunct `term = x` where one allows, else loops over its domain. `node` and `pins` are the
+    shared code's cache key."""
+    first = [k for k, _ in pins]
+    code = dict(pins)
+    order = first + [k for k in range(len(vs)) if k not in code]
+    header = ["def search(s, P):", "    for _a, _old, _new in P:"]
+    if any("_vals" in c for c in code.values()):
+        header.append("        _vals = tuple(x for x in (_old, _new) if x is not None)")
+
+    def emit(em: _Emitter) -> str:
+        body = _nested_source(em, [vs[k] for k in order], parts, "\n".join(header),
+                              lambda k, p: code.get(order[k]) or em.domain(p.type), "return True",
+                              "return False", {vs[k].name for k in first}, indent="        ")
+        return "\n".join(body + ["    return False"]) + "\n"
+
+    ns, _ = _namespace(u, node, ("search", pins), shared, f"<{name}>", emit)
+    return ns["search"]
 
 
 def compile_enabled_within(u: Universe, action: Action, shared: bool = False) -> Callable[..., Iterator[tuple[Any, ...]]]:

@@ -4,8 +4,10 @@ Each invariant is split into clauses `forall xs. body` (a top-level conjunction,
 under a forall, split into one clause per conjunct). When a step changes a point f(a1..ak) from old
 to new, an occurrence `f(t1..tk)` in a clause's body can change the body's truth only for instances
 where every ti that is a clause variable equals ai, and, when the occurrence sits in an equality
-`f(...) = y` with y a clause variable, only where y is old or new. Those instances are re-evaluated;
-an occurrence that pins no clause variable makes its clause be checked in full. A relation that
+`f(...) = y` with y a clause variable, only where y is old or new. Those instances are searched for a
+violation by code compiled per clause and per set of pinned variables: the pinned variables loop
+over their few values first, then the others, each conjunct of the clause's negation tested at the
+outermost loop where its variables are bound (as an action's `enabled` does); an occurrence that pins no clause variable makes its clause be checked in full. A relation that
 occurs in a clause with one polarity only (all positive, or all under an odd number of negations)
 cannot falsify it by changing in the direction that makes its atoms truer: such changes are not
 re-checked for that clause (the body is monotone in those atoms).
@@ -16,14 +18,14 @@ violation, so it always does). Verdicts equal a full check: tests/model/test_inc
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from dmmcheck.spec import ast as A
 
-from .compile import compile_formula
+from .compile import compile_formula, compile_search
 from .interp import Interpreter, Violation
 from .evaluate import blame
 from .state import State, differing
@@ -38,18 +40,34 @@ class _Occurrence:
     arg_pins: tuple[tuple[int, int], ...]  # (argument position, clause-variable position)
     value_pin: int | None  # clause-variable position equated with the occurrence's value
 
+    def pins(self) -> tuple[tuple[int, str], ...]:
+        """The clause variables a change of this occurrence fixes, with the source of their values
+        in the compiled search (over the changed point's arguments _a, and _vals: its old and new
+        values that are not none)."""
+        out = {}
+        for pos, var in self.arg_pins:
+            out[var] = f"(_a[{pos}],)"
+        if self.value_pin is not None:
+            vp = self.value_pin
+            out[vp] = f"((_a[{vp_pos}],) if _a[{vp_pos}] in _vals else ())" if (
+                vp_pos := next((pos for pos, var in self.arg_pins if var == vp), None)) is not None else "_vals"
+        return tuple(sorted(out.items()))
+
 
 @dataclass
 class _Clause:
     invariant: str
     vars: tuple[A.Var, ...]
     body: A.Expr
-    body_fn: Callable[..., Any]
     full_fn: Callable[[State], Any]
     occurrences: dict[str, list[_Occurrence]]
     domains: list[tuple[Any, ...]]
     total: int
     harmless: dict[str, bool]  # relation -> the new value whose change cannot falsify the clause
+    violation: list[A.Expr]  # conjuncts of the body's negation
+    # per symbol: each occurrence, the instances one changed point of it pins (None: it pins no
+    # variable) and its compiled search (made when first needed)
+    plans: dict[str, list[list[Any]]]
 
 
 def clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
@@ -82,6 +100,21 @@ def _occurrences(e: A.Expr, vars_: dict[str, int], out: dict[str, list[_Occurren
                     visit(c)
 
     visit(e)
+
+
+def negation(e: A.Expr, positive: bool = False) -> list[A.Expr]:
+    """`not e` (or e itself, `positive`) as a list of conjuncts, negations pushed through
+    implies/or/and/not where that makes more, smaller conjuncts (each tested as early as it can be)."""
+    match e, positive:
+        case A.BinOp("implies", l, r), False:
+            return negation(l, True) + negation(r)
+        case A.BinOp("or", l, r), False:
+            return negation(l) + negation(r)
+        case A.BinOp("and", l, r), True:
+            return negation(l, True) + negation(r, True)
+        case A.Not(a), _:
+            return negation(a, not positive)
+    return [e] if positive else [A.Not(e)]
 
 
 def polarity(e: A.Expr, out: dict[str, int], sign: int = 1) -> dict[str, int]:
@@ -162,9 +195,9 @@ class IncrementalChecker:
                 total *= len(d)
             self.clauses.append(_Clause(
                 name, vs, body,
-                compile_formula(u, body, tuple(v.name for v in vs), name=f"{name} clause {n}", shared=it.shared),
                 compile_formula(u, whole, name=f"{name} clause {n} (full)", shared=it.shared),
-                occ, domains, total, harmless))
+                occ, domains, total, harmless, negation(body),
+                {sym: [[o, _per_point(o, domains), None] for o in os] for sym, os in occ.items()}))
         # the clauses that read each symbol: a step re-checks only those of the symbols it changed
         self.reading: dict[str, list[int]] = {}
         for k, cl in enumerate(self.clauses):
@@ -207,32 +240,42 @@ class IncrementalChecker:
 
     def _clause_holds(self, cl: _Clause, s: State, by_symbol: dict[str, list[tuple[tuple[Any, ...], Any, Any]]]) -> bool:
         """`by_symbol`: each changed point's arguments, old and new value, per symbol."""
-        # The hot path of the invariants (a few clauses a step, a few instances each): the pins
-        # are applied to a copy of the domains' list, not through a dict per point, and the
-        # instances checked in a plain loop (no generator), which measured cheaper.
-        instances: set[tuple[Any, ...]] = set()
-        domains, limit = cl.domains, cl.total * _FULL_SHARE
+        # The hot path of the invariants: a few clauses a step, a few points each, each
+        # occurrence's points searched by one call of compiled loops (a point searched twice, under
+        # two occurrences, costs less than collecting the instances first).
+        limit, size = cl.total * _FULL_SHARE, 0
+        work = []
         for name, points in by_symbol.items():
+            plans = cl.plans.get(name)
+            if not plans:
+                continue
             harmless = cl.harmless.get(name)
             if harmless is not None:  # (a relation's points: old and new are the two truths)
                 points = [p for p in points if p[2] != harmless]
-            for occ in cl.occurrences.get(name, ()):
-                arg_pins, vpin = occ.arg_pins, occ.value_pin
-                if not arg_pins and vpin is None:
+                if not points:
+                    continue
+            for plan in plans:
+                if plan[1] is None:
                     return bool(cl.full_fn(s))
-                vpin_by_arg = vpin is not None and any(var == vpin for _, var in arg_pins)
-                for args, old, new in points:
-                    choices: list[Sequence[Any]] = list(domains)
-                    for pos, var in arg_pins:
-                        choices[var] = (args[pos],)
-                    if vpin is not None:
-                        vals = [v for v in (old, new) if v is not None]
-                        choices[vpin] = [v for v in choices[vpin] if v in vals] if vpin_by_arg else vals
-                    instances.update(itertools.product(*choices))
-                    if len(instances) >= limit:
-                        return bool(cl.full_fn(s))
-        f = cl.body_fn
-        for inst in instances:
-            if not f(s, *inst):
+                size += plan[1] * len(points)
+                if size >= limit:
+                    return bool(cl.full_fn(s))
+                work.append((plan, points))
+        for plan, points in work:
+            search = plan[2]
+            if search is None:
+                search = plan[2] = compile_search(self.it.u, cl.vars, cl.violation, plan[0].pins(), cl.body,
+                                                  f"{cl.invariant} violation", shared=self.it.shared)
+            if search(s, points):
                 return False
         return True
+
+
+def _per_point(occ: _Occurrence, domains: list[tuple[Any, ...]]) -> int | None:
+    """How many instances of its clause one changed point of `occ` pins (at most); None when it
+    pins no variable (a change of it may change any instance)."""
+    pinned = {var for _, var in occ.arg_pins}
+    if not pinned and occ.value_pin is None:
+        return None
+    n = 1 if occ.value_pin is None or occ.value_pin in pinned else 2
+    return n * math.prod(len(d) for k, d in enumerate(domains) if k not in pinned and k != occ.value_pin)

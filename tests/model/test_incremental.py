@@ -107,10 +107,16 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
     on[lay.index] = (True,) + tuple(s[lay.index][1:])
     on = tuple(on)
     assert INC.failing(s, on) == ["gpt_resident"] == [v.invariant for v in IT.check(on)]
-    # the harmless direction: no instance is evaluated at all (a body that raises proves it)
+    # the harmless direction: no instance of the clause is searched, no full check made
+    from dmmcheck.model.compile import compile_search
     calls = []
-    body = cl.body_fn
-    cl.body_fn = lambda *a: calls.append(a) or body(*a)
+    full = cl.full_fn
+    cl.full_fn = lambda *a: calls.append(a) or full(*a)
+    saved = {name: [plan[2] for plan in plans] for name, plans in cl.plans.items()}
+    for plans in cl.plans.values():
+        for plan in plans:
+            search = compile_search(IT.u, cl.vars, cl.violation, plan[0].pins(), cl.body)
+            plan[2] = (lambda f: lambda *x: calls.append(x) or f(*x))(search)
     try:
         p2m = IT.u.layout["p2m"]
         both = list(on)
@@ -119,5 +125,10 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
         off = list(both)
         off[lay.index] = s[lay.index]
         assert INC.failing(both, tuple(off)) == [] and calls == []
+        # the harmful direction is searched (the same recorders see it)
+        assert INC.failing(tuple(off), both) == [] and calls
     finally:
-        cl.body_fn = body
+        cl.full_fn = full
+        for name, plans in cl.plans.items():
+            for plan, f in zip(plans, saved[name]):
+                plan[2] = f

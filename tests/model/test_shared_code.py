@@ -69,4 +69,12 @@ def test_shared_code_is_compiled_once_per_spec():
         assert a.actions[name].guard.__code__ is b.actions[name].guard.__code__
         assert a.actions[name].guard.__globals__ is not b.actions[name].guard.__globals__
     ia, ib = IncrementalChecker(a), IncrementalChecker(b)
-    assert all(x.body_fn.__code__ is y.body_fn.__code__ for x, y in zip(ia.clauses, ib.clauses))
+    assert all(x.full_fn.__code__ is y.full_fn.__code__ for x, y in zip(ia.clauses, ib.clauses))
+    # the violation searches too, compiled when first needed
+    for inc, it in ((ia, a), (ib, b)):
+        rng = random.Random(5)
+        for before in walk(it, 7, 60):
+            inc.failing(before, corrupt(it, before, rng))
+    common = [(px[2], py[2]) for x, y in zip(ia.clauses, ib.clauses) for sym in x.plans
+              for px, py in zip(x.plans[sym], y.plans[sym]) if px[2] is not None and py[2] is not None]
+    assert common and all(f.__code__ is g.__code__ and f.__globals__ is not g.__globals__ for f, g in common)
