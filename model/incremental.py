@@ -55,19 +55,41 @@ class _Occurrence:
 
 
 @dataclass
-class _Clause:
+class _Shape:
+    """A clause as the spec gives it, the same in every universe (built once per spec)."""
+
     invariant: str
+    number: int
     vars: tuple[A.Var, ...]
     body: A.Expr
-    full_fn: Callable[[State], Any]
+    whole: A.Expr  # forall vars. body
     occurrences: dict[str, list[_Occurrence]]
-    domains: list[tuple[Any, ...]]
-    total: int
     harmless: dict[str, bool]  # relation -> the new value whose change cannot falsify the clause
     violation: list[A.Expr]  # conjuncts of the body's negation
-    # per symbol: each occurrence, the instances one changed point of it pins (None: it pins no
-    # variable) and its compiled search (made when first needed)
+
+
+@dataclass
+class _Clause:
+    """A clause in one universe."""
+
+    shape: _Shape
+    full_fn: Callable[[State], Any]
+    sizes: list[int]  # each variable's domain size
+    total: int
+    # per symbol, made when a change of it first meets the clause: each occurrence, the instances
+    # one changed point of it pins (None: it pins no variable) and its compiled search (made when
+    # first searched)
     plans: dict[str, list[list[Any]]]
+
+    @property
+    def invariant(self) -> str:
+        return self.shape.invariant
+
+    def plans_of(self, name: str) -> list[list[Any]] | None:
+        plans = self.plans.get(name)
+        if plans is None and name in self.shape.occurrences:
+            plans = self.plans[name] = [[o, _per_point(o, self.sizes), None] for o in self.shape.occurrences[name]]
+        return plans
 
 
 def clauses(e: A.Expr, vs: tuple[A.Var, ...] = ()) -> list[tuple[tuple[A.Var, ...], A.Expr]]:
@@ -157,14 +179,12 @@ def polarity(e: A.Expr, out: dict[str, int], sign: int = 1) -> dict[str, int]:
 # The clauses of a spec's invariants, which do not depend on the universe: per spec (the most recent
 # few), built once for an interpreter in shared mode (one per scope of a campaign). The spec is held
 # so that its id is not reused while cached.
-_Split = tuple[str, int, tuple[A.Var, ...], A.Expr, A.Expr, dict[str, list[_Occurrence]], dict[str, bool]]
-_SPLIT: dict[int, tuple[Any, list[_Split]]] = {}
+_SPLIT: dict[int, tuple[Any, list[_Shape]]] = {}
 _SPECS_KEPT = 8
 
 
-def _split(it: Interpreter) -> list[_Split]:
-    """(invariant, clause number, vars, body, the whole clause, occurrences, harmless changes) of
-    every clause."""
+def _split(it: Interpreter) -> list[_Shape]:
+    """Every clause of every invariant."""
     cached = _SPLIT.get(id(it.spec)) if it.shared else None
     if cached is not None and cached[0] is it.spec:
         return cached[1]
@@ -174,8 +194,9 @@ def _split(it: Interpreter) -> list[_Split]:
             occ: dict[str, list[_Occurrence]] = {}
             _occurrences(body, {v.name: i for i, v in enumerate(vs)}, occ)
             harmless = {name: s > 0 for name, s in polarity(body, {}).items()
-                         if s and it.u.layout.get(name) is not None and it.u.layout[name].symbol.result == A.TypeRef(A.BOOL)}
-            out.append((inv.name, n, vs, body, A.Quant("forall", vs, body) if vs else body, occ, harmless))
+                        if s and it.u.layout.get(name) is not None and it.u.layout[name].symbol.result == A.TypeRef(A.BOOL)}
+            out.append(_Shape(inv.name, n, vs, body, A.Quant("forall", vs, body) if vs else body, occ, harmless,
+                              negation(body)))
     if it.shared:
         if len(_SPLIT) >= _SPECS_KEPT:
             _SPLIT.clear()
@@ -188,20 +209,15 @@ class IncrementalChecker:
         self.it = it
         u = it.u
         self.clauses: list[_Clause] = []
-        for name, n, vs, body, whole, occ, harmless in _split(it):
-            domains = [u.domain(v.type) for v in vs]
-            total = 1
-            for d in domains:
-                total *= len(d)
+        for shape in _split(it):
+            sizes = [u.domain_size(v.type) for v in shape.vars]
             self.clauses.append(_Clause(
-                name, vs, body,
-                compile_formula(u, whole, name=f"{name} clause {n} (full)", shared=it.shared),
-                occ, domains, total, harmless, negation(body),
-                {sym: [[o, _per_point(o, domains), None] for o in os] for sym, os in occ.items()}))
+                shape, compile_formula(u, shape.whole, name=f"{shape.invariant} clause {shape.number} (full)", shared=it.shared),
+                sizes, math.prod(sizes), {}))
         # the clauses that read each symbol: a step re-checks only those of the symbols it changed
         self.reading: dict[str, list[int]] = {}
         for k, cl in enumerate(self.clauses):
-            for name in cl.occurrences:
+            for name in cl.shape.occurrences:
                 self.reading.setdefault(name, []).append(k)
 
     def changed_points(self, before: State, after: State) -> list[tuple[str, int, Any, Any]]:
@@ -243,13 +259,13 @@ class IncrementalChecker:
         # The hot path of the invariants: a few clauses a step, a few points each, each
         # occurrence's points searched by one call of compiled loops (a point searched twice, under
         # two occurrences, costs less than collecting the instances first).
-        limit, size = cl.total * _FULL_SHARE, 0
+        limit, size, shape = cl.total * _FULL_SHARE, 0, cl.shape
         work = []
         for name, points in by_symbol.items():
-            plans = cl.plans.get(name)
+            plans = cl.plans_of(name)
             if not plans:
                 continue
-            harmless = cl.harmless.get(name)
+            harmless = shape.harmless.get(name)
             if harmless is not None:  # (a relation's points: old and new are the two truths)
                 points = [p for p in points if p[2] != harmless]
                 if not points:
@@ -264,18 +280,18 @@ class IncrementalChecker:
         for plan, points in work:
             search = plan[2]
             if search is None:
-                search = plan[2] = compile_search(self.it.u, cl.vars, cl.violation, plan[0].pins(), cl.body,
-                                                  f"{cl.invariant} violation", shared=self.it.shared)
+                search = plan[2] = compile_search(self.it.u, shape.vars, shape.violation, plan[0].pins(), shape.body,
+                                                  f"{shape.invariant} violation", shared=self.it.shared)
             if search(s, points):
                 return False
         return True
 
 
-def _per_point(occ: _Occurrence, domains: list[tuple[Any, ...]]) -> int | None:
+def _per_point(occ: _Occurrence, sizes: list[int]) -> int | None:
     """How many instances of its clause one changed point of `occ` pins (at most); None when it
     pins no variable (a change of it may change any instance)."""
     pinned = {var for _, var in occ.arg_pins}
     if not pinned and occ.value_pin is None:
         return None
     n = 1 if occ.value_pin is None or occ.value_pin in pinned else 2
-    return n * math.prod(len(d) for k, d in enumerate(domains) if k not in pinned and k != occ.value_pin)
+    return n * math.prod(d for k, d in enumerate(sizes) if k not in pinned and k != occ.value_pin)

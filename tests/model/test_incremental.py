@@ -96,7 +96,7 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
     # A relation that only occurs negated in a clause (gpt_page in gpt_resident: gpt_page(v, g)
     # implies p2m(v, g) != none) can be cleared without a re-check; setting it can break the clause.
     cl = next(c for c in INC.clauses if c.invariant == "gpt_resident")
-    assert cl.harmless == {"gpt_page": False}
+    assert cl.shape.harmless == {"gpt_page": False}
     lay = IT.u.layout["gpt_page"]
     s = list(IT.initial_state())  # no p2m entry anywhere; VM 0 live
     live = IT.u.layout["live"]
@@ -112,10 +112,12 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
     calls = []
     full = cl.full_fn
     cl.full_fn = lambda *a: calls.append(a) or full(*a)
+    for name in cl.shape.occurrences:
+        cl.plans_of(name)
     saved = {name: [plan[2] for plan in plans] for name, plans in cl.plans.items()}
     for plans in cl.plans.values():
         for plan in plans:
-            search = compile_search(IT.u, cl.vars, cl.violation, plan[0].pins(), cl.body)
+            search = compile_search(IT.u, cl.shape.vars, cl.shape.violation, plan[0].pins(), cl.shape.body)
             plan[2] = (lambda f: lambda *x: calls.append(x) or f(*x))(search)
     try:
         p2m = IT.u.layout["p2m"]
