@@ -132,6 +132,9 @@ class GuestMemory:
             raise ValueError(f"beyond_memory is one of {BEYOND_MEMORY}, not {beyond!r}")
         self.mem = bytearray(gfns * PAGE)
         self.gfns = gfns
+        # the gfns written since the implementation's memory was last compared with this (all of
+        # them at first: a new VM's memory is compared once in full)
+        self.dirty: set[int] = set(range(gfns))
         self.beyond = beyond
         self.fill = ABSENT.get(beyond, 0xFF)  # ("fault": never read there)
 
@@ -152,12 +155,15 @@ class GuestMemory:
         end would grow the memory instead)."""
         if self.has(paddr, len(data)):
             self.mem[paddr:paddr + len(data)] = data
+            self.dirty.update(range(paddr // PAGE, (paddr + len(data) - 1) // PAGE + 1))
 
     def write64(self, paddr: int, value: int) -> None:
         self.mem[paddr:paddr + 8] = (value & (1 << 64) - 1).to_bytes(8, "little")
+        self.dirty.add(paddr // PAGE)
 
     def zero(self, gfn: int) -> None:
         self.mem[gfn * PAGE:(gfn + 1) * PAGE] = bytes(PAGE)
+        self.dirty.add(gfn)
 
 
 def reserved(level: int, e: int, nxe: bool) -> bool:

@@ -36,7 +36,7 @@ from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_s
 from .adapter import AccessResult, Config, Observation, Operation
 from .binding import (ACCESS, BALLOON_INFLATE, CR3_LOAD, G_TABLE, G_UPPER, GFN, GMAP, GUEST_MAP, GUEST_MAP_UNSYNC,
                       GUEST_PATH, GUEST_UNMAP, GUEST_UNMAP_UNSYNC, GUEST_UPPER, GUEST_VIEW_OPS, GUEST_WALK, GVA, HITS,
-                      INVLPG, MEMORY_WRITERS, MFN, ROLE, ROOT, SET_MODE, SHADOW_FILL, SHADOW_HIT, SLOT, SPTE,
+                      INVLPG, MEMORY_WRITERS, MFN, P2M, ROLE, ROOT, SET_MODE, SHADOW_FILL, SHADOW_HIT, SLOT, SPTE,
                       TLB_HIT, VCPU, VCPU_ARG, VM, VM_CREATE, VM_DESTROY)
 from .ideal import PAGE, Ideal, Outcome
 
@@ -90,6 +90,11 @@ class Judge:
             name: frozenset(part for part, (_, names) in PARTS.items() if set(names) & act.modifies)
             for name, act in spec.actions.items()}
         self.touches["hit"] = self.touches.get(SHADOW_HIT, ALL_PARTS) | self.touches.get(TLB_HIT, ALL_PARTS)
+        # the events after which any guest page may read otherwise than the ideal machine's copy
+        # shows (a gfn remapped, or a page's content written by the VMM, not by a walk or a store)
+        self.rewrites: frozenset[str] = frozenset(
+            {name for name, act in spec.actions.items() if P2M in act.modifies}
+            | (MEMORY_WRITERS - {GUEST_WALK, "guest_write"}))
         self.catalogue: Any = None  # the fuzzer's legality plans for this scope (operations.Catalogue), built once
         self.initial: State | None = None  # the spec's initial state in this scope, computed once
         self.reach: Any = None  # the state-level search for this scope (reach.Reach), built when first needed
@@ -395,7 +400,7 @@ class Oracle:
               parts: frozenset[str] = ALL_PARTS) -> list[SpecStep]:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
-        self.observe(op, obs, read_guest)
+        self.observe(op, obs, read_guest, partial=parts != ALL_PARTS)
         # What a key held at the last step judged is the spec state's now (refinement made them
         # equal): its symbols need no building. Nothing read changed (no costly part read, the rest
         # equal): the implementation is in the spec state, but for ghost state.
@@ -435,9 +440,13 @@ class Oracle:
                           self.u.show_diff(self.state, self.with_ghost(impl, self.state), "spec", "impl"))
 
     # ---------------------------------------------------------------- observation
-    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None) -> None:
+    def observe(self, op: Operation, obs: Observation, read_guest: Any, events: list[Any] | None = None,
+                partial: bool = False) -> None:
         """`events`: what the implementation did, where it does not report it (conformance levels
-        below full: levels.py derives them); by default its own events."""
+        below full: levels.py derives them); by default its own events. `partial`: the step's
+        state is read in part (Runner._parts): so is guest memory, the pages the ideal machine
+        wrote since the last compare, unless an event may have changed any page (the next whole
+        read compares every page: a VMM that writes memory it does not report is caught there)."""
         a, ideal = op.args, self.ideal
         events = obs.events if events is None else events
         for name, args in events:
@@ -463,7 +472,8 @@ class Oracle:
             ideal.destroy(a["v"])
             self.modes = {k: o for k, o in self.modes.items() if k[0] != a["v"]}
         if obs.access is None or a.get("a") != "read":
-            self.compare_memory(read_guest)
+            rewrites = self.judge.rewrites
+            self.compare_memory(read_guest, dirty_only=partial and not any(n in rewrites for n, _ in events))
 
     def ideal_cpu(self, args: dict[str, Any]) -> Any:
         """The ideal machine's vCPU an operation runs on (its v and c; c absent: vCPU 0), or None
@@ -564,11 +574,20 @@ class Oracle:
                               facts={"what": "ad-bits", "vm": v, "gpa": addr, "expected": {"value": want},
                                      "observed": {"value": got}})
 
-    def compare_memory(self, read_guest: Any) -> None:
+    def compare_memory(self, read_guest: Any, dirty_only: bool = False) -> None:
+        """Every guest page of every VM against the ideal machine's (`dirty_only`: those the ideal
+        machine wrote since the last compare)."""
         # An adapter across a process boundary (child.py) answers for every page in one request;
         # only the pages it reports as differing are read and compared here.
         pages_differing = getattr(getattr(read_guest, "__self__", None), "pages_differing", None)
-        pages = [(v, g) for v in self.ideal.vms for g in range(self.config.gfns)]
+        if dirty_only:
+            pages = [(v, g) for v, vm in self.ideal.vms.items() for g in sorted(vm.mem.dirty) if g < self.config.gfns]
+        else:
+            pages = [(v, g) for v in self.ideal.vms for g in range(self.config.gfns)]
+        for vm in self.ideal.vms.values():
+            vm.mem.dirty.clear()  # (a difference found raises: nothing is judged after it)
+        if not pages:
+            return
         mems = {v: vm.mem.mem for v, vm in self.ideal.vms.items()}
         if pages_differing is not None:
             pages = [(v, gpa // PAGE) for v, gpa in

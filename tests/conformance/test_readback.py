@@ -114,16 +114,65 @@ def test_the_end_of_a_test_case_catches_the_silent_change():
     assert e.value.facts["step"] == len(SETUP) - 1
 
 
-def test_a_silent_store_is_caught_at_the_next_compare_of_memory_with_partial_reads_too():
+def test_a_silent_store_is_caught_at_the_next_compare_of_memory():
     # (a load never changes memory: memory is compared after the operation that follows the hit;
-    # guest memory is compared in full after every such operation, whatever is read back)
+    # with whole reads every page then, with partial reads only the pages the ideal machine wrote
+    # until the next whole read, at most READBACK_GUARD steps on)
     after = op("invlpg", v=0, c=0, x=X[1])
+    r = runner(SilentStore(), full_readback=True)
+    with pytest.raises(Failure) as e:
+        for o in SETUP + [after]:
+            r.step(o)
+    assert e.value.kind == "observation" and e.value.facts["step"] == len(SETUP)
+    r = runner(SilentStore(), full_readback=False)
+    with pytest.raises(Failure) as e:
+        for o in SETUP + [after] * READBACK_GUARD:
+            r.step(o)
+    assert e.value.kind == "observation" and len(SETUP) <= e.value.facts["step"] < len(SETUP) + READBACK_GUARD
+
+
+def test_the_end_of_a_test_case_catches_a_silent_store():
+    r = runner(SilentStore(), full_readback=False)
+    for o in SETUP:  # the hit is the last step: no compare of memory after it
+        r.step(o)
+    with pytest.raises(Failure) as e:
+        r.verify()
+    assert e.value.kind == "observation" and e.value.facts["step"] == len(SETUP) - 1
+
+
+class Counting(BundledVmm):
+    """Counts the guest pages read back."""
+
+    pages = 0
+
+    def read_guest(self, v: int, gpa: int, n: int) -> bytes:
+        self.pages += 1
+        return super().read_guest(v, gpa, n)
+
+
+def test_partial_reads_compare_only_the_pages_the_ideal_machine_wrote():
+    counts = {}
     for full in (True, False):
-        r = runner(SilentStore(), full_readback=full)
-        with pytest.raises(Failure) as e:
-            for o in SETUP + [after]:
-                r.step(o)
-        assert e.value.kind == "observation" and e.value.facts["step"] == len(SETUP)
+        a = Counting()
+        r = runner(a, full_readback=full)
+        for o in SETUP:
+            r.step(o)
+        a.pages = 0
+        r._since_full = 0  # (the guard's whole read is not due)
+        r.step(op("invlpg", v=0, c=0, x=X[1]))  # writes no guest memory
+        counts[full] = a.pages
+    assert counts[True] == Config().gfns and counts[False] == 0
+    # a store marks its page: the next partial compare reads that page
+    a = Counting()
+    r = runner(a, full_readback=False)
+    for o in SETUP:
+        r.step(o)
+    r._since_full = 0
+    vm = r.oracle.ideal.vms[0]
+    vm.store(12 << x86.PAGE_SHIFT, vm.mem.read(12 << x86.PAGE_SHIFT, 8))  # (the same bytes again)
+    a.pages = 0
+    r.step(op("invlpg", v=0, c=0, x=X[1]))
+    assert a.pages == 1
 
 
 def test_a_campaign_with_partial_reads_catches_the_silent_change():
