@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Sequence
 from typing import Any, Callable
 
 from dmmcheck.spec import ast as A
