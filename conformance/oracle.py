@@ -400,7 +400,8 @@ class Oracle:
               parts: frozenset[str] = ALL_PARTS) -> list[SpecStep]:
         """Judge one step (`st` read with only `parts` of the costly parts: the rest is as the spec
         state has it); on success the spec state moves to the implementation's."""
-        self.observe(op, obs, read_guest, partial=parts != ALL_PARTS)
+        partial = parts != ALL_PARTS
+        self.observe(op, obs, read_guest, partial=partial)
         # What a key held at the last step judged is the spec state's now (refinement made them
         # equal): its symbols need no building. Nothing read changed (no costly part read, the rest
         # equal): the implementation is in the spec state, but for ghost state.
@@ -409,11 +410,16 @@ class Oracle:
         impl = self.state if not parts and same.issuperset(RAW_KEYS) else self.abstract(st, parts, same)
         self._reached = None
         try:
-            steps, after = self.refine(obs, impl)
+            try:
+                steps, after = self.refine(obs, impl)
+            except Failure:
+                self.unexplained(impl, self._reached)
+                raise
+            self.invariants(self.state, after)
         except Failure:
-            self.unexplained(impl, self._reached)
+            if partial:  # guest memory that differs unreported is the plainer verdict: it goes first
+                self.compare_memory(read_guest)
             raise
-        self.invariants(self.state, after)
         self.state, self._raw = after, (after, raw)
         return steps
 
