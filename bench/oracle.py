@@ -25,12 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dmmcheck.conformance.adapter import Config  # noqa: E402
 from dmmcheck.model.explore import ALL_ACTIONS_BOUND, DEFAULT_BOUND, ExploreResult, explore  # noqa: E402
 from dmmcheck.model.incremental import IncrementalChecker  # noqa: E402
 from dmmcheck.model.interp import Interpreter  # noqa: E402
 from dmmcheck.spec import load  # noqa: E402
 
-FUZZ_SIZE = {"vm": 2, "root": 2, "gva": 16, "gfn": 16, "mfn": 32, "slot": 8}
+
+def fuzz_interpreter() -> Interpreter:
+    """The interpreter of the harness's default scope, as its judge builds it (sizes, and the
+    immutable symbols the scope fixes: which roles have CR0.WP)."""
+    spec, config = load(), Config()
+    return Interpreter(spec, {k: n for k, n in config.sizes().items() if k in spec.sorts or k in spec.symbols},
+                       fixed={k: v for k, v in config.fixed().items() if k in spec.symbols})
 
 
 def random_step(it: Interpreter, s, rng: random.Random, tries: int = 200):
@@ -80,7 +87,7 @@ def _cpu() -> float:
 
 
 def main() -> None:
-    it = Interpreter(load(), FUZZ_SIZE)
+    it = fuzz_interpreter()
     inc = IncrementalChecker(it)
     triples = walk(it, 3000, seed=1)
 
@@ -120,7 +127,7 @@ def main() -> None:
         "explore_all_actions_every_core": None if "--no-all-actions" in sys.argv else explore_all_actions(
             os.cpu_count() or 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "fuzz_size": FUZZ_SIZE,
+        "fuzz_size": dict(it.u.sizes),
         "explore_bound": DEFAULT_BOUND,
         "walk_steps": len(triples),
         "invariants": len(it.invariants),
