@@ -4,13 +4,14 @@ Each invariant is split into clauses `forall xs. body` (a top-level conjunction,
 under a forall, split into one clause per conjunct). When a step changes a point f(a1..ak) from old
 to new, an occurrence `f(t1..tk)` in a clause's body can change the body's truth only for instances
 where every ti that is a clause variable equals ai, and, when the occurrence sits in an equality
-`f(...) = y` with y a clause variable, only where y is old or new. Those instances are searched for a
-violation by code compiled per clause and per set of pinned variables: the pinned variables loop
-over their few values first, then the others, each conjunct of the clause's negation tested at the
-outermost loop where its variables are bound (as an action's `enabled` does); an occurrence that pins no clause variable makes its clause be checked in full. A relation that
-occurs in a clause with one polarity only (all positive, or all under an odd number of negations)
-cannot falsify it by changing in the direction that makes its atoms truer: such changes are not
-re-checked for that clause (the body is monotone in those atoms).
+`f(...) = y` with y a clause variable, only where y is old or new. Those instances are searched for
+a violation by code compiled per clause and occurrence, one call for all of a step's changed points
+of the symbol: the pinned variables loop over their few values first, then the others, each
+conjunct of the clause's negation tested at the outermost loop where its variables are bound (as
+an action's `enabled` does). An occurrence that pins no clause variable makes its clause be
+checked in full. A relation that occurs in a clause with one polarity only (all positive, or all
+under an odd number of negations) cannot falsify it by changing in the direction that makes its
+atoms truer: such changes are not re-checked for that clause (the body is monotone in them).
 
 Sound when the state before the step satisfied every invariant (the harness stops at the first
 violation, so it always does). Verdicts equal a full check: tests/model/test_incremental.py.
