@@ -54,6 +54,15 @@ class _Occurrence:
         return tuple(sorted(out.items()))
 
 
+@dataclass(slots=True)
+class _Plan:
+    """How a change of one occurrence is checked in one universe."""
+
+    occ: _Occurrence
+    per_point: int | None  # the instances one changed point pins (at most); None: it pins no variable
+    search: Callable[..., bool] | None = None  # compiled when first searched
+
+
 @dataclass
 class _Shape:
     """A clause as the spec gives it, the same in every universe (built once per spec)."""
@@ -76,19 +85,16 @@ class _Clause:
     full_fn: Callable[[State], Any]
     sizes: list[int]  # each variable's domain size
     total: int
-    # per symbol, made when a change of it first meets the clause: each occurrence, the instances
-    # one changed point of it pins (None: it pins no variable) and its compiled search (made when
-    # first searched)
-    plans: dict[str, list[list[Any]]]
+    plans: dict[str, list[_Plan]]  # per symbol, made when a change of it first meets the clause
 
     @property
     def invariant(self) -> str:
         return self.shape.invariant
 
-    def plans_of(self, name: str) -> list[list[Any]] | None:
+    def plans_of(self, name: str) -> list[_Plan] | None:
         plans = self.plans.get(name)
         if plans is None and name in self.shape.occurrences:
-            plans = self.plans[name] = [[o, _per_point(o, self.sizes), None] for o in self.shape.occurrences[name]]
+            plans = self.plans[name] = [_Plan(o, _per_point(o, self.sizes)) for o in self.shape.occurrences[name]]
         return plans
 
 
@@ -271,17 +277,17 @@ class IncrementalChecker:
                 if not points:
                     continue
             for plan in plans:
-                if plan[1] is None:
+                if plan.per_point is None:
                     return bool(cl.full_fn(s))
-                size += plan[1] * len(points)
+                size += plan.per_point * len(points)
                 if size >= limit:
                     return bool(cl.full_fn(s))
                 work.append((plan, points))
         for plan, points in work:
-            search = plan[2]
+            search = plan.search
             if search is None:
-                search = plan[2] = compile_search(self.it.u, shape.vars, shape.violation, plan[0].pins(), shape.body,
-                                                  f"{shape.invariant} violation", shared=self.it.shared)
+                search = plan.search = compile_search(self.it.u, shape.vars, shape.violation, plan.occ.pins(),
+                                                      shape.body, f"{shape.invariant} violation", shared=self.it.shared)
             if search(s, points):
                 return False
         return True

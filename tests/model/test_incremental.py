@@ -114,11 +114,11 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
     cl.full_fn = lambda *a: calls.append(a) or full(*a)
     for name in cl.shape.occurrences:
         cl.plans_of(name)
-    saved = {name: [plan[2] for plan in plans] for name, plans in cl.plans.items()}
+    saved = {name: [plan.search for plan in plans] for name, plans in cl.plans.items()}
     for plans in cl.plans.values():
         for plan in plans:
-            search = compile_search(IT.u, cl.shape.vars, cl.shape.violation, plan[0].pins(), cl.shape.body)
-            plan[2] = (lambda f: lambda *x: calls.append(x) or f(*x))(search)
+            search = compile_search(IT.u, cl.shape.vars, cl.shape.violation, plan.occ.pins(), cl.shape.body)
+            plan.search = (lambda f: lambda *x: calls.append(x) or f(*x))(search)
     try:
         p2m = IT.u.layout["p2m"]
         both = list(on)
@@ -133,4 +133,4 @@ def test_harmless_changes_are_skipped_and_harmful_ones_caught():
         cl.full_fn = full
         for name, plans in cl.plans.items():
             for plan, f in zip(plans, saved[name]):
-                plan[2] = f
+                plan.search = f

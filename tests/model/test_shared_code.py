@@ -75,6 +75,6 @@ def test_shared_code_is_compiled_once_per_spec():
         rng = random.Random(5)
         for before in walk(it, 7, 60):
             inc.failing(before, corrupt(it, before, rng))
-    common = [(px[2], py[2]) for x, y in zip(ia.clauses, ib.clauses) for sym in x.plans.keys() & y.plans.keys()
-              for px, py in zip(x.plans[sym], y.plans[sym]) if px[2] is not None and py[2] is not None]
+    common = [(px.search, py.search) for x, y in zip(ia.clauses, ib.clauses) for sym in x.plans.keys() & y.plans.keys()
+              for px, py in zip(x.plans[sym], y.plans[sym]) if px.search is not None and py.search is not None]
     assert common and all(f.__code__ is g.__code__ and f.__globals__ is not g.__globals__ for f, g in common)
