@@ -72,8 +72,23 @@ def draw(c: Pick, base: Config, b: Bounds) -> Config:
     shadow_pages = None  # and last the shadow-page limit: from the fewest the adapter runs on to 4x that
     if b.shadow_pages and c.take(2):
         shadow_pages = b.shadow_pages + c.take(3 * b.shadow_pages + 1)
+    if regions > 1 and c.take(4) == 0:  # drawn after everything else, for the reason above
+        gvas = _mirrored(gvas, tables, gfns)
     return replace(base, vms=vms, gfns=gfns, mfns=mfns, slots=slots, roots=roots, gvas=gvas, budget=budget,
                    quota=quota, vcpus=vcpus, roles=roles, shadow_pages=shadow_pages)
+
+
+def _mirrored(gvas: tuple[int, ...], tables: int, gfns: int) -> tuple[int, ...]:
+    """The same gvas' regions, each with the same page offsets, taken from the data pages
+    (tables <= offset < gfns). Two huge leaves in two regions over one frame then map one data page
+    at one gva in each: the aliasing that a shadow keying a huge page's direct sps wrongly (by a D
+    bit read before the walk, by the rights of the path above) shows only there. The offsets of a
+    random layout rarely agree, and a layout from the start of a region puts them on the tables
+    (frame 0 holds every root's tables). The tables per root depend only on the regions, so the
+    roots, the tables and the gfns drawn for the gvas stay right."""
+    regions = sorted({x & ~(REGION - 1) for x in gvas})
+    per = max(1, min(gfns - tables, len(gvas) // len(regions)))
+    return tuple(sorted(r + p * PAGE for r in regions for p in range(tables, tables + per)))
 
 
 # Every paging mode a role can name (the 16 combinations of ROLE_BITS), by name.
@@ -115,6 +130,18 @@ def _gvas(c: Pick, regions: int, most: int) -> tuple[int, ...]:
             pages = {c.take(512) for _ in range(k)}
         out.update(region + p * PAGE for p in pages)
     return tuple(sorted(out)) or (REGIONS[0],)
+
+
+def mirrored(config: Config) -> bool:
+    """The gvas lie in several 2 MiB regions at the same page offsets, every offset a data page
+    (past the tables, in memory): what `_mirrored` makes."""
+    by_region: dict[int, set[int]] = {}
+    for x in config.gvas:
+        by_region.setdefault(x & ~(REGION - 1), set()).add(x % REGION // PAGE)
+    offsets = set().union(*by_region.values()) if by_region else set()
+    tables = len(config.roots) * tables_per_root(config.gvas)
+    return (len(by_region) > 1 and len({frozenset(o) for o in by_region.values()}) == 1
+            and all(tables <= p < config.gfns for p in offsets))
 
 
 def canonical(gva: int) -> bool:
@@ -175,6 +202,8 @@ def describe(config: Config, default: Config) -> list[str]:
         out.append("gvas in the upper half")
     if any((x // PAGE) % 512 in (0, 511) for x in config.gvas):
         out.append("gvas at a page table edge")
+    if mirrored(config):
+        out.append("gvas at equal data-page offsets in several regions")
     if config.mfns < config.gfns:
         out.append("mfns < gfns (scarce)")
     elif config.mfns < config.gfns * config.vms:

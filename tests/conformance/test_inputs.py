@@ -77,3 +77,19 @@ def test_a_table_entry_may_link_a_leaf_table_the_vmm_left_unsync():
     # a leaf (level 1) or a PML4 entry (level 4) never names it as a table
     for level in (1, 4):
         assert all(cls != "gfn an unsync leaf table" for f, cls in (inputs.gfn(Choices(n), g, level) for n in range(400)))
+
+
+def test_some_scopes_mirror_their_gvas_over_the_data_pages_of_several_regions():
+    # Two huge leaves over one frame alias a data page only where two regions hold a gva at that
+    # page's offset: a random layout rarely gives it, one from a region's start puts it on the tables.
+    drawn = [scope.draw(Choices(n), Config(), BOUNDS) for n in range(3000)]
+    mirrors = [c for c in drawn if scope.mirrored(c)]
+    assert len(mirrors) >= 30, len(mirrors)
+    for c in mirrors:
+        tables = {g for gs in scope.table_gfns(c).values() for g in gs}
+        offsets = {x % scope.REGION // scope.PAGE for x in c.gvas}
+        assert offsets.isdisjoint(tables) and max(offsets) < c.gfns  # data pages, in memory
+        assert len({x & ~(scope.REGION - 1) for x in c.gvas}) > 1
+        assert "gvas at equal data-page offsets in several regions" in scope.describe(c, Config())
+        _check_layout(c, {r: scope.guest_tables(r, c.gvas) for r in c.roots})
+    assert not scope.mirrored(Config())  # the default scope's offsets are its tables'
