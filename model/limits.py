@@ -6,7 +6,8 @@
 # per second on one core here. The wall-clock timeout stays only as a backstop against a query the
 # resource count does not see.
 RLIMIT = 30_000_000  # per check: about 10 s idle
-# The first attempt at an inductive goal, without the count axioms (about 0.3 s).
+# The first attempt at an inductive goal, without the count axioms (about 0.3 s); also the budget of
+# the shared pass that assumes only the invariants related to the goal's (prove.py's QUICK_PASS).
 QUICK_RLIMIT = 1_000_000
 # The same first attempt on an action's shared incremental solver (check_action), where goals that
 # need no count axioms mostly take a few thousand units (the bundled spec: at most 8 k; mypyvy's
@@ -15,8 +16,11 @@ QUICK_RLIMIT = 1_000_000
 # 3.3 s of its 6 s here before getting them; on paxos_forall two goals that a fresh solver proves in
 # 30 ms each spent 0.44 s.
 INCREMENTAL_QUICK_RLIMIT = 100_000
-# The second pass, with the count axioms: proofs there take well under 0.1 s; a goal still open after
-# this is more likely violated, and the full path looks for a finite counterexample first (about 2 s).
+# The last shared pass, with the count axioms: most proofs there take well under 0.1 s, the bundled
+# spec's hardest (sync_spte / guest_pt_protected) 1.5 s; a goal still open after this is more likely
+# violated, and the full path looks for a finite counterexample first (about 2 s). A goal that needs
+# fewer hypotheses, not the counts, can spend this whole budget here in vain (2.5 to 4 s each for six
+# walk_protected goals of the bundled spec): the related pass before it proves those first.
 COUNTS_RLIMIT = 6_000_000
 BACKSTOP = 120.0  # seconds per check, only for what the resource limit misses
 # Seconds `dmm prove` searches for an execution reaching its counterexamples to induction (all of

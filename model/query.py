@@ -118,14 +118,19 @@ def pushed(sv: z3.Solver) -> Iterator[z3.Solver]:
         sv.pop()
 
 
-def assert_all(sv: z3.Solver, assertions: Sequence[Assertion], names: dict[str, str] | None = None) -> dict[str, str]:
+def assert_all(sv: z3.Solver, assertions: Sequence[Assertion], names: dict[str, str] | None = None,
+               assumed: bool = False) -> dict[str, str]:
     """Assert in order, each translated into sv's context; returns (and adds to `names`) tracking
-    literal -> invariant."""
+    literal -> invariant. `assumed`: a Tracked one holds only in the checks that assume its literal
+    (check's `assume`: a subset of the invariants per goal on one solver), not in every check."""
     names = {} if names is None else names
     for a in assertions:
         if isinstance(a, Tracked):
             lit = z3.Bool(f"assume:{a.name}", sv.ctx)
-            sv.assert_and_track(_into(sv, a.formula), lit)
+            if assumed:
+                sv.add(z3.Implies(lit, _into(sv, a.formula)))
+            else:
+                sv.assert_and_track(_into(sv, a.formula), lit)
             names[str(lit)] = a.name
         else:
             sv.add(_into(sv, a))
@@ -147,10 +152,11 @@ def assert_parts(sv: z3.Solver, parts: Sequence[Part], names: dict[str, str]) ->
         assert_all(sv, built, names)
 
 
-def check(sv: z3.Solver, names: dict[str, str] | None = None) -> Answer:
-    """One check of what sv holds; `names`: tracking literal -> invariant, for the core."""
+def check(sv: z3.Solver, names: dict[str, str] | None = None, assume: Sequence[z3.BoolRef] = ()) -> Answer:
+    """One check of what sv holds, under the literals `assume`; `names`: tracking literal ->
+    invariant, for the core."""
     start = time.perf_counter()
-    r = str(sv.check())
+    r = str(sv.check(*assume))
     seconds = time.perf_counter() - start
     if r == "unsat":
         core = frozenset(names[str(c)] for c in sv.unsat_core() if str(c) in names) if names else frozenset()
@@ -160,11 +166,12 @@ def check(sv: z3.Solver, names: dict[str, str] | None = None) -> Answer:
     return Answer("unknown", why=sv.reason_unknown(), seconds=seconds)
 
 
-def check_goal(sv: z3.Solver, goal: Callable[[], z3.BoolRef], names: dict[str, str] | None = None) -> Answer:
+def check_goal(sv: z3.Solver, goal: Callable[[], z3.BoolRef], names: dict[str, str] | None = None,
+               assume: Sequence[z3.BoolRef] = ()) -> Answer:
     """The goal (built after the push) checked on top of what sv holds, and retracted."""
     with pushed(sv):
         sv.add(_into(sv, goal()))
-        return check(sv, names)
+        return check(sv, names, assume)
 
 
 def solve(query: Query, sv: z3.Solver) -> Answer:
