@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .ast import SpecFile
+from .cache import load_checked
 from .checker import CheckedSpec, check
 from .errors import Diagnostic, SpecError
 from .parser import parse, parse_file
@@ -24,8 +25,9 @@ def bundled_path() -> Path:
 
 
 def load(path: str | Path | None = None) -> CheckedSpec:
-    """Parse and type-check a spec file (default: the bundled DMM spec), or raise SpecError."""
-    return check(parse_file(bundled_path() if path is None else path))
+    """Parse and type-check a spec file (default: the bundled DMM spec), or raise SpecError. A spec
+    checked before comes from the cache (cache.py)."""
+    return load_checked(bundled_path() if path is None else path)
 
 
 __all__ = ["CheckedSpec", "Diagnostic", "SpecError", "SpecFile", "bundled_path", "check", "load", "parse",

@@ -81,16 +81,18 @@ def test_harness_commands_still_get_their_options(capsys):
         assert "--impl" in capsys.readouterr().out, cmd
 
 
-def test_prove_parses_its_spec_once(monkeypatch, tmp_path):
-    import dmmcheck.spec as spec_pkg
+def test_prove_parses_its_spec_once_and_the_next_command_not_at_all(monkeypatch, tmp_path):
+    from dmmcheck.spec import cache
 
     calls = []
-    real = spec_pkg.parse_file
-    monkeypatch.setattr(spec_pkg, "parse_file", lambda path: calls.append(path) or real(path))
-    monkeypatch.setenv("DMM_CACHE_DIR", str(tmp_path))
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["prove", LOCKSERV, "--no-cache", "--json", "-j", "1"]) == 0
-    assert len(calls) == 1
+    real = cache.parse_file
+    monkeypatch.setattr(cache, "parse_file", lambda path: calls.append(path) or real(path))
+    monkeypatch.setenv("DMM_CACHE_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("DMM_PARSER_CACHE", str(tmp_path / "parsers"))  # empty: this spec never checked
+    for _ in range(2):
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["prove", LOCKSERV, "--no-cache", "--json", "-j", "1"]) == 0
+    assert len(calls) == 1  # the second command's spec came checked from the cache
 
 
 def _count_solvers(monkeypatch) -> list[int]:
