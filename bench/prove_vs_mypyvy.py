@@ -5,7 +5,8 @@ Per problem: the obligations dmm checks and their result, the whole-process CPU 
 the process and its children, from getrusage(RUSAGE_CHILDREN) around the subprocess) of
 `dmm prove --no-cache SPEC` and of `python mypyvy.py verify EXAMPLE.pyv`, and dmm/mypyvy. Each figure
 is the least of --repeat runs (default 5; CPU time grows with the load, it never shrinks), after one
-unmeasured run that fills the bytecode cache: both tools run with PYTHONPYCACHEPREFIX set to a
+unmeasured run that fills the bytecode cache (and dmm's parser cache, where the checked spec is kept
+too: spec/cache.py): both tools run with PYTHONPYCACHEPREFIX set to a
 temporary folder, as an installed program would; with --no-pycache both run with
 PYTHONDONTWRITEBYTECODE=1 instead, compiling their Python on every run (as in a checkout where bytecode
 is never written).
