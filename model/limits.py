@@ -2,8 +2,9 @@
 
 # Solver limits are Z3 resource units (rlimit), not seconds: the same query gets the same budget and
 # so the same verdict on an idle or a loaded machine. Calibrated on the bundled spec (bench/prove.py
-# and a per-check census): its hardest proof takes 0.4 M units (0.14 s); Z3 runs about 2-3 M units
-# per second on one core here. The wall-clock timeout stays only as a backstop against a query the
+# and a per-check census): its hardest proof took 0.4 M units (0.14 s) before the vCPUs, roles and
+# unsync pages, and now about 1.5 s within COUNTS_RLIMIT (below); Z3 runs about 2-3 M units per
+# second on one core here. The wall-clock timeout stays only as a backstop against a query the
 # resource count does not see.
 RLIMIT = 30_000_000  # per check: about 10 s idle
 # The first attempt at an inductive goal, without the count axioms (about 0.3 s); also the budget of
