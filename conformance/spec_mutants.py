@@ -62,9 +62,16 @@ _UNMAP_ZAP = ("  remove g_wrote(v, r, x)\n  forall o: role. spte(v, r, o, x) := 
               "  forall o: role. remove s_user(v, r, o, x)\n  forall o: role. remove s_nx(v, r, o, x)\n")
 # The remote flush a zap of x in every role owes (guest_map, guest_unmap, guest_path, guest_upper).
 _ZAP_FLUSH = "  if exists o: role. spte(v, r, o, x) != none {\n    forall c: vcpu. insert flush_pending(v, c)\n  }\n"
+# What clears the gpte a stale spte was built from, with the stale mark: x's in every role (guest_map,
+# guest_unmap, guest_path, guest_upper), one role's (zap_spte, after the spte), one role's inside the rmap
+# loop (swap_out).
+_CLEAR_OLD = "".join(f"  forall o: role. {u}(v, r, o, x){w}\n" for u, w in
+                     (("old_gmap", " := none"), ("remove old_write", ""), ("remove old_user", ""), ("remove old_nx", "")))
+_CLEAR_OLD_ONE = _CLEAR_OLD.replace("forall o: role. ", "")
+_CLEAR_OLD_LOOP = _CLEAR_OLD_ONE.replace("  ", "    ")
 # zap_spte, whole: the parameterless remote flush is what its mutants change.
 _ZAP_SPTE = ("action zap_spte(v: vm, r: root, o: role, x: gva) {\n  requires spte(v, r, o, x) != none\n  spte(v, r, o, x) := none\n"
-             "  remove s_write(v, r, o, x)\n  remove s_user(v, r, o, x)\n  remove s_nx(v, r, o, x)\n"
+             + _CLEAR_OLD_ONE + "  remove s_write(v, r, o, x)\n  remove s_user(v, r, o, x)\n  remove s_nx(v, r, o, x)\n"
              "  forall m: mfn. remove rmap(m, v, r, o, x)\n  remove s_stale(v, r, o, x)\n")
 
 # swap_out's zap through the rmap, up to the rmap entry it removes.
@@ -127,20 +134,22 @@ SPEC_MUTANTS = [
        "# The guest clears a gpte"),
     _m("guest_map_keeps_stale_mark", "guest_map", "stale-kept",
        "the emulated gpte write zaps the sptes but leaves them marked stale",
-       "  forall o: role. remove s_stale(v, r, o, x)\n" + _ZAP_FLUSH + "}\n\n# The guest clears a gpte",
-       _ZAP_FLUSH + "}\n\n# The guest clears a gpte"),
+       "  forall o: role. remove s_stale(v, r, o, x)\n" + _CLEAR_OLD + _ZAP_FLUSH + "}\n\n# The guest clears a gpte",
+       _CLEAR_OLD + _ZAP_FLUSH + "}\n\n# The guest clears a gpte"),
     _m("guest_unmap_no_flush", "guest_unmap", "no-flush", "clearing a gpte zaps its sptes but owes no flush",
        _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n"
-       + _ZAP_FLUSH,
-       _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n"),
+       + _CLEAR_OLD + _ZAP_FLUSH,
+       _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n  forall o: role. remove s_stale(v, r, o, x)\n"
+       + _CLEAR_OLD),
     _m("guest_unmap_keeps_rmap", "guest_unmap", "forgotten-update", "clearing a gpte zaps its sptes but leaves the rmap entries",
        _UNMAP_ZAP + "  forall m: mfn, o: role. remove rmap(m, v, r, o, x)\n", _UNMAP_ZAP),
     _m("guest_path_keeps_spte", "guest_path", "forgotten-update",
        "an emulated edit of an upper-level entry does not zap the sptes behind it",
        "  g_table(v, r, x, t) := b\n  forall o: role. spte(v, r, o, x) := none\n", "  g_table(v, r, x, t) := b\n"),
     _m("guest_path_no_flush", "guest_path", "no-flush", "an emulated edit of an upper-level entry zaps the sptes but owes no flush",
-       "  forall o: role. remove s_stale(v, r, o, x)\n" + _ZAP_FLUSH + "}\n\n# The guest rewrote an entry above x's leaf so",
-       "  forall o: role. remove s_stale(v, r, o, x)\n}\n\n# The guest rewrote an entry above x's leaf so"),
+       "  forall o: role. remove s_stale(v, r, o, x)\n" + _CLEAR_OLD + _ZAP_FLUSH
+       + "}\n\n# The guest rewrote an entry above x's leaf so",
+       "  forall o: role. remove s_stale(v, r, o, x)\n" + _CLEAR_OLD + "}\n\n# The guest rewrote an entry above x's leaf so"),
     _m("guest_path_keeps_stale_spte", "guest_path", "stale-kept",
        "an emulated edit of an upper-level entry zaps only x's in-sync sptes, leaving a stale one to the resync "
        "(which reads only the leaf)",
@@ -351,10 +360,10 @@ SPEC_MUTANTS = [
        "      insert idle(w, m)\n    }\n  }\n}\n\n# Swap in"),
     _m("swap_out_flush_only_writable", "swap_out", "wrong-condition",
        "swap_out owes a flush only when a zapped spte was writable",
-       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n"
-       "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) {\n",
-       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n"
-       "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) and s_write(v, r, o, x) {\n"),
+       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n" + _CLEAR_OLD_LOOP
+       + "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) {\n",
+       _SWAP_ZAP + "    remove rmap(m, v, r, o, x)\n    remove s_stale(v, r, o, x)\n" + _CLEAR_OLD_LOOP
+       + "  }\n  if exists r: root, o: role, x: gva. rmap(m, v, r, o, x) and s_write(v, r, o, x) {\n"),
     _m("swap_in_any_page", "swap_in", "guard", "swap_in may read into any page, not only an allocatable one",
        "  requires swap_slot(v, g) = s and allocatable(v, m)\n", "  requires swap_slot(v, g) = s\n"),
     _m("swap_in_keeps_slot_used", "swap_in", "forgotten-update", "swap_in leaves the slot marked used on the device",

@@ -417,10 +417,10 @@ def test_a_violation_found_in_parts_is_reported_as_one_process_finds_it():
 
 def test_explore_says_how_many_processes_it_ran_in(capsys):
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2"]) == 0
-    assert "463,986 states, 25,129,167 transitions in " in capsys.readouterr().out
+    assert "106,331 states, 6,317,411 transitions in " in capsys.readouterr().out
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["processes"] == 2 and out["states"] == 463986
+    assert out["processes"] == 2 and out["states"] == 106331
 
 
 def test_explore_in_parts_keeps_the_time_limit(capsys):

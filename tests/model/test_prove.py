@@ -97,6 +97,9 @@ MUTATIONS = [
      ""),
     ("within_budget", "pool_grow", "  requires live(v) and vmm_pool(m) and held() < budget", "  requires live(v) and vmm_pool(m)"),
     ("within_quota", "pool_grow", "  requires pool_size(v) < quota\n", ""),
+    # a resync that keeps the spte drops the stale mark but not the old gpte
+    ("old_gpte_cleared", "sync_spte", "  remove s_stale(v, r, o, x)\n  old_gmap(v, r, o, x) := none\n",
+     "  remove s_stale(v, r, o, x)\n"),
 ]
 
 
