@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .explore import MEMORY_SHARE, ExploreResult, Limits, _explore_ground, available_memory, symmetric_sorts
+from .explore import MEMORY_SHARE, ExploreResult, Limits, _explore_ground, available_memory, bound_of, symmetric_sorts
 from .ground import Flat, Ground
 from .interp import Interpreter
 
@@ -102,7 +102,7 @@ def explore_in_parts(it: Interpreter, g: Ground, lim: Limits, symmetry: bool, ke
         _WORK.clear()
     if any(p.violated for p in done):
         return None
-    result = ExploreResult(dict(it.u.sizes), sum(p.states for p in done), sum(p.transitions for p in done),
+    result = ExploreResult(bound_of(it.u), sum(p.states for p in done), sum(p.transitions for p in done),
                            time.perf_counter() - start, all(p.complete for p in done))
     result.stopped_by = next((p.stopped_by for p in done if p.stopped_by), "")
     result.action_counts = {a: sum(p.action_counts[a] for p in done) for a in done[0].action_counts}

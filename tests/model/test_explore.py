@@ -365,15 +365,15 @@ def test_explore_table_says_which_actions_were_never_enabled(capsys):
     assert "WARNING: never enabled in the explored part: " in out  # incomplete: not "at this bound"
 
 
-def test_check_explores_the_check_bound_and_warns_of_an_action_never_enabled(monkeypatch, tmp_path, capsys):
+def test_check_explores_the_check_bounds_and_warns_of_an_action_never_enabled(monkeypatch, tmp_path, capsys):
     from dmmcheck.model import explore as ex
     from dmmcheck.model import report
 
-    seen = {}
+    seen = []
 
     def fake(it, **kw):
-        seen.update(sizes=dict(it.u.sizes), max_seconds=kw.get("max_seconds"))
-        return ex.ExploreResult(dict(it.u.sizes), 10, 20, 0.1, True, action_counts={"a": 3, "b": 0})
+        seen.append((ex.bound_of(it.u), kw.get("max_seconds")))
+        return ex.ExploreResult(ex.bound_of(it.u), 10, 20, 0.1, True, action_counts={"a": 3, "b": 0})
 
     monkeypatch.setattr(ex, "explore", fake)
     monkeypatch.setattr(report, "run_with_progress", lambda opts, err: ([], 0.0))
@@ -381,8 +381,9 @@ def test_check_explores_the_check_bound_and_warns_of_an_action_never_enabled(mon
     copy.write_text(bundled_path().read_text())
     assert main(["check", str(copy)]) == 0
     out = " ".join(capsys.readouterr().out.translate({ord(c): " " for c in "│┃┏┓┗┛┡┩└┘━─┳┻╇┴┬"}).split())
-    assert seen["sizes"] == ex.CHECK_BOUND and seen["max_seconds"] == ex.CHECK_SECONDS
-    assert "warning: never enabled at this bound: b" in out
+    assert seen == [(ex.CHECK_BOUND, ex.CHECK_SECONDS), (ex.CHECK_BOUND_VCPUS, ex.CHECK_SECONDS)]
+    assert out.count("warning: never enabled at this bound: b") == 2
+    assert "bound vm=1, root=1, gva=1, gfn=1, mfn=1, slot=1, vcpu=2, role=1, budget=1, quota=1" in out
 
 
 # ---------------------------------------------------------------- several processes
@@ -417,10 +418,10 @@ def test_a_violation_found_in_parts_is_reported_as_one_process_finds_it():
 
 def test_explore_says_how_many_processes_it_ran_in(capsys):
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2"]) == 0
-    assert "106,331 states, 6,317,411 transitions in " in capsys.readouterr().out
+    assert "91,544 states, 5,547,062 transitions in " in capsys.readouterr().out
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["processes"] == 2 and out["states"] == 106331
+    assert out["processes"] == 2 and out["states"] == 91544
 
 
 def test_explore_in_parts_keeps_the_time_limit(capsys):
