@@ -29,8 +29,8 @@ from .interp import Interpreter, Violation
 from .state import State
 
 # The bound `dmm explore` uses for the bundled spec when none is given: one vCPU and one role (whose
-# CR0.WP the initial states take both ways), as the spec had before it had either. 2,163,604 states,
-# 119 million transitions, about 66 s of one core. Sharing needs two holders and two pages, so
+# CR0.WP the initial states take both ways), as the spec had before it had either. 416,514 states,
+# 26 million transitions, about 19 s of one core. Sharing needs two holders and two pages, so
 # share_merge, share_rehome and cow_break are never enabled here, nor swap_full (every slot used
 # while a gfn is resident); the report says so.
 DEFAULT_BOUND = {"vm": 1, "root": 1, "gva": 1, "gfn": 1, "mfn": 2, "slot": 1, "vcpu": 1, "role": 1}
