@@ -57,9 +57,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """The main job: prove every obligation, explore CHECK_BOUND (the largest scope that finishes in
-    its time limit; the report names the actions it never enables) and CHECK_BOUND_VCPUS, fuzz the bundled VMM, one summary
-    table. Exit 0 when everything passed; otherwise the first
-    failing stage's status."""
+    its time limit; the report names the actions it never enables) and CHECK_BOUND_VCPUS (two
+    vCPUs), fuzz the bundled VMM, one summary table. Exit 0 when everything passed; otherwise the
+    first failing stage's status."""
     from rich.console import Console
     from rich.table import Table
 
