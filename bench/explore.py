@@ -50,6 +50,7 @@ def bound_of(text: str) -> dict[str, int]:
 
 
 def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the worker processes)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -60,7 +61,8 @@ def measure(spec_path: str | None, bound: dict[str, int], max_seconds: float, jo
     r = explore(Interpreter(load(spec_path), bound), max_seconds=max_seconds, jobs=jobs)
     return {"bound": bound, "processes": r.processes, "states": r.states, "transitions": r.transitions,
             "seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(_cpu() - cpu, 2),
-            "states_per_second": round(r.states_per_second), "complete": r.complete,
+            "search_seconds": round(r.seconds, 2), "states_per_second": round(r.states_per_second),
+            "transitions_per_second": round(r.transitions_per_second), "complete": r.complete,
             "stopped_by": r.stopped_by or None, "never_enabled": r.never_enabled,
             "violations": [v.invariant for v, _ in r.violations],
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import sys
 import time
 from pathlib import Path
@@ -26,10 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dmmcheck.conformance.adapter import Config  # noqa: E402
-from dmmcheck.model.explore import ALL_ACTIONS_BOUND, DEFAULT_BOUND, ExploreResult, explore  # noqa: E402
+from dmmcheck.model.explore import ALL_ACTIONS_BOUND, DEFAULT_BOUND, explore  # noqa: E402
 from dmmcheck.model.incremental import IncrementalChecker  # noqa: E402
 from dmmcheck.model.interp import Interpreter  # noqa: E402
 from dmmcheck.spec import load  # noqa: E402
+
+from explore import measure  # noqa: E402  (bench/explore.py, beside this script)
 
 
 def fuzz_interpreter() -> Interpreter:
@@ -67,23 +68,9 @@ def walk(it: Interpreter, steps: int, seed: int):
 
 
 def explore_all_actions(jobs: int = 1) -> dict:
-    """The all-actions scope explored to the end (spec compiled included), in `jobs` processes
-    (`dmm check`: one per core); cpu_seconds counts the worker processes too."""
-    load_before = os.getloadavg()[0]
-    wall, cpu = time.perf_counter(), _cpu()
-    r: ExploreResult = explore(Interpreter(load(), ALL_ACTIONS_BOUND), max_seconds=900, jobs=jobs)
-    return {"bound": ALL_ACTIONS_BOUND, "processes": r.processes, "states": r.states, "transitions": r.transitions,
-            "seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(_cpu() - cpu, 2),
-            "search_seconds": round(r.seconds, 2), "states_per_second": round(r.states_per_second),
-            "transitions_per_second": round(r.transitions_per_second), "complete": r.complete,
-            "violations": [v.invariant for v, _ in r.violations], "never_enabled": r.never_enabled,
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and of its finished children."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """The all-actions scope explored to the end or the 900 s limit (spec compiled included), in
+    `jobs` processes; cpu_seconds counts the worker processes too."""
+    return measure(None, ALL_ACTIONS_BOUND, 900, jobs)
 
 
 def main() -> None:

@@ -12,9 +12,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from dmmcheck.model.limits import BACKSTOP, REACH_SECONDS, RLIMIT, WITNESS_DEPTH
+
+if TYPE_CHECKING:  # the model is imported only by the commands that use it
+    from dmmcheck.model.explore import ExploreResult
 
 # Exit statuses, the same in every command (docs/exit-codes.md): a verdict never shares a code with
 # a usage error.
@@ -121,7 +124,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.complete for r in explored) else EXIT_INCOMPLETE
 
 
-def _explore_detail(r: Any) -> str:
+def _explore_detail(r: "ExploreResult") -> str:
     """One explore row of `dmm check`'s table: the bound, what was found, what was never enabled."""
     detail = (f"{r.states:,} states, bound {', '.join(f'{k}={v}' for k, v in r.bound.items())} "
               f"({r.transitions:,} transitions); "
