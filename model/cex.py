@@ -96,7 +96,7 @@ def prefer_first(sv: z3.Solver, enc: Encoding, terms: list[tuple[A.TypeRef, z3.E
     """Each term (an action's argument) pinned to the first element of its sort that keeps sv sat:
     the counterexample then reads the same in every run (`acquire(c=client0)`), not as Z3 chose."""
     for t, term in terms:
-        if t.optional or t.name not in enc.elements:
+        if t.optional or t.args or t.name not in enc.elements:  # (a choice parameter is left as it is)
             continue
         for e in enc.elements[t.name]:
             sv.push()

@@ -62,7 +62,18 @@ class _Emitter:
         return " ".join(fixed + ([self.loops(tuple(rest))] if rest else []))
 
     def domain(self, t: A.TypeRef) -> str:
+        if t.args:  # a choice parameter: every function, as the flat tuple of its values (row-major)
+            vals = self.domain(A.TypeRef(t.name))
+            n = "*".join(self.size(a) for a in t.args)
+            return f"_product({'(None, *' + vals + ')' if t.optional else vals}, repeat={n})"
         return "(False, True)" if t.name == A.BOOL else f"range({self.size(t)})"
+
+    def param_index(self, t: A.TypeRef, args: tuple[A.Expr, ...]) -> str:
+        """The flat index of a choice parameter's point (row-major, as Universe.arg_points)."""
+        code = ""
+        for k, a in enumerate(args):
+            code = self.expr(a) if k == 0 else f"({code})*{self.size(t.args[k])} + {self.expr(a)}"
+        return code
 
     def index(self, name: str, args: tuple[A.Expr, ...]) -> str:
         lay = self.u.layout[name]
@@ -81,6 +92,8 @@ class _Emitter:
                 return _py(name)
             case A.Sym(name, args):
                 return f"s[{self.u.layout[name].index}][{self.index(name, args)}]"
+            case A.ParamApp(name, args, fun):
+                return f"{_py(name)}[{self.param_index(fun, args)}]"
             case A.EnumLit(enum, value):
                 return str(self.u.spec.enums[enum].index(value))
             case A.Some(arg):
@@ -282,7 +295,8 @@ def _action_source(em: _Emitter, action: Action) -> str:
     u = em.u
     params = [_py(p.name) for p in action.params]
     sig = ", ".join(["s", *params])
-    lines = [f"def guard({sig}):"]
+    lines = ["from itertools import product as _product"] if any(p.type.args for p in action.params) else []
+    lines.append(f"def guard({sig}):")
     lines.append(f"    return {' and '.join(em.expr(g) for g in action.guards) or 'True'}")
 
     # apply: copy a modified entry when a point of it first changes (Emitter.write), rebuild the

@@ -4,6 +4,7 @@ minimises it), a BMC trace read from its model."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import z3
@@ -66,8 +67,7 @@ class Counterexamples:
         u = Universe(self.spec, sizes)
         before, after = read_state(u, enc, model, pre), read_state(u, enc, model, post)
         act = self.spec.actions[ob.action]  # type: ignore[index]  # this obligation kind names its action
-        args = {p.name: u.show_value(p.type, read_value(enc, p.type, model.eval(env[p.name], True)))
-                for p in act.params}
+        args = {p.name: u.show_value(p.type, read_arg(u, enc, model, p.type, env[p.name])) for p in act.params}
         inv = invariant_named(self.spec, ob.invariant)
         b = blame(u, after, inv.formula)
         part = failing_conjunct(u, after, inv)
@@ -90,8 +90,7 @@ class Counterexamples:
             n = names[model.eval(sels[i], True).as_long()]
             act = self.spec.actions[n]
             env = enc.param_consts(act, tag=f"@{i}")
-            args = {p.name: u.show_value(p.type, read_value(enc, p.type, model.eval(env[p.name], True)))
-                    for p in act.params}
+            args = {p.name: u.show_value(p.type, read_arg(u, enc, model, p.type, env[p.name])) for p in act.params}
             steps.append({"action": n, "args": args})
         inv = invariant_named(self.spec, ob.invariant)
         bad = trace_states[first_bad]
@@ -118,6 +117,16 @@ def read_value(enc: Encoding, t: A.TypeRef, v: z3.ExprRef) -> Any:
         return v.as_long()
     elems = enc.elements[t.name]
     return next(i for i, e in enumerate(elems) if z3.eq(e, v))
+
+
+def read_arg(u: Universe, enc: Encoding, model: z3.ModelRef, t: A.TypeRef, term: Any) -> Any:
+    """An action's argument in the model: a value, or for a choice parameter (a function `term`) the
+    flat tuple of its values at every point of its arguments, in row-major order (Universe.domain)."""
+    if not t.args:
+        return read_value(enc, t, model.eval(term, True))
+    points = itertools.product(*(u.domain(a) for a in t.args))
+    return tuple(read_value(enc, t.result, model.eval(term(*[enc.value(a, x) for a, x in zip(t.args, p)]), True))
+                 for p in points)
 
 
 def read_state(u: Universe, enc: Encoding, model: z3.ModelRef, st: Vocab) -> State:

@@ -25,6 +25,8 @@ def evaluate(u: Universe, s: State, e: A.Expr, env: Env) -> Any:
             return env[name]
         case A.Sym(name, args):
             return s[u.layout[name].index][u.index(name, tuple(evaluate(u, s, a, env) for a in args))]
+        case A.ParamApp(name, args, fun):
+            return env[name][u.param_index(fun, tuple(evaluate(u, s, a, env) for a in args))]
         case A.EnumLit(enum, value):
             return u.spec.enums[enum].index(value)
         case A.Some(arg):

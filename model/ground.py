@@ -134,6 +134,15 @@ class _Emitter:
                 return _lit(env[name]) if name in env else f"v_{name}"
             case A.Sym(name, args):
                 return f"s[{self.point(self.position(name, args, env))}]"
+            case A.ParamApp(name, args, fun):  # the instance's function: a literal tuple
+                vals, codes = env[name], [self.expr(a, env) for a in args]
+                consts = [_const(c) for c in codes]
+                if all(is_c for is_c, _ in consts):
+                    return _lit(vals[self.u.param_index(fun, tuple(v for _, v in consts))])
+                index = codes[0]
+                for a, c in zip(fun.args[1:], codes[1:]):
+                    index = f"({index})*{self.u.domain_size(a)} + {c}"
+                return f"({''.join(_lit(x) + ', ' for x in vals)})[{index}]"
             case A.EnumLit(enum, value):
                 return str(self.u.spec.enums[enum].index(value))
             case A.Some(arg):
@@ -515,6 +524,8 @@ def _checker(inv_src: list[str], which: Any, cache: dict[tuple[int, ...], Callab
 
 
 def _key(positions: list[int]) -> Callable[[Flat], Any]:
+    if not positions:  # the group reads no state: one memo entry serves every state
+        return lambda f: ()
     if len(positions) == 1:
         def pick(f: Flat, i: int = positions[0]) -> tuple[Any]:  # i a local: the hot path's fastest read
             return (f[i],)

@@ -157,7 +157,12 @@ class Interpreter:
                 raise InterpError(f"{name} takes {len(act.params)} argument(s), got {len(raw)}")
         out = []
         for p, v in zip(act.params, raw):
-            if isinstance(v, str) or v is None:
+            if p.type.args:  # a choice parameter: the shown {...} form, or the flat list of values
+                try:
+                    out.append(self.u.parse_value(p.type, v))
+                except ValueError as e:
+                    raise InterpError(f"parameter {p.name} of {name}: {e}") from None
+            elif isinstance(v, str) or v is None:
                 out.append(self.u.parse_value(p.type, v))
             elif p.type.name == A.BOOL:
                 out.append(bool(v))

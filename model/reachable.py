@@ -31,7 +31,7 @@ from dmmcheck.spec.checker import CheckedSpec
 from .explore import SHARING_BOUND, Symmetry, _trace, default_bound
 from .interp import Interpreter, InterpError
 from .limits import REACH_SECONDS
-from .state import State, UniverseError
+from .state import State, UniverseError, split_top
 
 # A time-limited search that has not covered every trace of this many steps says unknown, not
 # "not reached": a bound that small says nothing.
@@ -226,7 +226,7 @@ def _show(it: Interpreter, parent: dict, canon, pre: State, action: str, args: t
 
 
 def _args(shown: str) -> dict[str, str]:
-    return dict(a.split("=", 1) for a in shown.split(", ")) if shown else {}
+    return dict(a.split("=", 1) for a in split_top(shown))  # type: ignore[misc]  # (each item: name=value)
 
 
 def write_trace(path: Path, spec_path: str, spec_hash: str, r: Any) -> None:

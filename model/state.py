@@ -103,9 +103,26 @@ class Universe:
         raise UniverseError(f"type {t} has no finite domain")
 
     def domain(self, t: A.TypeRef) -> tuple[Any, ...]:
+        if t.args:  # a choice parameter: every function, as the flat tuple of its values
+            return tuple(itertools.product(self.values(t.result), repeat=len(self.arg_points(t))))
         if t.name == A.BOOL:
             return (False, True)
         return tuple(range(self.domain_size(t)))
+
+    def values(self, t: A.TypeRef) -> tuple[Any, ...]:
+        """The values of a (result) type, none first when it is optional."""
+        return ((None,) if t.optional else ()) + self.domain(A.TypeRef(t.name))
+
+    def param_index(self, t: A.TypeRef, point: tuple[Any, ...]) -> int:
+        """The position of a point in a choice parameter's flat tuple (row-major)."""
+        k = 0
+        for a, x in zip(t.args, point):
+            k = k * self.domain_size(a) + int(x)
+        return k
+
+    def arg_points(self, t: A.TypeRef) -> list[tuple[Any, ...]]:
+        """The points of a function type's arguments, in row-major order (its values' order)."""
+        return list(itertools.product(*(self.domain(a) for a in t.args)))
 
     def points(self, name: str) -> Iterator[tuple[Any, ...]]:
         """Every argument tuple of a symbol, in layout order."""
@@ -114,6 +131,11 @@ class Universe:
 
     # ---- naming
     def show_value(self, t: A.TypeRef, v: Any) -> str:
+        if t.args:  # a relation as the set of points where it holds; a function point by point
+            shown = [(self._show_args(t, p), x) for p, x in zip(self.arg_points(t), v)]
+            if t.result.name == A.BOOL and not t.optional:
+                return "{" + ", ".join(p for p, x in shown if x) + "}"
+            return "{" + ", ".join(f"{p}: {self.show_value(t.result, x)}" for p, x in shown) + "}"
         if v is None:
             return "none"
         if t.name == A.BOOL:
@@ -124,8 +146,43 @@ class Universe:
             return self.spec.enums[t.name][v]
         return f"{t.name}{v}"
 
-    def parse_value(self, t: A.TypeRef, text: str | int | bool | None) -> Any:
+    def _show_args(self, t: A.TypeRef, point: tuple[Any, ...]) -> str:
+        inner = ", ".join(self.show_value(a, x) for a, x in zip(t.args, point))
+        return inner if len(point) == 1 else f"({inner})"
+
+    def _parse_function(self, t: A.TypeRef, text: Any) -> tuple[Any, ...]:
+        """A choice parameter's value: the flat tuple itself (a list), or as show_value writes it."""
+        points = self.arg_points(t)
+        if isinstance(text, (list, tuple)):
+            if len(text) != len(points):
+                raise ValueError(f"{t} takes {len(points)} values (universe: {self.describe()}), got {len(text)}")
+            return tuple(self._internal(t.result, x) for x in text)
+        if not (isinstance(text, str) and text.startswith("{") and text.endswith("}")):
+            raise ValueError(f"{text!r} is not a value of {t}: write it as {{...}} (universe: {self.describe()})")
+        shown = {self._show_args(t, p): k for k, p in enumerate(points)}
+        relation = t.result.name == A.BOOL and not t.optional
+        out: list[Any] = [False if relation else None] * len(points)
+        for item in split_top(text[1:-1]):
+            key, _, val = item.partition(": ") if not relation else (item, "", "true")
+            if key not in shown:
+                raise ValueError(f"{key!r} is not a point of {t} (universe: {self.describe()})")
+            out[shown[key]] = self.parse_value(t.result, val)
+        if not relation and None in out and not t.optional:
+            raise ValueError(f"{text!r} leaves a point of {t} without a value")
+        return tuple(out)
+
+    def _internal(self, t: A.TypeRef, x: Any) -> Any:
+        """A value in internal form (an index, a bool, None) as it is, checked; else parse_value's."""
+        if isinstance(x, int) and not isinstance(x, bool) and t.name not in (A.BOOL, A.INT):
+            if 0 <= x < self.domain_size(t):
+                return x
+            raise ValueError(f"{x!r} is not a value of {t} (universe: {self.describe()})")
+        return self.parse_value(t, x)
+
+    def parse_value(self, t: A.TypeRef, text: Any) -> Any:
         """The inverse of show_value; also accepts JSON-ish values (true, 3, null)."""
+        if t.args:
+            return self._parse_function(t, text)
         if text is None or text == "none":
             if not t.optional:
                 raise ValueError(f"none is not a value of {t}")
@@ -262,6 +319,19 @@ def differing(x: tuple[Any, ...], y: tuple[Any, ...], lo: int = 0, hi: int | Non
     return out
 
 
+def split_top(text: str) -> list[str]:
+    """The comma-separated items of text, commas inside parentheses and braces kept."""
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1, "{": 1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [i for i in items + [cur.strip()] if i]
+
+
 def _is_param(sym: Symbol) -> bool:
     return not sym.mutable and not sym.args and sym.result.name == A.INT
 
@@ -277,6 +347,6 @@ def _strides(domains: tuple[int, ...]) -> list[int]:
 def _jsonable(t: A.TypeRef, v: Any, u: Universe) -> Any:
     if v is None:
         return None
-    if t.name in (A.BOOL, A.INT):
+    if t.name in (A.BOOL, A.INT) and not t.args:
         return v
     return u.show_value(t, v)

@@ -25,7 +25,8 @@ from dmmcheck.spec.checker import CheckedSpec, Witness
 
 from .cex import show_immutable, show_mutable
 from .limits import BACKSTOP, RLIMIT, WITNESS_DEPTH
-from .prove import Result, _read_state, _read_value
+from .counterexample import read_arg
+from .prove import Result, _read_state
 from .state import Universe
 from .z3enc import Encoding, Vocab, own_context
 
@@ -143,7 +144,7 @@ def _read_run(spec: CheckedSpec, enc: Encoding, model: z3.ModelRef, states: list
         act = spec.actions[names[model.eval(sel, True).as_long()]]
         env = enc.param_consts(act, tag=f"@w{i}")
         steps.append({"action": act.name, "args": {
-            p.name: u.show_value(p.type, _read_value(enc, p.type, model.eval(env[p.name], True))) for p in act.params}})
+            p.name: u.show_value(p.type, read_arg(u, enc, model, p.type, env[p.name])) for p in act.params}})
     last = _read_state(u, enc, model, states[-1])
     params = {n: last[u.layout[n].index][0] for n in u.params}
     return Found(steps, bound, params, show_mutable(u, last), show_immutable(u, last))

@@ -173,7 +173,10 @@ class Encoding:
         self._fresh = itertools.count(base)
 
     def param_consts(self, action: Action, tag: str = "") -> Env:
-        return {p.name: z3.Const(f"{action.name}.{p.name}{tag}", self.sort(p.type)) for p in action.params}
+        """The action's parameters: a constant each, and a function for a choice parameter (the
+        action picks it whole: unconstrained but by the guards, like any parameter)."""
+        return {p.name: self._decl(f"{action.name}.{p.name}{tag}", p.type.args, p.type.result) if p.type.args
+                else z3.Const(f"{action.name}.{p.name}{tag}", self.sort(p.type)) for p in action.params}
 
     # ---------------------------------------------------------------- expressions
     def expr(self, e: A.Expr, st: Vocab, env: Env) -> z3.ExprRef:
@@ -182,6 +185,8 @@ class Encoding:
                 return env[name]
             case A.Sym(name, args):
                 return st.app(name, [self.expr(a, st, env) for a in args])
+            case A.ParamApp(name, args):
+                return env[name](*[self.expr(a, st, env) for a in args])
             case A.EnumLit(enum, value):
                 return self.elements[enum][self.spec.enums[enum].index(value)]
             case A.Some(arg):

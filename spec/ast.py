@@ -38,14 +38,27 @@ INT = "int"
 
 @dataclass(frozen=True)
 class TypeRef:
-    """A type as written: a sort, an enum, `bool` or `int`; `optional` is the `?` of partial results."""
+    """A type as written: a sort, an enum, `bool` or `int`; `optional` is the `?` of partial results.
+    With `args`, a function type `(args) -> name?` (an action's choice parameter: the action picks a
+    whole relation or function at once, which is how a spec writes a nondeterministic assignment)."""
 
     name: str
     optional: bool = False
     loc: Loc | None = _loc()
+    args: tuple[TypeRef, ...] = ()
+
+    @property
+    def result(self) -> TypeRef:
+        """The type of one application (of a function type), or the type itself."""
+        return TypeRef(self.name, self.optional, self.loc) if self.args else self
 
     def __str__(self) -> str:
-        return self.name + ("?" if self.optional else "")
+        plain = self.name + ("?" if self.optional else "")
+        if not self.args:
+            return plain
+        if len(self.args) == 1:
+            return f"{self.args[0]} -> {plain}"
+        return f"({', '.join(map(str, self.args))}) -> {plain}"
 
 
 # ---------------------------------------------------------------- expressions
@@ -164,6 +177,16 @@ class Sym:
 
 
 @dataclass(frozen=True)
+class ParamApp:
+    """A choice parameter (an action parameter of function type `fun`) applied to arguments."""
+
+    name: str
+    args: tuple[Expr, ...]
+    fun: TypeRef
+    loc: Loc | None = _loc()
+
+
+@dataclass(frozen=True)
 class Quant:
     """A resolved quantifier: its variables are typed `Var`s."""
 
@@ -200,13 +223,13 @@ class Some:
 # One union for both forms: the operators (Not, BinOp, Ite) are shared by them.
 Expr = Union[Name, App, SurfaceQuant, SurfaceCount,
              BoolLit, IntLit, NoneLit, Not, BinOp, Ite,
-             Quant, Count, Var, Sym, EnumLit, Some]
+             Quant, Count, Var, Sym, ParamApp, EnumLit, Some]
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
     """The direct subexpressions of e (the one traversal every analysis builds on)."""
     match e:
-        case Sym(_, args) | App(_, args):
+        case Sym(_, args) | App(_, args) | ParamApp(_, args):
             return args
         case Not(a) | Some(a):
             return (a,)

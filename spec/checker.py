@@ -268,7 +268,8 @@ class _Checker:
                 self.declare(name, d.loc, "witness")
                 self.pending_witnesses.append(d)  # checked last: a witness may name any action
 
-    def binders(self, env: dict[str, A.Var], bs: tuple[A.Binder, ...]) -> dict[str, A.Var]:
+    def binders(self, env: dict[str, A.Var], bs: tuple[A.Binder, ...], choice: bool = False) -> dict[str, A.Var]:
+        """Bind `bs` over env; `choice`: an action's parameters, which may be of a function type."""
         env = dict(env)
         for b in bs:
             if b.name in env:
@@ -278,6 +279,15 @@ class _Checker:
                                  "a name not declared globally")
             if b.name in _RESERVED:
                 raise self.error(b.loc, f"{b.name!r} is a reserved word", "a variable name")
+            if b.type.args and not choice:
+                raise self.error(b.type.loc, f"a variable of function type {b.type} is only allowed as an action's parameter",
+                                 "a sort, an enum or bool")
+            if b.type.args:  # a choice parameter: finite arguments, a result that may be optional
+                for t in b.type.args:
+                    self.check_type(t, allow_optional=False, allow_int=False)
+                self.check_type(b.type.result, allow_optional=True, allow_int=False)
+                env[b.name] = A.Var(b.name, b.type, b.loc)
+                continue
             t = self.check_type(b.type, allow_optional=False, allow_int=False)
             env[b.name] = A.Var(b.name, t, b.loc)
         return env
@@ -323,7 +333,7 @@ class _Checker:
         return Witness(d.name, tuple(shape), formula, d.required, d.doc, d.loc)
 
     def action(self, d: A.ActionDecl) -> Action:
-        env = self.binders({}, d.params)
+        env = self.binders({}, d.params, choice=True)
         guards: list[A.Expr] = []
         updates: list[A.Update] = []
         for s in d.body:
@@ -470,6 +480,9 @@ class _Checker:
     def name(self, name: str, env: dict[str, A.Var], loc: A.Loc | None) -> tuple[A.Expr, A.TypeRef]:
         if name in env:
             v = env[name]
+            if v.type.args:
+                raise self.error(loc, f"parameter {name!r} has type {v.type}: it needs arguments",
+                                 f"{name}({', '.join(map(str, v.type.args))})")
             return A.Var(v.name, v.type, loc), v.type
         if name in self.out.enum_of:
             enum = self.out.enum_of[name]
@@ -491,6 +504,10 @@ class _Checker:
             return substitute(self.define_bodies[name], {b.name: a for b, a in zip(d.params, actual)}), d.result
         if name in self.globals and name not in self.out.actions:
             raise _Fail()  # declared, but its own declaration failed: that error is already reported
+        if name in env and env[name].type.args:  # a choice parameter applied
+            t = env[name].type
+            fake = Symbol(name, "parameter", t.args, t.result, False)
+            return A.ParamApp(name, self.args(fake, args, env, loc), t, loc), t.result
         if name in env:
             raise self.error(loc, f"variable {name!r} is not a relation or function", f"{name} without arguments")
         hint = self._suggest(name, [*self.out.symbols, *self.out.defines])
@@ -515,6 +532,8 @@ def type_of(spec: CheckedSpec, e: A.Expr) -> A.TypeRef:
             return t
         case A.Sym(name, _):
             return spec.symbols[name].result
+        case A.ParamApp(_, _, t):
+            return t.result
         case A.EnumLit(enum, _):
             return A.TypeRef(enum)
         case A.Some(arg):
@@ -535,6 +554,8 @@ def free_vars(e: A.Expr) -> set[str]:
     match e:
         case A.Var(name):
             return {name}
+        case A.ParamApp(name, args):
+            return {name}.union(*(free_vars(a) for a in args))
         case A.Quant(_, vs, body) | A.Count(vs, body):
             return free_vars(body) - {v.name for v in vs}
     return set().union(*(free_vars(c) for c in A.children(e))) if A.children(e) else set()
@@ -560,6 +581,8 @@ def substitute(e: A.Expr, sub: dict[str, A.Expr]) -> A.Expr:
             return sub.get(name, e)
         case A.Sym(name, args):
             return A.Sym(name, tuple(substitute(a, sub) for a in args), e.loc)
+        case A.ParamApp(name, args, t):  # (only scalars are ever substituted: the name stays)
+            return A.ParamApp(name, tuple(substitute(a, sub) for a in args), t, e.loc)
         case A.Not(a):
             return A.Not(substitute(a, sub), e.loc)
         case A.Some(a):

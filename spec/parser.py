@@ -331,6 +331,10 @@ class _ToAst:
     def type(self, meta, c):
         return A.TypeRef(str(c[0]), len(c) > 1, loc=self._loc(meta))
 
+    def fun_type(self, meta, c):
+        *args, result = c
+        return A.TypeRef(result.name, result.optional, loc=self._loc(meta), args=tuple(args))
+
     def binder(self, meta, c):
         return A.Binder(str(c[0]), c[1], loc=self._loc(meta))
 

@@ -35,7 +35,7 @@ def _expr(e: A.Expr) -> tuple[str, int]:
             return name, _ATOM
         case A.EnumLit(_, value):
             return value, _ATOM
-        case A.App(name, args) | A.Sym(name, args):
+        case A.App(name, args) | A.Sym(name, args) | A.ParamApp(name, args):
             return f"{name}({', '.join(show_expr(a) for a in args)})", _ATOM
         case A.Some(arg):
             return _expr(arg)
