@@ -69,7 +69,12 @@ CR3_LOAD, SET_MODE, INVLPG = "cr3_load", "set_mode", "invlpg"
 # in an unsync table does not trap (the _unsync variants: the sptes stay and go stale).
 GUEST_MAP, GUEST_UNMAP, GUEST_PATH, GUEST_UPPER = "guest_map", "guest_unmap", "guest_path", "guest_upper"
 GUEST_MAP_UNSYNC, GUEST_UNMAP_UNSYNC = "guest_map_unsync", "guest_unmap_unsync"
-GUEST_EDITS = (GUEST_MAP, GUEST_UNMAP, GUEST_PATH, GUEST_UPPER, GUEST_MAP_UNSYNC, GUEST_UNMAP_UNSYNC)
+# A store to an upper-level entry: the walks it changes, of one (vm, root), as one step (its choice
+# parameters are read from the implementation's walks; guest_path and guest_upper explain, walk by
+# walk, a change no one table on every changed walk can account for).
+GUEST_STORE_UPPER = "guest_store_upper"
+GUEST_EDITS = (GUEST_MAP, GUEST_UNMAP, GUEST_PATH, GUEST_UPPER, GUEST_STORE_UPPER, GUEST_MAP_UNSYNC,
+               GUEST_UNMAP_UNSYNC)
 VM_CREATE, VM_DESTROY = "vm_create", "vm_destroy"
 # An inflate of a resident gfn; its variants (a swapped or absent gfn) share the prefix.
 BALLOON_INFLATE = "balloon_inflate"

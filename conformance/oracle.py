@@ -35,7 +35,8 @@ from dmmcheck.model.state import State, differing
 from .abstraction import ALL_PARTS, PARTS, AbstractionError, Universe, to_spec_state
 from .adapter import AccessResult, Config, Observation, Operation
 from .binding import (ACCESS, BALLOON_INFLATE, CR3_LOAD, G_TABLE, G_UPPER, GFN, GMAP, GUEST_MAP, GUEST_MAP_UNSYNC,
-                      GUEST_PATH, GUEST_UNMAP, GUEST_UNMAP_UNSYNC, GUEST_UPPER, GUEST_VIEW_OPS, GUEST_WALK, GVA, HITS,
+                      GUEST_PATH, GUEST_STORE_UPPER, GUEST_UNMAP, GUEST_UNMAP_UNSYNC, GUEST_UPPER, GUEST_VIEW_OPS,
+                      GUEST_WALK, GVA, HITS,
                       INVLPG, MEMORY_WRITERS, MFN, P2M, ROLE, ROOT, SET_MODE, SHADOW_FILL, SHADOW_HIT, SLOT, SPTE,
                       TLB_HIT, VCPU, VCPU_ARG, VM, VM_CREATE, VM_DESTROY)
 from .ideal import PAGE, Ideal, Outcome
@@ -322,7 +323,11 @@ class Oracle:
     def _guest_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None = None) -> State:
         """The guest's own page-table edits: every (vm, root, gva) whose walk reads other tables
         (guest_path, guest_upper) or whose mapping differs (guest_map / guest_unmap, or their
-        unsync variants) — or only the one at flat index `only`."""
+        unsync variants) — or only the one at flat index `only`. Walks that now read other tables
+        go first, one guest_store_upper per (vm, root) where a table on every one of them can hold
+        the entry stored."""
+        if only is None:
+            s = self._upper_stores(s, impl, steps)
         s = self._path_edits(s, impl, steps, only, G_TABLE, GUEST_PATH)
         s = self._path_edits(s, impl, steps, only, G_UPPER, GUEST_UPPER)
         lays = [self._lay[n] for n in GMAP]
@@ -359,6 +364,38 @@ class Oracle:
             if s[lays[0].index][k] is not None and all(s[lay.index][k] == impl[lay.index][k] for lay in lays):
                 return True
         return False
+
+    def _upper_stores(self, s: State, impl: State, steps: list[SpecStep]) -> State:
+        """guest_store_upper for the walks of each (vm, root) whose tables changed (g_table, g_upper),
+        through the table t that every one of them reads before and after, the one fewest walks read
+        (the lowest level such a store can be at); its choices are the walks' new tables and gptes
+        as the implementation shows them. No such t (a VM's walks appearing): walk by walk, below."""
+        tab, up = self._lay.get(G_TABLE), self._lay.get(G_UPPER)
+        if GUEST_STORE_UPPER not in self.it.actions or tab is None or up is None \
+                or (impl[tab.index] == s[tab.index] and impl[up.index] == s[up.index]):
+            return s
+        n_gva, n_gfn = self.u.sizes[GVA], self.u.sizes[GFN]
+        walks: dict[tuple[int, int], list[int]] = {}
+        for k in sorted({i // n_gfn for lay in (tab, up) for i in differing(impl[lay.index], s[lay.index])}):
+            v, r, x = self.u.point(GMAP[0], k)
+            walks.setdefault((v, r), []).append(x)
+        for (v, r), xs in walks.items():
+            first = self.u.index(GMAP[0], (v, r, 0))  # the walks of (v, r): gmap's points first .. first + n_gva
+
+            def reads(st: State, x: int, t: int) -> bool:
+                return bool(st[tab.index][(first + x) * n_gfn + t])
+            tables = [t for t in range(n_gfn) if all(reads(s, x, t) and reads(impl, x, t) for x in xs)]
+            if not tables:
+                continue
+            t = min(tables, key=lambda t: (sum(reads(s, y, t) for y in range(n_gva)), t))
+            h = tuple(x in xs for x in range(n_gva))
+            rows = [tuple(impl[lay.index][(first + x) * n_gfn + k] if h[x] else False
+                          for x in range(n_gva) for k in range(n_gfn)) for lay in (tab, up)]
+            gpte = [tuple(impl[self._lay[n].index][first + x] if h[x] else (None if n == GMAP[0] else False)
+                          for x in range(n_gva)) for n in GMAP]
+            args = (v, r, t, h, *rows, *gpte)
+            s = self._apply(s, GUEST_STORE_UPPER, args, steps, "guest edit", True)
+        return s
 
     def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None, symbol: str,
                     action: str) -> State:

@@ -58,7 +58,8 @@ class CrossCheck:
 
     def params(self, action: str, args: tuple[Any, ...]) -> dict[str, z3.ExprRef]:
         act = self.it.spec.actions[action]
-        return {p.name: self.enc.value(p.type, a) for p, a in zip(act.params, args)}
+        return {p.name: self.enc.choice_value(p.type, a) if p.type.args else self.enc.value(p.type, a)
+                for p, a in zip(act.params, args)}
 
     def disagreements(self, s: State, action: str, args: tuple[Any, ...]) -> list[str]:
         it, enc = self.it, self.enc

@@ -371,17 +371,15 @@ class Prover:
         goals = _prefix([ob for ob in goals if ob.name not in proved], obs)
         with use_context(self.ctx):
             try:
-                # One context for the action's shared solvers (they always run in this order), and
-                # one apart for the rung with a subset of the invariants per goal: the terms made
-                # there would change what the counts rung after it finds within its budget (the
-                # bundled spec's sync_spte / guest_pt_protected went from proved in 1.5 s to unknown).
-                ctx, apart = z3.Context(), None
+                # A context of its own for each rung that still has goals: a goal's answer on a
+                # rung then depends only on the goals before it on that rung. With one context for
+                # two rungs, the terms the goals after it left in the first rung changed what the
+                # second found within its budget, so a goal asked alone (`--only`) and amid the
+                # others got different answers (the bundled spec's sync_spte / guest_pt_protected).
                 for rung in QUICK_PASS:
                     if not goals:
                         break
-                    if rung.related:
-                        apart = apart or z3.Context()
-                    goals = self._on_shared_solver(action, goals, rung, proved, apart if rung.related else ctx)
+                    goals = self._on_shared_solver(action, goals, rung, proved, z3.Context())
             except Exception:  # noqa: BLE001 - each goal on its own (LADDER) says what it is
                 pass
             return [proved.get(ob.name) or self._guarded(ob, self._climb) for ob in obs]

@@ -287,6 +287,20 @@ class Encoding:
         return z3.And([self.expr(a.formula, self.immutable, {}) for a in self.spec.axioms])
 
     # ---------------------------------------------------------------- concrete values (finite mode)
+    def choice_value(self, t: A.TypeRef, values: tuple[Any, ...]) -> Any:
+        """A choice parameter's concrete value (the flat tuple over a finite universe) as a function
+        of Z3 terms, to stand where param_consts puts a declared function."""
+        points = list(itertools.product(*(range(len(self.elements[a.name])) if a.name in self.elements
+                                          else (False, True) for a in t.args)))
+        table = [([self.value(a, x) for a, x in zip(t.args, p)], self.value(t.result, v)) for p, v in zip(points, values)]
+
+        def apply(*zs: z3.ExprRef) -> z3.ExprRef:
+            out = table[-1][1]
+            for at, v in reversed(table[:-1]):
+                out = z3.If(z3.And([z == a for z, a in zip(zs, at)]), v, out)
+            return out
+        return apply
+
     def value(self, t: A.TypeRef, v: Any) -> z3.ExprRef:
         if t.optional:
             opt = self.option(t.name)

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from dmmcheck.model.crosscheck import CrossCheck
 from dmmcheck.model.evaluate import apply_updates, evaluate
 from dmmcheck.model.explore import explore
 from dmmcheck.model.interp import Interpreter, InterpError
@@ -136,3 +137,16 @@ def test_a_witness_names_the_choice_that_reaches_it():
     it = Interpreter(spec, w.witness["universe"])
     after = it.apply(it.initial_state(), "pick", it.parse_args("pick", step["args"]))
     assert all(v is not None for v in it.u.to_dict(after)["f"].values())
+
+
+def test_z3_and_the_interpreter_agree_on_a_choice():
+    cc = CrossCheck(SPEC)
+    it = cc.it
+    s0 = it.initial_state()
+    picks = list(it.enabled(s0, "pick"))[::11]
+    assert len(picks) > 10
+    for _, xs in picks:
+        assert cc.disagreements(s0, "pick", xs) == []
+        s1 = it.apply(s0, "pick", xs)
+        for h in it.u.domain(SPEC.actions["drop"].params[0].type):
+            assert cc.disagreements(s1, "drop", (h,)) == []

@@ -418,7 +418,7 @@ def test_a_violation_found_in_parts_is_reported_as_one_process_finds_it():
 
 def test_explore_says_how_many_processes_it_ran_in(capsys):
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2"]) == 0
-    assert "91,544 states, 5,547,062 transitions in " in capsys.readouterr().out
+    assert "91,544 states, 10,610,318 transitions in " in capsys.readouterr().out
     assert main(["explore", "--bound", "gfn=1,mfn=1", "-j", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["processes"] == 2 and out["states"] == 91544

@@ -83,6 +83,19 @@ def test_an_obligation_gets_the_same_answer_alone_and_amid_others(tmp_path):
         assert alone[0] == amid[name], name
 
 
+def test_a_goal_gets_the_same_answer_with_the_goals_after_it_and_without():
+    """The goals after one on its action's quick pass are checked after it on each rung; with one
+    context for two rungs, the terms they left in the first changed the second's answer: this goal
+    was proved amid all of its action's goals and unknown alone (`--only`)."""
+    spec = load(None)
+    target = "inductive/sync_spte/guest_pt_protected"
+    obs = [ob for ob in Prover(spec).obligations() if ob.kind == "inductive" and ob.action == "sync_spte"]
+    whole = {r.name: _answer(r) for r in Prover(spec).check_action(obs)}
+    (alone,) = Prover(spec).check_action([ob for ob in obs if ob.name == target])
+    assert _answer(alone) == whole[target]
+    assert whole[target]["status"] == "proved"
+
+
 def test_a_counterexample_is_the_same_alone_and_after_a_violated_goal():
     """A violated goal's model, translated back into the prover's context, changed how the queries
     built there later were solved: the k-induction step's counterexample came out different."""
