@@ -165,7 +165,7 @@ def unreachable(reach: Reach, out: Outcome) -> str:
 
 
 def elements(oracle: Oracle, elems: dict[str, set[Any]]) -> str:
-    t = {p.type.name: p.type for a in oracle.it.actions.values() for p in a.action.params}
+    t = {p.type.name: p.type for a in oracle.it.actions.values() for p in a.action.params if not p.type.args}
     return "elements searched: " + ", ".join(oracle.u.show_value(t[s], e) for s in sorted(elems) if s in t
                                              for e in sorted(elems[s]))
 

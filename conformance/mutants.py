@@ -329,6 +329,15 @@ def _(vmm: Any) -> None:
     _during(vmm, "set_controls", vmm.mmu, "sync_root", lambda vm, root: None)
 
 
+@mutant("upper_store_not_propagated", "an emulated store to an upper-level guest entry zaps nothing: the shadow "
+        "entry linking the subtree below it stays, and every gva under the entry keeps its old translation",
+        "refinement (guest_store_upper) / no_stale_spte / observation")
+def _(vmm: Any) -> None:
+    mmu = vmm.mmu
+    real = mmu.zap
+    _during(mmu, "guest_table_written", mmu, "zap", lambda sp, idx: real(sp, idx) if sp.role.level == 1 else None)
+
+
 @mutant("upper_table_left_unsync", "an unsync leaf table shadowed as an upper-level table too stays unsync: the "
         "guest's stores to its upper entries no longer trap", "walk_protected / refinement / observation")
 def _(vmm: Any) -> None:

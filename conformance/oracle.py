@@ -366,10 +366,11 @@ class Oracle:
         return False
 
     def _upper_stores(self, s: State, impl: State, steps: list[SpecStep]) -> State:
-        """guest_store_upper for the walks of each (vm, root) whose tables changed (g_table, g_upper),
-        through the table t that every one of them reads before and after, the one fewest walks read
-        (the lowest level such a store can be at); its choices are the walks' new tables and gptes
-        as the implementation shows them. No such t (a VM's walks appearing): walk by walk, below."""
+        """guest_store_upper for the walks of each (vm, root) whose tables changed (g_table, g_upper)
+        when all of them now read the same tables (as under one PDE): through the table t that each
+        read before and reads after, the one fewest walks read (the lowest level such a store can
+        be at). Otherwise (a VM's walks appearing, walks that part below the entry): walk by walk,
+        with guest_path and guest_upper."""
         tab, up = self._lay.get(G_TABLE), self._lay.get(G_UPPER)
         if GUEST_STORE_UPPER not in self.it.actions or tab is None or up is None \
                 or (impl[tab.index] == s[tab.index] and impl[up.index] == s[up.index]):
@@ -380,21 +381,19 @@ class Oracle:
             v, r, x = self.u.point(GMAP[0], k)
             walks.setdefault((v, r), []).append(x)
         for (v, r), xs in walks.items():
-            first = self.u.index(GMAP[0], (v, r, 0))  # the walks of (v, r): gmap's points first .. first + n_gva
+            first = self.u.index(GMAP[0], (v, r, 0)) * n_gfn  # (v, r)'s rows of g_table and g_upper
 
-            def reads(st: State, x: int, t: int) -> bool:
-                return bool(st[tab.index][(first + x) * n_gfn + t])
-            tables = [t for t in range(n_gfn) if all(reads(s, x, t) and reads(impl, x, t) for x in xs)]
+            def row(st: State, lay: Any, x: int) -> tuple[bool, ...]:
+                return tuple(st[lay.index][first + x * n_gfn:first + (x + 1) * n_gfn])
+            new_tab, new_up = row(impl, tab, xs[0]), row(impl, up, xs[0])
+            if any(row(impl, tab, x) != new_tab or row(impl, up, x) != new_up for x in xs):
+                continue
+            tables = [t for t in range(n_gfn) if new_tab[t] and all(row(s, tab, x)[t] for x in xs)]
             if not tables:
                 continue
-            t = min(tables, key=lambda t: (sum(reads(s, y, t) for y in range(n_gva)), t))
+            t = min(tables, key=lambda t: (sum(row(s, tab, y)[t] for y in range(n_gva)), t))
             h = tuple(x in xs for x in range(n_gva))
-            rows = [tuple(impl[lay.index][(first + x) * n_gfn + k] if h[x] else False
-                          for x in range(n_gva) for k in range(n_gfn)) for lay in (tab, up)]
-            gpte = [tuple(impl[self._lay[n].index][first + x] if h[x] else (None if n == GMAP[0] else False)
-                          for x in range(n_gva)) for n in GMAP]
-            args = (v, r, t, h, *rows, *gpte)
-            s = self._apply(s, GUEST_STORE_UPPER, args, steps, "guest edit", True)
+            s = self._apply(s, GUEST_STORE_UPPER, (v, r, t, h, new_tab, new_up), steps, "guest edit", True)
         return s
 
     def _path_edits(self, s: State, impl: State, steps: list[SpecStep], only: int | None, symbol: str,

@@ -162,6 +162,17 @@ SPEC_MUTANTS = [
     _m("guest_upper_keeps_spte", "guest_upper", "forgotten-update",
        "an emulated edit that moves a table above x's leaf does not zap the sptes behind it",
        "  g_upper(v, r, x, t) := b\n  forall o: role. spte(v, r, o, x) := none\n", "  g_upper(v, r, x, t) := b\n"),
+    _m("store_upper_keeps_spte", "guest_store_upper", "forgotten-update",
+       "an emulated store to an upper-level entry does not zap the sptes of the gvas under it",
+       "  forall o: role, x: gva. if h(x) {\n    spte(v, r, o, x) := none\n", "  forall o: role, x: gva. if h(x) {\n"),
+    _m("store_upper_no_flush", "guest_store_upper", "no-flush",
+       "an emulated store to an upper-level entry zaps the sptes under it but owes no flush",
+       "  if exists o: role, x: gva. h(x) and spte(v, r, o, x) != none {\n    forall c: vcpu. insert flush_pending(v, c)\n"
+       "  }\n", ""),
+    _m("store_upper_keeps_stale_mark", "guest_store_upper", "stale-kept",
+       "an emulated store to an upper-level entry zaps the sptes under it but leaves them marked stale",
+       "    remove s_nx(v, r, o, x)\n    remove s_stale(v, r, o, x)\n    old_gmap(v, r, o, x) := none\n",
+       "    remove s_nx(v, r, o, x)\n    old_gmap(v, r, o, x) := none\n"),
     _m("unsync_write_on_protected_leaf", "guest_map_unsync", "guard",
        "a guest store to a write-protected leaf table is taken as an unsync write (no trap, the sptes go stale)",
        "action guest_map_unsync(v: vm, r: root, x: gva, g: gfn, w: bool, u: bool, nx: bool, a: bool, d: bool) {\n"

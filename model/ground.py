@@ -25,6 +25,7 @@ TooLarge, and the explorer takes the general path.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -140,8 +141,8 @@ class _Emitter:
                 if all(is_c for is_c, _ in consts):
                     return _lit(vals[self.u.param_index(fun, tuple(v for _, v in consts))])
                 index = codes[0]
-                for a, c in zip(fun.args[1:], codes[1:]):
-                    index = f"({index})*{self.u.domain_size(a)} + {c}"
+                for arg_type, code in zip(fun.args[1:], codes[1:]):
+                    index = f"({index})*{self.u.domain_size(arg_type)} + {code}"
                 return f"({''.join(_lit(x) + ', ' for x in vals)})[{index}]"
             case A.EnumLit(enum, value):
                 return str(self.u.spec.enums[enum].index(value))
@@ -370,10 +371,10 @@ Group = tuple[list[_Instance], list[int] | None]  # instances, and the positions
 def _ground_action(em: _Emitter, action: Action, width: int) -> tuple[list[Group], list[tuple[Any, ...]], list[_Instance]]:
     """The action's instances in groups (one memo each, but the last), all its instances in order,
     and those that can be enabled."""
-    domains = [em.domain(p.type) for p in action.params]
-    instances = list(itertools.product(*domains))
-    if len(instances) > MAX_INSTANCES:
-        raise TooLarge(f"{action.name} has {len(instances)} argument tuples")
+    count = math.prod(em.u.domain_count(p.type) for p in action.params)
+    if count > MAX_INSTANCES:  # (counted first: a choice parameter's values are many)
+        raise TooLarge(f"{action.name} has {count} argument tuples")
+    instances = list(itertools.product(*(em.domain(p.type) for p in action.params)))
     conj = [c for g in action.guards for c in conjuncts(g)]
     items = [x for k, args in enumerate(instances) if (x := _instance(em, action, conj, k, args)) is not None]
     groups: dict[frozenset[int], list[_Instance]] = {}

@@ -226,7 +226,7 @@ def _show(it: Interpreter, parent: dict, canon, pre: State, action: str, args: t
 
 
 def _args(shown: str) -> dict[str, str]:
-    return dict(a.split("=", 1) for a in split_top(shown))  # type: ignore[misc]  # (each item: name=value)
+    return dict(a.split("=", 1) for a in split_top(shown))  # (each item: name=value)
 
 
 def write_trace(path: Path, spec_path: str, spec_hash: str, r: Any) -> None:

@@ -11,6 +11,7 @@ Elements print as `vm0`, `mfn1`, ...; enum values by their names.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from operator import mul
 from typing import Any, Iterator
@@ -24,6 +25,7 @@ DEFAULT_SIZE = 2
 
 
 MAX_POINTS = 1 << 22  # values in one state: past this, compiling and storing states cannot finish
+MAX_CHOICES = 1 << 16  # values of one choice parameter listed at once (the compiled loops never list them)
 
 
 class UniverseError(ValueError):
@@ -102,8 +104,17 @@ class Universe:
             return len(self.spec.enums[t.name])
         raise UniverseError(f"type {t} has no finite domain")
 
+    def domain_count(self, t: A.TypeRef) -> int:
+        """How many values a type has (a choice parameter: every function over the bound)."""
+        if t.args:
+            return len(self.values(t.result)) ** math.prod(self.domain_size(a) for a in t.args)
+        return self.domain_size(t)
+
     def domain(self, t: A.TypeRef) -> tuple[Any, ...]:
         if t.args:  # a choice parameter: every function, as the flat tuple of its values
+            if (n := self.domain_count(t)) > MAX_CHOICES:
+                raise UniverseError(f"a parameter of type {t} has {n:,} values at this bound (more than "
+                                    f"{MAX_CHOICES:,} are not listed): a smaller bound")
             return tuple(itertools.product(self.values(t.result), repeat=len(self.arg_points(t))))
         if t.name == A.BOOL:
             return (False, True)
