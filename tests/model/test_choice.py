@@ -16,6 +16,7 @@ from dmmcheck.model.evaluate import apply_updates, evaluate
 from dmmcheck.model.explore import explore
 from dmmcheck.model.interp import Interpreter, InterpError
 from dmmcheck.model.obligation import Obligation
+from dmmcheck.model.state import UniverseError
 from dmmcheck.model.prove import Prover
 from dmmcheck.model.witness import answer
 from dmmcheck.spec import check, parse
@@ -150,3 +151,13 @@ def test_z3_and_the_interpreter_agree_on_a_choice():
         s1 = it.apply(s0, "pick", xs)
         for h in it.u.domain(SPEC.actions["drop"].params[0].type):
             assert cc.disagreements(s1, "drop", (h,)) == []
+
+
+def test_a_choice_too_large_to_list_is_refused_with_its_count():
+    it = Interpreter(SPEC, {"a": 4, "b": 4})
+    g = SPEC.actions["pick"].params[1].type  # (a, a) -> b?: 5 values at each of 16 points
+    assert it.u.domain_count(g) == 5 ** 16
+    with pytest.raises(UniverseError, match=r"has 152,587,890,625 values at this bound"):
+        it.u.domain(g)
+    # the compiled loops never list it: the first enabled choices come at once
+    assert next(it.enabled(it.initial_state(), "pick"))[0] == "pick"
