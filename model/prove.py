@@ -486,7 +486,7 @@ _MODEL_TRIES = 512
 
 def _domain(enc: Encoding, t: A.TypeRef) -> list[z3.ExprRef] | None:
     """Every value of a parameter type in a finite encoding (None: not enumerable here)."""
-    if t.optional or t.name == A.INT or t.args:
+    if t.optional or t.name == A.INT:
         return None
     if t.name == A.BOOL:
         return [z3.BoolVal(False), z3.BoolVal(True)]

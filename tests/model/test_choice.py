@@ -16,7 +16,7 @@ from dmmcheck.model.evaluate import apply_updates, evaluate
 from dmmcheck.model.explore import explore
 from dmmcheck.model.interp import Interpreter, InterpError
 from dmmcheck.model.obligation import Obligation
-from dmmcheck.model.state import UniverseError
+from dmmcheck.model.state import UniverseError, split_top
 from dmmcheck.model.prove import Prover
 from dmmcheck.model.witness import answer
 from dmmcheck.spec import check, parse
@@ -87,13 +87,8 @@ def test_a_choice_writes_only_the_points_it_picks():
 def test_a_shown_choice_reads_back_as_the_same_function():
     it = Interpreter(SPEC)
     for name, xs in itertools.islice(it.enabled(it.initial_state()), 0, None, 7):
-        shown = dict(part.split("=", 1) for part in _items(it.show_args(name, xs)))
+        shown = dict(part.split("=", 1) for part in split_top(it.show_args(name, xs)))
         assert it.parse_args(name, shown) == xs
-
-
-def _items(shown: str) -> list[str]:
-    from dmmcheck.model.state import split_top
-    return split_top(shown)
 
 
 @pytest.mark.parametrize("bad, why", [
