@@ -231,8 +231,6 @@ def cmd_prove(args: argparse.Namespace) -> int:
     init failure) and no reachable violation; 3 some unknown; 4 a spec error; 2 bad options."""
     import hashlib
 
-    from rich.console import Console
-
     from dmmcheck.model import report
     from dmmcheck.model.runner import ProveOptions, exit_status, write_trace
 
@@ -250,8 +248,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
                         use_cache=not args.no_cache, jobs=args.jobs, rlimit=args.rlimit,
                         reach_seconds=args.reach_seconds, spec=spec)
     opts.witness_depth = args.witness_depth
-    console = Console(stderr=True)
-    results, seconds = report.run_with_progress(opts, console, quiet=args.json)
+    results, seconds = report.run_with_progress(opts, quiet=args.json)
     if args.only and not results:  # a typo must not pass as "nothing failed"
         print(f"dmm prove: no obligation matches --only {args.only!r}", file=sys.stderr)
         return EXIT_USAGE
@@ -279,7 +276,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_json(spec.file, results, seconds, traces)))
     else:
-        report.show(Console(), spec, results, seconds, traces)
+        report.show(report.Out(), spec, results, seconds, traces)
     if not files:
         return exit_status(results)
     return prove_html.finish(spec, results, seconds, traces, exit_status(results), html=args.html, itf_path=args.itf)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
-from rich.console import Console
 
 from dmmcheck.model import report
 from dmmcheck.model.cex import conjuncts, shrink_sizes, show_symbol
@@ -58,7 +58,7 @@ def test_immutable_symbols_printed_once():
 def test_golden_counterexample_text():
     _, r = _cti("pages", "take", "one_page")
     buf = io.StringIO()
-    report._show_counterexample(Console(file=buf, width=100, color_system=None), r)
+    report._show_counterexample(report.Out(buf), r)
     got = buf.getvalue()
     expect = HERE / "pages.expect"
     if os.environ.get("DMM_REGEN_GOLDEN"):
@@ -92,3 +92,13 @@ def test_conjuncts_split_under_outer_foralls():
     parts = conjuncts(spec.invariants[0].formula)
     # the third conjunct's own forall is split too: its variable joins the clause's
     assert [[v.name for v in vs] for vs, _ in parts] == [["p"], ["p"], ["p", "q"]]
+
+
+def test_report_is_plain_off_a_terminal_and_coloured_on_one():
+    _, r = _cti("pages", "take", "one_page")
+    plain, tty = io.StringIO(), io.StringIO()
+    report._show_counterexample(report.Out(plain), r)
+    report._show_counterexample(report.Out(tty, color=True), r)
+    assert "\x1b[" not in plain.getvalue() and "\x1b[31m✗ inductive/take/one_page" in tty.getvalue()
+    # the same text either way, columns aligned and no line wrapped
+    assert re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue()) == plain.getvalue()
