@@ -1,6 +1,7 @@
 """The typed AST of the dmm spec language.
 
-Nodes are frozen dataclasses: hashable, comparable, cheap to share. Source locations ride along
+Nodes are immutable value classes (`node.py`: what frozen dataclasses are, made faster): hashable,
+comparable, cheap to share. Source locations ride along
 but never take part in equality, so `parse(print(ast)) == ast` compares structure only.
 
 The parser produces *surface* nodes (`Name`, `App`, and the `Surface*` forms whose binders are
@@ -12,11 +13,12 @@ known. The two forms are distinct classes so that a consumer of checked specs is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator, Union
 
+from .node import field, node
 
-@dataclass(frozen=True)
+
+@node
 class Loc:
     file: str
     line: int
@@ -36,7 +38,7 @@ BOOL = "bool"
 INT = "int"
 
 
-@dataclass(frozen=True)
+@node
 class TypeRef:
     """A type as written: a sort, an enum, `bool` or `int`; `optional` is the `?` of partial results.
     With `args`, a function type `(args) -> name?` (an action's choice parameter: the action picks a
@@ -64,14 +66,14 @@ class TypeRef:
 # ---------------------------------------------------------------- expressions
 
 
-@dataclass(frozen=True)
+@node
 class Binder:
     name: str
     type: TypeRef
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Name:
     """A bare identifier as written: a variable, a constant, an enum value or a 0-ary symbol."""
 
@@ -79,7 +81,7 @@ class Name:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class App:
     """`f(a, b)` as written: a relation, function or definition applied to arguments."""
 
@@ -88,19 +90,19 @@ class App:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class BoolLit:
     value: bool
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class IntLit:
     value: int
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class NoneLit:
     """`none`; after checking, `type` names the optional type it belongs to."""
 
@@ -108,7 +110,7 @@ class NoneLit:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Not:
     arg: Expr
     loc: Loc | None = _loc()
@@ -120,7 +122,7 @@ CMP_OPS = ("=", "!=", "<", "<=", ">", ">=")
 ARITH_OPS = ("+", "-")
 
 
-@dataclass(frozen=True)
+@node
 class BinOp:
     op: str
     left: Expr
@@ -128,7 +130,7 @@ class BinOp:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceQuant:
     """`forall x: S. body` / `exists ...` as written (the checker makes a `Quant`)."""
 
@@ -138,7 +140,7 @@ class SurfaceQuant:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceCount:
     """`count { x: S, y: T | body }` as written (the checker makes a `Count`)."""
 
@@ -147,7 +149,7 @@ class SurfaceCount:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Ite:
     cond: Expr
     then: Expr
@@ -158,7 +160,7 @@ class Ite:
 # Resolved forms (only the checker makes these).
 
 
-@dataclass(frozen=True)
+@node
 class Var:
     """A bound variable or an action parameter, with its type."""
 
@@ -167,7 +169,7 @@ class Var:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Sym:
     """A state or immutable symbol (relation, function, constant) applied to arguments."""
 
@@ -176,7 +178,7 @@ class Sym:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class ParamApp:
     """A choice parameter (an action parameter of function type `fun`) applied to arguments."""
 
@@ -186,7 +188,7 @@ class ParamApp:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Quant:
     """A resolved quantifier: its variables are typed `Var`s."""
 
@@ -196,7 +198,7 @@ class Quant:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Count:
     """A resolved `count { x: S, y: T | body }`: how many tuples satisfy body (an int)."""
 
@@ -205,14 +207,14 @@ class Count:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class EnumLit:
     enum: str
     value: str
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Some:
     """The coercion of a value of type S into S? (inserted by the checker, never written)."""
 
@@ -245,7 +247,7 @@ def children(e: Expr) -> tuple[Expr, ...]:
 # ---------------------------------------------------------------- statements
 
 
-@dataclass(frozen=True)
+@node
 class Requires:
     cond: Expr
     loc: Loc | None = _loc()
@@ -255,33 +257,33 @@ class Requires:
 Target = Union[Name, App]
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceAssign:
     target: Target
     value: Expr
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceInsert:
     target: Target
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceRemove:
     target: Target
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceForallUpdate:
     binders: tuple[Binder, ...]
     body: SurfaceUpdate
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class SurfaceIfUpdate:
     cond: Expr
     then: tuple[SurfaceUpdate, ...]
@@ -296,33 +298,33 @@ SurfaceStmt = Union[Requires, SurfaceUpdate]
 # Resolved updates (only the checker makes these): each target a mutable symbol's `Sym`.
 
 
-@dataclass(frozen=True)
+@node
 class Assign:
     target: Sym
     value: Expr
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Insert:
     target: Sym
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class Remove:
     target: Sym
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class ForallUpdate:
     binders: tuple[Var, ...]
     body: Update
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class IfUpdate:
     cond: Expr
     then: tuple[Update, ...]
@@ -362,7 +364,7 @@ def update_leaves(updates: tuple[Update, ...], conds: tuple[Cond, ...] = (), bou
 # ---------------------------------------------------------------- declarations
 
 
-@dataclass(frozen=True)
+@node
 class SortDecl:
     name: str
     bound: int | None = None
@@ -370,7 +372,7 @@ class SortDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class EnumDecl:
     name: str
     values: tuple[str, ...]
@@ -378,7 +380,7 @@ class EnumDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class RelationDecl:
     name: str
     arg_types: tuple[TypeRef, ...]
@@ -388,7 +390,7 @@ class RelationDecl:
     ghost: bool = False  # state no implementation shows (mutable)
 
 
-@dataclass(frozen=True)
+@node
 class FunctionDecl:
     name: str
     arg_types: tuple[TypeRef, ...]
@@ -399,7 +401,7 @@ class FunctionDecl:
     ghost: bool = False  # state no implementation shows (mutable)
 
 
-@dataclass(frozen=True)
+@node
 class ConstDecl:
     name: str
     type: TypeRef
@@ -409,7 +411,7 @@ class ConstDecl:
     ghost: bool = False  # state no implementation shows (mutable)
 
 
-@dataclass(frozen=True)
+@node
 class DefineDecl:
     name: str
     params: tuple[Binder, ...]
@@ -419,7 +421,7 @@ class DefineDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class AxiomDecl:
     name: str
     formula: Expr
@@ -427,7 +429,7 @@ class AxiomDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class InvariantDecl:
     name: str
     formula: Expr
@@ -435,14 +437,14 @@ class InvariantDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class InitDecl:
     body: tuple[SurfaceStmt, ...]
     doc: tuple[str, ...] = ()
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class ActionDecl:
     name: str
     params: tuple[Binder, ...]
@@ -451,7 +453,7 @@ class ActionDecl:
     loc: Loc | None = _loc()
 
 
-@dataclass(frozen=True)
+@node
 class ShapeStep:
     """One step of a witness's shape: an action, or any action (`action` None); `star`: zero or more."""
 
@@ -463,7 +465,7 @@ class ShapeStep:
         return (self.action or "any") + ("*" if self.star else "")
 
 
-@dataclass(frozen=True)
+@node
 class WitnessDecl:
     """`witness NAME: reach SHAPE such that FORMULA`: a run from init that follows the shape and ends
     where the formula holds; `required`: not finding one fails the run."""
@@ -491,7 +493,7 @@ Decl = Union[
 ]
 
 
-@dataclass(frozen=True)
+@node
 class SpecFile:
     decls: tuple[Decl, ...]
     file: str = field(default="<spec>", compare=False)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ast as A
 from .errors import Diagnostic, SpecError, source_lines
+from .node import fields_of
 
 if TYPE_CHECKING:
     from lark import Lark, Token
@@ -252,7 +253,7 @@ def _with_doc(decl: A.Decl, lines: list[str]) -> A.Decl:
 
 
 def _fields(node: object) -> dict:
-    return {k: getattr(node, k) for k in node.__dataclass_fields__}  # type: ignore[attr-defined]  # every AST node is a dataclass
+    return {f.name: getattr(node, f.name) for f in fields_of(node)}
 
 
 class _ToAst:

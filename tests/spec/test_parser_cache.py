@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dmmcheck.spec import ast as A
+from dmmcheck.spec.node import fields_of
 from dmmcheck.spec import bundled_path, parser
 from dmmcheck.spec.errors import SpecError
 
@@ -30,11 +31,11 @@ def _locs(node: object) -> list[tuple[str, A.Loc | None]]:
     if isinstance(node, tuple):
         for x in node:
             out += _locs(x)
-    elif hasattr(node, "__dataclass_fields__"):
+    elif hasattr(node, "__node_fields__"):
         out.append((type(node).__name__, getattr(node, "loc", None)))
-        for name in node.__dataclass_fields__:
-            if name != "loc":
-                out += _locs(getattr(node, name))
+        for f in fields_of(node):
+            if f.name != "loc":
+                out += _locs(getattr(node, f.name))
     return out
 
 
