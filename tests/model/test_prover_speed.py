@@ -226,3 +226,42 @@ def test_goals_that_need_fewer_hypotheses_are_proved_on_the_shared_solvers(monke
     results = prover.check_action(obs)
     assert {r.name: r.status for r in results}["inductive/guest_map/walk_protected"] == "proved"
     assert all(r.status == "proved" for r in results) and climbed == []
+
+
+UNRELATED = """
+sort node
+relation p(node)
+relation q(node)
+init {
+  forall x: node. p(x) := false
+  forall x: node. q(x) := false
+}
+action mark(x: node) {
+  requires p(x)
+  insert q(x)
+}
+invariant no_p: forall x: node. not p(x)
+invariant no_q: forall x: node. not q(x)
+"""
+
+
+def test_a_goal_satisfiable_under_some_hypotheses_is_not_retried_with_them(monkeypatch, tmp_path):
+    # no_q after mark needs no_p, which reads nothing no_q reads: the related pass answers sat, and
+    # a second related pass with more budget would answer sat again; the pass with every invariant
+    # proves it.
+    spec_file = tmp_path / "unrelated.dmm"
+    spec_file.write_text(UNRELATED)
+    spec = load(spec_file)
+    Rung = prove_mod.Rung
+    monkeypatch.setattr(prove_mod, "QUICK_PASS", (Rung(False, 100_000, related=True), Rung(False, 1_000_000, related=True),
+                                                  Rung(False, 100_000)))
+    tried: list[tuple[bool, int | None, list[str]]] = []
+    real = Prover._on_shared_solver
+
+    def spy(self, action, obs, rung, *rest):
+        tried.append((rung.related, rung.rlimit, [ob.invariant for ob in obs]))
+        return real(self, action, obs, rung, *rest)
+    monkeypatch.setattr(Prover, "_on_shared_solver", spy)
+    results = Prover(spec).check_action([Obligation("inductive", action="mark", invariant="no_q")])
+    assert [r.status for r in results] == ["proved"]
+    assert tried == [(True, 100_000, ["no_q"]), (False, 100_000, ["no_q"])]  # no_p: mark leaves p alone
