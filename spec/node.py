@@ -6,7 +6,7 @@ small spec. `node` reads the same declaration (fields in order, defaults after, 
 compare=, repr=)`) and gives the same behaviour in 0.2 ms: equality and the hash over the fields
 that compare (one `attrgetter`; a class equals only its own class), a repr of the fields that show,
 `__match_args__`, and a `__setattr__` / `__delattr__` that refuse (`dataclasses.FrozenInstanceError`).
-`__init__` is compiled at a class's first construction: a run that unpickles its checked spec from
+`replace` copies a node with some fields changed. `__init__` is compiled at a class's first construction: a run that unpickles its checked spec from
 the cache constructs few node classes. Instances keep their fields in `__dict__`, so they pickle
 and copy as dataclass instances do. `fields_of` lists a class's fields; type checkers read `node`
 as a frozen dataclass (`dataclass_transform`).
@@ -105,3 +105,12 @@ def _repr(self: Any) -> str:
 def fields_of(obj: object) -> tuple[Field, ...]:
     """The fields of a node class or instance, in declaration order."""
     return obj.__node_fields__  # type: ignore[attr-defined]  # set by node(); mypy sees a plain object
+
+
+N = TypeVar("N")
+
+
+def replace(obj: N, **changes: Any) -> N:
+    """A copy of a node with these fields changed (as `dataclasses.replace` copies a dataclass)."""
+    kept = {f.name: getattr(obj, f.name) for f in fields_of(obj) if f.name not in changes}
+    return type(obj)(**kept, **changes)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ast as A
 from .errors import Diagnostic, SpecError, source_lines
-from .node import fields_of
+from .node import replace
 
 if TYPE_CHECKING:
     from lark import Lark, Token
@@ -249,11 +249,7 @@ def _with_doc(decl: A.Decl, lines: list[str]) -> A.Decl:
         i -= 1
     if not doc:
         return decl
-    return type(decl)(**{**_fields(decl), "doc": tuple(reversed(doc))})
-
-
-def _fields(node: object) -> dict:
-    return {f.name: getattr(node, f.name) for f in fields_of(node)}
+    return replace(decl, doc=tuple(reversed(doc)))
 
 
 class _ToAst:

@@ -10,7 +10,7 @@ import pytest
 from dmmcheck.conformance import binding
 from dmmcheck.conformance.spec_mutants import SPEC_MUTANTS
 from dmmcheck.main import main
-from dmmcheck.spec import bundled_path, check, load, parse
+from dmmcheck.spec import bundled_path, check, load, node, parse
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "model" / "examples"
 
@@ -37,7 +37,7 @@ def test_a_variant_with_an_extra_invariant_is_judged():
 def test_a_changed_parameter_a_missing_action_and_a_missing_symbol_are_named():
     ref = load(None)
     create = ref.actions["vm_create"]
-    other = dataclasses.replace(create, params=(dataclasses.replace(create.params[0], name="w"),))
+    other = dataclasses.replace(create, params=(node.replace(create.params[0], name="w"),))
     actions = {**{k: a for k, a in ref.actions.items() if k != "swap_out"}, "vm_create": other}
     symbols = {k: s for k, s in ref.symbols.items() if k != "rmap"}
     lacks = binding.missing(dataclasses.replace(ref, actions=actions, symbols=symbols))

@@ -10,7 +10,7 @@ import pickle
 import pytest
 
 from dmmcheck.spec import ast as A
-from dmmcheck.spec.node import field, fields_of, node
+from dmmcheck.spec.node import field, fields_of, node, replace
 
 
 @node
@@ -81,3 +81,11 @@ def test_pickles_copies_and_matches():
             assert (left, right) == (1, (2,))
         case _:
             pytest.fail("no match")
+
+
+def test_replace_copies_with_fields_changed():
+    p = Pair(1, (2,), note="n")
+    q = replace(p, right=(3,))
+    assert (q.left, q.right, q.note) == (1, (3,), "n") and p.right == (2,) and type(q) is Pair
+    with pytest.raises(TypeError):
+        replace(p, wrong=1)
