@@ -6,10 +6,10 @@ small spec. `node` reads the same declaration (fields in order, defaults after, 
 compare=, repr=)`) and gives the same behaviour in 0.2 ms: equality and the hash over the fields
 that compare (one `attrgetter`; a class equals only its own class), a repr of the fields that show,
 `__match_args__`, and a `__setattr__` / `__delattr__` that refuse (`dataclasses.FrozenInstanceError`).
-`replace` copies a node with some fields changed. `__init__` is compiled at a class's first construction: a run that unpickles its checked spec from
+`__init__` is compiled at a class's first construction: a run that unpickles its checked spec from
 the cache constructs few node classes. Instances keep their fields in `__dict__`, so they pickle
-and copy as dataclass instances do. `fields_of` lists a class's fields; type checkers read `node`
-as a frozen dataclass (`dataclass_transform`).
+and copy as dataclass instances do. `fields_of` lists a class's fields and `replace` copies a node
+with some of them changed; type checkers read `node` as a frozen dataclass (`dataclass_transform`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _refuse_del(self: object, name: str) -> None:
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
 def node(cls: T) -> T:
+    """cls, made an immutable value class of the fields it annotates."""
     fields = []
     for name in cls.__dict__.get("__annotations__", {}):
         value = cls.__dict__.get(name, _MISSING)
