@@ -265,3 +265,23 @@ def test_a_goal_satisfiable_under_some_hypotheses_is_not_retried_with_them(monke
     results = Prover(spec).check_action([Obligation("inductive", action="mark", invariant="no_q")])
     assert [r.status for r in results] == ["proved"]
     assert tried == [(True, 100_000, ["no_q"]), (False, 100_000, ["no_q"])]  # no_p: mark leaves p alone
+
+
+def test_the_encoder_makes_the_terms_z3s_python_api_makes():
+    # apply and conj skip the API's coercion: the same terms (so the same verdicts), and the API's
+    # own path for what needs coercing.
+    import z3
+
+    from dmmcheck.model.z3enc import apply, conj
+
+    ctx = z3.Context()
+    s = z3.DeclareSort("s", ctx)
+    f = z3.Function("f", s, z3.IntSort(ctx), z3.BoolSort(ctx))
+    x, n = z3.Const("x", s), z3.Int("n", ctx)
+    p, q = z3.Bool("p", ctx), z3.Bool("q", ctx)
+    assert apply(f, [x, n]).eq(f(x, n)) and isinstance(apply(f, [x, n]), z3.BoolRef)
+    assert apply(f, [x, 3]).eq(f(x, 3))  # 3 coerced by the API
+    for args in ([p, q], [p], [p, q, f(x, n)], [p, True]):
+        assert conj(args).eq(z3.And(args))
+    with pytest.raises(z3.Z3Exception):
+        apply(f, [n, n])  # a wrong sort is still refused
