@@ -272,7 +272,7 @@ def test_the_encoder_makes_the_terms_z3s_python_api_makes():
     # own path for what needs coercing.
     import z3
 
-    from dmmcheck.model.z3enc import apply, conj
+    from dmmcheck.model.z3enc import apply, conj, ite, neg, quantifier
 
     ctx = z3.Context()
     s = z3.DeclareSort("s", ctx)
@@ -283,5 +283,11 @@ def test_the_encoder_makes_the_terms_z3s_python_api_makes():
     assert apply(f, [x, 3]).eq(f(x, 3))  # 3 coerced by the API
     for args in ([p, q], [p], [p, q, f(x, n)], [p, True]):
         assert conj(args).eq(z3.And(args))
+    assert neg(p).eq(z3.Not(p)) and neg(True).eq(z3.Not(True))
+    assert ite(p, n, z3.IntVal(2, ctx)).eq(z3.If(p, n, z3.IntVal(2, ctx)))
+    assert ite(p, n, z3.RealVal(1, ctx)).eq(z3.If(p, n, z3.RealVal(1, ctx)))  # coerced to Real by the API
+    y = z3.Const("y", s)
+    assert quantifier(True, [x, y], f(x, n)).eq(z3.ForAll([x, y], f(x, n)))
+    assert quantifier(False, [x], p).eq(z3.Exists([x], p))
     with pytest.raises(z3.Z3Exception):
         apply(f, [n, n])  # a wrong sort is still refused
