@@ -361,9 +361,9 @@ def ite(c: Any, t: Any, e: Any) -> z3.ExprRef:
 
 def quantifier(forall: bool, vs: list[z3.ExprRef], body: z3.BoolRef) -> z3.BoolRef:
     """z3.ForAll(vs, body) or z3.Exists(vs, body), the same term."""
-    if not vs or not isinstance(body, z3.BoolRef):
+    ctx = body.ctx if isinstance(body, z3.BoolRef) else None
+    if not vs or ctx is None or any(v.ctx is not ctx for v in vs):
         return (z3.ForAll if forall else z3.Exists)(vs, body)
-    ctx = vs[0].ctx
     empty = z3.to_symbol("", ctx)
     return z3.QuantifierRef(z3.Z3_mk_quantifier_const_ex(ctx.ref(), forall, 1, empty, empty, len(vs), _asts(vs),
                                                          0, (z3.Pattern * 0)(), 0, (z3.Ast * 0)(), body.as_ast()), ctx)
