@@ -315,8 +315,7 @@ class Encoding:
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {
     "and": lambda a, b: conj([a, b]),
     "or": lambda a, b: _connective(z3.Z3_mk_or, [a, b], z3.Or),
-    "implies": lambda a, b: _connective(lambda c, n, xs: z3.Z3_mk_implies(c, xs[0], xs[1]), [a, b],
-                                        lambda xs: z3.Implies(*xs)),
+    "implies": lambda a, b: implies(a, b),
     "iff": lambda a, b: a == b,
     "=": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
@@ -346,7 +345,16 @@ def conj(args: list[Any]) -> z3.BoolRef:
 
 def neg(a: Any) -> z3.BoolRef:
     """z3.Not(a), the same term, made as apply makes an application."""
-    return _connective(lambda c, n, xs: z3.Z3_mk_not(c, xs[0]), [a], lambda xs: z3.Not(xs[0]))
+    if isinstance(a, z3.BoolRef):
+        return z3.BoolRef(z3.Z3_mk_not(a.ctx.ref(), a.as_ast()), a.ctx)
+    return z3.Not(a)
+
+
+def implies(a: Any, b: Any) -> z3.BoolRef:
+    """z3.Implies(a, b), the same term, made as apply makes an application."""
+    if isinstance(a, z3.BoolRef) and isinstance(b, z3.BoolRef) and a.ctx is b.ctx:
+        return z3.BoolRef(z3.Z3_mk_implies(a.ctx.ref(), a.as_ast(), b.as_ast()), a.ctx)
+    return z3.Implies(a, b)
 
 
 def ite(c: Any, t: Any, e: Any) -> z3.ExprRef:

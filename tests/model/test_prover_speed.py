@@ -272,7 +272,7 @@ def test_the_encoder_makes_the_terms_z3s_python_api_makes():
     # own path for what needs coercing.
     import z3
 
-    from dmmcheck.model.z3enc import apply, conj, ite, neg, quantifier
+    from dmmcheck.model.z3enc import apply, conj, implies, ite, neg, quantifier
 
     ctx = z3.Context()
     s = z3.DeclareSort("s", ctx)
@@ -284,6 +284,7 @@ def test_the_encoder_makes_the_terms_z3s_python_api_makes():
     for args in ([p, q], [p], [p, q, f(x, n)], [p, True]):
         assert conj(args).eq(z3.And(args))
     assert neg(p).eq(z3.Not(p)) and neg(True).eq(z3.Not(True))
+    assert implies(p, q).eq(z3.Implies(p, q)) and implies(p, True).eq(z3.Implies(p, True))
     assert ite(p, n, z3.IntVal(2, ctx)).eq(z3.If(p, n, z3.IntVal(2, ctx)))
     assert ite(p, n, z3.RealVal(1, ctx)).eq(z3.If(p, n, z3.RealVal(1, ctx)))  # coerced to Real by the API
     y = z3.Const("y", s)
