@@ -50,7 +50,7 @@ from .binding import (
 )
 from .operations import Catalogue
 from .oracle import Failure
-from .runner import Runner, StepRecord, guarded
+from .runner import Runner, StepRecord, alarm_handler, guarded
 from .scope import table_gfns
 
 if TYPE_CHECKING:
@@ -1010,7 +1010,7 @@ def fuzz(adapter_factory: Callable[[], Adapter], spec: Any, config: Config, *, s
     last: list[CaseResult] = []
     # Whatever the campaign prints (Hypothesis's notes on a failing example, an adapter's debug
     # output) goes to stderr: stdout is the result's alone, and with --json it is pure JSON.
-    with seed_alone(), redirect_stdout(sys.stderr):
+    with seed_alone(), redirect_stdout(sys.stderr), alarm_handler():
         _campaign(runner, result, last, seconds, examples, seed_, steps_per_case, batch, progress, tuning,
                   shrink_seconds, database)
     result.seconds = time.perf_counter() - start

@@ -350,3 +350,52 @@ def test_a_bad_adapter_factory_is_bad_input_not_a_hang(factory, words, monkeypat
     monkeypatch.setattr(cli, "load_adapter", lambda target: factory)
     assert main(["fuzz", "--examples", "1", "--step-timeout", "0.5"]) == 2
     assert words in capsys.readouterr().err
+
+
+class HangsOnSecondCr3(BundledVmm):
+    """The second cr3_load of a test case sleeps past the step timeout."""
+
+    def reset(self, config):
+        self.cr3s = 0
+        super().reset(config)
+
+    def step(self, op):
+        if op.action == "cr3_load":
+            self.cr3s += 1
+            if self.cr3s == 2:
+                time.sleep(30)
+        return super().step(op)
+
+
+def test_a_campaign_installs_its_alarm_once_still_times_out_and_restores_the_handler(monkeypatch):
+    import signal
+
+    import dmmcheck.conformance.runner as runner_mod
+
+    mine = lambda *_: None  # noqa: E731 - the handler a program had before the campaign
+    previous = signal.signal(signal.SIGALRM, mine)
+    installs = []
+    real = runner_mod._signal.signal
+
+    def counting(sig, handler):
+        installs.append(handler)
+        return real(sig, handler)
+
+    def installs_for(examples):
+        installs.clear()
+        r = fuzz(BundledVmm, SPEC, Config(), examples=examples, seed_=0)
+        assert r.failure is None and r.steps > 10 * examples
+        assert installs[-1] is mine and signal.getsignal(signal.SIGALRM) is mine  # put back at the end
+        return installs.count(runner_mod._on_alarm)
+
+    monkeypatch.setattr(runner_mod._signal, "signal", counting)
+    try:
+        # the same few installs (the set-up's guarded calls, then one for the campaign) however
+        # many steps are guarded: not two signal() calls a step
+        assert installs_for(2) == installs_for(6)
+        r = fuzz(HangsOnSecondCr3, SPEC, Config(), examples=30, seed_=0, step_timeout=0.5, shrink_seconds=5)
+        assert r.failure is not None and r.failure.kind == "timeout", r.failure
+        assert "did not return within 0.5 s" in r.failure.message
+        assert signal.getsignal(signal.SIGALRM) is mine
+    finally:
+        signal.signal(signal.SIGALRM, previous)
