@@ -16,6 +16,11 @@ do not count); load_average: the machine's, before and after (the figures above 
 out_of_process_*: the same campaign (same seed: the same steps) with the VMM in a child process
 (`python -m dmmcheck.conformance.serve`), guest memory compared by page digests; its impl and
 oracle seconds include the round trips. out_of_process_ratio: its steps/s over the in-process ones.
+reference_cpu_seconds: the least CPU time of three runs of one fixed pure-Python workload (tuples,
+dicts, calls: what the harness spends its time on), taken just before the campaign. This machine's
+speed drifts by a factor of two between days (and by a third between minutes); figures from
+different runs compare as steps_per_reference = steps_per_second * reference_cpu_seconds (the steps
+judged in the time the reference takes), not as raw steps per second.
 restart_seconds: median time to start the child and finish the handshake (what a restart after a
 crash or timeout costs). With `bytes`, also the campaign comparing guest memory by fetching every
 page's bytes instead of digests (out_of_process_bytes_steps_per_second).
@@ -39,6 +44,19 @@ SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
 SERVE = f"{sys.executable} -m dmmcheck.conformance.serve"
 
 
+def reference_cpu_seconds() -> float:
+    """The machine's speed at Python's kind of work: the least of three runs of a fixed workload."""
+    def once() -> float:
+        c0 = time.process_time()
+        table: dict[tuple[int, int], int] = {}
+        for i in range(200_000):
+            key = (i & 1023, i >> 10)
+            table[key] = table.get(key, 0) + len(str(i))
+        sum(map(abs, table.values()))
+        return time.process_time() - c0
+    return min(once() for _ in range(3))
+
+
 def restart_seconds(n: int = 5) -> float:
     starts = []
     for _ in range(n):
@@ -52,6 +70,7 @@ def main() -> None:
     spec = load(None)
     load_start = os.getloadavg()
     full = "full" in sys.argv[2:]
+    reference = reference_cpu_seconds()
     c0 = time.process_time()
     r = fuzz(BundledVmm, spec, Config(), seconds=SECONDS, seed_=0, full_readback=full)
     cpu = time.process_time() - c0
@@ -63,6 +82,8 @@ def main() -> None:
         "seconds_in_harness": round(r.seconds - r.seconds_in_impl - r.seconds_in_oracle, 2),
         "seconds": round(r.seconds, 2), "steps": r.steps, "test_cases": r.examples,
         "cpu_seconds": round(cpu, 2), "steps_per_cpu_second": round(r.steps / cpu, 1) if cpu else None,
+        "reference_cpu_seconds": round(reference, 4),
+        "steps_per_reference": round(r.steps_per_second * reference, 1),
         "readback": dict(r.reads),
         # how often the TLB and the unsync mechanism were exercised (spec actions the steps refined to)
         "actions": {a: r.coverage.get(a, 0) for a in ("tlb_hit", "shadow_hit", "unsync_gpt", "guest_map_unsync",
