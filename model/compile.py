@@ -191,6 +191,18 @@ class _Emitter:
                 self.write(target, "True" if isinstance(u, A.Insert) else "False", indent, out)
             case A.ForallUpdate(vs, body) if self.sliced(vs, body, indent, out):
                 pass  # (sliced() emitted it: one slice for one of its variables)
+            case A.ForallUpdate(vs, A.IfUpdate(cond, then, ())) if _hoistable(vs, cond, then):
+                # `forall vs. if cond {..}` with cond over some of vs: those loop first and cond is
+                # tested there, the rest loop (or slice) inside it, once per update of the branch
+                # (guest_store_upper: 48 of 384 rmap points for one gva, not every point tested)
+                outer = tuple(v for v in vs if v.name in free_vars(cond))
+                rest = tuple(v for v in vs if v not in outer)
+                for v in outer:
+                    out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
+                    indent += "    "
+                out.append(f"{indent}if {self.expr(cond)}:")
+                for x in then:
+                    self.update(A.ForallUpdate(rest, x) if rest else x, indent + "    ", out)
             case A.ForallUpdate(vs, body):
                 for v in vs:
                     out.append(f"{indent}for {_py(v.name)} in {self.domain(v.type)}:")
@@ -206,6 +218,32 @@ class _Emitter:
                     out.append(f"{indent}else:")
                     for x in else_:
                         self.update(x, indent + "    ", out)
+
+
+def _writes(u: A.Update) -> list[A.Sym]:
+    """The targets an update writes, in nested updates too."""
+    match u:
+        case A.Assign(target, _) | A.Insert(target) | A.Remove(target):
+            return [target]
+        case A.ForallUpdate(_, body):
+            return _writes(body)
+        case A.IfUpdate(_, then, else_):
+            return [t for x in then + else_ for t in _writes(x)]
+    return []
+
+
+def _hoistable(vs: tuple[A.Var, ...], cond: A.Expr, then: tuple[A.Update, ...]) -> bool:
+    """Whether `forall vs. if cond {then}` may loop over cond's variables first and over the rest
+    per update of `then`: cond leaves some of vs free (else nothing is gained), and every point the
+    branch writes is one iteration's own (each of vs a plain argument of every target; one target
+    per symbol), so the order of the iterations, and of the updates across them, changes no value
+    (every value is read from the state before the action)."""
+    names = {v.name for v in vs}
+    if not names - free_vars(cond) or not then:
+        return False
+    targets = [t for x in then for t in _writes(x)]
+    own = all(names <= {a.name for a in t.args if isinstance(a, A.Var)} for t in targets)
+    return own and len({t.name for t in targets}) == len(targets)
 
 
 def conjuncts(e: A.Expr) -> list[A.Expr]:

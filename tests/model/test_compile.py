@@ -2,7 +2,8 @@
 state of a small universe: the one-point rule (a quantified variable a conjunct fixes reads one
 value, not its domain), copy-on-write updates (an entry is copied only when a point of it
 changes) and sliced updates (a forall update whose value is free of a variable writes that
-variable's points as one slice)."""
+variable's points as one slice), and conditions hoisted (`forall vs. if c {..}` tested where c's
+variables are bound)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ action everything(x: k) {
 }
 action per_point(x: k) {
   forall y: k. q(y, y) := p(y)
+}
+action hoisted(x: k) {
+  forall y: k, z: k. if p(y) {
+    q(z, y) := f(z) = x
+  }
+  forall z: k, y: k. if p(y) and x != y {
+    remove q(y, z)
+  }
+}
+action not_hoisted(x: k) {
+  forall y: k, z: k. if q(y, z) and p(z) {
+    q(z, y) := f(x) = y
+  }
 }
 """, "t.dmm"))
 IT = Interpreter(SPEC, {"k": 2})
@@ -105,3 +119,20 @@ def test_a_forall_update_with_a_value_free_of_its_variable_is_one_slice_and_agre
                 assert after == apply_updates(IT.u, s, act.updates, {"x": x}), (name, s, x)
                 if after == s:
                     assert all(a is b for a, b in zip(after, s))  # and copies nothing when nothing changes
+
+
+def test_a_forall_update_under_a_condition_tests_it_where_its_variables_are_bound():
+    src = IT.actions["hoisted"].source
+    # each forall loops over y first, tests p(y) once per y, then loops (or slices) over z inside
+    assert src.count("for v_y in range(") == 2 and src.count("for v_z in range(") == 1
+    assert src.index("if s[") < src.index("for v_z in range(")
+    assert "].count(_x)" in src  # `remove q(y, z)` with y fixed: one slice over z
+    # a condition over every variable: tested in the innermost loop, as before
+    nh = IT.actions["not_hoisted"].source
+    assert nh.index("for v_z in range(") < nh.index("if (s[")
+    for name in ("hoisted", "not_hoisted"):
+        act = SPEC.actions[name]
+        for s in every_state():
+            for x in range(2):
+                after = IT.apply(s, name, (x,))
+                assert after == apply_updates(IT.u, s, act.updates, {"x": x}), (name, s, x)
