@@ -269,7 +269,7 @@ def guarded(fn: Callable[[], Any], what: str, timeout: float) -> Any:
 @contextmanager
 def alarm_handler() -> Iterator[None]:
     """The step timeout's SIGALRM handler, installed once around a whole campaign (in the main
-    thread) instead of once per guarded call: two signal() calls a call were about 3% of a
+    thread) instead of once per guarded call: two signal() calls a call, about 1% of a
     campaign. Outside, the handler is whatever it was."""
     if threading.current_thread() is not threading.main_thread():
         yield
